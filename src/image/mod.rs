@@ -1,0 +1,7 @@
+//! Images: decoding with Pillow's RGB conversion, Pillow-exact bicubic resize, CLIP preprocessing, and
+//! OpenCV-exact Canny edges for edge control.
+
+pub mod canny;
+pub mod decode;
+pub mod preprocess;
+pub mod resize;

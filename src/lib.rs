@@ -1,0 +1,23 @@
+//! lambda-eclipse: λ-ECLIPSE multi-subject personalised image embeddings, native and in the browser.
+//!
+//! Map of the crate (see ARCHITECTURE.md):
+//! - [`ops`]: the op layer models are written against, and its backends (CPU on candle-core).
+//! - [`weights`]: streaming safetensors loading from files, bytes or HTTP ranges.
+//! - [`models`]: CLIP text and vision towers.
+//! - [`tokenizer`], [`image`]: CLIP tokenizer and Pillow/OpenCV-exact image processing.
+//! - [`pipeline`]: loading components from a model folder and computing embeddings (used by CLI, wasm, tests).
+//! - `wasm`: the JavaScript API (wasm32 only).
+
+pub mod error;
+pub mod image;
+pub mod models;
+pub mod ops;
+pub mod pipeline;
+pub mod tensor_file;
+pub mod tokenizer;
+pub mod weights;
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+pub use error::{Error, Result};

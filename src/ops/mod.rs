@@ -1,0 +1,105 @@
+//! The op layer: everything a model may compute, as one trait that each backend implements.
+//!
+//! Models (CLIP towers, the λ prior) are generic over [`Backend`] and only ever call these methods, so a new
+//! backend (the WebGPU one) runs them unchanged. Tensors are deliberately simple: row-major f32 matrices
+//! `[rows, cols]` (a sequence of token vectors) plus 1-D vectors for biases and norms. Heads, batches of
+//! images and convolutions are expressed through the ops below rather than through general N-d tensors,
+//! which keeps every GPU kernel small. Reading a value back is the only async operation: on the GPU it is
+//! where the recorded work is submitted and awaited.
+
+pub mod cpu;
+
+use crate::error::Result;
+use std::future::Future;
+
+/// Element type of stored weights. Compute is always f32; weights are converted (CPU) or unpacked in the
+/// kernel (GPU) from what the file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightDType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl WeightDType {
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            WeightDType::F32 => 4,
+            WeightDType::F16 | WeightDType::BF16 => 2,
+        }
+    }
+}
+
+/// Pointwise activation, applied on its own or fused after a linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// Exact GELU, 0.5·x·(1 + erf(x/√2)) (HF `gelu`).
+    GeluErf,
+    /// x·σ(1.702·x) (HF `quick_gelu`).
+    QuickGelu,
+}
+
+impl Activation {
+    /// Maps a Hugging Face `hidden_act` name.
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Activation::GeluErf),
+            "quick_gelu" => Some(Activation::QuickGelu),
+            _ => None,
+        }
+    }
+}
+
+/// The operations models are written against. Shapes in the docs: `x` is `[m, k]`, weights follow
+/// PyTorch's `nn.Linear` layout `[n, k]`.
+pub trait Backend: Clone + 'static {
+    type Tensor: Clone;
+
+    /// Short name shown to users: `"cpu"` or `"webgpu"`.
+    fn name(&self) -> &'static str;
+
+    /// Creates a tensor from raw little-endian weight bytes as stored in a safetensors file.
+    fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Creates a tensor from f32 values (activations, masks, inputs).
+    fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
+    /// The tensor's shape.
+    fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+    /// Reads the values back, row-major. On the GPU this submits the recorded work.
+    fn read_f32(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
+    /// Bytes held by the tensor on the device (for memory reports).
+    fn byte_size(&self, t: &Self::Tensor) -> usize;
+
+    /// `a [m, k] · b [k, n]`.
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `act(x [m, k] · wᵀ + bias)` with `w [n, k]`, `bias [n]`.
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>, act: Activation)
+        -> Result<Self::Tensor>;
+    /// Layer norm over the last dimension with affine `gamma`, `beta` `[k]`.
+    fn layer_norm(&self, x: &Self::Tensor, gamma: &Self::Tensor, beta: &Self::Tensor, eps: f64)
+        -> Result<Self::Tensor>;
+    /// Multi-head attention: `q [t, h·d]`, `k`, `v [s, h·d]` →  `[t, h·d]`, per head
+    /// `softmax(scale · q kᵀ + bias) v` with an optional additive `bias [t, s]` shared by all heads.
+    fn attention(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, heads: usize, scale: f32,
+        bias: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    /// Elementwise `a + b` (same shape).
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Pointwise activation.
+    fn activation(&self, x: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+    /// Rows `table[ids[i]]` → `[ids.len(), cols]` (embedding lookup, row substitution).
+    fn gather_rows(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
+    /// Stacks matrices with equal column counts on top of each other.
+    fn concat_rows(&self, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
+    /// Rows `start .. start + len`.
+    fn slice_rows(&self, x: &Self::Tensor, start: usize, len: usize) -> Result<Self::Tensor>;
+    /// Same data, new shape (element count unchanged).
+    fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Non-overlapping `p×p` patches of a `[c, h, w]` image as rows `[(h/p)·(w/p), c·p·p]`, in the order a
+    /// stride-`p` convolution visits them, each row flattened as `(channel, y, x)` like a conv weight; so a
+    /// patch embedding is `linear(patches, conv_weight.reshape([out, c·p·p]))`.
+    fn image_patches(&self, image: &Self::Tensor, patch: usize) -> Result<Self::Tensor>;
+}
+
+/// Additive bias that hides a key from a query in CLIP attention. Any value below ≈ −104 makes exp()
+/// underflow to exactly 0 in f32, as PyTorch's `finfo.min` does; this one stays finite when two masks add.
+pub const CLIP_MASKED: f32 = -1.0e9;

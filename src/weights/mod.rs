@@ -1,0 +1,12 @@
+//! Streaming weight loading: model files are read through [`ModelFiles`] (a folder on disk, bytes in
+//! memory, or — in the browser — HTTP ranges), safetensors are parsed header first, then each tensor is
+//! read by its byte range and handed straight to the backend. No whole file is ever held in memory.
+
+pub mod files;
+pub mod safetensors;
+pub mod store;
+
+pub use files::{ByteSource, MemFiles, ModelFiles};
+#[cfg(not(target_arch = "wasm32"))]
+pub use files::DirFiles;
+pub use store::{load_component_weights, WeightStore, Weights};

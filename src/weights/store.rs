@@ -1,0 +1,149 @@
+//! Loaded weights of one component, looked up by Hugging Face name with a shape check, like candle's
+//! `VarBuilder`. After a model is built, [`WeightStore::finish`] reports any tensor the model did not use.
+
+use super::files::{ByteSource, ModelFiles};
+use super::safetensors::read_header;
+use crate::error::{Error, Result};
+use crate::ops::Backend;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub struct WeightStore<B: Backend> {
+    /// What the weights came from, for error messages (e.g. `text_encoder/model.safetensors`).
+    pub source_name: String,
+    tensors: HashMap<String, (B::Tensor, Vec<usize>)>,
+    used: RefCell<BTreeSet<String>>,
+    /// Non-float tensors in the files (e.g. `position_ids`), which models never read.
+    pub skipped: BTreeMap<String, String>,
+}
+
+impl<B: Backend> WeightStore<B> {
+    pub fn new(source_name: impl Into<String>) -> Self {
+        WeightStore { source_name: source_name.into(), tensors: HashMap::new(), used: RefCell::default(), skipped: BTreeMap::new() }
+    }
+
+    pub fn insert(&mut self, name: String, tensor: B::Tensor, shape: Vec<usize>) {
+        self.tensors.insert(name, (tensor, shape));
+    }
+
+    /// Root view for `new(vb, cfg)`-style constructors.
+    pub fn root(&self) -> Weights<'_, B> {
+        Weights { store: self, prefix: String::new() }
+    }
+
+    /// Bytes held on the backend by all tensors.
+    pub fn device_bytes(&self, backend: &B) -> usize {
+        self.tensors.values().map(|(t, _)| backend.byte_size(t)).sum()
+    }
+
+    /// Errors when the files hold float tensors that the model did not use: a sign of the wrong checkpoint
+    /// for this config (`allowed_unused` names tensors known to be stored but not used by the reference).
+    pub fn finish(&self, allowed_unused: &[&str]) -> Result<()> {
+        let used = self.used.borrow();
+        let unknown: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k) && !allowed_unused.contains(&k.as_str()))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        let shown = names.iter().take(5).copied().collect::<Vec<_>>().join("`, `");
+        Err(Error::weights(
+            &self.source_name,
+            format!("{} unexpected tensor(s) that this model's config does not use: `{shown}`{}", names.len(), if names.len() > 5 { ", ..." } else { "" }),
+        ))
+    }
+}
+
+/// A prefixed view into a [`WeightStore`].
+#[derive(Clone)]
+pub struct Weights<'a, B: Backend> {
+    store: &'a WeightStore<B>,
+    prefix: String,
+}
+
+impl<'a, B: Backend> Weights<'a, B> {
+    /// Descends into a sub-module: `vb.pp("encoder").pp(3)`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Weights { store: self.store, prefix }
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+    }
+
+    /// The tensor `name` under this prefix, which must have exactly `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        let full = self.full_name(name);
+        match self.store.tensors.get(&full) {
+            None => Err(Error::weights(&self.store.source_name, format!("missing tensor `{full}` (expected shape {shape:?})"))),
+            Some((_, actual)) if actual.as_slice() != shape => Err(Error::weights(
+                &self.store.source_name,
+                format!("tensor `{full}` has shape {actual:?} but the config implies {shape:?}"),
+            )),
+            Some((t, _)) => {
+                self.store.used.borrow_mut().insert(full);
+                Ok(t.clone())
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// Loads every float tensor of a component folder: `{dir}/{file_stem}.safetensors.index.json` (sharded) when
+/// present, else `{dir}/{file_stem}.safetensors`. Each tensor is read by range and uploaded immediately;
+/// `on_tensor(bytes_done, bytes_total)` reports progress.
+pub async fn load_component_weights<B: Backend, F: ModelFiles>(
+    backend: &B,
+    files: &F,
+    dir: &str,
+    file_stem: &str,
+    mut on_tensor: impl FnMut(u64, u64),
+) -> Result<WeightStore<B>> {
+    let index_path = format!("{dir}/{file_stem}.safetensors.index.json");
+    let shard_paths: Vec<String> = if files.exists(&index_path).await {
+        let text = files.read_text(&index_path).await?;
+        let index: ShardIndex =
+            serde_json::from_str(&text).map_err(|e| Error::config(&index_path, format!("invalid shard index: {e}")))?;
+        let shards: BTreeSet<&String> = index.weight_map.values().collect();
+        if shards.is_empty() {
+            return Err(Error::config(&index_path, "shard index lists no files"));
+        }
+        shards.into_iter().map(|s| format!("{dir}/{s}")).collect()
+    } else {
+        vec![format!("{dir}/{file_stem}.safetensors")]
+    };
+    let mut store = WeightStore::new(if shard_paths.len() == 1 { shard_paths[0].clone() } else { index_path });
+    let mut headers = Vec::new();
+    for path in &shard_paths {
+        let src = files.open(path);
+        headers.push((read_header(&src).await?, src));
+    }
+    let total: u64 = headers.iter().flat_map(|(h, _)| h.tensors.iter()).map(|t| t.len as u64).sum();
+    let mut done = 0u64;
+    on_tensor(done, total);
+    for (header, src) in headers {
+        store.skipped.extend(header.skipped);
+        for entry in header.tensors {
+            if store.tensors.contains_key(&entry.name) {
+                return Err(Error::weights(&header.source_name, format!("tensor `{}` appears in more than one shard", entry.name)));
+            }
+            let raw = src.read_range(entry.offset, entry.len).await?;
+            let tensor = backend
+                .upload_weight(&raw, entry.dtype, &entry.shape)
+                .map_err(|e| Error::weights(&header.source_name, format!("tensor `{}`: {e}", entry.name)))?;
+            done += entry.len as u64;
+            on_tensor(done, total);
+            store.insert(entry.name, tensor, entry.shape);
+        }
+    }
+    Ok(store)
+}

@@ -1,0 +1,77 @@
+//! Shared helpers for the golden-parity tests.
+#![allow(dead_code)]
+
+use lambda_eclipse::tensor_file;
+use std::path::PathBuf;
+
+pub fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+pub fn lambda_tiny() -> PathBuf {
+    shared().join("goldens/lambda-tiny")
+}
+pub fn tiny_model() -> PathBuf {
+    lambda_tiny().join("model")
+}
+pub fn asset(name: &str) -> PathBuf {
+    shared().join("assets/images").join(name)
+}
+
+#[derive(serde::Deserialize, Debug, Clone)]
+pub struct Subject {
+    pub keyword: String,
+    pub image: String,
+}
+
+#[derive(serde::Deserialize, Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub prompt: String,
+    pub subjects: Vec<Subject>,
+    pub canny: Option<String>,
+    pub tensors: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Manifest {
+    cases: Vec<Case>,
+}
+
+pub fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(lambda_tiny().join("manifest.json")).expect("golden manifest");
+    let m: Manifest = serde_json::from_str(&text).expect("manifest JSON");
+    assert!(m.cases.len() >= 5, "expected the 5 golden cases");
+    m.cases
+}
+
+pub struct Golden {
+    bytes: Vec<u8>,
+    name: String,
+}
+
+impl Golden {
+    pub fn open(case: &Case) -> Self {
+        let path = lambda_tiny().join(&case.tensors);
+        Golden { bytes: std::fs::read(&path).expect("golden tensors"), name: path.display().to_string() }
+    }
+    pub fn f32(&self, tensor: &str) -> (Vec<usize>, Vec<f32>) {
+        tensor_file::read_f32(&self.bytes, tensor, &self.name).unwrap()
+    }
+    pub fn has(&self, tensor: &str) -> bool {
+        tensor_file::read_f32(&self.bytes, tensor, &self.name).is_ok()
+    }
+    pub fn i64(&self, tensor: &str) -> Vec<i64> {
+        tensor_file::read_i64(&self.bytes, tensor, &self.name).unwrap().1
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let d = max_abs_diff(got, want);
+    assert!(d <= tol, "{what}: max-abs difference {d:e} exceeds {tol:e}");
+}
