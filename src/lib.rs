@@ -14,6 +14,7 @@ pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod tensor_file;
+pub mod timing;
 pub mod tokenizer;
 pub mod weights;
 

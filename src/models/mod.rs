@@ -2,6 +2,7 @@
 //! the Hugging Face `config.json`, a `new(vb, cfg)` constructor taking HF weight names, and `forward`.
 
 pub mod clip;
+pub mod prior;
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;

@@ -101,3 +101,8 @@ pub fn check_processor_fits(cfg: &ImageProcessorConfig, model_size: usize) -> Re
     }
     Ok(())
 }
+
+pub mod interpolate;
+pub mod lambda;
+pub mod noise;
+pub use lambda::{LambdaEngine, PriorOutput, PriorRequest, Subject, Warning};
