@@ -3,8 +3,9 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use lambda_eclipse::error::{Error, Result};
 use lambda_eclipse::ops::cpu::CpuBackend;
-use lambda_eclipse::pipeline;
-use lambda_eclipse::tensor_file::{to_bytes, OutTensor};
+use lambda_eclipse::pipeline::{self, interpolate, LambdaEngine, PriorRequest, Subject};
+use lambda_eclipse::pipeline::lambda::Noise;
+use lambda_eclipse::tensor_file::{self, to_bytes, OutTensor};
 use lambda_eclipse::weights::DirFiles;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,74 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// The whole λ-ECLIPSE pipeline: prompt + subjects (+ edge control) + noise → image embedding.
+    Prior {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// KEYWORD=IMAGE; the keyword may contain spaces ("franz kafka=kafka.jpg"). Repeatable, in order.
+        #[arg(long = "subject", value_name = "KEYWORD=IMAGE")]
+        subjects: Vec<String>,
+        /// Edge-control image (its Canny edges condition the prior).
+        #[arg(long)]
+        control: Option<PathBuf>,
+        /// Seed of ε (portable generator, see ARCHITECTURE.md). Default 0.
+        #[arg(long, conflicts_with = "noise")]
+        seed: Option<u64>,
+        /// Safetensors file whose tensor `noise` is ε.
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        #[arg(long, default_value_t = 100.0)]
+        canny_low: f64,
+        #[arg(long, default_value_t = 200.0)]
+        canny_high: f64,
+        /// Output safetensors: image_embeds, negative_image_embeds, encoder_hidden_states, noise.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendChoice,
+    },
+    /// Canny edge map as cv2.imread(GRAYSCALE) + cv2.Canny(img, low, high).
+    Canny {
+        image: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100.0)]
+        low: f64,
+        #[arg(long, default_value_t = 200.0)]
+        high: f64,
+    },
+    /// Bilinear grid of embeddings between four corners (tensor `image_embeds` of four files, e.g. written
+    /// by `prior`): writes `grid` [(n+1)², D] and `negative_image_embeds` from the first corner if present.
+    Interpolate {
+        #[arg(long)]
+        top_left: PathBuf,
+        #[arg(long)]
+        top_right: PathBuf,
+        #[arg(long)]
+        bottom_left: PathBuf,
+        #[arg(long)]
+        bottom_right: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        steps: usize,
+        /// Output: .safetensors, or .json ({"rows": n+1, "cols": n+1, "embeddings": [[...], ...]}).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Splits `KEYWORD=IMAGE` at the last `=` (keywords may hold spaces; paths rarely hold `=`).
+fn parse_subject(spec: &str) -> Result<(String, PathBuf)> {
+    match spec.rsplit_once('=') {
+        Some((k, p)) if !k.trim().is_empty() && !p.is_empty() => Ok((k.trim().to_string(), PathBuf::from(p))),
+        _ => Err(Error::Input(format!("--subject \"{spec}\": expected KEYWORD=IMAGE"))),
+    }
+}
+
+fn read_embeds(path: &Path, name: &str) -> Result<Vec<f32>> {
+    let bytes = read_file(path)?;
+    Ok(tensor_file::read_f32(&bytes, name, &path.display().to_string())?.1)
 }
 
 fn cpu_backend(choice: BackendChoice) -> Result<CpuBackend> {
@@ -111,6 +180,58 @@ fn run(cli: Cli) -> Result<()> {
             t.insert("pixel_values".into(), OutTensor::F32(vec![n, vision.config.num_channels, s, s], pixels));
             t.insert("image_embeds".into(), OutTensor::F32(vec![n, d], embeds));
             write_tensors(&out, t)
+        }
+        Command::Prior { model, prompt, subjects, control, seed, noise, canny_low, canny_high, out, backend } => {
+            let be = cpu_backend(backend)?;
+            let noise = match noise {
+                Some(path) => Noise::Explicit(read_embeds(&path, "noise")?),
+                None => Noise::Seed(seed.unwrap_or(0)),
+            };
+            let mut req = PriorRequest::new(prompt, noise);
+            req.canny_low = canny_low;
+            req.canny_high = canny_high;
+            for spec in &subjects {
+                let (keyword, path) = parse_subject(spec)?;
+                req.subjects.push(Subject { keyword, image: read_file(&path)? });
+            }
+            req.control = control.as_deref().map(read_file).transpose()?;
+            let engine = pollster::block_on(LambdaEngine::load(be, &DirFiles::new(&model), &mut no_progress()))?;
+            let r = pollster::block_on(engine.run(&req))?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            let d = r.image_embeds.len();
+            let seq = r.input_ids.len();
+            let mut t = BTreeMap::new();
+            t.insert("image_embeds".into(), OutTensor::F32(vec![1, d], r.image_embeds));
+            t.insert("negative_image_embeds".into(), OutTensor::F32(vec![1, d], r.negative_image_embeds));
+            t.insert("encoder_hidden_states".into(), OutTensor::F32(vec![1, seq, r.encoder_hidden_states.len() / seq], r.encoder_hidden_states));
+            t.insert("noise".into(), OutTensor::F32(vec![1, d], r.noise));
+            write_tensors(&out, t)
+        }
+        Command::Canny { image, out, low, high } => {
+            let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
+                .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
+            let edges = lambda_eclipse::image::canny::canny(&gray, low, high)?;
+            edges.save(&out).map_err(|e| Error::io(out.display(), e))
+        }
+        Command::Interpolate { top_left, top_right, bottom_left, bottom_right, steps, out } => {
+            let corners = [&top_left, &top_right, &bottom_left, &bottom_right]
+                .map(|p| read_embeds(p, "image_embeds"));
+            let [a, b, c, d] = corners;
+            let grid = interpolate::bilinear_grid(&a?, &b?, &c?, &d?, steps)?;
+            if out.extension().is_some_and(|e| e == "json") {
+                let json = serde_json::json!({"rows": steps + 1, "cols": steps + 1, "embeddings": grid});
+                std::fs::write(&out, json.to_string()).map_err(|e| Error::io(out.display(), e))
+            } else {
+                let dim = grid[0].len();
+                let mut t = BTreeMap::new();
+                t.insert("grid".into(), OutTensor::F32(vec![grid.len(), dim], grid.concat()));
+                if let Ok(neg) = read_embeds(&top_left, "negative_image_embeds") {
+                    t.insert("negative_image_embeds".into(), OutTensor::F32(vec![1, neg.len()], neg));
+                }
+                write_tensors(&out, t)
+            }
         }
     }
 }
