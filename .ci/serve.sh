@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the wasm package into pkg/ and serves the app on http://127.0.0.1:${PORT:-8080}/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/setup.sh
+bash .ci/build-wasm.sh
+PORT="${PORT:-8080}"
+echo "== serving http://127.0.0.1:$PORT/"
+exec python3 -m http.server "$PORT" --bind 127.0.0.1

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test: native (golden parity, CLI, bad inputs, image parity) and in headless Chromium (wasm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/setup.sh
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
+echo "== native tests"
+cargo test --quiet
+
+echo "== wasm32 build (library, no CLI)"
+cargo build --quiet --target wasm32-unknown-unknown --lib --no-default-features
+
+echo "== in-browser tests (wasm-bindgen-test, headless Chromium)"
+CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 \
+  cargo test --quiet --target wasm32-unknown-unknown --no-default-features --test wasm_golden

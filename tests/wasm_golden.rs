@@ -1,0 +1,80 @@
+//! In the browser (wasm-bindgen-test, headless Chromium, CPU backend): the tiny model, loaded from in-memory
+//! files, reproduces the goldens — the text tower alone, and the whole `cat_glasses` pipeline.
+#![cfg(target_arch = "wasm32")]
+
+use lambda_eclipse::ops::cpu::CpuBackend;
+use lambda_eclipse::pipeline::{self, lambda::Noise, LambdaEngine, PriorRequest, Subject};
+use lambda_eclipse::tensor_file;
+use lambda_eclipse::weights::MemFiles;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+macro_rules! asset {
+    ($p:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/assets/images/", $p)).to_vec()
+    };
+}
+
+macro_rules! golden {
+    ($p:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/goldens/lambda-tiny/", $p)).as_slice()
+    };
+}
+
+fn tiny_text_files() -> MemFiles {
+    let mut f = MemFiles::new();
+    f.insert("tokenizer/tokenizer.json", golden!("model/tokenizer/tokenizer.json"));
+    f.insert("tokenizer/tokenizer_config.json", golden!("model/tokenizer/tokenizer_config.json"));
+    f.insert("text_encoder/config.json", golden!("model/text_encoder/config.json"));
+    f.insert("text_encoder/model.safetensors", golden!("model/text_encoder/model.safetensors"));
+    f
+}
+
+fn tiny_model_files() -> MemFiles {
+    let mut f = tiny_text_files();
+    f.insert("image_encoder/config.json", golden!("model/image_encoder/config.json"));
+    f.insert("image_encoder/model.safetensors", golden!("model/image_encoder/model.safetensors"));
+    f.insert("image_processor/preprocessor_config.json", golden!("model/image_processor/preprocessor_config.json"));
+    f.insert("prior/config.json", golden!("model/prior/config.json"));
+    f.insert("prior/diffusion_pytorch_model.safetensors", golden!("model/prior/diffusion_pytorch_model.safetensors"));
+    f
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+#[wasm_bindgen_test]
+async fn tiny_text_tower_in_browser_matches_golden_text_embeds() {
+    let be = CpuBackend::new();
+    let files = tiny_text_files();
+    let tok = pipeline::load_tokenizer(&files).await.unwrap();
+    let model = pipeline::load_text_encoder(&be, &files, &mut |_, _, _| {}).await.unwrap();
+    let golden = golden!("cat_glasses.safetensors");
+    let emb = pipeline::embed_text(&be, &tok, &model, "a cat wearing glasses at a park").await.unwrap();
+    let (_, want) = tensor_file::read_f32(golden, "text_embeds", "cat_glasses").unwrap();
+    let diff = emb.text_embeds.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert_eq!(emb.text_embeds.len(), want.len());
+    assert!(diff <= 1e-4, "text_embeds differ by {diff}");
+    let (_, hidden) = tensor_file::read_f32(golden, "last_hidden_state", "cat_glasses").unwrap();
+    let diff = emb.last_hidden_state.iter().zip(&hidden).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff <= 1e-4, "last_hidden_state differs by {diff}");
+}
+
+#[wasm_bindgen_test]
+async fn cat_glasses_pipeline_in_browser_matches_golden_image_embeds() {
+    let engine = LambdaEngine::load(CpuBackend::new(), &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
+    let golden = golden!("cat_glasses.safetensors");
+    let read = |name: &str| tensor_file::read_f32(golden, name, "cat_glasses").unwrap().1;
+    let mut req = PriorRequest::new("a cat wearing glasses at a park", Noise::Explicit(read("noise")));
+    req.subjects.push(Subject { keyword: "cat".into(), image: asset!("chelsea.png") });
+    req.subjects.push(Subject { keyword: "glasses".into(), image: asset!("coffee.png") });
+    let out = engine.run(&req).await.unwrap();
+    let d = max_abs(&out.image_embeds, &read("image_embeds"));
+    assert!(d <= 1e-4, "image_embeds differ by {d}");
+    let d = max_abs(&out.negative_image_embeds, &read("negative_image_embeds"));
+    assert!(d <= 1e-4, "negative_image_embeds differ by {d}");
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
