@@ -8,6 +8,7 @@
 //! - [`pipeline`]: loading components from a model folder and computing embeddings (used by CLI, wasm, tests).
 //! - `wasm`: the JavaScript API (wasm32 only).
 
+pub mod bench;
 pub mod error;
 pub mod image;
 pub mod models;

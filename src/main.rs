@@ -25,6 +25,20 @@ enum BackendChoice {
     Cpu,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchItem {
+    Matmul,
+    Text,
+    Vision,
+    Prior,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DTypeChoice {
+    F32,
+    F16,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Tokenize a prompt and run the CLIP text tower.
@@ -79,6 +93,22 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendChoice,
+        /// Print the time of each stage to stderr.
+        #[arg(long)]
+        timings: bool,
+    },
+    /// Matmul GFLOP/s at the bigG shapes and forward ms of the real-size towers and prior (random weights of
+    /// the real configs), per backend, printed as a table.
+    Bench {
+        /// What to time (repeatable): matmul, text, vision, prior. Default: all.
+        #[arg(long = "only", value_enum)]
+        only: Vec<BenchItem>,
+        /// Timed iterations per item (median reported, after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        /// Weight storage type.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DTypeChoice,
     },
     /// Canny edge map as cv2.imread(GRAYSCALE) + cv2.Canny(img, low, high).
     Canny {
@@ -181,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             t.insert("image_embeds".into(), OutTensor::F32(vec![n, d], embeds));
             write_tensors(&out, t)
         }
-        Command::Prior { model, prompt, subjects, control, seed, noise, canny_low, canny_high, out, backend } => {
+        Command::Prior { model, prompt, subjects, control, seed, noise, canny_low, canny_high, out, backend, timings } => {
             let be = cpu_backend(backend)?;
             let noise = match noise {
                 Some(path) => Noise::Explicit(read_embeds(&path, "noise")?),
@@ -200,6 +230,11 @@ fn run(cli: Cli) -> Result<()> {
             for w in &r.warnings {
                 eprintln!("warning: {w}");
             }
+            if timings {
+                for (stage, ms) in &r.timings {
+                    eprintln!("timing: {stage}: {ms:.2} ms");
+                }
+            }
             let d = r.image_embeds.len();
             let seq = r.input_ids.len();
             let mut t = BTreeMap::new();
@@ -209,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
             t.insert("noise".into(), OutTensor::F32(vec![1, d], r.noise));
             write_tensors(&out, t)
         }
+        Command::Bench { only, iters, dtype } => run_bench(&only, iters, dtype),
         Command::Canny { image, out, low, high } => {
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
                 .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
@@ -234,6 +270,32 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice) -> Result<()> {
+    use lambda_eclipse::bench::{self, Model};
+    use lambda_eclipse::ops::WeightDType;
+    let want = |item| only.is_empty() || only.contains(&item);
+    let dtype = match dtype {
+        DTypeChoice::F32 => WeightDType::F32,
+        DTypeChoice::F16 => WeightDType::F16,
+    };
+    let cpu = CpuBackend::new();
+    println!("backends: cpu (candle-core, {} threads); weights {dtype:?}; median of {iters} after a warm-up", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("{:<44} {:>14}", "benchmark", "cpu");
+    if want(BenchItem::Matmul) {
+        for shape in bench::BIGG_MATMULS {
+            let g = pollster::block_on(bench::matmul_gflops(&cpu, shape, dtype, iters))?;
+            println!("{:<44} {:>9.1} GF/s", format!("linear [{}×{}]·[{}×{}]", shape.0, shape.1, shape.1, shape.2), g);
+        }
+    }
+    for (item, model) in [(BenchItem::Text, Model::TextTower), (BenchItem::Vision, Model::VisionTower), (BenchItem::Prior, Model::Prior)] {
+        if want(item) {
+            let ms = pollster::block_on(bench::forward_ms(&cpu, model, dtype, iters))?;
+            println!("{:<44} {:>11.1} ms", model.label(), ms);
+        }
+    }
+    Ok(())
 }
 
 fn main() {

@@ -7,12 +7,6 @@ use lambda_eclipse::image::canny::{canny, edges_to_rgb, grayscale_like_opencv};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/canny/");
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/assets/images/");
 
-/// End-to-end edge pixels allowed to differ for the shared JPEG photos at Canny(100, 200).
-/// The `image` crate's JPEG decoder (zune-jpeg) is not bit-exact with libjpeg-turbo: its IDCT
-/// rounds differently on ~0.5% of pixels (±1) and colour JPEGs go through RGB (clamped) instead
-/// of libjpeg's direct Y output.  Measured: rocket.jpg 1780 gray / 62 edge pixels differ,
-/// franz-kafka.jpg 1808 gray / 65 edge pixels differ.
-const JPEG_EDGE_TOLERANCE: usize = 100;
 
 fn manifest() -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(format!("{FIXTURES}manifest.tsv"))
@@ -45,19 +39,17 @@ fn parse_f64(s: &str) -> f64 {
 }
 
 #[test]
-fn png_photo_grayscale_is_bit_exact_with_imread() {
+fn photo_grayscale_is_bit_exact_with_imread() {
     let mut checked = 0;
     for row in manifest().iter().filter(|r| r[0] == "photo_gray") {
         let gray = grayscale_like_opencv(&read(&format!("{SHARED}{}", row[1]))).unwrap();
         let (w, h): (u32, u32) = (row[3].parse().unwrap(), row[4].parse().unwrap());
         assert_eq!(gray.dimensions(), (w, h), "{}", row[1]);
-        if row[1].ends_with(".png") {
-            let hash = format!("{:016x}", fnv1a64(gray.as_raw()));
-            assert_eq!(hash, row[2], "{}: gray differs from cv2.imread(IMREAD_GRAYSCALE)", row[1]);
-            checked += 1;
-        }
+        let hash = format!("{:016x}", fnv1a64(gray.as_raw()));
+        assert_eq!(hash, row[2], "{}: gray differs from cv2.imread(IMREAD_GRAYSCALE)", row[1]);
+        checked += 1;
     }
-    assert_eq!(checked, 5, "expected 5 PNG photos in the manifest");
+    assert_eq!(checked, 7, "expected 5 PNG and 2 JPEG photos in the manifest");
 }
 
 #[test]
@@ -68,11 +60,7 @@ fn photo_canny_100_200_matches_opencv_end_to_end() {
         let edges = canny(&gray, parse_f64(&row[2]), parse_f64(&row[3])).unwrap();
         let expected = load_gray_png(&format!("{FIXTURES}{}", row[4]));
         let diff = count_diff(&edges, &expected);
-        if row[1].ends_with(".png") {
-            assert_eq!(diff, 0, "{}: {diff} edge pixels differ from cv2.Canny", row[1]);
-        } else {
-            assert!(diff <= JPEG_EDGE_TOLERANCE, "{}: {diff} edge pixels differ (JPEG decoder drift)", row[1]);
-        }
+        assert_eq!(diff, 0, "{}: {diff} edge pixels differ from cv2.Canny", row[1]);
         checked += 1;
     }
     assert_eq!(checked, 7);

@@ -50,3 +50,26 @@ fn vision_tower_matches_golden_pixel_values_subject_and_zero_embeds() {
     }
     assert!(checked >= 6, "every golden subject was checked");
 }
+
+/// Reads a little-endian f32 `.npy` file (version 1.0 header), returning (shape, values).
+fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "not a .npy file");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
+    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_text.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let values = bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    (shape, values)
+}
+
+#[test]
+fn franz_kafka_jpeg_preprocessing_matches_the_independent_golden() {
+    let files = DirFiles::new(tiny_model());
+    let processor = block(pipeline::load_image_processor(&files)).unwrap();
+    let (shape, want) = read_npy_f32(&asset("expected_preprocessed_image.npy"));
+    assert_eq!(shape, vec![1, 3, 224, 224]);
+    let pv = pipeline::pixel_values_from_bytes(&std::fs::read(asset("franz-kafka.jpg")).unwrap(), &processor).unwrap();
+    assert_close("franz-kafka.jpg pixel_values", &pv, &want, 1e-6);
+}

@@ -1,10 +1,8 @@
 //! Pillow parity of image decoding and bicubic resizing.
 //!
 //! Expected outputs were made by Pillow with tests/fixtures/pillow/make_fixtures.py
-//! (`python3 tests/fixtures/pillow/make_fixtures.py`). Everything is compared byte for byte except
-//! baseline/progressive JPEG decoding: Pillow uses libjpeg-turbo and the `image` crate uses
-//! zune-jpeg, whose IDCT and chroma upsampling round differently (measured: up to 4 levels in a few
-//! percent of the values, see the JPEG tests).
+//! (`python3 tests/fixtures/pillow/make_fixtures.py`). Everything is compared byte for byte, JPEG
+//! included (decoded by the libjpeg-turbo-exact decoder in `src/image/jpeg.rs`).
 #![cfg(not(target_arch = "wasm32"))]
 
 use lambda_eclipse::image::decode::{decode_rgb, DecodeLimits};
@@ -199,8 +197,7 @@ fn clip_resize_of_jpeg_photos_is_within_jpeg_decoder_tolerance_of_pillow() {
         let center = image::imageops::crop_imm(&out, x0, y0, 64, 64).to_image();
         let (n, max) = diff(&center, &expected, &name);
         eprintln!("{name}: CLIP-resized centre 64x64: {n} of {} values differ from Pillow, max {max}", 64 * 64 * 3);
-        // Measured: rocket 107 values, franz-kafka 149 values, max 1 (zune-jpeg vs libjpeg-turbo).
-        assert!(max <= 1 && n <= 150, "{name}: {n} values differ, max {max}");
+        assert_eq!((n, max), (0, 0), "{name}: {n} values differ, max {max}");
     }
 }
 
@@ -297,44 +294,37 @@ fn decode_lossy_webp_matches_pillow() {
 
 // ------------------------------------------------------------------------------------------ decode, JPEG
 
-/// zune-jpeg (the `image` crate) and libjpeg-turbo (Pillow) round the IDCT, the chroma upsampling
-/// and the YCbCr conversion differently. The limits are the values measured with image 0.25.10 /
-/// zune-jpeg 0.5.15 against Pillow 13.0 (libjpeg-turbo); a decoder update may need them re-measured.
-fn check_jpeg(input: &str, expected: &str, max_allowed: u8, max_differing: usize) {
+/// JPEGs decode through the libjpeg-turbo-exact decoder (`image::jpeg`): identical to Pillow.
+fn check_jpeg(input: &str, expected: &str) {
     let (n, max) = diff(&fixture(input), &fixture(expected), input);
-    eprintln!("{input}: {n} values differ from Pillow, max difference {max}");
-    assert!(max <= max_allowed, "{input}: max difference {max} > {max_allowed}");
-    assert!(n <= max_differing, "{input}: {n} differing values > {max_differing}");
+    assert_eq!((n, max), (0, 0), "{input}: {n} values differ from Pillow, max difference {max}");
 }
 
 #[test]
-fn decode_jpeg_444_is_within_one_or_two_levels_of_pillow() {
-    check_jpeg("dec_baseline444.jpg", "dec_baseline444.rgb.png", 2, 31);
+fn decode_jpeg_444_matches_pillow_exactly() {
+    check_jpeg("dec_baseline444.jpg", "dec_baseline444.rgb.png");
 }
 
 #[test]
-fn decode_jpeg_420_chroma_upsampling_is_within_three_levels_of_pillow() {
-    check_jpeg("dec_baseline420.jpg", "dec_baseline420.rgb.png", 3, 402);
-    check_jpeg("dec_progressive.jpg", "dec_progressive.rgb.png", 3, 385);
+fn decode_jpeg_420_and_progressive_match_pillow_exactly() {
+    check_jpeg("dec_baseline420.jpg", "dec_baseline420.rgb.png");
+    check_jpeg("dec_progressive.jpg", "dec_progressive.rgb.png");
 }
 
 #[test]
-fn decode_grey_and_cmyk_jpeg_are_within_one_level_of_pillow() {
-    check_jpeg("dec_gray.jpg", "dec_gray_jpg.rgb.png", 1, 21);
-    check_jpeg("dec_cmyk.jpg", "dec_cmyk.rgb.png", 1, 27);
+fn decode_grey_and_cmyk_jpeg_match_pillow_exactly() {
+    check_jpeg("dec_gray.jpg", "dec_gray_jpg.rgb.png");
+    check_jpeg("dec_cmyk.jpg", "dec_cmyk.rgb.png");
 }
 
 #[test]
-fn decode_of_shared_jpeg_photos_is_within_jpeg_decoder_tolerance_of_pillow() {
-    // (photo, crop box stored by make_fixtures.py, max difference, differing values) as measured.
-    for (name, x, y, max_allowed, max_differing) in
-        [("franz-kafka", 200, 300, 1, 72), ("grace_hopper", 220, 200, 3, 3097)]
-    {
+fn decode_of_shared_jpeg_photos_matches_pillow_exactly() {
+    // (photo, crop box stored by make_fixtures.py)
+    for (name, x, y) in [("franz-kafka", 200, 300), ("grace_hopper", 220, 200)] {
         let img = decode_file(&format!("{PHOTOS}{name}.jpg"));
         let crop = image::imageops::crop_imm(&img, x, y, 64, 64).to_image();
         let (n, max) = diff(&crop, &fixture(&format!("jpegcrop_{name}.rgb.png")), name);
-        eprintln!("{name}.jpg 64x64 crop: {n} values differ from Pillow, max difference {max}");
-        assert!(max <= max_allowed && n <= max_differing, "{name}: {n} values differ, max {max}");
+        assert_eq!((n, max), (0, 0), "{name}.jpg 64x64 crop: {n} values differ from Pillow, max difference {max}");
     }
 }
 

@@ -16,9 +16,9 @@
 //!   through its gamma tables; that path is reproduced too.
 //! * BMP: imgcodecs' `icvCvt_BGR2Gray`, `(r*4899 + g*9617 + b*1868 + 8192) >> 14`.
 //! * GIF, WebP: OpenCV 5 `cvtColor(BGR2GRAY)`, `(r*9798 + g*19235 + b*3735 + 16384) >> 15`.
-//! * JPEG: libjpeg hands OpenCV the decoded Y plane; the `image` crate's decoder (zune-jpeg) is not
-//!   bit-exact with libjpeg-turbo (IDCT rounding, ±1 on ~0.5% of pixels; colour goes through
-//!   clamped RGB), so JPEG gray is close but not exact: see tests/canny_parity.rs.
+//! * JPEG: libjpeg hands OpenCV the decoded Y plane; `super::jpeg::decode_jpeg_luma` computes exactly
+//!   that. Variants it does not handle fall back to the `image` crate's decoder (zune-jpeg), whose
+//!   RGB is rebuilt into luma with the 15-bit weights: close, not exact.
 //!   Lossy WebP likewise differs from libwebp on a few pixels (chroma upsampling).
 //! * Canny: 3×3 Sobel (BORDER_REPLICATE), L1 magnitude, OpenCV's fixed-point sector test and its
 //!   asymmetric `>` / `>=` non-maximum suppression, `cvFloor`ed thresholds (swapped when
@@ -45,6 +45,18 @@ pub fn grayscale_like_opencv(bytes: &[u8]) -> Result<GrayImage> {
             return Err(Error::Image(format!(
                 "unsupported image format {other:?} (expected PNG, JPEG, WebP, BMP or GIF)"
             )))
+        }
+    }
+    if format == ImageFormat::Jpeg {
+        if let Some(luma) = super::jpeg::decode_jpeg_luma(bytes, MAX_PIXELS)? {
+            let orientation = image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes))
+                .ok()
+                .and_then(|mut d| d.orientation().ok());
+            let mut gray = DynamicImage::ImageLuma8(luma);
+            if let Some(o) = orientation {
+                gray.apply_orientation(o);
+            }
+            return Ok(gray.into_luma8());
         }
     }
     let (img, orientation) = decode(bytes, format)?;

@@ -21,8 +21,9 @@
 //!   it with black; the `image` crate does not expose the palette, so that case is not reproduced.
 //!
 //! JPEG: Pillow decodes with libjpeg-turbo (islow IDCT, fancy upsampling); the `image` crate uses
-//! zune-jpeg, whose IDCT / upsampling / YCbCr rounding differ in a few pixels by a small amount
-//! (see tests/pillow_parity.rs for the measured difference). Everything else is bit-exact.
+//! zune-jpeg, whose IDCT / upsampling / YCbCr rounding differ in a few pixels by a small amount, so
+//! JPEGs go through our libjpeg-turbo-exact decoder (`super::jpeg`) and only the variants it does not
+//! handle (arithmetic coding, 12-bit, lossless, ...) fall back to zune-jpeg.
 
 use std::io::Cursor;
 
@@ -160,6 +161,14 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             )));
         }
     };
+
+    if format == ImageFormat::Jpeg {
+        let max_pixels = (u64::from(limits.max_width) * u64::from(limits.max_height)).min(limits.max_alloc_bytes / 3);
+        if let Some(rgb) = super::jpeg::decode_jpeg_like_pillow(bytes, max_pixels)? {
+            check_size(format, rgb.width(), rgb.height(), 3, limits)?;
+            return Ok(rgb);
+        }
+    }
 
     // PNG: refuse an over-limit header before the png crate reads any further (a header with no
     // image data must still be reported as too large, not as truncated).

@@ -3,5 +3,6 @@
 
 pub mod canny;
 pub mod decode;
+pub mod jpeg;
 pub mod preprocess;
 pub mod resize;

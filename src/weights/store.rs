@@ -4,26 +4,75 @@
 use super::files::{ByteSource, ModelFiles};
 use super::safetensors::read_header;
 use crate::error::{Error, Result};
-use crate::ops::Backend;
-use std::cell::RefCell;
+use crate::ops::{Backend, WeightDType};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub struct WeightStore<B: Backend> {
     /// What the weights came from, for error messages (e.g. `text_encoder/model.safetensors`).
     pub source_name: String,
-    tensors: HashMap<String, (B::Tensor, Vec<usize>)>,
+    tensors: RefCell<HashMap<String, (B::Tensor, Vec<usize>)>>,
     used: RefCell<BTreeSet<String>>,
     /// Non-float tensors in the files (e.g. `position_ids`), which models never read.
     pub skipped: BTreeMap<String, String>,
+    /// Benchmarks: make up any tensor a model asks for (see [`WeightStore::random`]).
+    random: Option<RandomWeights<B>>,
+}
+
+struct RandomWeights<B: Backend> {
+    backend: B,
+    dtype: WeightDType,
+    state: Cell<u64>,
+}
+
+impl<B: Backend> RandomWeights<B> {
+    /// Small uniform values in ±0.02 (xorshift64*), encoded as `dtype`, through the real upload path.
+    fn make(&self, shape: &[usize]) -> Result<B::Tensor> {
+        let n: usize = shape.iter().product();
+        let mut x = self.state.get();
+        let mut raw = Vec::with_capacity(n * self.dtype.size_in_bytes());
+        for _ in 0..n {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+            let v = (u * 2.0 - 1.0) * 0.02;
+            match self.dtype {
+                WeightDType::F32 => raw.extend(v.to_le_bytes()),
+                WeightDType::F16 => raw.extend(half::f16::from_f32(v).to_le_bytes()),
+                WeightDType::BF16 => raw.extend(half::bf16::from_f32(v).to_le_bytes()),
+            }
+        }
+        self.state.set(x);
+        self.backend.upload_weight(&raw, self.dtype, shape)
+    }
 }
 
 impl<B: Backend> WeightStore<B> {
     pub fn new(source_name: impl Into<String>) -> Self {
-        WeightStore { source_name: source_name.into(), tensors: HashMap::new(), used: RefCell::default(), skipped: BTreeMap::new() }
+        WeightStore {
+            source_name: source_name.into(),
+            tensors: RefCell::default(),
+            used: RefCell::default(),
+            skipped: BTreeMap::new(),
+            random: None,
+        }
+    }
+
+    /// A store that invents every tensor a model asks for, with the shape the config implies: random-weight
+    /// models of real configs for benchmarks and memory measurements, without multi-GB files.
+    pub fn random(backend: B, dtype: WeightDType, seed: u64) -> Self {
+        let mut store = WeightStore::new("random weights");
+        store.random = Some(RandomWeights { backend, dtype, state: Cell::new(seed | 1) });
+        store
     }
 
     pub fn insert(&mut self, name: String, tensor: B::Tensor, shape: Vec<usize>) {
-        self.tensors.insert(name, (tensor, shape));
+        self.tensors.get_mut().insert(name, (tensor, shape));
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.borrow().contains_key(name)
     }
 
     /// Root view for `new(vb, cfg)`-style constructors.
@@ -33,22 +82,22 @@ impl<B: Backend> WeightStore<B> {
 
     /// Bytes held on the backend by all tensors.
     pub fn device_bytes(&self, backend: &B) -> usize {
-        self.tensors.values().map(|(t, _)| backend.byte_size(t)).sum()
+        self.tensors.borrow().values().map(|(t, _)| backend.byte_size(t)).sum()
     }
 
     /// Errors when the files hold float tensors that the model did not use: a sign of the wrong checkpoint
     /// for this config (`allowed_unused` names tensors known to be stored but not used by the reference).
     pub fn finish(&self, allowed_unused: &[&str]) -> Result<()> {
         let used = self.used.borrow();
-        let unknown: Vec<&String> = self
-            .tensors
+        let tensors = self.tensors.borrow();
+        let mut names: Vec<&str> = tensors
             .keys()
             .filter(|k| !used.contains(*k) && !allowed_unused.contains(&k.as_str()))
+            .map(|k| k.as_str())
             .collect();
-        if unknown.is_empty() {
+        if names.is_empty() {
             return Ok(());
         }
-        let mut names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
         names.sort_unstable();
         let shown = names.iter().take(5).copied().collect::<Vec<_>>().join("`, `");
         Err(Error::weights(
@@ -79,7 +128,12 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// The tensor `name` under this prefix, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         let full = self.full_name(name);
-        match self.store.tensors.get(&full) {
+        if let (Some(random), false) = (&self.store.random, self.store.contains(&full)) {
+            let t = random.make(shape)?;
+            self.store.tensors.borrow_mut().insert(full.clone(), (t, shape.to_vec()));
+        }
+        let tensors = self.store.tensors.borrow();
+        match tensors.get(&full) {
             None => Err(Error::weights(&self.store.source_name, format!("missing tensor `{full}` (expected shape {shape:?})"))),
             Some((_, actual)) if actual.as_slice() != shape => Err(Error::weights(
                 &self.store.source_name,
@@ -133,7 +187,7 @@ pub async fn load_component_weights<B: Backend, F: ModelFiles>(
     for (header, src) in headers {
         store.skipped.extend(header.skipped);
         for entry in header.tensors {
-            if store.tensors.contains_key(&entry.name) {
+            if store.contains(&entry.name) {
                 return Err(Error::weights(&header.source_name, format!("tensor `{}` appears in more than one shard", entry.name)));
             }
             let raw = src.read_range(entry.offset, entry.len).await?;

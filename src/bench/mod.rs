@@ -1,0 +1,123 @@
+//! Benchmarks shared by the CLI (`lambda-eclipse bench`) and the browser bench page: matmul throughput at the
+//! real bigG shapes and forward times of the real-size towers and prior with random weights of the real
+//! configs (`real_configs/`, copied from the Hugging Face repos). Every timing includes the read-back, so
+//! queued GPU work is counted.
+
+use crate::error::Result;
+use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionModel};
+use crate::models::prior::{LambdaPrior, PriorConfig, PriorInputs};
+use crate::models::parse_config;
+use crate::ops::{Activation, Backend, WeightDType};
+use crate::timing::now_ms;
+use crate::weights::WeightStore;
+
+pub const TEXT_ENCODER_CONFIG: &str = include_str!("real_configs/text_encoder.json");
+pub const IMAGE_ENCODER_CONFIG: &str = include_str!("real_configs/image_encoder.json");
+pub const PRIOR_CONFIG: &str = include_str!("real_configs/prior.json");
+
+/// The matmul shapes of bigG: (m, k, n) for `x [m, k] · wᵀ`, w `[n, k]`.
+pub const BIGG_MATMULS: [(usize, usize, usize); 3] = [(77, 1280, 5120), (257, 1664, 8192), (257, 8192, 1664)];
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Median of the timings of `iters` calls of `f` after one warm-up call.
+async fn median_ms<F, Fut>(iters: usize, mut f: F) -> Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    f().await?;
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t = now_ms();
+        f().await?;
+        times.push(now_ms() - t);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}
+
+/// GFLOP/s of `linear` at `(m, k, n)` with weights stored as `dtype`.
+pub async fn matmul_gflops<B: Backend>(be: &B, (m, k, n): (usize, usize, usize), dtype: WeightDType, iters: usize) -> Result<f64> {
+    let x = be.from_f32(&pseudo_random(m * k, 1), &[m, k])?;
+    let store = WeightStore::random(be.clone(), dtype, 2);
+    let w = store.root().get("w", &[n, k])?;
+    let ms = median_ms(iters, || async {
+        let y = be.linear(&x, &w, None, Activation::Identity)?;
+        be.read_f32(&y).await.map(|_| ())
+    })
+    .await?;
+    Ok(2.0 * (m * k * n) as f64 / (ms * 1e6))
+}
+
+/// Which real-size model to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Model {
+    TextTower,
+    VisionTower,
+    Prior,
+}
+
+impl Model {
+    pub fn label(self) -> &'static str {
+        match self {
+            Model::TextTower => "bigG text tower (77 tokens)",
+            Model::VisionTower => "bigG vision tower (1 image)",
+            Model::Prior => "λ prior (81 tokens)",
+        }
+    }
+}
+
+/// Median forward milliseconds of a real-size model with random weights stored as `dtype`.
+pub async fn forward_ms<B: Backend>(be: &B, model: Model, dtype: WeightDType, iters: usize) -> Result<f64> {
+    let store = WeightStore::random(be.clone(), dtype, 3);
+    let vb = store.root();
+    match model {
+        Model::TextTower => {
+            let cfg: ClipTextConfig = parse_config("real text_encoder config", TEXT_ENCODER_CONFIG)?;
+            let m = ClipTextModel::new(&vb, &cfg)?;
+            let ids: Vec<u32> = (0..77u32).map(|i| if i == 0 { 49406 } else if i < 10 { 320 + i } else { 49407 }).collect();
+            let mask: Vec<u32> = (0..77).map(|i| u32::from(i < 11)).collect();
+            median_ms(iters, || async {
+                let out = m.forward(be, &ids, Some(&mask))?;
+                be.read_f32(&out.text_embeds).await.map(|_| ())
+            })
+            .await
+        }
+        Model::VisionTower => {
+            let cfg: ClipVisionConfig = parse_config("real image_encoder config", IMAGE_ENCODER_CONFIG)?;
+            let m = ClipVisionModel::new(be, &vb, &cfg)?;
+            let pixels = pseudo_random(3 * cfg.image_size * cfg.image_size, 4);
+            median_ms(iters, || async {
+                let out = m.forward(be, &pixels)?;
+                be.read_f32(&out).await.map(|_| ())
+            })
+            .await
+        }
+        Model::Prior => {
+            let cfg: PriorConfig = parse_config("real prior config", PRIOR_CONFIG)?;
+            let m = LambdaPrior::new(be, &vb, &cfg)?;
+            let d = cfg.embedding_dim;
+            let hidden = be.from_f32(&pseudo_random(cfg.num_embeddings * d, 5), &[cfg.num_embeddings, d])?;
+            let one = |seed| be.from_f32(&pseudo_random(d, seed), &[1, d]);
+            let (control, text, noise) = (one(6)?, one(7)?, one(8)?);
+            let mask: Vec<u32> = (0..cfg.num_embeddings).map(|i| u32::from(i < 12)).collect();
+            median_ms(iters, || async {
+                let inputs = PriorInputs { encoder_hidden_states: &hidden, attention_mask: &mask, control_embeds: &control, text_embeds: &text, noise: &noise };
+                let out = m.forward(be, &inputs)?;
+                be.read_f32(&out).await.map(|_| ())
+            })
+            .await
+        }
+    }
+}
