@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test: native (golden parity, CLI, bad inputs, image parity) and in headless Chromium (wasm).
+# Runs every test: native (golden parity, CLI, bad inputs, image parity, the decoder client against the tiny
+# reference server), the decoder server's own suite and load test, and the wasm tests in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh
+bash .ci/setup-python.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 echo "== native tests"
 cargo test --quiet
+
+bash .ci/test-server.sh
 
 echo "== wasm32 build (library, no CLI)"
 cargo build --quiet --target wasm32-unknown-unknown --lib --no-default-features

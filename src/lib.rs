@@ -9,6 +9,9 @@
 //! - `wasm`: the JavaScript API (wasm32 only).
 
 pub mod bench;
+// The HTTP client of a GPU decoder endpoint (server/): native CLI builds only (ureq is part of `cli`).
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod decoder_client;
 pub mod error;
 pub mod image;
 pub mod models;

@@ -120,6 +120,40 @@ enum Command {
         #[arg(long, default_value_t = 200.0)]
         high: f64,
     },
+    /// Decode an image embedding (written by `prior`) to an image on a GPU decoder endpoint (see server/).
+    Decode {
+        /// Base URL of the endpoint, e.g. http://127.0.0.1:8765 (POST /v1/decode is appended).
+        #[arg(long)]
+        endpoint: String,
+        /// Bearer token, when the endpoint requires one (default: $LAMBDA_DECODER_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Safetensors with `image_embeds` [1,D] and, if present, `negative_image_embeds` (the zero-image
+        /// embedding, the decoder's negative).
+        #[arg(long)]
+        embeds: PathBuf,
+        /// Output image; its extension picks the format (.png, .webp, .jpg/.jpeg).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the decoder's noise (default: chosen by the server and printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Denoising steps (server default 50).
+        #[arg(long)]
+        steps: Option<u32>,
+        /// Classifier-free guidance scale (server default 4.0).
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// Image width in pixels, a multiple of 64 (server default 512).
+        #[arg(long)]
+        width: Option<u32>,
+        /// Image height in pixels, a multiple of 64 (server default 512).
+        #[arg(long)]
+        height: Option<u32>,
+        /// Seconds to wait for the reply (queue wait + decode).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Bilinear grid of embeddings between four corners (tensor `image_embeds` of four files, e.g. written
     /// by `prior`): writes `grid` [(n+1)², D] and `negative_image_embeds` from the first corner if present.
     Interpolate {
@@ -250,6 +284,43 @@ fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
             let edges = lambda_eclipse::image::canny::canny(&gray, low, high)?;
             edges.save(&out).map_err(|e| Error::io(out.display(), e))
+        }
+        Command::Decode { endpoint, token, embeds, out, seed, steps, guidance, width, height, timeout } => {
+            use lambda_eclipse::decoder_client::{DecodeRequest, DecoderClient, ImageFormat, DEFAULT_CONNECT_TIMEOUT};
+            let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let format = ImageFormat::from_extension(ext).ok_or_else(|| {
+                Error::Input(format!("--out {}: the extension must be .png, .webp, .jpg or .jpeg", out.display()))
+            })?;
+            let bytes = read_file(&embeds)?;
+            let name = embeds.display().to_string();
+            let (shape, image_embeds) = tensor_file::read_f32(&bytes, "image_embeds", &name)?;
+            if shape.len() > 1 && shape[..shape.len() - 1].iter().product::<usize>() != 1 {
+                return Err(Error::Input(format!("{name}: `image_embeds` has shape {shape:?}; decode takes one embedding [1, D]")));
+            }
+            // The zero-image embedding `prior` writes; older or hand-made files may lack it (the server then
+            // uses its own default, see server/README.md).
+            let negative = match tensor_file::read_f32(&bytes, "negative_image_embeds", &name) {
+                Ok((_, v)) => Some(v),
+                Err(_) => None,
+            };
+            let mut req = DecodeRequest::new(image_embeds);
+            req.negative_image_embeds = negative;
+            req.seed = seed;
+            req.num_inference_steps = steps;
+            req.guidance_scale = guidance;
+            req.width = width;
+            req.height = height;
+            req.format = format;
+            let timeout = std::time::Duration::from_secs(timeout);
+            // From the environment too, so the token stays out of shell history and `ps`.
+            let token = token.or_else(|| std::env::var("LAMBDA_DECODER_TOKEN").ok());
+            let client = DecoderClient::with_timeouts(&endpoint, token, DEFAULT_CONNECT_TIMEOUT, timeout);
+            let decoded = client.decode(&req)?;
+            std::fs::write(&out, &decoded.bytes).map_err(|e| Error::io(out.display(), e))?;
+            let seed = decoded.seed.map_or("?".to_string(), |s| s.to_string());
+            let ms = decoded.decode_ms.map_or("?".to_string(), |m| format!("{m:.0}"));
+            println!("{}: {} bytes of {}, seed {seed}, decoded in {ms} ms", out.display(), decoded.bytes.len(), decoded.content_type);
+            Ok(())
         }
         Command::Interpolate { top_left, top_right, bottom_left, bottom_right, steps, out } => {
             let corners = [&top_left, &top_right, &bottom_left, &bottom_right]

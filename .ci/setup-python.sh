@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs the decoder server's Python dependencies (server/requirements.txt) into the system python in one pip
+# step, skipped when they are already importable. torch is the large part (~4 min the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if python3 -c "import torch, diffusers, transformers, safetensors, fastapi, uvicorn, PIL, pytest, httpx, psutil" 2>/dev/null; then
+  echo "== python deps for server/ already installed"
+  exit 0
+fi
+echo "== pip install -r server/requirements.txt (torch is large: takes minutes once)"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r server/requirements.txt

@@ -1,0 +1,141 @@
+"""Fixtures: the tiny random decoder (built once), in-process apps around it, and a real uvicorn subprocess."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+SERVER_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(SERVER_DIR))
+
+from lambda_decoder.app import create_app  # noqa: E402
+from lambda_decoder.config import FORMATS, Settings  # noqa: E402
+from lambda_decoder.decoder import Decoder, DecodeResult  # noqa: E402
+
+DIM = 32  # the tiny λ model's embedding dimension, and --tiny-random's default
+
+
+def embeds(value: float = 0.1, dim: int = DIM) -> list[float]:
+    return [value * ((i % 7) - 3) for i in range(dim)]
+
+
+def small(**fields) -> dict:
+    """A cheap valid request: 64×64, 2 steps (seconds on a busy 2-core CPU)."""
+    body = {"image_embeds": embeds(), "width": 64, "height": 64, "num_inference_steps": 2, "seed": 1}
+    body.update(fields)
+    return body
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder() -> Decoder:
+    return Decoder.load(Settings(tiny_random=True, device="cpu"))
+
+
+@pytest.fixture
+def make_client(tiny_decoder):
+    """make_client(**settings) → a TestClient on an app with those settings around the shared tiny decoder."""
+    clients = []
+
+    def make(decoder="tiny", **settings) -> TestClient:
+        """decoder: "tiny" (the shared one), an object, or None (load from the settings at startup)."""
+        decoder = tiny_decoder if decoder == "tiny" else decoder
+        client = TestClient(create_app(Settings(**settings), decoder=decoder))
+        client.__enter__()  # runs the lifespan
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client) -> TestClient:
+    return make_client()
+
+
+class GatedDecoder:
+    """Stands in for Decoder: each decode blocks until `gate` is set, so queue states can be held."""
+
+    model_id, device, dtype, embed_dim, negative_default_source = "gated-fake", "cpu", "float32", DIM, "zeros"
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def decode(self, p):
+        self.started.release()
+        assert self.gate.wait(30), "test never opened the gate"
+        buf = io.BytesIO()
+        Image.new("RGB", (p.width, p.height), (10, 20, 30)).save(buf, format="PNG")
+        return DecodeResult(buf.getvalue(), FORMATS["png"], p.seed or 0, 1.0, "zeros")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`python3 -m lambda_decoder --tiny-random` on a free loopback port, as users run it."""
+
+    def __init__(self, *args: str, startup_timeout: float = 120):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.devnull, "w") if os.environ.get("QUIET_SERVER") else None
+        cmd = [sys.executable, "-m", "lambda_decoder", "--tiny-random", "--device", "cpu",
+               "--port", str(self.port), "--log-level", "warning", *args]
+        self.proc = subprocess.Popen(cmd, cwd=SERVER_DIR, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode} during startup")
+            try:
+                with urllib.request.urlopen(self.url + "/v1/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server did not become healthy in {startup_timeout} s")
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log:
+            self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def server_process():
+    """start(*extra_args) → a running ServerProcess, stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        s = ServerProcess(*args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
