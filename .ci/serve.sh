@@ -6,4 +6,4 @@ bash .ci/setup.sh
 bash .ci/build-wasm.sh
 PORT="${PORT:-8080}"
 echo "== serving http://127.0.0.1:$PORT/"
-exec python3 -m http.server "$PORT" --bind 127.0.0.1
+exec python3 .ci/static_server.py --port "$PORT"

@@ -1,6 +1,14 @@
-//! The JavaScript API (wasm32). Errors cross the boundary as JS `Error`s with the engine's message;
-//! panics are routed to the console and never unwind into JS.
+//! The JavaScript API (wasm32). Errors cross the boundary as JS `Error`s carrying the engine's message;
+//! panics are routed to the console and never unwind into JS. The ES module `www/lambda-eclipse.js` wraps
+//! this in a Web Worker with the documented `load()` / `engine.prior()` contract.
 
+use crate::error::Error;
+use crate::ops::cpu::CpuBackend;
+use crate::pipeline::lambda::Noise;
+use crate::pipeline::{self, LambdaEngine, PriorRequest, Subject};
+use crate::weights::http::HttpFiles;
+use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(start)]
@@ -18,4 +26,153 @@ pub fn version() -> String {
 #[wasm_bindgen(js_name = backendName)]
 pub fn backend_name() -> String {
     "cpu".to_string()
+}
+
+fn js_err(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) -> Result<(), JsError> {
+    Reflect::set(obj, &JsValue::from_str(key), &value.into()).map(|_| ()).map_err(|_| JsError::new("cannot build the result object"))
+}
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn f32s(v: &[f32]) -> Float32Array {
+    Float32Array::from(v)
+}
+
+fn bytes_of(v: &JsValue, what: &str) -> Result<Vec<u8>, JsError> {
+    v.dyn_ref::<Uint8Array>().map(|a| a.to_vec()).ok_or_else(|| JsError::new(&format!("{what} must be a Uint8Array of the file's bytes")))
+}
+
+/// A loaded λ-ECLIPSE model (tokenizer, CLIP towers, prior).
+#[wasm_bindgen]
+pub struct Engine {
+    inner: Rc<LambdaEngine<CpuBackend>>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Loads a model folder in the Hugging Face layout from `model_url` by HTTP range requests; `prior_url`,
+    /// when given, holds the prior's files at its root (as the real λ-ECLIPSE prior repository does).
+    /// `on_progress(component, bytesDone, bytesTotal)` is called as weights arrive.
+    pub async fn load(model_url: String, prior_url: Option<String>, on_progress: Option<Function>) -> Result<Engine, JsError> {
+        let mut files = HttpFiles::new(&model_url);
+        if let Some(url) = prior_url.filter(|u| !u.is_empty()) {
+            files = files.with_component("prior", &url);
+        }
+        let mut progress = |component: &str, done: u64, total: u64| {
+            if let Some(f) = &on_progress {
+                let _ = f.call3(&JsValue::NULL, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
+            }
+        };
+        let inner = LambdaEngine::load(CpuBackend::new(), &files, &mut progress).await.map_err(js_err)?;
+        Ok(Engine { inner: Rc::new(inner) })
+    }
+
+    /// `"cpu"` or `"webgpu"`.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        crate::ops::Backend::name(&self.inner.backend).to_string()
+    }
+
+    /// Embedding width (1280 for the real model).
+    #[wasm_bindgen(getter, js_name = embeddingDim)]
+    pub fn embedding_dim(&self) -> usize {
+        self.inner.embedding_dim()
+    }
+
+    /// `{ inputIds, attentionMask, textEmbeds, lastHiddenState, truncated }`.
+    #[wasm_bindgen(js_name = embedText)]
+    pub async fn embed_text(&self, prompt: String) -> Result<JsValue, JsError> {
+        let e = self.inner.clone();
+        let t = pipeline::embed_text(&e.backend, &e.tokenizer, &e.text, &prompt).await.map_err(js_err)?;
+        let out = Object::new();
+        set(&out, "inputIds", js_sys::Int32Array::from(t.encoded.input_ids.iter().map(|&x| x as i32).collect::<Vec<_>>().as_slice()))?;
+        set(&out, "attentionMask", js_sys::Int32Array::from(t.encoded.attention_mask.iter().map(|&x| x as i32).collect::<Vec<_>>().as_slice()))?;
+        set(&out, "textEmbeds", f32s(&t.text_embeds))?;
+        set(&out, "lastHiddenState", f32s(&t.last_hidden_state))?;
+        set(&out, "truncated", t.encoded.truncated)?;
+        Ok(out.into())
+    }
+
+    /// Image embeddings of encoded image files: `{ imageEmbeds: Float32Array[] }`.
+    #[wasm_bindgen(js_name = embedImages)]
+    pub async fn embed_images(&self, images: Array) -> Result<JsValue, JsError> {
+        let e = self.inner.clone();
+        let embeds = Array::new();
+        for (i, img) in images.iter().enumerate() {
+            let bytes = bytes_of(&img, &format!("image {}", i + 1))?;
+            let v = e.subject_embedding(&bytes).await.map_err(|err| JsError::new(&format!("image {}: {err}", i + 1)))?;
+            embeds.push(&f32s(&v));
+        }
+        let out = Object::new();
+        set(&out, "imageEmbeds", embeds)?;
+        Ok(out.into())
+    }
+
+    /// The whole pipeline. `request` = `{ prompt, subjects: [{ keyword, image: Uint8Array }], control?:
+    /// Uint8Array, seed?: number, noise?: Float32Array, cannyLow?, cannyHigh? }` →
+    /// `{ imageEmbeds, negativeImageEmbeds, encoderHiddenStates, noise, warnings: string[], timings: {stage: ms} }`.
+    pub async fn prior(&self, request: JsValue) -> Result<JsValue, JsError> {
+        let e = self.inner.clone();
+        let prompt = get(&request, "prompt").as_string().ok_or_else(|| JsError::new("prompt must be a string"))?;
+        let noise_v = get(&request, "noise");
+        let noise = if let Some(arr) = noise_v.dyn_ref::<Float32Array>() {
+            Noise::Explicit(arr.to_vec())
+        } else {
+            let seed = get(&request, "seed").as_f64().unwrap_or(0.0);
+            if !(seed >= 0.0 && seed.fract() == 0.0 && seed <= 9_007_199_254_740_991.0) {
+                return Err(JsError::new("seed must be a non-negative integer"));
+            }
+            Noise::Seed(seed as u64)
+        };
+        let mut req = PriorRequest::new(prompt, noise);
+        if let Some(low) = get(&request, "cannyLow").as_f64() {
+            req.canny_low = low;
+        }
+        if let Some(high) = get(&request, "cannyHigh").as_f64() {
+            req.canny_high = high;
+        }
+        let subjects = get(&request, "subjects");
+        if !subjects.is_undefined() && !subjects.is_null() {
+            let subjects: Array = subjects.dyn_into().map_err(|_| JsError::new("subjects must be an array"))?;
+            for (i, s) in subjects.iter().enumerate() {
+                let keyword = get(&s, "keyword").as_string().ok_or_else(|| JsError::new(&format!("subject {}: keyword must be a string", i + 1)))?;
+                let image = bytes_of(&get(&s, "image"), &format!("subject {} image", i + 1))?;
+                req.subjects.push(Subject { keyword, image });
+            }
+        }
+        let control = get(&request, "control");
+        if !control.is_undefined() && !control.is_null() {
+            req.control = Some(bytes_of(&control, "control")?);
+        }
+        let r = e.run(&req).await.map_err(js_err)?;
+        let out = Object::new();
+        set(&out, "imageEmbeds", f32s(&r.image_embeds))?;
+        set(&out, "negativeImageEmbeds", f32s(&r.negative_image_embeds))?;
+        set(&out, "encoderHiddenStates", f32s(&r.encoder_hidden_states))?;
+        set(&out, "noise", f32s(&r.noise))?;
+        let warnings = Array::new();
+        for w in &r.warnings {
+            warnings.push(&JsValue::from_str(&w.to_string()));
+        }
+        set(&out, "warnings", warnings)?;
+        let timings = Object::new();
+        for (stage, ms) in &r.timings {
+            set(&timings, stage, *ms)?;
+        }
+        set(&out, "timings", timings)?;
+        if let Some((w, h, edges)) = r.canny_edges {
+            let c = Object::new();
+            set(&c, "width", w)?;
+            set(&c, "height", h)?;
+            set(&c, "data", Uint8Array::from(edges.as_slice()))?;
+            set(&out, "cannyEdges", c)?;
+        }
+        Ok(out.into())
+    }
 }

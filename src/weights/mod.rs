@@ -3,6 +3,8 @@
 //! read by its byte range and handed straight to the backend. No whole file is ever held in memory.
 
 pub mod files;
+#[cfg(target_arch = "wasm32")]
+pub mod http;
 pub mod safetensors;
 pub mod store;
 

@@ -1,0 +1,80 @@
+// The λ-ECLIPSE page: loads the model (?model=URL overrides the default Hugging Face files), then computes
+// the embedding of a prompt with subject photos. All model work runs in the engine's Web Worker.
+import { load } from './lambda-eclipse.js';
+
+const $ = (id) => document.getElementById(id);
+const status = (text, kind = '') => { $('status').textContent = text; $('status').className = `status ${kind}`; };
+const fact = (list, k, v) => { const dt = document.createElement('dt'); dt.textContent = k; const dd = document.createElement('dd'); dd.textContent = v; list.append(dt, dd); };
+let lastResult = null;
+
+function addSubject(keyword = '') {
+  const row = document.createElement('div');
+  row.className = 'subject';
+  row.innerHTML = '<input class="keyword" placeholder="keyword"> <input class="image" type="file" accept="image/*"> <span class="warn"></span> <button type="button">Remove</button>';
+  row.querySelector('.keyword').value = keyword;
+  row.querySelector('button').onclick = () => row.remove();
+  $('subjects').append(row);
+}
+
+async function main() {
+  const params = new URLSearchParams(location.search);
+  const model = params.get('model') || undefined;
+  const prior = params.get('prior') || undefined;
+  $('progress').hidden = false;
+  status(`Loading the model from ${model || 'Hugging Face'}…`);
+  const totals = {};
+  const engine = await load({
+    model, prior,
+    onProgress: ({ component, done, total }) => {
+      totals[component] = [done, total];
+      const [d, t] = Object.values(totals).reduce(([a, b], [x, y]) => [a + x, b + y], [0, 0]);
+      $('progress').value = t ? d / t : 0;
+      status(`Loading ${component}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB`);
+    },
+  });
+  $('progress').hidden = true;
+  status('Model loaded.', 'ok');
+  fact($('facts'), 'Compute backend', engine.backend === 'cpu' ? 'CPU (wasm) — WebGPU is not wired in yet' : engine.backend);
+  fact($('facts'), 'Embedding size', engine.embeddingDim);
+  $('compose').hidden = false;
+  addSubject('cat');
+  addSubject('glasses');
+  $('add-subject').onclick = () => { if ($('subjects').querySelectorAll('.subject').length < 4) addSubject(); };
+  $('compose').onsubmit = async (ev) => {
+    ev.preventDefault();
+    const subjects = [];
+    for (const row of $('subjects').querySelectorAll('.subject')) {
+      const file = row.querySelector('.image').files[0];
+      const keyword = row.querySelector('.keyword').value.trim();
+      if (file && keyword) subjects.push({ keyword, image: file });
+    }
+    const control = $('control').files[0];
+    $('compute').disabled = true;
+    status('Computing…');
+    try {
+      const r = await engine.prior({ prompt: $('prompt').value, subjects, control, seed: Number($('seed').value) });
+      lastResult = r;
+      $('warnings').replaceChildren(...r.warnings.map((w) => Object.assign(document.createElement('li'), { textContent: w })));
+      $('timings').replaceChildren();
+      for (const [stage, ms] of Object.entries(r.timings)) fact($('timings'), stage, `${ms.toFixed(1)} ms`);
+      const norm = Math.hypot(...r.imageEmbeds);
+      $('summary').textContent = `image_embeds: ${r.imageEmbeds.length} values, L2 norm ${norm.toFixed(4)}; first: ${Array.from(r.imageEmbeds.slice(0, 4), (x) => x.toFixed(4)).join(', ')}…`;
+      $('result').hidden = false;
+      document.body.dataset.result = 'ready';
+      status('Done.', 'ok');
+    } catch (e) {
+      status(`Could not compute: ${e.message}`, 'error');
+    } finally {
+      $('compute').disabled = false;
+    }
+  };
+  $('export-json').onclick = () => {
+    if (!lastResult) return;
+    const json = JSON.stringify({ image_embeds: Array.from(lastResult.imageEmbeds), negative_image_embeds: Array.from(lastResult.negativeImageEmbeds), warnings: lastResult.warnings });
+    const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(new Blob([json], { type: 'application/json' })), download: 'lambda-eclipse-embedding.json' });
+    a.click();
+  };
+  document.body.dataset.ready = 'true';
+}
+
+main().catch((e) => { $('progress').hidden = true; status(`The model failed to load: ${e.message}`, 'error'); document.body.dataset.ready = 'error'; });
