@@ -17,4 +17,4 @@ cargo build --quiet --target wasm32-unknown-unknown --lib --no-default-features
 
 echo "== in-browser tests (wasm-bindgen-test, headless Chromium)"
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 \
-  cargo test --quiet --target wasm32-unknown-unknown --no-default-features --test wasm_golden
+  cargo test --target wasm32-unknown-unknown --no-default-features --test wasm_golden

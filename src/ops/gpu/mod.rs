@@ -1,0 +1,747 @@
+//! WebGPU backend: the op layer as WGSL compute kernels through wgpu (WebGPU in the browser, Vulkan, Metal or
+//! DX12 natively).
+//!
+//! Execution model: every op records a compute pass (or a buffer copy) into one pending `CommandEncoder`; the
+//! whole forward is submitted at [`Backend::read_f32`], the only async op, which then maps a staging buffer.
+//! Nothing else waits on the device.
+//!
+//! Storage: tensors are flat storage buffers. Activations are f32; weights stay as the file stores them where
+//! a kernel can read that directly:
+//! - f32 → f32;
+//! - f16 matrices (rank ≥ 2) → uploaded as-is, two halves per u32 (element 2i in the low half; an odd count is
+//!   padded), read with `unpack2x16float` by `linear`/`matmul`/`gather_rows` and unpacked to f32 on the
+//!   device by every other op;
+//! - f16 vectors (biases, norm parameters, class embeddings: a negligible share of the bytes) and all bf16
+//!   tensors → converted to f32 on the host. bf16 → f32 is exact; keeping bf16 packed (`u32 << 16` unpacking)
+//!   is a later step.
+//!
+//! Limits are WebGPU's defaults (clamped to the adapter's where lower), so native runs behave like the
+//! browser. One storage binding is at most 128 MiB there: a larger single tensor is an error for now
+//! (splitting big tensors across bindings comes later).
+
+mod pool;
+
+pub use pool::PoolStats;
+
+use super::{Activation, Backend, WeightDType};
+use crate::error::{Error, Result};
+use pool::{lock, PooledBuffer};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// How a [`GpuTensor`]'s buffer stores its elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuDType {
+    F32,
+    /// IEEE half floats packed two per u32, element 2i in the low 16 bits.
+    F16,
+}
+
+/// A tensor on the device: a shared buffer handle, its shape and element type. Cloning is cheap; the buffer
+/// goes back to the pool (activations) or is freed (weights) when the last clone drops.
+#[derive(Clone)]
+pub struct GpuTensor {
+    buf: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+    dtype: GpuDType,
+}
+
+impl GpuTensor {
+    pub fn dtype(&self) -> GpuDType {
+        self.dtype
+    }
+    fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf.buffer
+    }
+}
+
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor({:?}, {:?})", self.shape, self.dtype)
+    }
+}
+
+/// The compute kernels, one WGSL file each (plus shared pieces prepended, WGSL having no includes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kernel {
+    LinearF32,
+    LinearF16,
+    LayerNorm,
+    Attention,
+    Add,
+    Activation,
+    GatherRows,
+    UnpackF16,
+    ImagePatches,
+}
+
+const ACTIVATION_FNS: &str = include_str!("kernels/activation_fns.wgsl");
+const LINEAR_TILED: &str = include_str!("kernels/linear_tiled.wgsl");
+
+impl Kernel {
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::LinearF32 => "linear_f32",
+            Kernel::LinearF16 => "linear_f16",
+            Kernel::LayerNorm => "layer_norm",
+            Kernel::Attention => "attention",
+            Kernel::Add => "add",
+            Kernel::Activation => "activation",
+            Kernel::GatherRows => "gather_rows",
+            Kernel::UnpackF16 => "unpack_f16",
+            Kernel::ImagePatches => "image_patches",
+        }
+    }
+
+    fn source(self) -> String {
+        match self {
+            Kernel::LinearF32 => [ACTIVATION_FNS, include_str!("kernels/linear_f32.wgsl"), LINEAR_TILED].concat(),
+            Kernel::LinearF16 => [ACTIVATION_FNS, include_str!("kernels/linear_f16.wgsl"), LINEAR_TILED].concat(),
+            Kernel::Activation => [ACTIVATION_FNS, include_str!("kernels/activation.wgsl")].concat(),
+            Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
+            Kernel::Attention => include_str!("kernels/attention.wgsl").into(),
+            Kernel::Add => include_str!("kernels/add.wgsl").into(),
+            Kernel::GatherRows => include_str!("kernels/gather_rows.wgsl").into(),
+            Kernel::UnpackF16 => include_str!("kernels/unpack_f16.wgsl").into(),
+            Kernel::ImagePatches => include_str!("kernels/image_patches.wgsl").into(),
+        }
+    }
+}
+
+/// Workgroup sizes and shared-memory bounds baked into the kernels.
+const LINEAR_TILE: usize = 64;
+const ELEMENTWISE_WG: usize = 256;
+const ATTENTION_MAX_HEAD_DIM: usize = 256;
+const ATTENTION_MAX_KEYS: usize = 1024;
+/// Submit the pending encoder after this many recorded ops, so a long forward does not build one huge
+/// command buffer before the first read.
+const FLUSH_EVERY: usize = 512;
+
+/// Recorded work, submitted in order. An encoder is always submitted while the `pending` lock is held, so work recorded
+/// later (possibly into a pooled buffer freed meanwhile) can never reach the queue before it.
+#[derive(Default)]
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    ops: usize,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    shader_f16: bool,
+    limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    /// Uniform buffers by content: params are immutable, so equal params share one buffer forever.
+    uniforms: Mutex<HashMap<Vec<u32>, wgpu::Buffer>>,
+    pool: Arc<Mutex<pool::Pool>>,
+    pending: Mutex<Pending>,
+    /// Bound where a kernel's optional input (bias) is absent: auto layouts still expect a buffer.
+    dummy: wgpu::Buffer,
+    /// First error the device reported (validation, out of memory); surfaced at the next read.
+    device_error: Arc<Mutex<Option<String>>>,
+}
+
+/// The WebGPU backend. Clones share one device, pool and pending command encoder.
+#[derive(Clone)]
+pub struct GpuBackend {
+    inner: Arc<Inner>,
+}
+
+fn backend_err(msg: impl Into<String>) -> Error {
+    Error::Backend(msg.into())
+}
+
+fn ceil_div(a: usize, b: usize) -> usize {
+    a.div_ceil(b)
+}
+
+/// Converts a size or index to the u32 the kernels use.
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| backend_err(format!("{what} = {v} does not fit the kernels' 32-bit indices")))
+}
+
+impl GpuBackend {
+    /// Opens the default (high-performance) adapter. Fails with a clear error where there is none (no WebGPU
+    /// in the browser, no Vulkan/Metal/DX12 driver natively). `WGPU_BACKEND` etc. are honoured natively.
+    pub async fn new() -> Result<GpuBackend> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| backend_err(format!("no WebGPU adapter available: {e}")))?;
+        // WebGPU's default limits (as a browser guarantees), lowered only where the adapter offers less.
+        let limits = wgpu::Limits::default().or_worse_values_from(&adapter.limits());
+        let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let required_features = if shader_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lambda-eclipse"),
+                required_features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| backend_err(format!("could not open the WebGPU device: {e}")))?;
+        let device_error = Arc::new(Mutex::new(None::<String>));
+        let slot = device_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            lock(&slot).get_or_insert_with(|| e.to_string());
+        }));
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("lambda-eclipse unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBackend {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info: adapter.get_info(),
+                shader_f16,
+                limits,
+                pipelines: Mutex::default(),
+                uniforms: Mutex::default(),
+                pool: Arc::default(),
+                pending: Mutex::default(),
+                dummy,
+                device_error,
+            }),
+        })
+    }
+
+    /// The adapter in words, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    pub fn adapter_description(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?})", i.name, i.backend)
+    }
+
+    /// Whether the device has `shader-f16` (f16 arithmetic in WGSL). Not used by the kernels yet: packed f16
+    /// weights are unpacked with core `unpack2x16float`, which every adapter has.
+    pub fn has_shader_f16(&self) -> bool {
+        self.inner.shader_f16
+    }
+
+    /// Activation-pool counters (buffers are reused across forwards; this lets tests check it).
+    pub fn pool_stats(&self) -> PoolStats {
+        pool::stats(&self.inner.pool)
+    }
+
+    /// Number of distinct uniform-parameter buffers created so far (bounded by the distinct op shapes).
+    pub fn uniform_buffers(&self) -> usize {
+        lock(&self.inner.uniforms).len()
+    }
+
+    /// Submits all recorded work without waiting for it.
+    pub fn flush(&self) {
+        let mut pending = lock(&self.inner.pending);
+        if let Some(enc) = pending.encoder.take() {
+            self.inner.queue.submit(Some(enc.finish()));
+        }
+        pending.ops = 0;
+    }
+
+    fn check_binding_size(&self, bytes: u64, what: &str) -> Result<()> {
+        let max = self.inner.limits.max_storage_buffer_binding_size;
+        if bytes > max {
+            return Err(backend_err(format!(
+                "{what} needs {bytes} bytes, above this device's {max}-byte storage-binding limit \
+                 (splitting large tensors is not implemented yet)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A fresh f32 activation of the given shape from the pool (contents undefined until written).
+    fn alloc_f32(&self, shape: &[usize], what: &str) -> Result<GpuTensor> {
+        let numel: usize = shape.iter().product();
+        let bytes = (numel.max(1) * 4) as u64;
+        self.check_binding_size(bytes, what)?;
+        u32_of(numel, "element count")?;
+        let buf = pool::take(&self.inner.pool, &self.inner.device, bytes);
+        Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype: GpuDType::F32 })
+    }
+
+    /// A new buffer holding `bytes` (zero-padded to 4). Created mapped, so it is correct to use in work
+    /// recorded before it (unlike `Queue::write_buffer` into a pooled buffer, which would run before the
+    /// pending encoder). Not pooled: inputs are small and freed when dropped.
+    fn upload(&self, bytes: &[u8], what: &str) -> Result<PooledBuffer> {
+        self.check_binding_size(bytes.len() as u64, what)?;
+        let contents: &[u8] = if bytes.is_empty() { &[0; 4] } else { bytes };
+        let buffer = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(what),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        });
+        Ok(PooledBuffer::owned(buffer))
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
+        let mut cache = lock(&self.inner.pipelines);
+        cache
+            .entry(kernel)
+            .or_insert_with(|| {
+                let device = &self.inner.device;
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                });
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+
+    fn uniform(&self, params: &[u32]) -> wgpu::Buffer {
+        // Uniform structs are padded to 16 bytes.
+        let mut key = params.to_vec();
+        key.resize(params.len().div_ceil(4).max(1) * 4, 0);
+        let mut cache = lock(&self.inner.uniforms);
+        if let Some(b) = cache.get(&key) {
+            return b.clone();
+        }
+        let buffer = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("lambda-eclipse params"),
+            contents: bytemuck::cast_slice(&key),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        cache.insert(key, buffer.clone());
+        buffer
+    }
+
+    /// Runs `f` on the pending encoder (created on demand) and submits it every `FLUSH_EVERY` ops.
+    fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        let mut pending = lock(&self.inner.pending);
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lambda-eclipse") })
+        });
+        f(encoder);
+        pending.ops += 1;
+        if pending.ops >= FLUSH_EVERY {
+            if let Some(enc) = pending.encoder.take() {
+                self.inner.queue.submit(Some(enc.finish()));
+            }
+            pending.ops = 0;
+        }
+    }
+
+    /// Records one dispatch: binding 0 is the params uniform, bindings 1.. are `buffers` in order (the
+    /// output last, by the kernels' convention).
+    fn dispatch(&self, kernel: Kernel, params: &[u32], buffers: &[&wgpu::Buffer], groups: [u32; 3]) {
+        let pipeline = self.pipeline(kernel);
+        let uniform = self.uniform(params);
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name()),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.record(|enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name()), timestamp_writes: None });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        });
+    }
+
+    /// Workgroup grid for a 1-D kernel over `n` elements (256 per group), folded into y past the 65535 limit.
+    fn groups_1d(&self, n: usize) -> [u32; 3] {
+        let groups = ceil_div(n, ELEMENTWISE_WG).max(1);
+        let max = self.inner.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            [max as u32, ceil_div(groups, max) as u32, 1]
+        }
+    }
+
+    /// Unpacks `count` f16 elements starting at `src_off` of `src` into `dst` at `dst_off`.
+    fn unpack_into(&self, src: &GpuTensor, src_off: usize, dst: &GpuTensor, dst_off: usize, count: usize) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let params = [u32_of(count, "count")?, u32_of(src_off, "offset")?, u32_of(dst_off, "offset")?];
+        self.dispatch(Kernel::UnpackF16, &params, &[src.buffer(), dst.buffer()], self.groups_1d(count));
+        Ok(())
+    }
+
+    /// The tensor as f32: itself, or an f16 weight unpacked into a new activation.
+    fn as_f32(&self, t: &GpuTensor) -> Result<GpuTensor> {
+        match t.dtype {
+            GpuDType::F32 => Ok(t.clone()),
+            GpuDType::F16 => {
+                let out = self.alloc_f32(&t.shape, "unpacked f16 tensor")?;
+                self.unpack_into(t, 0, &out, 0, t.numel())?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn take_device_error(&self) -> Result<()> {
+        match lock(&self.inner.device_error).take() {
+            Some(e) => Err(backend_err(format!("WebGPU device error: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// `x [m, k]` times the weight described by strides (see linear_tiled.wgsl), plus bias, then activation.
+    fn gemm(&self, x: &GpuTensor, w: &GpuTensor, (m, k, n): (usize, usize, usize), (w_sn, w_sk): (usize, usize),
+        bias: Option<&GpuTensor>, act: Activation, op: &str) -> Result<GpuTensor> {
+        let x = self.as_f32(x)?;
+        let bias = bias.map(|b| self.as_f32(b)).transpose()?;
+        let out = self.alloc_f32(&[m, n], op)?;
+        if m == 0 || n == 0 {
+            return Ok(out);
+        }
+        let act_code = match act {
+            Activation::Identity => 0,
+            Activation::GeluErf => 1,
+            Activation::QuickGelu => 2,
+        };
+        let params = [
+            u32_of(m, "m")?,
+            u32_of(n, "n")?,
+            u32_of(k, "k")?,
+            u32_of(w_sn, "stride")?,
+            u32_of(w_sk, "stride")?,
+            bias.is_some() as u32,
+            act_code,
+        ];
+        let kernel = match w.dtype {
+            GpuDType::F32 => Kernel::LinearF32,
+            GpuDType::F16 => Kernel::LinearF16,
+        };
+        let bias_buf = bias.as_ref().map_or(&self.inner.dummy, |b| b.buffer());
+        let groups = [u32_of(ceil_div(n, LINEAR_TILE), "n")?, u32_of(ceil_div(m, LINEAR_TILE), "m")?, 1];
+        self.dispatch(kernel, &params, &[x.buffer(), w.buffer(), bias_buf, out.buffer()], groups);
+        Ok(out)
+    }
+}
+
+fn dims2(t: &GpuTensor, op: &str) -> Result<(usize, usize)> {
+    match t.shape[..] {
+        [r, c] => Ok((r, c)),
+        _ => Err(backend_err(format!("{op}: expected a rank-2 tensor, got shape {:?}", t.shape))),
+    }
+}
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+
+    fn name(&self) -> &'static str {
+        "webgpu"
+    }
+
+    fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<GpuTensor> {
+        let numel: usize = shape.iter().product();
+        if raw.len() != numel * dtype.size_in_bytes() {
+            return Err(backend_err(format!(
+                "weight of shape {shape:?} needs {} bytes, got {}",
+                numel * dtype.size_in_bytes(),
+                raw.len()
+            )));
+        }
+        let what = format!("weight of shape {shape:?}");
+        let (bytes, gpu_dtype): (std::borrow::Cow<[u8]>, GpuDType) = match dtype {
+            WeightDType::F32 => (raw.into(), GpuDType::F32),
+            WeightDType::F16 if shape.len() >= 2 => (raw.into(), GpuDType::F16),
+            WeightDType::F16 => {
+                let v: Vec<f32> = raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+                (bytemuck::cast_slice::<f32, u8>(&v).to_vec().into(), GpuDType::F32)
+            }
+            WeightDType::BF16 => {
+                let v: Vec<f32> = raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+                (bytemuck::cast_slice::<f32, u8>(&v).to_vec().into(), GpuDType::F32)
+            }
+        };
+        u32_of(numel, "element count")?;
+        let buf = self.upload(&bytes, &what)?;
+        Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype: gpu_dtype })
+    }
+
+    fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
+        let numel: usize = shape.iter().product();
+        if data.len() != numel {
+            return Err(backend_err(format!("from_f32: {} values do not fill shape {shape:?}", data.len())));
+        }
+        u32_of(numel, "element count")?;
+        let buf = self.upload(bytemuck::cast_slice(data), "input")?;
+        Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype: GpuDType::F32 })
+    }
+
+    fn shape(&self, t: &GpuTensor) -> Vec<usize> {
+        t.shape.clone()
+    }
+
+    async fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let n = t.numel();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let t = self.as_f32(t)?;
+        let bytes = (n * 4) as u64;
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("lambda-eclipse readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut pending = lock(&self.inner.pending);
+            let mut encoder = pending.encoder.take().unwrap_or_else(|| {
+                self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lambda-eclipse") })
+            });
+            encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes);
+            self.inner.queue.submit(Some(encoder.finish()));
+            pending.ops = 0;
+        }
+
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        // Natively the map callback only runs when the device is polled; in the browser this is a no-op and
+        // the callback arrives from the event loop while we await.
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| backend_err(format!("waiting for the GPU: {e}")))?;
+        let mapped = rx.await;
+        self.take_device_error()?;
+        match mapped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(backend_err(format!("reading back a tensor: {e}"))),
+            Err(_) => return Err(backend_err("reading back a tensor: the mapping was cancelled (device lost?)")),
+        }
+        let out = {
+            let view = staging.get_mapped_range(..).map_err(|e| backend_err(format!("reading back a tensor: {e}")))?;
+            view.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    fn byte_size(&self, t: &GpuTensor) -> usize {
+        match t.dtype {
+            GpuDType::F32 => t.numel() * 4,
+            GpuDType::F16 => t.numel().div_ceil(2) * 4,
+        }
+    }
+
+    fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        let (m, k) = dims2(a, "matmul")?;
+        let (k2, n) = dims2(b, "matmul")?;
+        if k != k2 {
+            return Err(backend_err(format!("matmul: shapes {:?} and {:?} do not chain", a.shape, b.shape)));
+        }
+        self.gemm(a, b, (m, k, n), (1, n), None, Activation::Identity, "matmul")
+    }
+
+    fn linear(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, act: Activation) -> Result<GpuTensor> {
+        let (m, k) = dims2(x, "linear")?;
+        let (n, k2) = dims2(w, "linear")?;
+        if k != k2 {
+            return Err(backend_err(format!("linear: input {:?} does not fit weight {:?}", x.shape, w.shape)));
+        }
+        if let Some(b) = bias {
+            if b.numel() != n {
+                return Err(backend_err(format!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape)));
+            }
+        }
+        self.gemm(x, w, (m, k, n), (k, 1), bias, act, "linear")
+    }
+
+    fn layer_norm(&self, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, eps: f64) -> Result<GpuTensor> {
+        let (rows, cols) = dims2(x, "layer_norm")?;
+        if gamma.numel() != cols || beta.numel() != cols {
+            return Err(backend_err(format!(
+                "layer_norm: gamma {:?} / beta {:?} do not fit input {:?}",
+                gamma.shape, beta.shape, x.shape
+            )));
+        }
+        let (x, gamma, beta) = (self.as_f32(x)?, self.as_f32(gamma)?, self.as_f32(beta)?);
+        let out = self.alloc_f32(&x.shape, "layer_norm")?;
+        if rows == 0 || cols == 0 {
+            return Ok(out);
+        }
+        let params = [u32_of(cols, "cols")?, (eps as f32).to_bits()];
+        let groups = [u32_of(rows, "rows")?, 1, 1];
+        self.dispatch(Kernel::LayerNorm, &params, &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()], groups);
+        Ok(out)
+    }
+
+    fn attention(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize, scale: f32,
+        bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+        let (t, width) = dims2(q, "attention")?;
+        let (s, kw) = dims2(k, "attention")?;
+        if kw != width || v.shape != [s, width] || heads == 0 || width % heads != 0 {
+            return Err(backend_err(format!(
+                "attention: q {:?}, k {:?}, v {:?} do not fit {heads} heads",
+                q.shape, k.shape, v.shape
+            )));
+        }
+        if let Some(b) = bias {
+            if b.numel() != t * s {
+                return Err(backend_err(format!("attention: bias {:?} is not [{t}, {s}]", b.shape)));
+            }
+        }
+        let d = width / heads;
+        if d > ATTENTION_MAX_HEAD_DIM || s > ATTENTION_MAX_KEYS {
+            return Err(backend_err(format!(
+                "attention: head dim {d} / {s} keys exceed the kernel's {ATTENTION_MAX_HEAD_DIM} / {ATTENTION_MAX_KEYS}"
+            )));
+        }
+        let (q, k, v) = (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?);
+        let bias = bias.map(|b| self.as_f32(b)).transpose()?;
+        let out = self.alloc_f32(&[t, width], "attention")?;
+        if t == 0 || width == 0 {
+            return Ok(out);
+        }
+        if s == 0 {
+            return Err(backend_err("attention: no keys"));
+        }
+        let params = [
+            u32_of(s, "keys")?,
+            u32_of(d, "head dim")?,
+            u32_of(width, "width")?,
+            bias.is_some() as u32,
+            scale.to_bits(),
+        ];
+        let bias_buf = bias.as_ref().map_or(&self.inner.dummy, |b| b.buffer());
+        let groups = [u32_of(t, "queries")?, u32_of(heads, "heads")?, 1];
+        self.dispatch(Kernel::Attention, &params, &[q.buffer(), k.buffer(), v.buffer(), bias_buf, out.buffer()], groups);
+        Ok(out)
+    }
+
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        if a.shape != b.shape {
+            return Err(backend_err(format!("add: shapes {:?} and {:?} differ", a.shape, b.shape)));
+        }
+        let (a, b) = (self.as_f32(a)?, self.as_f32(b)?);
+        let out = self.alloc_f32(&a.shape, "add")?;
+        let n = a.numel();
+        if n > 0 {
+            self.dispatch(Kernel::Add, &[n as u32], &[a.buffer(), b.buffer(), out.buffer()], self.groups_1d(n));
+        }
+        Ok(out)
+    }
+
+    fn activation(&self, x: &GpuTensor, act: Activation) -> Result<GpuTensor> {
+        let code = match act {
+            Activation::Identity => return Ok(x.clone()),
+            Activation::GeluErf => 1,
+            Activation::QuickGelu => 2,
+        };
+        let x = self.as_f32(x)?;
+        let out = self.alloc_f32(&x.shape, "activation")?;
+        let n = x.numel();
+        if n > 0 {
+            self.dispatch(Kernel::Activation, &[n as u32, code], &[x.buffer(), out.buffer()], self.groups_1d(n));
+        }
+        Ok(out)
+    }
+
+    fn gather_rows(&self, table: &GpuTensor, ids: &[u32]) -> Result<GpuTensor> {
+        let (rows, cols) = dims2(table, "gather_rows")?;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= rows) {
+            return Err(backend_err(format!("gather_rows: index {bad} out of range for {rows} rows")));
+        }
+        let out = self.alloc_f32(&[ids.len(), cols], "gather_rows")?;
+        let n = ids.len() * cols;
+        if n == 0 {
+            return Ok(out);
+        }
+        let ids_buf = self.upload(bytemuck::cast_slice(ids), "gather_rows ids")?;
+        let params = [u32_of(ids.len(), "rows")?, u32_of(cols, "cols")?, (table.dtype == GpuDType::F16) as u32];
+        self.dispatch(Kernel::GatherRows, &params, &[table.buffer(), &ids_buf.buffer, out.buffer()], self.groups_1d(n));
+        Ok(out)
+    }
+
+    fn concat_rows(&self, parts: &[&GpuTensor]) -> Result<GpuTensor> {
+        let first = parts.first().ok_or_else(|| backend_err("concat_rows: no tensors"))?;
+        if first.shape.is_empty() || parts.iter().any(|p| p.shape.len() != first.shape.len() || p.shape[1..] != first.shape[1..]) {
+            let shapes: Vec<_> = parts.iter().map(|p| &p.shape).collect();
+            return Err(backend_err(format!("concat_rows: shapes {shapes:?} do not stack")));
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        let out = self.alloc_f32(&shape, "concat_rows")?;
+        let mut offset = 0;
+        for part in parts {
+            let n = part.numel();
+            match part.dtype {
+                GpuDType::F32 if n > 0 => self.record(|enc| {
+                    enc.copy_buffer_to_buffer(part.buffer(), 0, out.buffer(), (offset * 4) as u64, (n * 4) as u64)
+                }),
+                GpuDType::F32 => {}
+                GpuDType::F16 => self.unpack_into(part, 0, &out, offset, n)?,
+            }
+            offset += n;
+        }
+        Ok(out)
+    }
+
+    fn slice_rows(&self, x: &GpuTensor, start: usize, len: usize) -> Result<GpuTensor> {
+        let rows = *x.shape.first().ok_or_else(|| backend_err("slice_rows: scalar tensor"))?;
+        if start.checked_add(len).is_none_or(|end| end > rows) {
+            return Err(backend_err(format!("slice_rows: rows {start}..{} out of range for {:?}", start + len, x.shape)));
+        }
+        let row: usize = x.shape[1..].iter().product();
+        let mut shape = x.shape.clone();
+        shape[0] = len;
+        let out = self.alloc_f32(&shape, "slice_rows")?;
+        let n = len * row;
+        match x.dtype {
+            GpuDType::F32 if n > 0 => self.record(|enc| {
+                enc.copy_buffer_to_buffer(x.buffer(), (start * row * 4) as u64, out.buffer(), 0, (n * 4) as u64)
+            }),
+            GpuDType::F32 => {}
+            GpuDType::F16 => self.unpack_into(x, start * row, &out, 0, n)?,
+        }
+        Ok(out)
+    }
+
+    fn reshape(&self, x: &GpuTensor, shape: &[usize]) -> Result<GpuTensor> {
+        if shape.iter().product::<usize>() != x.numel() {
+            return Err(backend_err(format!("reshape: cannot view {:?} as {shape:?}", x.shape)));
+        }
+        Ok(GpuTensor { buf: x.buf.clone(), shape: shape.to_vec(), dtype: x.dtype })
+    }
+
+    fn image_patches(&self, image: &GpuTensor, patch: usize) -> Result<GpuTensor> {
+        let (c, h, w) = match image.shape[..] {
+            [c, h, w] => (c, h, w),
+            _ => return Err(backend_err(format!("image_patches: expected [c, h, w], got {:?}", image.shape))),
+        };
+        if patch == 0 || h % patch != 0 || w % patch != 0 {
+            return Err(backend_err(format!("image_patches: {h}×{w} is not a multiple of patch {patch}")));
+        }
+        let image = self.as_f32(image)?;
+        let (gh, gw) = (h / patch, w / patch);
+        let cols = c * patch * patch;
+        let out = self.alloc_f32(&[gh * gw, cols], "image_patches")?;
+        let n = gh * gw * cols;
+        if n > 0 {
+            let params = [h as u32, w as u32, patch as u32, gw as u32, cols as u32, u32_of(n, "element count")?];
+            self.dispatch(Kernel::ImagePatches, &params, &[image.buffer(), out.buffer()], self.groups_1d(n));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,108 @@
+//! The unchanged models (CLIP towers, λ prior) on the WebGPU backend reproduce every case of
+//! `shared/goldens/lambda-tiny` within 1e-3 (the CPU backend's own golden tests hold 1e-4). Without an
+//! adapter these tests fail, unless `LAMBDA_ECLIPSE_SKIP_GPU=1`.
+#![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+
+mod common;
+use common::*;
+use lambda_eclipse::ops::gpu::GpuBackend;
+use lambda_eclipse::pipeline::lambda::Noise;
+use lambda_eclipse::pipeline::{self, LambdaEngine, PriorRequest, Subject};
+use lambda_eclipse::weights::DirFiles;
+
+const TOL: f32 = 1e-3;
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    pollster::block_on(f)
+}
+
+fn gpu() -> Option<GpuBackend> {
+    match block(GpuBackend::new()) {
+        Ok(be) => {
+            eprintln!("GPU adapter: {}", be.adapter_description());
+            Some(be)
+        }
+        Err(e) if std::env::var("LAMBDA_ECLIPSE_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("LAMBDA_ECLIPSE_SKIP_GPU=1: skipping GPU test ({e})");
+            None
+        }
+        Err(e) => panic!(
+            "{e}\nThe GPU tests need a WebGPU-capable adapter (on Linux without a GPU: apt-get install \
+             mesa-vulkan-drivers for lavapipe). Set LAMBDA_ECLIPSE_SKIP_GPU=1 to skip them."
+        ),
+    }
+}
+
+/// Asserts closeness and reports the difference, so the margin to `TOL` shows in the test log.
+#[track_caller]
+fn check(what: &str, got: &[f32], want: &[f32], worst: &mut f32) {
+    let d = max_abs_diff(got, want);
+    *worst = worst.max(d);
+    assert!(d <= TOL, "{what}: max-abs difference {d:e} exceeds {TOL:e}");
+}
+
+#[test]
+fn text_tower_on_gpu_matches_golden() {
+    let Some(be) = gpu() else { return };
+    let files = DirFiles::new(tiny_model());
+    let tok = block(pipeline::load_tokenizer(&files)).unwrap();
+    let model = block(pipeline::load_text_encoder(&be, &files, &mut |_, _, _| {})).unwrap();
+    let mut worst = 0.0;
+    for case in cases() {
+        let g = Golden::open(&case);
+        let emb = block(pipeline::embed_text(&be, &tok, &model, &case.prompt)).unwrap();
+        check(&format!("{}: last_hidden_state", case.name), &emb.last_hidden_state, &g.f32("last_hidden_state").1, &mut worst);
+        check(&format!("{}: text_embeds", case.name), &emb.text_embeds, &g.f32("text_embeds").1, &mut worst);
+    }
+    eprintln!("text tower on GPU: worst max-abs {worst:e}");
+}
+
+#[test]
+fn vision_tower_on_gpu_matches_golden() {
+    let Some(be) = gpu() else { return };
+    let files = DirFiles::new(tiny_model());
+    let processor = block(pipeline::load_image_processor(&files)).unwrap();
+    let model = block(pipeline::load_image_encoder(&be, &files, &mut |_, _, _| {})).unwrap();
+    let zero = block(pipeline::zero_image_embeds(&be, &model)).unwrap();
+    let mut worst = 0.0;
+    let mut checked = 0;
+    for case in cases() {
+        let g = Golden::open(&case);
+        check(&format!("{}: zero_image_embeds", case.name), &zero, &g.f32("zero_image_embeds").1, &mut worst);
+        for (j, subject) in case.subjects.iter().enumerate() {
+            let bytes = std::fs::read(asset(&subject.image)).unwrap();
+            let pv = pipeline::pixel_values_from_bytes(&bytes, &processor).unwrap();
+            let e = block(pipeline::embed_pixels(&be, &model, &pv)).unwrap();
+            check(&format!("{}: subject{j}_image_embeds", case.name), &e, &g.f32(&format!("subject{j}_image_embeds")).1, &mut worst);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "every golden subject was checked");
+    eprintln!("vision tower on GPU: worst max-abs {worst:e}");
+}
+
+#[test]
+fn every_golden_case_on_gpu_end_to_end() {
+    let Some(be) = gpu() else { return };
+    let engine = block(LambdaEngine::load(be, &DirFiles::new(tiny_model()), &mut |_, _, _| {})).unwrap();
+    let mut worst = 0.0;
+    for case in cases() {
+        let g = Golden::open(&case);
+        let mut req = PriorRequest::new(&case.prompt, Noise::Explicit(g.f32("noise").1));
+        req.subjects = case
+            .subjects
+            .iter()
+            .map(|s| Subject { keyword: s.keyword.clone(), image: std::fs::read(asset(&s.image)).unwrap() })
+            .collect();
+        req.control = case.canny.as_ref().map(|c| std::fs::read(asset(c)).unwrap());
+        let out = block(engine.run(&req)).unwrap();
+        let n = &case.name;
+        check(&format!("{n}: encoder_hidden_states"), &out.encoder_hidden_states, &g.f32("encoder_hidden_states").1, &mut worst);
+        check(&format!("{n}: image_embeds"), &out.image_embeds, &g.f32("image_embeds").1, &mut worst);
+        check(&format!("{n}: negative_image_embeds"), &out.negative_image_embeds, &g.f32("negative_image_embeds").1, &mut worst);
+        let control = if case.canny.is_some() { "control_embeds" } else { "zero_image_embeds" };
+        check(&format!("{n}: control_embeds"), &out.control_embeds, &g.f32(control).1, &mut worst);
+        eprintln!("{n}: ok");
+    }
+    eprintln!("λ pipeline on GPU, all golden cases: worst max-abs {worst:e}");
+}

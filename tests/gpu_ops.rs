@@ -1,0 +1,425 @@
+//! Every op of the WebGPU backend against the CPU reference on random inputs and awkward shapes.
+//! Runs natively on whatever adapter wgpu finds (lavapipe on CI machines: `mesa-vulkan-drivers`). Without an
+//! adapter these tests fail, unless `LAMBDA_ECLIPSE_SKIP_GPU=1`.
+#![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+
+use lambda_eclipse::ops::cpu::CpuBackend;
+use lambda_eclipse::ops::gpu::GpuBackend;
+use lambda_eclipse::ops::{Activation, Backend, WeightDType, CLIP_MASKED};
+use std::sync::OnceLock;
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    pollster::block_on(f)
+}
+
+fn new_gpu() -> Option<GpuBackend> {
+    match block(GpuBackend::new()) {
+        Ok(be) => Some(be),
+        Err(e) if std::env::var("LAMBDA_ECLIPSE_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("LAMBDA_ECLIPSE_SKIP_GPU=1: skipping GPU test ({e})");
+            None
+        }
+        Err(e) => panic!(
+            "{e}\nThe GPU tests need a WebGPU-capable adapter (on Linux without a GPU: apt-get install \
+             mesa-vulkan-drivers for lavapipe). Set LAMBDA_ECLIPSE_SKIP_GPU=1 to skip them."
+        ),
+    }
+}
+
+/// One backend shared by the tests (they record into its one encoder; every read submits in order).
+fn gpu() -> Option<&'static GpuBackend> {
+    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let be = new_gpu();
+        if let Some(be) = &be {
+            eprintln!("GPU adapter: {}", be.adapter_description());
+        }
+        be
+    })
+    .as_ref()
+}
+
+/// Deterministic uniform values in [-1, 1) (SplitMix64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn f16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+}
+
+fn read_gpu(be: &GpuBackend, t: &<GpuBackend as Backend>::Tensor) -> Vec<f32> {
+    block(be.read_f32(t)).unwrap()
+}
+fn read_cpu(t: &<CpuBackend as Backend>::Tensor) -> Vec<f32> {
+    block(CpuBackend.read_f32(t)).unwrap()
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// f32 parity: max-abs ≤ 1e-4 · max(1, output scale). Returns the difference relative to that scale.
+#[track_caller]
+fn assert_f32_close(what: &str, got: &[f32], want: &[f32]) -> f32 {
+    assert!(got.iter().all(|x| x.is_finite()), "{what}: non-finite output");
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    let d = max_abs(got, want);
+    assert!(d <= 1e-4 * scale, "{what}: max-abs difference {d:e} exceeds 1e-4 × {scale}");
+    d / scale
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+const ACTS: [Activation; 3] = [Activation::Identity, Activation::GeluErf, Activation::QuickGelu];
+
+#[test]
+fn linear_f32_matches_cpu_for_awkward_shapes_bias_and_activations() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(1);
+    let dims = [1, 3, 5, 31, 33, 77, 130, 257];
+    let mut worst = 0.0f32;
+    let mut case = 0;
+    for m in [1, 77, 81, 257] {
+        for k in dims {
+            for n in dims {
+                case += 1;
+                let act = ACTS[case % 3];
+                let with_bias = case % 2 == 0;
+                let (x, w, b) = (rng.vec(m * k, 2.0), rng.vec(n * k, 0.5), rng.vec(n, 1.0));
+                let cbias = cpu.from_f32(&b, &[n]).unwrap();
+                let want = read_cpu(
+                    &cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                        with_bias.then_some(&cbias), act)
+                        .unwrap(),
+                );
+                let bias = gpu.from_f32(&b, &[n]).unwrap();
+                let y = gpu
+                    .linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                        with_bias.then_some(&bias), act)
+                    .unwrap();
+                assert_eq!(gpu.shape(&y), vec![m, n]);
+                worst = worst.max(assert_f32_close(&format!("linear m={m} k={k} n={n} {act:?} bias={with_bias}"), &read_gpu(gpu, &y), &want));
+            }
+        }
+    }
+    eprintln!("linear f32: worst max-abs / scale = {worst:e} over {case} shapes");
+}
+
+#[test]
+fn linear_with_f16_weights_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(2);
+    let (mut worst_same, mut worst_rel, mut worst_cos) = (0.0f32, 0.0f32, 1.0f64);
+    // Odd k (rows start mid-u32) and odd k·n (padded last word) included.
+    for (m, k, n) in [(1, 1, 1), (77, 33, 31), (81, 130, 77), (257, 257, 130), (1, 1280, 1024), (257, 5, 3), (3, 64, 257)] {
+        let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
+        let wb = f16_bytes(&w);
+        let gw = gpu.upload_weight(&wb, WeightDType::F16, &[n, k]).unwrap();
+        assert_eq!(gpu.byte_size(&gw), (n * k).div_ceil(2) * 4, "f16 weights stay packed");
+        let got = read_gpu(gpu, &gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gw, Some(&gpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap());
+        let cpu_lin = |w: &[u8], dt| {
+            let y = cpu
+                .linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(w, dt, &[n, k]).unwrap(), Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf)
+                .unwrap();
+            read_cpu(&y)
+        };
+        // Same f16 values on both sides: f32 accuracy.
+        worst_same = worst_same.max(assert_f32_close(&format!("linear f16 m={m} k={k} n={n}"), &got, &cpu_lin(&wb, WeightDType::F16)));
+        // Against the f32 weights the f16 rounding shows: within 1e-2 relative, cosine ≥ 0.9999.
+        let exact = cpu_lin(&f32_bytes(&w), WeightDType::F32);
+        let scale = exact.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+        let rel = max_abs(&got, &exact) / scale;
+        let cos = cosine(&got, &exact);
+        assert!(rel <= 1e-2 && cos >= 0.9999, "linear f16 vs f32 m={m} k={k} n={n}: rel {rel:e}, cosine {cos}");
+        worst_rel = worst_rel.max(rel);
+        worst_cos = worst_cos.min(cos);
+    }
+    eprintln!("linear f16: vs CPU on the same f16 {worst_same:e}; vs f32 weights rel {worst_rel:e}, cosine ≥ {worst_cos}");
+}
+
+#[test]
+fn matmul_matches_cpu_with_f32_and_f16_right_operand() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(3);
+    for (m, k, n) in [(1, 1, 1), (77, 31, 33), (257, 130, 5), (81, 64, 257)] {
+        let (a, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0));
+        for dt in [WeightDType::F32, WeightDType::F16] {
+            let bytes = if dt == WeightDType::F32 { f32_bytes(&b) } else { f16_bytes(&b) };
+            let want = read_cpu(&cpu.matmul(&cpu.from_f32(&a, &[m, k]).unwrap(), &cpu.upload_weight(&bytes, dt, &[k, n]).unwrap()).unwrap());
+            let got = read_gpu(gpu, &gpu.matmul(&gpu.from_f32(&a, &[m, k]).unwrap(), &gpu.upload_weight(&bytes, dt, &[k, n]).unwrap()).unwrap());
+            assert_f32_close(&format!("matmul {m}×{k}·{k}×{n} {dt:?}"), &got, &want);
+        }
+    }
+}
+
+#[test]
+fn layer_norm_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(4);
+    let mut worst = 0.0f32;
+    for rows in [1, 77, 257] {
+        for cols in [1, 3, 33, 130, 257, 1280, 1664] {
+            // Offset mean and a large spread, as in real residual streams.
+            let x: Vec<f32> = rng.vec(rows * cols, 8.0).iter().map(|v| v + 3.0).collect();
+            let (g, b) = (rng.vec(cols, 1.5), rng.vec(cols, 0.5));
+            for dt in [WeightDType::F32, WeightDType::F16] {
+                let enc = |v: &[f32]| if dt == WeightDType::F32 { f32_bytes(v) } else { f16_bytes(v) };
+                let want = read_cpu(
+                    &cpu.layer_norm(&cpu.from_f32(&x, &[rows, cols]).unwrap(), &cpu.upload_weight(&enc(&g), dt, &[cols]).unwrap(),
+                        &cpu.upload_weight(&enc(&b), dt, &[cols]).unwrap(), 1e-5)
+                        .unwrap(),
+                );
+                let got = read_gpu(
+                    gpu,
+                    &gpu.layer_norm(&gpu.from_f32(&x, &[rows, cols]).unwrap(), &gpu.upload_weight(&enc(&g), dt, &[cols]).unwrap(),
+                        &gpu.upload_weight(&enc(&b), dt, &[cols]).unwrap(), 1e-5)
+                        .unwrap(),
+                );
+                worst = worst.max(assert_f32_close(&format!("layer_norm {rows}×{cols} {dt:?}"), &got, &want));
+            }
+        }
+    }
+    eprintln!("layer_norm: worst max-abs / scale = {worst:e}");
+}
+
+/// The masks the models build: CLIP causal + padding with −1e9, the prior's −10000 terms that add to −20000.
+fn biases(t: usize, s: usize, rng: &mut Rng) -> Vec<(&'static str, Option<Vec<f32>>)> {
+    let causal: Vec<f32> = (0..t * s).map(|i| if i % s > i / s { CLIP_MASKED } else { 0.0 }).collect();
+    let pad = s.saturating_sub(3).max(1);
+    let padding: Vec<f32> = (0..t * s).map(|i| if i % s >= pad { CLIP_MASKED } else { 0.0 }).collect();
+    let both: Vec<f32> = causal.iter().zip(&padding).map(|(a, b)| a + b).collect();
+    let prior: Vec<f32> = (0..t * s)
+        .map(|i| (if i % s > i / s { -10000.0 } else { 0.0 }) + (if i % s >= pad { -10000.0 } else { 0.0 }))
+        .collect();
+    vec![
+        ("none", None),
+        ("random", Some(rng.vec(t * s, 3.0))),
+        ("causal", Some(causal)),
+        ("causal+padding", Some(both)),
+        ("prior -10000", Some(prior)),
+    ]
+}
+
+#[test]
+fn attention_matches_cpu_for_head_dims_lengths_and_masks() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(5);
+    let mut worst = 0.0f32;
+    let heads_dims = [(1, 8), (2, 12), (4, 32), (8, 64), (16, 104), (3, 5), (2, 130), (1, 256)];
+    for (i, &(heads, d)) in heads_dims.iter().enumerate() {
+        for (t, s) in [(1, 1), (77, 77), (81, 81), (257, 257), (5, 257), (257, 3)] {
+            // Keep the big-shape runs bounded: every (heads, d) gets all masks at t = s = 77, others rotate.
+            let width = heads * d;
+            let (q, k, v) = (rng.vec(t * width, 2.0), rng.vec(s * width, 2.0), rng.vec(s * width, 1.0));
+            let scale = 1.0 / (d as f32).sqrt();
+            for (j, (name, bias)) in biases(t, s, &mut rng).into_iter().enumerate() {
+                if t != 77 && (i + j) % 3 != 0 {
+                    continue;
+                }
+                let cb = bias.as_ref().map(|b| cpu.from_f32(b, &[t, s]).unwrap());
+                let want = read_cpu(
+                    &cpu.attention(&cpu.from_f32(&q, &[t, width]).unwrap(), &cpu.from_f32(&k, &[s, width]).unwrap(),
+                        &cpu.from_f32(&v, &[s, width]).unwrap(), heads, scale, cb.as_ref())
+                        .unwrap(),
+                );
+                let gb = bias.as_ref().map(|b| gpu.from_f32(b, &[t, s]).unwrap());
+                let got = read_gpu(
+                    gpu,
+                    &gpu.attention(&gpu.from_f32(&q, &[t, width]).unwrap(), &gpu.from_f32(&k, &[s, width]).unwrap(),
+                        &gpu.from_f32(&v, &[s, width]).unwrap(), heads, scale, gb.as_ref())
+                        .unwrap(),
+                );
+                worst = worst.max(assert_f32_close(&format!("attention heads={heads} d={d} t={t} s={s} bias={name}"), &got, &want));
+            }
+        }
+    }
+    eprintln!("attention: worst max-abs / scale = {worst:e}");
+}
+
+#[test]
+fn attention_rejects_what_the_kernel_cannot_hold() {
+    let Some(gpu) = gpu() else { return };
+    let x = gpu.from_f32(&vec![0.0; 2 * 300], &[2, 300]).unwrap();
+    let err = gpu.attention(&x, &x, &x, 1, 1.0, None).unwrap_err().to_string();
+    assert!(err.contains("head dim 300"), "{err}");
+}
+
+#[test]
+fn activations_match_cpu_including_extremes() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(6);
+    let mut x = rng.vec(70_001, 6.0);
+    x.extend([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 0.9277, 0.92775, 3.0, -3.0, 10.0, -10.0, 100.0, -100.0, 1e30, -1e30]);
+    let n = x.len();
+    for act in ACTS {
+        let want = read_cpu(&cpu.activation(&cpu.from_f32(&x, &[n]).unwrap(), act).unwrap());
+        let got = read_gpu(gpu, &gpu.activation(&gpu.from_f32(&x, &[n]).unwrap(), act).unwrap());
+        // Elementwise: compare each value against its own magnitude (1e30 inputs keep 1e30 outputs).
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{act:?}({}) = {g}, CPU {w}", x[i]);
+        }
+    }
+}
+
+#[test]
+fn add_gather_concat_slice_reshape_match_cpu_for_f32_and_f16() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(7);
+    for dt in [WeightDType::F32, WeightDType::F16] {
+        let enc = |v: &[f32]| if dt == WeightDType::F32 { f32_bytes(v) } else { f16_bytes(v) };
+        for (rows, cols) in [(1, 1), (77, 33), (257, 31), (49, 1280), (3, 5)] {
+            let table = rng.vec(rows * cols, 2.0);
+            let other = rng.vec(rows * cols, 2.0);
+            let (ct, gt) = (cpu.upload_weight(&enc(&table), dt, &[rows, cols]).unwrap(), gpu.upload_weight(&enc(&table), dt, &[rows, cols]).unwrap());
+            let (co, go) = (cpu.from_f32(&other, &[rows, cols]).unwrap(), gpu.from_f32(&other, &[rows, cols]).unwrap());
+            let tag = format!("{dt:?} {rows}×{cols}");
+
+            // add: weight + activation, both orders
+            assert_f32_close(&format!("add {tag}"), &read_gpu(gpu, &gpu.add(&go, &gt).unwrap()), &read_cpu(&cpu.add(&co, &ct).unwrap()));
+            assert_f32_close(&format!("add' {tag}"), &read_gpu(gpu, &gpu.add(&gt, &go).unwrap()), &read_cpu(&cpu.add(&ct, &co).unwrap()));
+
+            // gather: repeats, last row, first row
+            let ids: Vec<u32> = (0..(rows as u32 + 5)).map(|i| (i * 7 + 3) % rows as u32).chain([0, rows as u32 - 1]).collect();
+            let g = gpu.gather_rows(&gt, &ids).unwrap();
+            assert_eq!(gpu.shape(&g), vec![ids.len(), cols]);
+            assert_eq!(read_gpu(gpu, &g), read_cpu(&cpu.gather_rows(&ct, &ids).unwrap()), "gather {tag}");
+            assert!(gpu.gather_rows(&gt, &[rows as u32]).is_err());
+
+            // slice: odd starts (mid-u32 for f16), full range, empty
+            for (start, len) in [(0, rows), (rows / 2, rows - rows / 2), (rows - 1, 1), (rows / 3, 0)] {
+                let got = gpu.slice_rows(&gt, start, len).unwrap();
+                assert_eq!(gpu.shape(&got), vec![len, cols]);
+                assert_eq!(read_gpu(gpu, &got), read_cpu(&cpu.slice_rows(&ct, start, len).unwrap()), "slice {start}+{len} {tag}");
+            }
+            assert!(gpu.slice_rows(&gt, rows, 1).is_err());
+
+            // concat: weight between activations, and a 1-row weight (like class/prd embeddings)
+            let one = rng.vec(cols, 1.0);
+            let (c1, g1) = (cpu.upload_weight(&enc(&one), dt, &[1, cols]).unwrap(), gpu.upload_weight(&enc(&one), dt, &[1, cols]).unwrap());
+            let want = read_cpu(&cpu.concat_rows(&[&c1, &co, &ct, &c1]).unwrap());
+            let got = gpu.concat_rows(&[&g1, &go, &gt, &g1]).unwrap();
+            assert_eq!(gpu.shape(&got), vec![2 * rows + 2, cols]);
+            assert_eq!(read_gpu(gpu, &got), want, "concat {tag}");
+
+            // reshape keeps data (and dtype) and checks the count
+            let r = gpu.reshape(&gt, &[rows * cols, 1]).unwrap();
+            assert_eq!(gpu.shape(&r), vec![rows * cols, 1]);
+            assert_eq!(read_gpu(gpu, &r), read_cpu(&ct), "reshape {tag}");
+            assert!(gpu.reshape(&gt, &[rows * cols + 1]).is_err());
+        }
+    }
+    let a = gpu.from_f32(&[1.0; 6], &[2, 3]).unwrap();
+    let b = gpu.from_f32(&[1.0; 6], &[3, 2]).unwrap();
+    assert!(gpu.add(&a, &b).is_err());
+    assert!(gpu.concat_rows(&[&a, &b]).is_err());
+}
+
+#[test]
+fn weights_of_every_dtype_read_back_like_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let v = Rng(8).vec(2 * 77 + 1, 3.0);
+    let bf16: Vec<u8> = v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
+    for (dt, bytes) in [(WeightDType::F32, f32_bytes(&v)), (WeightDType::F16, f16_bytes(&v)), (WeightDType::BF16, bf16)] {
+        for shape in [vec![v.len()], vec![1, v.len()], vec![1, 1, v.len()]] {
+            let want = read_cpu(&cpu.upload_weight(&bytes, dt, &shape).unwrap());
+            let t = gpu.upload_weight(&bytes, dt, &shape).unwrap();
+            assert_eq!(gpu.shape(&t), shape);
+            assert_eq!(read_gpu(gpu, &t), want, "{dt:?} {shape:?}");
+        }
+        assert!(gpu.upload_weight(&bytes[1..], dt, &[v.len()]).is_err());
+    }
+}
+
+#[test]
+fn image_patches_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(9);
+    for (c, h, w, p) in [(3, 28, 28, 14), (3, 224, 224, 14), (1, 6, 4, 2), (3, 32, 32, 32), (2, 5, 5, 1)] {
+        let img = rng.vec(c * h * w, 1.0);
+        let want = read_cpu(&cpu.image_patches(&cpu.from_f32(&img, &[c, h, w]).unwrap(), p).unwrap());
+        let got = gpu.image_patches(&gpu.from_f32(&img, &[c, h, w]).unwrap(), p).unwrap();
+        assert_eq!(gpu.shape(&got), vec![(h / p) * (w / p), c * p * p]);
+        assert_eq!(read_gpu(gpu, &got), want, "image_patches {c}×{h}×{w} p={p}");
+    }
+    assert!(gpu.image_patches(&gpu.from_f32(&[0.0; 30], &[1, 6, 5]).unwrap(), 2).is_err());
+}
+
+#[test]
+fn a_tensor_over_the_storage_binding_limit_is_a_clear_error() {
+    let Some(gpu) = gpu() else { return };
+    // 9000 × 4096 f32 = 147 MB > 128 MiB, from a 16 KiB table.
+    let table = gpu.from_f32(&vec![0.5; 4096], &[1, 4096]).unwrap();
+    let err = gpu.gather_rows(&table, &vec![0; 9000]).unwrap_err().to_string();
+    assert!(err.contains("storage-binding limit") && err.contains("not implemented yet"), "{err}");
+}
+
+/// A small transformer-block-shaped forward touching every op.
+fn forward(be: &GpuBackend, w: &[<GpuBackend as Backend>::Tensor], input: &[f32]) -> Vec<f32> {
+    let (t, d) = (9, 48);
+    let x = be.from_f32(input, &[t, d]).unwrap();
+    let x = be.add(&x, &be.slice_rows(&w[4], 0, t).unwrap()).unwrap();
+    let h = be.layer_norm(&x, &w[2], &w[3], 1e-5).unwrap();
+    let qkv = be.linear(&h, &w[0], Some(&w[1]), Activation::Identity).unwrap();
+    let bias: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { CLIP_MASKED } else { 0.0 }).collect();
+    let a = be.attention(&qkv, &qkv, &qkv, 4, 0.25, Some(&be.from_f32(&bias, &[t, t]).unwrap())).unwrap();
+    let x = be.add(&x, &be.linear(&a, &w[0], None, Activation::GeluErf).unwrap()).unwrap();
+    let x = be.concat_rows(&[&be.gather_rows(&w[4], &[3, 1]).unwrap(), &x]).unwrap();
+    let x = be.activation(&x, Activation::QuickGelu).unwrap();
+    let p = be.image_patches(&be.reshape(&x, &[1, t + 2, d]).unwrap(), 1).unwrap();
+    block(be.read_f32(&be.slice_rows(&p, 2, 3).unwrap())).unwrap()
+}
+
+#[test]
+fn repeated_forwards_reuse_pooled_buffers() {
+    let Some(be) = new_gpu() else { return };
+    let mut rng = Rng(10);
+    let d = 48;
+    let w = vec![
+        be.upload_weight(&f16_bytes(&rng.vec(d * d, 0.3)), WeightDType::F16, &[d, d]).unwrap(),
+        be.upload_weight(&f32_bytes(&rng.vec(d, 0.1)), WeightDType::F32, &[d]).unwrap(),
+        be.upload_weight(&f16_bytes(&rng.vec(d, 1.0)), WeightDType::F16, &[d]).unwrap(),
+        be.upload_weight(&f32_bytes(&rng.vec(d, 0.1)), WeightDType::F32, &[d]).unwrap(),
+        be.upload_weight(&f16_bytes(&rng.vec(16 * d, 1.0)), WeightDType::F16, &[16, d]).unwrap(),
+    ];
+    let input = rng.vec(9 * d, 1.0);
+    let first = forward(&be, &w, &input);
+    let (pool, uniforms) = (be.pool_stats(), be.uniform_buffers());
+    assert!(pool.buffers > 0);
+    for _ in 0..100 {
+        assert_eq!(forward(&be, &w, &input), first, "forwards are deterministic");
+    }
+    assert_eq!(be.pool_stats(), pool, "100 more forwards allocated no new pool buffers");
+    assert_eq!(be.uniform_buffers(), uniforms);
+    assert_eq!(pool.free, pool.buffers, "every activation went back to the pool");
+    eprintln!("pool after 101 forwards: {pool:?}, {uniforms} uniform buffers");
+}
