@@ -412,9 +412,13 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice) -> Result<()>
     let cpu = CpuBackend::new();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     #[cfg(feature = "gpu")]
-    let gpu = pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new()).ok();
-    #[cfg(feature = "gpu")]
-    let gpu_name = gpu.as_ref().map_or("none".to_string(), |g| g.adapter_description());
+    let (gpu, gpu_name) = match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new()) {
+        Ok(g) => {
+            let name = g.adapter_description();
+            (Some(g), name)
+        }
+        Err(e) => (None, format!("none ({e})")),
+    };
     #[cfg(not(feature = "gpu"))]
     let gpu_name = "not built (feature `gpu`)".to_string();
     println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {dtype:?} | median of {iters} after a warm-up");
