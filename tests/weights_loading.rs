@@ -1,0 +1,108 @@
+//! Checkpoints in other layouts than the goldens' single f32 file load to the same model: sharded
+//! (`model.safetensors.index.json`), and f16 / bf16 tensors converted to the compute dtype.
+
+mod common;
+use common::*;
+use lambda_eclipse::ops::cpu::CpuBackend;
+use lambda_eclipse::pipeline;
+use lambda_eclipse::tensor_file::{to_bytes, OutTensor};
+use lambda_eclipse::weights::MemFiles;
+use safetensors::SafeTensors;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy)]
+enum Store {
+    F32,
+    F16,
+    BF16,
+}
+
+/// The tiny text encoder re-saved as two shards with an index; tensors alternate between `dtypes`.
+fn sharded_text_encoder(dtypes: [Store; 2]) -> MemFiles {
+    let dir = tiny_model();
+    let bytes = std::fs::read(dir.join("text_encoder/model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut shards = [BTreeMap::new(), BTreeMap::new()];
+    let mut weight_map = serde_json::Map::new();
+    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    for (i, name) in names.iter().enumerate() {
+        let view = st.tensor(name).unwrap();
+        let shape = view.shape().to_vec();
+        let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let shard = i % 2;
+        // Half words are written as U8 with a doubled last dimension, then relabelled below.
+        let mut byte_shape = shape.clone();
+        *byte_shape.last_mut().unwrap() *= 2;
+        let t = match dtypes[shard] {
+            Store::F32 => OutTensor::F32(shape, values),
+            Store::F16 => OutTensor::U8(byte_shape, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()),
+            Store::BF16 => OutTensor::U8(byte_shape, values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()),
+        };
+        shards[shard].insert(name.clone(), t);
+        weight_map.insert(name.clone(), format!("model-0000{}-of-00002.safetensors", shard + 1).into());
+    }
+    let mut files = MemFiles::new();
+    for (k, shard) in shards.iter().enumerate() {
+        let mut raw = to_bytes(shard).unwrap();
+        let label = match dtypes[k] {
+            Store::F32 => None,
+            Store::F16 => Some("F16"),
+            Store::BF16 => Some("BF16"),
+        };
+        if let Some(label) = label {
+            raw = relabel_u8_as(&raw, label);
+        }
+        files.insert(&format!("text_encoder/model-0000{}-of-00002.safetensors", k + 1), raw);
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    files.insert("text_encoder/model.safetensors.index.json", index.to_string().into_bytes());
+    files.insert("text_encoder/config.json", std::fs::read(dir.join("text_encoder/config.json")).unwrap());
+    files.insert("tokenizer/tokenizer.json", std::fs::read(dir.join("tokenizer/tokenizer.json")).unwrap());
+    files.insert("tokenizer/tokenizer_config.json", std::fs::read(dir.join("tokenizer/tokenizer_config.json")).unwrap());
+    files
+}
+
+/// Rewrites a safetensors header whose tensors were written as U8 bytes [.., 2·n] into `dtype` [.., n].
+fn relabel_u8_as(raw: &[u8], dtype: &str) -> Vec<u8> {
+    let n = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&raw[8..8 + n]).unwrap();
+    for (name, entry) in header.as_object_mut().unwrap() {
+        if name == "__metadata__" {
+            continue;
+        }
+        entry["dtype"] = dtype.into();
+        let shape = entry["shape"].as_array_mut().unwrap();
+        let last = shape.last_mut().unwrap();
+        *last = (last.as_u64().unwrap() / 2).into();
+    }
+    let text = header.to_string().into_bytes();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&raw[8 + n..]);
+    out
+}
+
+fn text_embeds(files: &MemFiles) -> Vec<f32> {
+    let be = CpuBackend::new();
+    let tok = pollster::block_on(pipeline::load_tokenizer(files)).unwrap();
+    let model = pollster::block_on(pipeline::load_text_encoder(&be, files, &mut |_, _, _| {})).unwrap();
+    pollster::block_on(pipeline::embed_text(&be, &tok, &model, &cases()[0].prompt)).unwrap().text_embeds
+}
+
+#[test]
+fn sharded_f32_checkpoint_loads_to_the_same_model() {
+    let got = text_embeds(&sharded_text_encoder([Store::F32, Store::F32]));
+    assert_close("sharded text_embeds", &got, &Golden::open(&cases()[0]).f32("text_embeds").1, 1e-4);
+}
+
+#[test]
+fn f16_and_bf16_shards_are_converted_to_f32() {
+    let want = Golden::open(&cases()[0]).f32("text_embeds").1;
+    let got = text_embeds(&sharded_text_encoder([Store::F16, Store::BF16]));
+    // Half-precision weights change the result by their rounding only: close, but not identical.
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max_abs_diff(&got, &want);
+    assert!(d > 0.0, "f16/bf16 rounding should show");
+    assert!(d <= 0.05 * scale, "text_embeds from f16/bf16 weights differ by {d} (scale {scale})");
+}
