@@ -15,6 +15,6 @@ bash .ci/test-server.sh
 echo "== wasm32 build (library, no CLI)"
 cargo build --quiet --target wasm32-unknown-unknown --lib --no-default-features
 
-echo "== in-browser tests (wasm-bindgen-test, headless Chromium)"
+echo "== in-browser tests (wasm-bindgen-test, headless Chromium: CPU backend and WebGPU on SwiftShader)"
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 \
-  cargo test --target wasm32-unknown-unknown --no-default-features --test wasm_golden
+  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden

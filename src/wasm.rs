@@ -4,6 +4,7 @@
 
 use crate::error::Error;
 use crate::ops::cpu::CpuBackend;
+use crate::ops::Backend;
 use crate::pipeline::lambda::Noise;
 use crate::pipeline::{self, LambdaEngine, PriorRequest, Subject};
 use crate::weights::http::HttpFiles;
@@ -22,10 +23,28 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
-/// Name of the backend the engine will use: `"cpu"` until the WebGPU backend lands.
-#[wasm_bindgen(js_name = backendName)]
-pub fn backend_name() -> String {
-    "cpu".to_string()
+/// Whether this build includes the WebGPU backend.
+#[wasm_bindgen(js_name = hasWebGpuBackend)]
+pub fn has_webgpu_backend() -> bool {
+    cfg!(feature = "gpu")
+}
+
+/// The engine on the backend chosen at load time.
+enum AnyEngine {
+    Cpu(LambdaEngine<CpuBackend>),
+    #[cfg(feature = "gpu")]
+    Gpu(LambdaEngine<crate::ops::gpu::GpuBackend>),
+}
+
+/// Runs `$body` with `$e` bound to the concrete `LambdaEngine`.
+macro_rules! on_engine {
+    ($any:expr, $e:ident => $body:expr) => {
+        match $any {
+            AnyEngine::Cpu($e) => $body,
+            #[cfg(feature = "gpu")]
+            AnyEngine::Gpu($e) => $body,
+        }
+    };
 }
 
 fn js_err(e: Error) -> JsError {
@@ -51,15 +70,18 @@ fn bytes_of(v: &JsValue, what: &str) -> Result<Vec<u8>, JsError> {
 /// A loaded λ-ECLIPSE model (tokenizer, CLIP towers, prior).
 #[wasm_bindgen]
 pub struct Engine {
-    inner: Rc<LambdaEngine<CpuBackend>>,
+    inner: Rc<AnyEngine>,
+    /// Why WebGPU was not used when `auto` fell back to the CPU.
+    fallback_reason: Option<String>,
 }
 
 #[wasm_bindgen]
 impl Engine {
     /// Loads a model folder in the Hugging Face layout from `model_url` by HTTP range requests; `prior_url`,
     /// when given, holds the prior's files at its root (as the real λ-ECLIPSE prior repository does).
-    /// `on_progress(component, bytesDone, bytesTotal)` is called as weights arrive.
-    pub async fn load(model_url: String, prior_url: Option<String>, on_progress: Option<Function>) -> Result<Engine, JsError> {
+    /// `on_progress(component, bytesDone, bytesTotal)` is called as weights arrive. `backend`: `"auto"`
+    /// (WebGPU when an adapter exists, else the CPU), `"webgpu"` or `"cpu"`.
+    pub async fn load(model_url: String, prior_url: Option<String>, backend: String, on_progress: Option<Function>) -> Result<Engine, JsError> {
         let mut files = HttpFiles::new(&model_url);
         if let Some(url) = prior_url.filter(|u| !u.is_empty()) {
             files = files.with_component("prior", &url);
@@ -69,27 +91,51 @@ impl Engine {
                 let _ = f.call3(&JsValue::NULL, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
             }
         };
-        let inner = LambdaEngine::load(CpuBackend::new(), &files, &mut progress).await.map_err(js_err)?;
-        Ok(Engine { inner: Rc::new(inner) })
+        let mut fallback_reason = None;
+        let inner = match backend.as_str() {
+            "cpu" => AnyEngine::Cpu(LambdaEngine::load(CpuBackend::new(), &files, &mut progress).await.map_err(js_err)?),
+            #[cfg(feature = "gpu")]
+            "webgpu" | "gpu" | "auto" => match crate::ops::gpu::GpuBackend::new().await {
+                Ok(gpu) => AnyEngine::Gpu(LambdaEngine::load(gpu, &files, &mut progress).await.map_err(js_err)?),
+                Err(e) if backend == "auto" => {
+                    fallback_reason = Some(e.to_string());
+                    AnyEngine::Cpu(LambdaEngine::load(CpuBackend::new(), &files, &mut progress).await.map_err(js_err)?)
+                }
+                Err(e) => return Err(js_err(e)),
+            },
+            #[cfg(not(feature = "gpu"))]
+            "auto" => {
+                fallback_reason = Some("this build has no WebGPU backend".into());
+                AnyEngine::Cpu(LambdaEngine::load(CpuBackend::new(), &files, &mut progress).await.map_err(js_err)?)
+            }
+            other => return Err(JsError::new(&format!("backend must be \"auto\", \"webgpu\" or \"cpu\", not \"{other}\""))),
+        };
+        Ok(Engine { inner: Rc::new(inner), fallback_reason })
     }
 
     /// `"cpu"` or `"webgpu"`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        crate::ops::Backend::name(&self.inner.backend).to_string()
+        on_engine!(&*self.inner, e => match e.backend.name() { "cpu" => "cpu", _ => "webgpu" }).to_string()
+    }
+
+    /// Why `auto` fell back to the CPU (no WebGPU, no adapter), if it did.
+    #[wasm_bindgen(getter, js_name = fallbackReason)]
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.fallback_reason.clone()
     }
 
     /// Embedding width (1280 for the real model).
     #[wasm_bindgen(getter, js_name = embeddingDim)]
     pub fn embedding_dim(&self) -> usize {
-        self.inner.embedding_dim()
+        on_engine!(&*self.inner, e => e.embedding_dim())
     }
 
     /// `{ inputIds, attentionMask, textEmbeds, lastHiddenState, truncated }`.
     #[wasm_bindgen(js_name = embedText)]
     pub async fn embed_text(&self, prompt: String) -> Result<JsValue, JsError> {
-        let e = self.inner.clone();
-        let t = pipeline::embed_text(&e.backend, &e.tokenizer, &e.text, &prompt).await.map_err(js_err)?;
+        let inner = self.inner.clone();
+        let t = on_engine!(&*inner, e => pipeline::embed_text(&e.backend, &e.tokenizer, &e.text, &prompt).await).map_err(js_err)?;
         let out = Object::new();
         set(&out, "inputIds", js_sys::Int32Array::from(t.encoded.input_ids.iter().map(|&x| x as i32).collect::<Vec<_>>().as_slice()))?;
         set(&out, "attentionMask", js_sys::Int32Array::from(t.encoded.attention_mask.iter().map(|&x| x as i32).collect::<Vec<_>>().as_slice()))?;
@@ -102,11 +148,12 @@ impl Engine {
     /// Image embeddings of encoded image files: `{ imageEmbeds: Float32Array[] }`.
     #[wasm_bindgen(js_name = embedImages)]
     pub async fn embed_images(&self, images: Array) -> Result<JsValue, JsError> {
-        let e = self.inner.clone();
+        let inner = self.inner.clone();
         let embeds = Array::new();
         for (i, img) in images.iter().enumerate() {
             let bytes = bytes_of(&img, &format!("image {}", i + 1))?;
-            let v = e.subject_embedding(&bytes).await.map_err(|err| JsError::new(&format!("image {}: {err}", i + 1)))?;
+            let v = on_engine!(&*inner, e => e.subject_embedding(&bytes).await)
+                .map_err(|err| JsError::new(&format!("image {}: {err}", i + 1)))?;
             embeds.push(&f32s(&v));
         }
         let out = Object::new();
@@ -118,7 +165,7 @@ impl Engine {
     /// Uint8Array, seed?: number, noise?: Float32Array, cannyLow?, cannyHigh? }` →
     /// `{ imageEmbeds, negativeImageEmbeds, encoderHiddenStates, noise, warnings: string[], timings: {stage: ms} }`.
     pub async fn prior(&self, request: JsValue) -> Result<JsValue, JsError> {
-        let e = self.inner.clone();
+        let inner = self.inner.clone();
         let prompt = get(&request, "prompt").as_string().ok_or_else(|| JsError::new("prompt must be a string"))?;
         let noise_v = get(&request, "noise");
         let noise = if let Some(arr) = noise_v.dyn_ref::<Float32Array>() {
@@ -150,7 +197,7 @@ impl Engine {
         if !control.is_undefined() && !control.is_null() {
             req.control = Some(bytes_of(&control, "control")?);
         }
-        let r = e.run(&req).await.map_err(js_err)?;
+        let r = on_engine!(&*inner, e => e.run(&req).await).map_err(js_err)?;
         let out = Object::new();
         set(&out, "imageEmbeds", f32s(&r.image_embeds))?;
         set(&out, "negativeImageEmbeds", f32s(&r.negative_image_embeds))?;

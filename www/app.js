@@ -20,11 +20,12 @@ async function main() {
   const params = new URLSearchParams(location.search);
   const model = params.get('model') || undefined;
   const prior = params.get('prior') || undefined;
+  const backend = params.get('backend') || 'auto';
   $('progress').hidden = false;
   status(`Loading the model from ${model || 'Hugging Face'}…`);
   const totals = {};
   const engine = await load({
-    model, prior,
+    model, prior, backend,
     onProgress: ({ component, done, total }) => {
       totals[component] = [done, total];
       const [d, t] = Object.values(totals).reduce(([a, b], [x, y]) => [a + x, b + y], [0, 0]);
@@ -34,7 +35,7 @@ async function main() {
   });
   $('progress').hidden = true;
   status('Model loaded.', 'ok');
-  fact($('facts'), 'Compute backend', engine.backend === 'cpu' ? 'CPU (wasm) — WebGPU is not wired in yet' : engine.backend);
+  fact($('facts'), 'Compute backend', engine.backend === 'webgpu' ? 'WebGPU' : `CPU (wasm)${engine.fallbackReason ? ` — WebGPU unavailable: ${engine.fallbackReason}` : ''}`);
   fact($('facts'), 'Embedding size', engine.embeddingDim);
   $('compose').hidden = false;
   addSubject('cat');

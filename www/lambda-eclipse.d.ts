@@ -35,6 +35,8 @@ export interface PriorResult {
 
 export interface Engine {
   readonly backend: 'webgpu' | 'cpu';
+  /** Why 'auto' ran on the CPU, or null. */
+  readonly fallbackReason: string | null;
   readonly embeddingDim: number;
   embedText(prompt: string): Promise<TextEmbedding>;
   embedImages(images: ImageInput[]): Promise<{ imageEmbeds: Float32Array[] }>;

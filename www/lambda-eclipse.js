@@ -19,6 +19,8 @@ async function toBytes(image, what) {
 class WorkerEngine {
   #worker; #next = 1; #pending = new Map();
   backend = 'cpu';
+  /** Why 'auto' ran on the CPU (no WebGPU in this browser, no adapter), or null. */
+  fallbackReason = null;
   embeddingDim = 0;
 
   constructor(worker) {
@@ -70,17 +72,17 @@ class WorkerEngine {
 
 /**
  * Loads the model in a Web Worker. `onProgress({component, done, total})` reports weight bytes.
- * `backend`: 'auto' | 'webgpu' | 'cpu' (the WebGPU backend is not wired in yet: 'auto' runs on the CPU).
+ * `backend`: 'auto' (WebGPU when the browser has an adapter, else the CPU) | 'webgpu' | 'cpu'.
  */
 export async function load({ model, prior, backend = 'auto', onProgress } = {}) {
   // A custom `model` folder holds its own prior/ unless `prior` says otherwise.
   if (!model) { model = DEFAULT_MODEL; prior ??= DEFAULT_PRIOR; }
-  if (backend === 'webgpu') throw new Error('the WebGPU backend is not available in this build yet');
   const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   const engine = new WorkerEngine(worker);
   const abs = (u) => (u ? new URL(u, location.href).href : undefined);
-  const info = await engine.call('load', { model: abs(model), prior: abs(prior) }, onProgress);
+  const info = await engine.call('load', { model: abs(model), prior: abs(prior), backend }, onProgress);
   engine.backend = info.backend;
+  engine.fallbackReason = info.fallbackReason;
   engine.embeddingDim = info.embeddingDim;
   return engine;
 }

@@ -13,11 +13,11 @@ function transferables(value, out = []) {
 }
 
 const ops = {
-  async load(id, { model, prior }) {
+  async load(id, { model, prior, backend }) {
     await ready;
     const onProgress = (component, done, total) => postMessage({ id, progress: { component, done, total } });
-    engine = await Engine.load(model, prior ?? null, onProgress);
-    return { backend: engine.backend, embeddingDim: engine.embeddingDim, version: version() };
+    engine = await Engine.load(model, prior ?? null, backend, onProgress);
+    return { backend: engine.backend, fallbackReason: engine.fallbackReason ?? null, embeddingDim: engine.embeddingDim, version: version() };
   },
   embedText: (id, { prompt }) => engine.embedText(prompt),
   embedImages: (id, { images }) => engine.embedImages(images),
