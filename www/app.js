@@ -53,8 +53,11 @@ async function main() {
     $('compute').disabled = true;
     status('Computing…');
     try {
-      const r = await engine.prior({ prompt: $('prompt').value, subjects, control, seed: Number($('seed').value) });
+      // window.__lambdaNoise: an explicit ε (tests inject the golden noise); otherwise the seed box.
+      const noise = window.__lambdaNoise instanceof Float32Array ? window.__lambdaNoise : undefined;
+      const r = await engine.prior({ prompt: $('prompt').value, subjects, control, seed: Number($('seed').value), noise });
       lastResult = r;
+      window.__lambdaResult = r;
       $('warnings').replaceChildren(...r.warnings.map((w) => Object.assign(document.createElement('li'), { textContent: w })));
       $('timings').replaceChildren();
       for (const [stage, ms] of Object.entries(r.timings)) fact($('timings'), stage, `${ms.toFixed(1)} ms`);

@@ -1,0 +1,91 @@
+// End-to-end: the app page in headless Chromium against the tiny golden model served locally with Range
+// support. Needs `bash .ci/build-wasm.sh` first (pkg/). Screenshots go to tests/output/ (not committed).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const IMAGES = path.resolve(ROOT, '../shared/assets/images');
+const OUTPUT = path.join(ROOT, 'tests/output');
+const MODEL = '/shared/goldens/lambda-tiny/model/';
+let server, browser, base;
+
+/** Reads tensor `name` of a little-endian f32 safetensors file. */
+function goldenF32(file, name) {
+  const buf = readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const entry = JSON.parse(buf.subarray(8, 8 + n).toString())[name];
+  const [b, e] = entry.data_offsets;
+  const bytes = buf.subarray(8 + n + b, 8 + n + e);
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+}
+
+const freePort = () => new Promise((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+});
+
+before(async () => {
+  mkdirSync(OUTPUT, { recursive: true });
+  const port = await freePort();
+  server = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(port)], { stdio: 'inherit' });
+  base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try { if ((await fetch(`${base}/__stats`)).ok) break; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill();
+});
+
+for (const backend of ['auto', 'cpu']) {
+  test(`cat_glasses through the page on the ${backend} backend matches the golden within 1e-3`, async () => {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${base}/index.html?model=${MODEL}&backend=${backend}`);
+    await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.ready), 'true', await page.textContent('#status'));
+    const facts = await page.textContent('#facts');
+    assert.match(facts, backend === 'cpu' ? /CPU \(wasm\)/ : /WebGPU/, facts);
+    const inputs = await page.$$('.subject .image');
+    await inputs[0].setInputFiles(path.join(IMAGES, 'chelsea.png'));
+    await inputs[1].setInputFiles(path.join(IMAGES, 'coffee.png'));
+    // The golden noise is injected through the page's engine hook rather than the seed box.
+    const noise = Array.from(goldenF32(path.resolve(ROOT, '../shared/goldens/lambda-tiny/cat_glasses.safetensors'), 'noise'));
+    await page.evaluate((n) => { window.__lambdaNoise = new Float32Array(n); }, noise);
+    await page.click('#compute');
+    await page.waitForFunction(() => document.body.dataset.result === 'ready' || document.querySelector('#status').classList.contains('error'), null, { timeout: 120_000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.result), 'ready', await page.textContent('#status'));
+    const got = await page.evaluate(() => Array.from(window.__lambdaResult.imageEmbeds));
+    const want = goldenF32(path.resolve(ROOT, '../shared/goldens/lambda-tiny/cat_glasses.safetensors'), 'image_embeds');
+    const diff = Math.max(...got.map((v, i) => Math.abs(v - want[i])));
+    assert.ok(diff <= 1e-3, `image_embeds differ from the golden by ${diff}`);
+    await page.screenshot({ path: path.join(OUTPUT, `app-result-${backend}.png`), fullPage: true });
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+}
+
+test('a model URL that does not exist is reported in words with the URL', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/index.html?model=/no/such/model/&backend=cpu`);
+  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 60_000 });
+  assert.equal(await page.evaluate(() => document.body.dataset.ready), 'error');
+  const status = await page.textContent('#status');
+  assert.match(status, /\/no\/such\/model\/tokenizer\/.*(not found|404)/, status);
+  await page.screenshot({ path: path.join(OUTPUT, 'app-404.png'), fullPage: true });
+  await page.close();
+});
