@@ -78,3 +78,21 @@ async fn cat_glasses_pipeline_in_browser_matches_golden_image_embeds() {
     assert!(d <= 1e-4, "negative_image_embeds differ by {d}");
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 }
+
+/// The same case entirely on WebGPU (SwiftShader in headless Chromium: no `shader-f16`).
+#[cfg(feature = "gpu")]
+#[wasm_bindgen_test]
+async fn cat_glasses_pipeline_on_webgpu_in_browser_matches_golden_image_embeds() {
+    let gpu = lambda_eclipse::ops::gpu::GpuBackend::new().await.expect("a WebGPU adapter in the test browser");
+    let engine = LambdaEngine::load(gpu, &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
+    let golden = golden!("cat_glasses.safetensors");
+    let read = |name: &str| tensor_file::read_f32(golden, name, "cat_glasses").unwrap().1;
+    let mut req = PriorRequest::new("a cat wearing glasses at a park", Noise::Explicit(read("noise")));
+    req.subjects.push(Subject { keyword: "cat".into(), image: asset!("chelsea.png") });
+    req.subjects.push(Subject { keyword: "glasses".into(), image: asset!("coffee.png") });
+    let out = engine.run(&req).await.unwrap();
+    let d = max_abs(&out.image_embeds, &read("image_embeds"));
+    assert!(d <= 1e-3, "image_embeds on WebGPU differ by {d}");
+    let d = max_abs(&out.negative_image_embeds, &read("negative_image_embeds"));
+    assert!(d <= 1e-3, "negative_image_embeds on WebGPU differ by {d}");
+}
