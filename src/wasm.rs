@@ -223,3 +223,38 @@ impl Engine {
         Ok(out.into())
     }
 }
+
+/// Benchmarks in the browser (`www/bench.html`): the same measurements as `lambda-eclipse bench`.
+/// `backend`: `"webgpu"` or `"cpu"`; `what`: `"matmul:M,K,N"`, `"text"`, `"vision"` or `"prior"`;
+/// `dtype`: `"f32"` or `"f16"`. Returns GFLOP/s for a matmul, milliseconds for a model.
+#[wasm_bindgen(js_name = benchmark)]
+pub async fn benchmark(backend: String, what: String, dtype: String, iters: usize) -> Result<f64, JsError> {
+    use crate::bench::{forward_ms, matmul_gflops, Model};
+    use crate::ops::WeightDType;
+    let dtype = match dtype.as_str() {
+        "f32" => WeightDType::F32,
+        "f16" => WeightDType::F16,
+        other => return Err(JsError::new(&format!("dtype must be f32 or f16, not {other}"))),
+    };
+    async fn run<B: Backend>(be: &B, what: &str, dtype: WeightDType, iters: usize) -> Result<f64, JsError> {
+        let model = match what {
+            "text" => Model::TextTower,
+            "vision" => Model::VisionTower,
+            "prior" => Model::Prior,
+            m => {
+                let dims: Vec<usize> = m.strip_prefix("matmul:").unwrap_or("").split(',').filter_map(|d| d.trim().parse().ok()).collect();
+                let [mm, k, n] = dims[..] else {
+                    return Err(JsError::new(&format!("unknown benchmark {m:?} (matmul:M,K,N, text, vision or prior)")));
+                };
+                return matmul_gflops(be, (mm, k, n), dtype, iters).await.map_err(js_err);
+            }
+        };
+        forward_ms(be, model, dtype, iters).await.map_err(js_err)
+    }
+    match backend.as_str() {
+        "cpu" => run(&CpuBackend::new(), &what, dtype, iters).await,
+        #[cfg(feature = "gpu")]
+        "webgpu" => run(&crate::ops::gpu::GpuBackend::new().await.map_err(js_err)?, &what, dtype, iters).await,
+        other => Err(JsError::new(&format!("backend {other:?} is not available in this build"))),
+    }
+}
