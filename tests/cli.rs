@@ -5,17 +5,10 @@ mod common;
 use common::*;
 use lambda_eclipse::tensor_file;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lambda-eclipse"))
-}
+use std::process::Output;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli", name)
 }
 
 /// A writable copy of the tiny model.
@@ -37,23 +30,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
     }
     out
-}
-
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-/// Exit code ≠ 0, exactly one stderr line, no panic, containing every `needle`.
-#[track_caller]
-fn fails_clearly(out: Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr should mention {n:?}: {err}");
-    }
 }
 
 fn read(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {

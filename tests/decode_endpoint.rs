@@ -5,24 +5,17 @@
 //! Needs the server's Python dependencies (`bash .ci/setup-python.sh`); without them the test fails and says so.
 
 mod common;
-use common::tiny_model;
+use common::{bin, fails_clearly, ok, tiny_model};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-token-1234";
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lambda-eclipse"))
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("decode_endpoint").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("decode_endpoint", name)
 }
 
 fn server_dir() -> PathBuf {
@@ -109,23 +102,6 @@ fn health_status(port: u16) -> Option<u16> {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).ok()?;
     reply.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-/// Exit code ≠ 0, exactly one stderr line, no panic, containing every `needle`.
-#[track_caller]
-fn fails_clearly(out: Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr should mention {n:?}: {err}");
-    }
 }
 
 fn prior_embeds(dir: &Path) -> PathBuf {

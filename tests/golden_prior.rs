@@ -12,24 +12,13 @@ fn engine() -> LambdaEngine<CpuBackend> {
     pollster::block_on(LambdaEngine::load(CpuBackend::new(), &DirFiles::new(tiny_model()), &mut |_, _, _| {})).unwrap()
 }
 
-fn request(case: &Case, noise: Noise) -> PriorRequest {
-    let mut req = PriorRequest::new(&case.prompt, noise);
-    req.subjects = case
-        .subjects
-        .iter()
-        .map(|s| Subject { keyword: s.keyword.clone(), image: std::fs::read(asset(&s.image)).unwrap() })
-        .collect();
-    req.control = case.canny.as_ref().map(|c| std::fs::read(asset(c)).unwrap());
-    req
-}
-
 #[test]
 fn every_golden_case_is_reproduced_end_to_end() {
     let engine = engine();
     let mut saw_canny = false;
     for case in cases() {
         let g = Golden::open(&case);
-        let out = pollster::block_on(engine.run(&request(&case, Noise::Explicit(g.f32("noise").1)))).unwrap();
+        let out = pollster::block_on(engine.run(&golden_request(&case, Noise::Explicit(g.f32("noise").1)))).unwrap();
         let n = &case.name;
         assert_close(&format!("{n}: encoder_hidden_states"), &out.encoder_hidden_states, &g.f32("encoder_hidden_states").1, 1e-4);
         assert_close(&format!("{n}: image_embeds"), &out.image_embeds, &g.f32("image_embeds").1, 1e-4);
@@ -60,9 +49,9 @@ fn every_golden_case_is_reproduced_end_to_end() {
 fn same_seed_gives_bit_identical_noise_and_output_and_different_seeds_differ() {
     let engine = engine();
     let case = &cases()[0];
-    let a = pollster::block_on(engine.run(&request(case, Noise::Seed(7)))).unwrap();
-    let b = pollster::block_on(engine.run(&request(case, Noise::Seed(7)))).unwrap();
-    let c = pollster::block_on(engine.run(&request(case, Noise::Seed(8)))).unwrap();
+    let a = pollster::block_on(engine.run(&golden_request(case, Noise::Seed(7)))).unwrap();
+    let b = pollster::block_on(engine.run(&golden_request(case, Noise::Seed(7)))).unwrap();
+    let c = pollster::block_on(engine.run(&golden_request(case, Noise::Seed(8)))).unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a.noise), bits(&b.noise));
     assert_eq!(bits(&a.image_embeds), bits(&b.image_embeds));
@@ -74,10 +63,10 @@ fn same_seed_gives_bit_identical_noise_and_output_and_different_seeds_differ() {
 fn changing_only_the_prompt_reuses_cached_subject_embeddings() {
     let engine = engine();
     let case = &cases()[0];
-    pollster::block_on(engine.run(&request(case, Noise::Seed(1)))).unwrap();
+    pollster::block_on(engine.run(&golden_request(case, Noise::Seed(1)))).unwrap();
     let cached = engine.cached_subjects();
     assert_eq!(cached, case.subjects.len());
-    let mut req = request(case, Noise::Seed(1));
+    let mut req = golden_request(case, Noise::Seed(1));
     req.prompt = "a cat wearing glasses in the rain".into();
     let out = pollster::block_on(engine.run(&req)).unwrap();
     assert_eq!(engine.cached_subjects(), cached, "no new photo was encoded");

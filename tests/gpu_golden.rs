@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use lambda_eclipse::ops::gpu::GpuBackend;
 use lambda_eclipse::pipeline::lambda::Noise;
-use lambda_eclipse::pipeline::{self, LambdaEngine, PriorRequest, Subject};
+use lambda_eclipse::pipeline::{self, LambdaEngine};
 use lambda_eclipse::weights::DirFiles;
 
 const TOL: f32 = 1e-3;
@@ -88,14 +88,7 @@ fn every_golden_case_on_gpu_end_to_end() {
     let mut worst = 0.0;
     for case in cases() {
         let g = Golden::open(&case);
-        let mut req = PriorRequest::new(&case.prompt, Noise::Explicit(g.f32("noise").1));
-        req.subjects = case
-            .subjects
-            .iter()
-            .map(|s| Subject { keyword: s.keyword.clone(), image: std::fs::read(asset(&s.image)).unwrap() })
-            .collect();
-        req.control = case.canny.as_ref().map(|c| std::fs::read(asset(c)).unwrap());
-        let out = block(engine.run(&req)).unwrap();
+        let out = block(engine.run(&golden_request(&case, Noise::Explicit(g.f32("noise").1)))).unwrap();
         let n = &case.name;
         check(&format!("{n}: encoder_hidden_states"), &out.encoder_hidden_states, &g.f32("encoder_hidden_states").1, &mut worst);
         check(&format!("{n}: image_embeds"), &out.image_embeds, &g.f32("image_embeds").1, &mut worst);

@@ -1,8 +1,11 @@
 //! Shared helpers for the golden-parity tests.
 #![allow(dead_code)]
 
+use lambda_eclipse::pipeline::lambda::Noise;
+use lambda_eclipse::pipeline::{self, PriorRequest};
 use lambda_eclipse::tensor_file;
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
 pub fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
@@ -74,4 +77,47 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let d = max_abs_diff(got, want);
     assert!(d <= tol, "{what}: max-abs difference {d:e} exceeds {tol:e}");
+}
+
+/// The pipeline request of a golden case, from its photos and with the given noise.
+pub fn golden_request(case: &Case, noise: Noise) -> PriorRequest {
+    let mut req = PriorRequest::new(&case.prompt, noise);
+    req.subjects = case
+        .subjects
+        .iter()
+        .map(|s| pipeline::Subject { keyword: s.keyword.clone(), image: std::fs::read(asset(&s.image)).unwrap() })
+        .collect();
+    req.control = case.canny.as_ref().map(|c| std::fs::read(asset(c)).unwrap());
+    req
+}
+
+/// The `lambda-eclipse` binary built for the integration tests.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lambda-eclipse"))
+}
+
+/// An empty scratch folder under the target dir, named for the test.
+pub fn scratch(group: &str, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(group).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[track_caller]
+pub fn ok(out: Output) -> Output {
+    assert!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Exit code ≠ 0, exactly one stderr line, no panic, containing every `needle`.
+#[track_caller]
+pub fn fails_clearly(out: Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr should mention {n:?}: {err}");
+    }
 }
