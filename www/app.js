@@ -1,6 +1,7 @@
 // The λ-ECLIPSE page: loads the model (?model=URL overrides the default Hugging Face files), then computes
 // the embedding of a prompt with subject photos. All model work runs in the engine's Web Worker.
 import { load } from './lambda-eclipse.js';
+import { decode } from './decoder-client.js';
 
 const $ = (id) => document.getElementById(id);
 const status = (text, kind = '') => { $('status').textContent = text; $('status').className = `status ${kind}`; };
@@ -64,6 +65,7 @@ async function main() {
       const norm = Math.hypot(...r.imageEmbeds);
       $('summary').textContent = `image_embeds: ${r.imageEmbeds.length} values, L2 norm ${norm.toFixed(4)}; first: ${Array.from(r.imageEmbeds.slice(0, 4), (x) => x.toFixed(4)).join(', ')}…`;
       $('result').hidden = false;
+      $('decoder').hidden = false;
       document.body.dataset.result = 'ready';
       status('Done.', 'ok');
     } catch (e) {
@@ -78,7 +80,42 @@ async function main() {
     const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(new Blob([json], { type: 'application/json' })), download: 'lambda-eclipse-embedding.json' });
     a.click();
   };
+  setupDecoder();
   document.body.dataset.ready = 'true';
+}
+
+/** The decoder panel: endpoint and token are remembered in localStorage. */
+function setupDecoder() {
+  for (const id of ['endpoint', 'token']) {
+    $(id).value = localStorage.getItem(`lambda-eclipse.${id}`) || '';
+    $(id).onchange = () => localStorage.setItem(`lambda-eclipse.${id}`, $(id).value.trim());
+  }
+  const show = (text, kind) => { const el = $('decode-status'); el.hidden = false; el.textContent = text; el.className = `status ${kind}`; };
+  $('decode').onclick = async () => {
+    if (!lastResult) return;
+    const endpoint = $('endpoint').value.trim();
+    if (!endpoint) { show('Enter the decoder endpoint URL first.', 'error'); return; }
+    const settings = { seed: Number($('seed').value), steps: Number($('steps').value), guidance: Number($('guidance').value), width: Number($('width').value), height: Number($('height').value) };
+    $('decode').disabled = true;
+    document.body.dataset.decoded = 'pending';
+    show(`Decoding on ${endpoint}…`, '');
+    try {
+      const r = await decode({ endpoint, token: $('token').value.trim(), imageEmbeds: lastResult.imageEmbeds, negativeImageEmbeds: lastResult.negativeImageEmbeds, ...settings });
+      const img = $('decoded-image');
+      if (img.src) URL.revokeObjectURL(img.src);
+      img.src = URL.createObjectURL(r.blob);
+      await img.decode();
+      $('decoded-caption').textContent = `${settings.width}×${settings.height}, ${settings.steps} steps, guidance ${settings.guidance}, seed ${r.seed}, decoded in ${Math.round(r.decodeMs)} ms`;
+      $('decoded').hidden = false;
+      show('Decoded.', 'ok');
+      document.body.dataset.decoded = 'ok';
+    } catch (e) {
+      show(e.message, 'error');
+      document.body.dataset.decoded = 'error';
+    } finally {
+      $('decode').disabled = false;
+    }
+  };
 }
 
 main().catch((e) => { $('progress').hidden = true; status(`The model failed to load: ${e.message}`, 'error'); document.body.dataset.ready = 'error'; });

@@ -1,0 +1,91 @@
+// End-to-end: from the app, compute the embedding, decode it through the reference decoder server (tiny random
+// Kandinsky 2.2, CPU) on 127.0.0.1, and see the image; then the endpoint goes away → a clear message, and the
+// app keeps working. Needs pkg/ (bash .ci/build-wasm.sh) and server/requirements.txt installed.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const IMAGES = path.resolve(ROOT, '../shared/assets/images');
+const OUTPUT = path.join(ROOT, 'tests/output');
+let staticServer, decoder, browser, base, endpoint;
+
+const freePort = () => new Promise((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+});
+
+async function waitFor(url, seconds) {
+  for (let i = 0; i < seconds * 10; i++) {
+    try { if ((await fetch(url)).ok) return; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up within ${seconds} s`);
+}
+
+before(async () => {
+  mkdirSync(OUTPUT, { recursive: true });
+  const [webPort, decoderPort] = [await freePort(), await freePort()];
+  base = `http://127.0.0.1:${webPort}`;
+  endpoint = `http://127.0.0.1:${decoderPort}`;
+  staticServer = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(webPort)], { stdio: 'inherit' });
+  decoder = spawn('python3', ['-m', 'lambda_decoder', '--tiny-random', '--port', String(decoderPort), '--cors-origin', base, '--log-level', 'warning'],
+    { cwd: path.join(ROOT, 'server'), stdio: 'inherit' });
+  await waitFor(`${base}/__stats`, 10);
+  await waitFor(`${endpoint}/v1/health`, 120);
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  staticServer?.kill();
+  decoder?.kill();
+});
+
+test('the app decodes its embedding on the endpoint, then reports the endpoint gone and keeps working', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/index.html?model=/shared/goldens/lambda-tiny/model/&backend=cpu`);
+  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
+  assert.equal(await page.evaluate(() => document.body.dataset.ready), 'true', await page.textContent('#status'));
+  const inputs = await page.$$('.subject .image');
+  await inputs[0].setInputFiles(path.join(IMAGES, 'chelsea.png'));
+  await inputs[1].setInputFiles(path.join(IMAGES, 'coffee.png'));
+  await page.click('#compute');
+  await page.waitForFunction(() => document.body.dataset.result === 'ready', null, { timeout: 120_000 });
+
+  await page.fill('#endpoint', endpoint);
+  await page.fill('#width', '64');
+  await page.fill('#height', '128');
+  await page.fill('#steps', '2');
+  await page.click('#decode');
+  await page.waitForFunction(() => ['ok', 'error'].includes(document.body.dataset.decoded), null, { timeout: 120_000 });
+  assert.equal(await page.evaluate(() => document.body.dataset.decoded), 'ok', await page.textContent('#decode-status'));
+  const size = await page.evaluate(() => [document.getElementById('decoded-image').naturalWidth, document.getElementById('decoded-image').naturalHeight]);
+  assert.deepEqual(size, [64, 128]);
+  assert.match(await page.textContent('#decoded-caption'), /64×128, 2 steps/);
+  await page.screenshot({ path: path.join(OUTPUT, 'app-decoded.png'), fullPage: true });
+
+  // The endpoint goes away: a clear message naming it, and computing still works.
+  decoder.kill();
+  await new Promise((r) => decoder.once('exit', r));
+  await page.click('#decode');
+  await page.waitForFunction(() => ['ok', 'error'].includes(document.body.dataset.decoded), null, { timeout: 60_000 });
+  assert.equal(await page.evaluate(() => document.body.dataset.decoded), 'error');
+  const message = await page.textContent('#decode-status');
+  assert.match(message, new RegExp(`cannot reach the decoder endpoint at ${endpoint}/v1/decode`), message);
+  await page.screenshot({ path: path.join(OUTPUT, 'app-endpoint-down.png'), fullPage: true });
+  await page.evaluate(() => { delete document.body.dataset.result; });
+  await page.fill('#prompt', 'a cat wearing glasses in the snow');
+  await page.click('#compute');
+  await page.waitForFunction(() => document.body.dataset.result === 'ready', null, { timeout: 120_000 });
+  assert.match(await page.textContent('#status'), /Done/);
+  await page.close();
+});
