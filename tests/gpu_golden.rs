@@ -99,3 +99,20 @@ fn every_golden_case_on_gpu_end_to_end() {
     }
     eprintln!("λ pipeline on GPU, all golden cases: worst max-abs {worst:e}");
 }
+
+/// After loading, the GPU holds about the weights' own bytes (each tensor its own buffer, f32 as stored):
+/// no hidden copies. Reported, and bounded to +1 % for padding.
+#[test]
+fn gpu_buffer_bytes_match_weight_bytes_after_loading() {
+    use lambda_eclipse::weights::{load_component_weights, safetensors::read_header, ModelFiles};
+    let Some(be) = gpu() else { return };
+    let files = DirFiles::new(tiny_model());
+    for (dir, stem) in [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")] {
+        let header = block(read_header(&files.open(&format!("{dir}/{stem}.safetensors")))).unwrap();
+        let weight_bytes: usize = header.tensors.iter().map(|t| t.len).sum();
+        let store = block(load_component_weights(&be, &files, dir, stem, |_, _| {})).unwrap();
+        let gpu_bytes = store.device_bytes(&be);
+        eprintln!("{dir}: weights {weight_bytes} bytes, GPU buffers {gpu_bytes} bytes");
+        assert!(gpu_bytes >= weight_bytes && gpu_bytes as f64 <= weight_bytes as f64 * 1.01, "{dir}: {gpu_bytes} GPU bytes for {weight_bytes} weight bytes");
+    }
+}

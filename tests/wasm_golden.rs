@@ -96,3 +96,45 @@ async fn cat_glasses_pipeline_on_webgpu_in_browser_matches_golden_image_embeds()
     let d = max_abs(&out.negative_image_embeds, &read("negative_image_embeds"));
     assert!(d <= 1e-3, "negative_image_embeds on WebGPU differ by {d}");
 }
+
+/// Bytes of the wasm linear memory.
+fn wasm_memory_bytes() -> f64 {
+    use wasm_bindgen::JsCast;
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().dyn_into().unwrap();
+    memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64
+}
+
+/// Runs cat_glasses 100 times after a warm-up call: the wasm heap must not grow with the number of calls.
+async fn heap_stays_flat<B: lambda_eclipse::ops::Backend>(engine: LambdaEngine<B>, label: &str) {
+    let golden = golden!("cat_glasses.safetensors");
+    let noise = tensor_file::read_f32(golden, "noise", "cat_glasses").unwrap().1;
+    let mut req = PriorRequest::new("a cat wearing glasses at a park", Noise::Explicit(noise));
+    req.subjects.push(Subject { keyword: "cat".into(), image: asset!("chelsea.png") });
+    req.subjects.push(Subject { keyword: "glasses".into(), image: asset!("coffee.png") });
+    engine.run(&req).await.unwrap();
+    let before = wasm_memory_bytes();
+    for _ in 0..100 {
+        engine.run(&req).await.unwrap();
+    }
+    let after = wasm_memory_bytes();
+    web_sys_log(&format!("{label}: wasm memory {before} bytes after the first call, {after} after 100 more"));
+    assert_eq!(after, before, "{label}: the wasm heap grew from {before} to {after} bytes over 100 calls");
+}
+
+fn web_sys_log(s: &str) {
+    wasm_bindgen_test::console_log!("{s}");
+}
+
+#[wasm_bindgen_test]
+async fn wasm_heap_does_not_grow_over_100_pipeline_calls_on_cpu() {
+    let engine = LambdaEngine::load(CpuBackend::new(), &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
+    heap_stays_flat(engine, "cpu").await;
+}
+
+#[cfg(feature = "gpu")]
+#[wasm_bindgen_test]
+async fn wasm_heap_does_not_grow_over_100_pipeline_calls_on_webgpu() {
+    let gpu = lambda_eclipse::ops::gpu::GpuBackend::new().await.expect("a WebGPU adapter in the test browser");
+    let engine = LambdaEngine::load(gpu, &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
+    heap_stays_flat(engine, "webgpu").await;
+}

@@ -538,11 +538,9 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
+    /// The size of the buffer actually allocated (pool buckets and f16 padding included).
     fn byte_size(&self, t: &GpuTensor) -> usize {
-        match t.dtype {
-            GpuDType::F32 => t.numel() * 4,
-            GpuDType::F16 => t.numel().div_ceil(2) * 4,
-        }
+        t.buffer().size() as usize
     }
 
     fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
