@@ -63,20 +63,33 @@ async fn tiny_text_tower_in_browser_matches_golden_text_embeds() {
     assert!(diff <= 1e-4, "last_hidden_state differs by {diff}");
 }
 
+fn golden_noise() -> Vec<f32> {
+    tensor_file::read_f32(golden!("cat_glasses.safetensors"), "noise", "cat_glasses").unwrap().1
+}
+
+/// The cat_glasses request: the golden prompt, photos and noise.
+fn cat_glasses_request() -> PriorRequest {
+    let mut req = PriorRequest::new("a cat wearing glasses at a park", Noise::Explicit(golden_noise()));
+    req.subjects.push(Subject { keyword: "cat".into(), image: asset!("chelsea.png") });
+    req.subjects.push(Subject { keyword: "glasses".into(), image: asset!("coffee.png") });
+    req
+}
+
+/// Runs cat_glasses on `engine` and compares the prior output and the negative with the golden.
+async fn check_cat_glasses<B: lambda_eclipse::ops::Backend>(engine: &LambdaEngine<B>, tol: f32) {
+    let read = |name: &str| tensor_file::read_f32(golden!("cat_glasses.safetensors"), name, "cat_glasses").unwrap().1;
+    let out = engine.run(&cat_glasses_request()).await.unwrap();
+    let d = max_abs(&out.image_embeds, &read("image_embeds"));
+    assert!(d <= tol, "image_embeds on {} differ by {d}", engine.backend.name());
+    let d = max_abs(&out.negative_image_embeds, &read("negative_image_embeds"));
+    assert!(d <= tol, "negative_image_embeds on {} differ by {d}", engine.backend.name());
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
+
 #[wasm_bindgen_test]
 async fn cat_glasses_pipeline_in_browser_matches_golden_image_embeds() {
     let engine = LambdaEngine::load(CpuBackend::new(), &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
-    let golden = golden!("cat_glasses.safetensors");
-    let read = |name: &str| tensor_file::read_f32(golden, name, "cat_glasses").unwrap().1;
-    let mut req = PriorRequest::new("a cat wearing glasses at a park", Noise::Explicit(read("noise")));
-    req.subjects.push(Subject { keyword: "cat".into(), image: asset!("chelsea.png") });
-    req.subjects.push(Subject { keyword: "glasses".into(), image: asset!("coffee.png") });
-    let out = engine.run(&req).await.unwrap();
-    let d = max_abs(&out.image_embeds, &read("image_embeds"));
-    assert!(d <= 1e-4, "image_embeds differ by {d}");
-    let d = max_abs(&out.negative_image_embeds, &read("negative_image_embeds"));
-    assert!(d <= 1e-4, "negative_image_embeds differ by {d}");
-    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    check_cat_glasses(&engine, 1e-4).await;
 }
 
 /// The same case entirely on WebGPU (SwiftShader in headless Chromium: no `shader-f16`).
@@ -85,16 +98,7 @@ async fn cat_glasses_pipeline_in_browser_matches_golden_image_embeds() {
 async fn cat_glasses_pipeline_on_webgpu_in_browser_matches_golden_image_embeds() {
     let gpu = lambda_eclipse::ops::gpu::GpuBackend::new().await.expect("a WebGPU adapter in the test browser");
     let engine = LambdaEngine::load(gpu, &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
-    let golden = golden!("cat_glasses.safetensors");
-    let read = |name: &str| tensor_file::read_f32(golden, name, "cat_glasses").unwrap().1;
-    let mut req = PriorRequest::new("a cat wearing glasses at a park", Noise::Explicit(read("noise")));
-    req.subjects.push(Subject { keyword: "cat".into(), image: asset!("chelsea.png") });
-    req.subjects.push(Subject { keyword: "glasses".into(), image: asset!("coffee.png") });
-    let out = engine.run(&req).await.unwrap();
-    let d = max_abs(&out.image_embeds, &read("image_embeds"));
-    assert!(d <= 1e-3, "image_embeds on WebGPU differ by {d}");
-    let d = max_abs(&out.negative_image_embeds, &read("negative_image_embeds"));
-    assert!(d <= 1e-3, "negative_image_embeds on WebGPU differ by {d}");
+    check_cat_glasses(&engine, 1e-3).await;
 }
 
 /// Bytes of the wasm linear memory.
@@ -106,11 +110,7 @@ fn wasm_memory_bytes() -> f64 {
 
 /// Runs cat_glasses 100 times after a warm-up call: the wasm heap must not grow with the number of calls.
 async fn heap_stays_flat<B: lambda_eclipse::ops::Backend>(engine: LambdaEngine<B>, label: &str) {
-    let golden = golden!("cat_glasses.safetensors");
-    let noise = tensor_file::read_f32(golden, "noise", "cat_glasses").unwrap().1;
-    let mut req = PriorRequest::new("a cat wearing glasses at a park", Noise::Explicit(noise));
-    req.subjects.push(Subject { keyword: "cat".into(), image: asset!("chelsea.png") });
-    req.subjects.push(Subject { keyword: "glasses".into(), image: asset!("coffee.png") });
+    let req = cat_glasses_request();
     engine.run(&req).await.unwrap();
     let before = wasm_memory_bytes();
     for _ in 0..100 {

@@ -2,16 +2,10 @@
 // support. Needs `bash .ci/build-wasm.sh` first (pkg/). Screenshots go to tests/output/ (not committed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { IMAGES, OUTPUT, ROOT, launchChromium, startStaticServer } from './browser.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const IMAGES = path.resolve(ROOT, '../shared/assets/images');
-const OUTPUT = path.join(ROOT, 'tests/output');
 const MODEL = '/shared/goldens/lambda-tiny/model/';
 let server, browser, base;
 
@@ -25,24 +19,10 @@ function goldenF32(file, name) {
   return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
 }
 
-const freePort = () => new Promise((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
-
 before(async () => {
   mkdirSync(OUTPUT, { recursive: true });
-  const port = await freePort();
-  server = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(port)], { stdio: 'inherit' });
-  base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try { if ((await fetch(`${base}/__stats`)).ok) break; } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  ({ process: server, base } = await startStaticServer());
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -5,43 +5,20 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { IMAGES, OUTPUT, ROOT, freePort, launchChromium, startStaticServer, waitFor } from './browser.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const IMAGES = path.resolve(ROOT, '../shared/assets/images');
-const OUTPUT = path.join(ROOT, 'tests/output');
 let staticServer, decoder, browser, base, endpoint;
-
-const freePort = () => new Promise((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
-
-async function waitFor(url, seconds) {
-  for (let i = 0; i < seconds * 10; i++) {
-    try { if ((await fetch(url)).ok) return; } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up within ${seconds} s`);
-}
 
 before(async () => {
   mkdirSync(OUTPUT, { recursive: true });
-  const [webPort, decoderPort] = [await freePort(), await freePort()];
-  base = `http://127.0.0.1:${webPort}`;
+  ({ process: staticServer, base } = await startStaticServer());
+  const decoderPort = await freePort();
   endpoint = `http://127.0.0.1:${decoderPort}`;
-  staticServer = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(webPort)], { stdio: 'inherit' });
   decoder = spawn('python3', ['-m', 'lambda_decoder', '--tiny-random', '--port', String(decoderPort), '--cors-origin', base, '--log-level', 'warning'],
     { cwd: path.join(ROOT, 'server'), stdio: 'inherit' });
-  await waitFor(`${base}/__stats`, 10);
   await waitFor(`${endpoint}/v1/health`, 120);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

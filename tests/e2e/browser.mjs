@@ -1,0 +1,40 @@
+// Shared pieces of the end-to-end tests: free ports, waiting for a server, the static server, Chromium.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const IMAGES = path.resolve(ROOT, '../shared/assets/images');
+export const OUTPUT = path.join(ROOT, 'tests/output');
+
+export const freePort = () => new Promise((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+});
+
+export async function waitFor(url, seconds) {
+  for (let i = 0; i < seconds * 10; i++) {
+    try { if ((await fetch(url)).ok) return; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up within ${seconds} s`);
+}
+
+/** Starts .ci/static_server.py on a free port: `{ process, base }`. */
+export async function startStaticServer() {
+  const port = await freePort();
+  const process = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(port)], { stdio: 'inherit' });
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(`${base}/__stats`, 10);
+  return { process, base };
+}
+
+/** Debian's Chromium, headless, with WebGPU (SwiftShader) enabled and no background network traffic. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+}
