@@ -17,20 +17,9 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 fn gpu() -> Option<GpuBackend> {
-    match block(GpuBackend::new()) {
-        Ok(be) => {
-            eprintln!("GPU adapter: {}", be.adapter_description());
-            Some(be)
-        }
-        Err(e) if std::env::var("LAMBDA_ECLIPSE_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("LAMBDA_ECLIPSE_SKIP_GPU=1: skipping GPU test ({e})");
-            None
-        }
-        Err(e) => panic!(
-            "{e}\nThe GPU tests need a WebGPU-capable adapter (on Linux without a GPU: apt-get install \
-             mesa-vulkan-drivers for lavapipe). Set LAMBDA_ECLIPSE_SKIP_GPU=1 to skip them."
-        ),
-    }
+    let be = open_gpu_or_skip()?;
+    eprintln!("GPU adapter: {}", be.adapter_description());
+    Some(be)
 }
 
 /// Asserts closeness and reports the difference, so the margin to `TOL` shows in the test log.

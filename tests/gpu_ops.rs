@@ -3,6 +3,8 @@
 //! adapter these tests fail, unless `LAMBDA_ECLIPSE_SKIP_GPU=1`.
 #![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 
+mod common;
+
 use lambda_eclipse::ops::cpu::CpuBackend;
 use lambda_eclipse::ops::gpu::GpuBackend;
 use lambda_eclipse::ops::{Activation, Backend, WeightDType, CLIP_MASKED};
@@ -12,25 +14,11 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     pollster::block_on(f)
 }
 
-fn new_gpu() -> Option<GpuBackend> {
-    match block(GpuBackend::new()) {
-        Ok(be) => Some(be),
-        Err(e) if std::env::var("LAMBDA_ECLIPSE_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("LAMBDA_ECLIPSE_SKIP_GPU=1: skipping GPU test ({e})");
-            None
-        }
-        Err(e) => panic!(
-            "{e}\nThe GPU tests need a WebGPU-capable adapter (on Linux without a GPU: apt-get install \
-             mesa-vulkan-drivers for lavapipe). Set LAMBDA_ECLIPSE_SKIP_GPU=1 to skip them."
-        ),
-    }
-}
-
 /// One backend shared by the tests (they record into its one encoder; every read submits in order).
 fn gpu() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
     GPU.get_or_init(|| {
-        let be = new_gpu();
+        let be = common::open_gpu_or_skip();
         if let Some(be) = &be {
             eprintln!("GPU adapter: {}", be.adapter_description());
         }
@@ -401,7 +389,7 @@ fn forward(be: &GpuBackend, w: &[<GpuBackend as Backend>::Tensor], input: &[f32]
 
 #[test]
 fn repeated_forwards_reuse_pooled_buffers() {
-    let Some(be) = new_gpu() else { return };
+    let Some(be) = common::open_gpu_or_skip() else { return };
     let mut rng = Rng(10);
     let d = 48;
     let w = vec![

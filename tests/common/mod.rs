@@ -121,3 +121,20 @@ pub fn fails_clearly(out: Output, needles: &[&str]) {
         assert!(err.contains(n), "stderr should mention {n:?}: {err}");
     }
 }
+
+/// Opens the GPU for a test. Without an adapter the test fails with what to install, unless
+/// `LAMBDA_ECLIPSE_SKIP_GPU=1` (then `None`: the caller returns early).
+#[cfg(feature = "gpu")]
+pub fn open_gpu_or_skip() -> Option<lambda_eclipse::ops::gpu::GpuBackend> {
+    match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new()) {
+        Ok(be) => Some(be),
+        Err(e) if std::env::var("LAMBDA_ECLIPSE_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("LAMBDA_ECLIPSE_SKIP_GPU=1: skipping GPU test ({e})");
+            None
+        }
+        Err(e) => panic!(
+            "{e}\nThe GPU tests need a WebGPU-capable adapter (on Linux without a GPU: apt-get install \
+             mesa-vulkan-drivers for lavapipe). Set LAMBDA_ECLIPSE_SKIP_GPU=1 to skip them."
+        ),
+    }
+}
