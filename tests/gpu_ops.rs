@@ -6,7 +6,7 @@
 mod common;
 
 use lambda_eclipse::ops::cpu::CpuBackend;
-use lambda_eclipse::ops::gpu::GpuBackend;
+use lambda_eclipse::ops::gpu::{GpuBackend, GpuOptions};
 use lambda_eclipse::ops::{Activation, Backend, WeightDType, CLIP_MASKED};
 use std::sync::OnceLock;
 
@@ -368,7 +368,76 @@ fn a_tensor_over_the_storage_binding_limit_is_a_clear_error() {
     // 9000 × 4096 f32 = 147 MB > 128 MiB, from a 16 KiB table.
     let table = gpu.from_f32(&vec![0.5; 4096], &[1, 4096]).unwrap();
     let err = gpu.gather_rows(&table, &vec![0; 9000]).unwrap_err().to_string();
-    assert!(err.contains("storage-binding limit") && err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("storage-binding limit") && err.contains("activations must fit one"), "{err}");
+}
+
+/// A second device whose weights split above 4 KiB, so splitting is exercised with small tensors.
+fn gpu_splitting_at_4k() -> Option<GpuBackend> {
+    gpu()?;
+    let options = GpuOptions { max_tensor_bytes: Some(4096), ..GpuOptions::default() };
+    Some(block(GpuBackend::with_options(options)).unwrap())
+}
+
+#[test]
+fn weights_above_the_binding_limit_are_split_by_rows_and_linear_and_gather_match_cpu() {
+    let Some(gpu) = gpu_splitting_at_4k() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(11);
+    // f16 with an odd row length: chunks must hold an even number of rows to start on a u32 boundary.
+    for (dtype, m, k, n) in [(WeightDType::F32, 3, 40, 77), (WeightDType::F16, 77, 33, 301), (WeightDType::F32, 1, 1024, 9)] {
+        let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.3), rng.vec(n, 0.5));
+        let raw = if dtype == WeightDType::F32 { f32_bytes(&w) } else { f16_bytes(&w) };
+        let gw = gpu.upload_weight(&raw, dtype, &[n, k]).unwrap();
+        let cw = cpu.upload_weight(&raw, dtype, &[n, k]).unwrap();
+        assert!(gw.buffer_count() > 1, "{dtype:?} [{n}, {k}] ({} bytes) should be split", raw.len());
+        assert!(gpu.byte_size(&gw) >= raw.len() && gpu.byte_size(&gw) <= raw.len() + 4 * gw.buffer_count());
+        let what = format!("split {dtype:?} linear m={m} k={k} n={n} in {} buffers", gw.buffer_count());
+        let got = gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gw, Some(&gpu.from_f32(&b, &[n]).unwrap()), Activation::QuickGelu).unwrap();
+        let want = cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cw, Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::QuickGelu).unwrap();
+        assert_f32_close(&what, &read_gpu(&gpu, &got), &read_cpu(&want));
+        // Ids from every chunk, repeated and out of order.
+        let ids: Vec<u32> = [n - 1, 0, n / 2, 1, n - 1, n / 3].iter().map(|&i| i as u32).collect();
+        let got = read_gpu(&gpu, &gpu.gather_rows(&gw, &ids).unwrap());
+        assert_eq!(got, read_cpu(&cpu.gather_rows(&cw, &ids).unwrap()), "split {dtype:?} gather_rows");
+        // A reshape that keeps the row split is fine; ops that read one buffer refuse clearly.
+        assert!(gpu.reshape(&gw, &[n, k, 1]).is_ok());
+        let err = gpu.add(&gw, &gw).unwrap_err().to_string();
+        assert!(err.contains("split across") && err.contains("binding limit"), "{err}");
+        assert!(gpu.reshape(&gw, &[n * k]).unwrap_err().to_string().contains("split by rows"));
+    }
+}
+
+#[test]
+fn a_253_mb_f32_token_embedding_loads_split_and_gathers_exactly() {
+    let Some(gpu) = gpu() else { return };
+    // The real bigG text tower's f32 token embedding, [49408, 1280]: above WebGPU's 128 MiB binding limit.
+    let (rows, cols) = (49408usize, 1280usize);
+    let table: Vec<f32> = (0..rows * cols).map(|i| (i % 1_000_003) as f32 * 1e-3).collect();
+    let t = gpu.upload_weight(&f32_bytes(&table), WeightDType::F32, &[rows, cols]).unwrap();
+    assert_eq!(t.buffer_count(), 2);
+    assert_eq!(gpu.byte_size(&t), rows * cols * 4, "GPU bytes equal weight bytes");
+    let ids = [49407u32, 0, 26214, 26215, 49406, 320, 49407];
+    let got = read_gpu(gpu, &gpu.gather_rows(&t, &ids).unwrap());
+    let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * cols..(i as usize + 1) * cols].to_vec()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn shader_f16_and_packed_f16_linear_both_match_cpu() {
+    let Some(native) = gpu() else { return };
+    let packed = block(GpuBackend::with_options(GpuOptions { use_shader_f16: false, ..GpuOptions::default() })).unwrap();
+    assert!(!packed.has_shader_f16());
+    eprintln!("adapter shader-f16: {}", native.has_shader_f16());
+    let cpu = CpuBackend;
+    let mut rng = Rng(12);
+    for (m, k, n) in [(1, 1280, 77), (77, 33, 31), (257, 130, 65)] {
+        let (x, w) = (rng.vec(m * k, 1.0), f16_bytes(&rng.vec(n * k, 0.2)));
+        let want = read_cpu(&cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap());
+        for be in [native, &packed] {
+            let got = be.linear(&be.from_f32(&x, &[m, k]).unwrap(), &be.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap();
+            assert_f32_close(&format!("f16 linear (shader-f16 {}) m={m} k={k} n={n}", be.has_shader_f16()), &read_gpu(be, &got), &want);
+        }
+    }
 }
 
 /// A small transformer-block-shaped forward touching every op.

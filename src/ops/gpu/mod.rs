@@ -16,8 +16,12 @@
 //!   is a later step.
 //!
 //! Limits are WebGPU's defaults (clamped to the adapter's where lower), so native runs behave like the
-//! browser. One storage binding is at most 128 MiB there: a larger single tensor is an error for now
-//! (splitting big tensors across bindings comes later).
+//! browser. One storage binding is at most 128 MiB there, so a larger weight (the f32 token embedding of the
+//! bigG text tower is 253 MB) is split by rows into several buffers ([`RowChunk`]); `linear` and
+//! `gather_rows`, the ops that read such weights, run once per chunk. Other ops refuse split tensors clearly.
+//!
+//! `shader-f16`: where the adapter has it, f16 weights are read as native `f16` by the linear kernel
+//! (`linear_f16_native.wgsl`); otherwise through `unpack2x16float` (browsers without the feature).
 
 mod pool;
 
@@ -42,20 +46,48 @@ pub enum GpuDType {
 /// goes back to the pool (activations) or is freed (weights) when the last clone drops.
 #[derive(Clone)]
 pub struct GpuTensor {
+    /// The whole tensor, or the first row chunk of a split weight.
     buf: Arc<PooledBuffer>,
+    /// For a weight above the binding limit: all its row chunks in order (the first is `buf`); else empty.
+    chunks: Arc<[RowChunk]>,
     shape: Vec<usize>,
     dtype: GpuDType,
 }
 
+/// Rows `first_row .. first_row + rows` (of the first dimension) of a split weight, in their own buffer.
+pub struct RowChunk {
+    first_row: usize,
+    rows: usize,
+    buf: Arc<PooledBuffer>,
+}
+
 impl GpuTensor {
+    fn new(buf: PooledBuffer, shape: &[usize], dtype: GpuDType) -> GpuTensor {
+        GpuTensor { buf: Arc::new(buf), chunks: Arc::new([]), shape: shape.to_vec(), dtype }
+    }
     pub fn dtype(&self) -> GpuDType {
         self.dtype
+    }
+    /// How many buffers hold the tensor (more than one for weights above the binding limit).
+    pub fn buffer_count(&self) -> usize {
+        self.chunks.len().max(1)
     }
     fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+    fn is_split(&self) -> bool {
+        !self.chunks.is_empty()
+    }
     fn buffer(&self) -> &wgpu::Buffer {
         &self.buf.buffer
+    }
+    /// `(first_row, rows, buffer)` for each buffer, covering all rows of the first dimension.
+    fn row_chunks(&self) -> Vec<(usize, usize, &wgpu::Buffer)> {
+        if self.chunks.is_empty() {
+            vec![(0, self.shape.first().copied().unwrap_or(1), self.buffer())]
+        } else {
+            self.chunks.iter().map(|c| (c.first_row, c.rows, &c.buf.buffer)).collect()
+        }
     }
 }
 
@@ -70,6 +102,8 @@ impl std::fmt::Debug for GpuTensor {
 enum Kernel {
     LinearF32,
     LinearF16,
+    /// f16 weights read as WGSL `f16` (needs `shader-f16`).
+    LinearF16Native,
     LayerNorm,
     Attention,
     Add,
@@ -87,6 +121,7 @@ impl Kernel {
         match self {
             Kernel::LinearF32 => "linear_f32",
             Kernel::LinearF16 => "linear_f16",
+            Kernel::LinearF16Native => "linear_f16_native",
             Kernel::LayerNorm => "layer_norm",
             Kernel::Attention => "attention",
             Kernel::Add => "add",
@@ -101,6 +136,10 @@ impl Kernel {
         match self {
             Kernel::LinearF32 => [ACTIVATION_FNS, include_str!("kernels/linear_f32.wgsl"), LINEAR_TILED].concat(),
             Kernel::LinearF16 => [ACTIVATION_FNS, include_str!("kernels/linear_f16.wgsl"), LINEAR_TILED].concat(),
+            // `enable` must come first in a module.
+            Kernel::LinearF16Native => {
+                [include_str!("kernels/linear_f16_native.wgsl"), ACTIVATION_FNS, LINEAR_TILED].concat()
+            }
             Kernel::Activation => [ACTIVATION_FNS, include_str!("kernels/activation.wgsl")].concat(),
             Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
             Kernel::Attention => include_str!("kernels/attention.wgsl").into(),
@@ -135,6 +174,8 @@ struct Inner {
     info: wgpu::AdapterInfo,
     shader_f16: bool,
     limits: wgpu::Limits,
+    /// Largest buffer one tensor may occupy (the storage-binding limit unless a test lowers it).
+    max_tensor_bytes: u64,
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
     /// Uniform buffers by content: params are immutable, so equal params share one buffer forever.
     uniforms: Mutex<HashMap<Vec<u32>, wgpu::Buffer>>,
@@ -165,10 +206,32 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| backend_err(format!("{what} = {v} does not fit the kernels' 32-bit indices")))
 }
 
+/// Choices when opening the device; [`GpuOptions::default`] is what the app and CLI use.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions {
+    /// Use `shader-f16` where the adapter has it (default true). Off: the packed-f16 path browsers without the
+    /// feature take, so it can be tested on any adapter.
+    pub use_shader_f16: bool,
+    /// Split weights above this many bytes across buffers (default: the storage-binding limit). Tests lower it
+    /// to exercise splitting with small tensors.
+    pub max_tensor_bytes: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { use_shader_f16: true, max_tensor_bytes: None }
+    }
+}
+
 impl GpuBackend {
     /// Opens the default (high-performance) adapter. Fails with a clear error where there is none (no WebGPU
     /// in the browser, no Vulkan/Metal/DX12 driver natively). `WGPU_BACKEND` etc. are honoured natively.
     pub async fn new() -> Result<GpuBackend> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    /// [`GpuBackend::new`] with explicit [`GpuOptions`].
+    pub async fn with_options(options: GpuOptions) -> Result<GpuBackend> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -179,7 +242,9 @@ impl GpuBackend {
             .map_err(|e| backend_err(format!("no WebGPU adapter available: {e}")))?;
         // WebGPU's default limits (as a browser guarantees), lowered only where the adapter offers less.
         let limits = wgpu::Limits::default().or_worse_values_from(&adapter.limits());
-        let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let shader_f16 = options.use_shader_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
+        let binding_limit = u64::from(limits.max_storage_buffer_binding_size);
+        let max_tensor_bytes = options.max_tensor_bytes.map_or(binding_limit, |m| m.clamp(4, binding_limit));
         let required_features = if shader_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -208,6 +273,7 @@ impl GpuBackend {
                 info: adapter.get_info(),
                 shader_f16,
                 limits,
+                max_tensor_bytes,
                 pipelines: Mutex::default(),
                 uniforms: Mutex::default(),
                 pool: Arc::default(),
@@ -224,8 +290,8 @@ impl GpuBackend {
         format!("{} ({:?})", i.name, i.backend)
     }
 
-    /// Whether the device has `shader-f16` (f16 arithmetic in WGSL). Not used by the kernels yet: packed f16
-    /// weights are unpacked with core `unpack2x16float`, which every adapter has.
+    /// Whether f16 weights are read through `shader-f16` (the adapter has it and the options allow it); else
+    /// packed f16 is unpacked with core `unpack2x16float`, which every adapter has.
     pub fn has_shader_f16(&self) -> bool {
         self.inner.shader_f16
     }
@@ -253,8 +319,8 @@ impl GpuBackend {
         let max = self.inner.limits.max_storage_buffer_binding_size;
         if bytes > max {
             return Err(backend_err(format!(
-                "{what} needs {bytes} bytes, above this device's {max}-byte storage-binding limit \
-                 (splitting large tensors is not implemented yet)"
+                "{what} needs {bytes} bytes, above this device's {max}-byte storage-binding limit (only \
+                 weights are split across buffers, activations must fit one)"
             )));
         }
         Ok(())
@@ -267,7 +333,7 @@ impl GpuBackend {
         self.check_binding_size(bytes, what)?;
         u32_of(numel, "element count")?;
         let buf = pool::take(&self.inner.pool, &self.inner.device, bytes);
-        Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype: GpuDType::F32 })
+        Ok(GpuTensor::new(buf, shape, GpuDType::F32))
     }
 
     /// A new buffer holding `bytes` (zero-padded to 4). Created mapped, so it is correct to use in work
@@ -384,6 +450,7 @@ impl GpuBackend {
 
     /// The tensor as f32: itself, or an f16 weight unpacked into a new activation.
     fn as_f32(&self, t: &GpuTensor) -> Result<GpuTensor> {
+        self.check_whole(t, "this op")?;
         match t.dtype {
             GpuDType::F32 => Ok(t.clone()),
             GpuDType::F16 => {
@@ -394,6 +461,53 @@ impl GpuBackend {
         }
     }
 
+    /// Ops other than `linear` and `gather_rows` read one buffer: a split weight is refused, not misread.
+    fn check_whole(&self, t: &GpuTensor, op: &str) -> Result<()> {
+        if t.is_split() {
+            return Err(backend_err(format!(
+                "{op}: tensor {:?} is split across {} buffers (above the {}-byte binding limit); only linear and \
+                 gather_rows read split weights",
+                t.shape,
+                t.buffer_count(),
+                self.inner.max_tensor_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Uploads a weight above the binding limit as row chunks of the first dimension, each ≤ the limit.
+    fn upload_split(&self, bytes: &[u8], shape: &[usize], dtype: GpuDType, what: &str) -> Result<GpuTensor> {
+        let rows = shape.first().copied().unwrap_or(1);
+        let row_elems: usize = shape.iter().skip(1).product::<usize>().max(1);
+        let elem_bytes = match dtype {
+            GpuDType::F32 => 4,
+            GpuDType::F16 => 2,
+        };
+        let max = self.inner.max_tensor_bytes as usize;
+        let mut rows_per_chunk = (max / (row_elems * elem_bytes)).min(rows);
+        // Packed f16 chunks must start on a u32 boundary: an even element count per chunk.
+        if dtype == GpuDType::F16 && row_elems % 2 == 1 {
+            rows_per_chunk -= rows_per_chunk % 2;
+        }
+        if rows_per_chunk == 0 {
+            return Err(backend_err(format!(
+                "{what}: one row of {} bytes is above the {max}-byte binding limit, so it cannot be split by rows",
+                row_elems * elem_bytes
+            )));
+        }
+        let row_bytes = row_elems * elem_bytes;
+        let mut chunks = Vec::new();
+        let mut first_row = 0;
+        while first_row < rows {
+            let n = rows_per_chunk.min(rows - first_row);
+            let part = &bytes[first_row * row_bytes..(first_row + n) * row_bytes];
+            let buf = Arc::new(self.upload(part, &format!("{what} rows {first_row}..{}", first_row + n))?);
+            chunks.push(RowChunk { first_row, rows: n, buf });
+            first_row += n;
+        }
+        Ok(GpuTensor { buf: chunks[0].buf.clone(), chunks: chunks.into(), shape: shape.to_vec(), dtype })
+    }
+
     fn take_device_error(&self) -> Result<()> {
         match lock(&self.inner.device_error).take() {
             Some(e) => Err(backend_err(format!("WebGPU device error: {e}"))),
@@ -402,6 +516,7 @@ impl GpuBackend {
     }
 
     /// `x [m, k]` times the weight described by strides (see linear_tiled.wgsl), plus bias, then activation.
+    /// A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
     fn gemm(&self, x: &GpuTensor, w: &GpuTensor, (m, k, n): (usize, usize, usize), (w_sn, w_sk): (usize, usize),
         bias: Option<&GpuTensor>, act: Activation, op: &str) -> Result<GpuTensor> {
         let x = self.as_f32(x)?;
@@ -410,29 +525,40 @@ impl GpuBackend {
         if m == 0 || n == 0 {
             return Ok(out);
         }
-        let act_code = match act {
-            Activation::Identity => 0,
-            Activation::GeluErf => 1,
-            Activation::QuickGelu => 2,
-        };
-        let params = [
-            u32_of(m, "m")?,
-            u32_of(n, "n")?,
-            u32_of(k, "k")?,
-            u32_of(w_sn, "stride")?,
-            u32_of(w_sk, "stride")?,
-            bias.is_some() as u32,
-            act_code,
-        ];
+        let act_code = activation_code(act)?;
         let kernel = match w.dtype {
             GpuDType::F32 => Kernel::LinearF32,
+            GpuDType::F16 if self.inner.shader_f16 => Kernel::LinearF16Native,
             GpuDType::F16 => Kernel::LinearF16,
         };
         let bias_buf = bias.as_ref().map_or(&self.inner.dummy, |b| b.buffer());
-        let groups = [u32_of(ceil_div(n, LINEAR_TILE), "n")?, u32_of(ceil_div(m, LINEAR_TILE), "m")?, 1];
-        self.dispatch(kernel, &params, &[x.buffer(), w.buffer(), bias_buf, out.buffer()], groups);
+        let chunks = if w.is_split() { w.row_chunks() } else { vec![(0, n, w.buffer())] };
+        for (first, cols, w_buf) in chunks {
+            let params = [
+                u32_of(m, "m")?,
+                u32_of(cols, "n")?,
+                u32_of(k, "k")?,
+                u32_of(w_sn, "stride")?,
+                u32_of(w_sk, "stride")?,
+                bias.is_some() as u32,
+                act_code,
+                u32_of(n, "n")?,
+                u32_of(first, "column offset")?,
+            ];
+            let groups = [u32_of(ceil_div(cols, LINEAR_TILE), "n")?, u32_of(ceil_div(m, LINEAR_TILE), "m")?, 1];
+            self.dispatch(kernel, &params, &[x.buffer(), w_buf, bias_buf, out.buffer()], groups);
+        }
         Ok(out)
     }
+}
+
+/// The kernels' code for an activation (activation_fns.wgsl).
+fn activation_code(act: Activation) -> Result<u32> {
+    Ok(match act {
+        Activation::Identity => 0,
+        Activation::GeluErf => 1,
+        Activation::QuickGelu => 2,
+    })
 }
 
 fn dims2(t: &GpuTensor, op: &str) -> Result<(usize, usize)> {
@@ -472,8 +598,11 @@ impl Backend for GpuBackend {
             }
         };
         u32_of(numel, "element count")?;
-        let buf = self.upload(&bytes, &what)?;
-        Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype: gpu_dtype })
+        if bytes.len() as u64 <= self.inner.max_tensor_bytes {
+            let buf = self.upload(&bytes, &what)?;
+            return Ok(GpuTensor::new(buf, shape, gpu_dtype));
+        }
+        self.upload_split(&bytes, shape, gpu_dtype, &what)
     }
 
     fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
@@ -483,7 +612,7 @@ impl Backend for GpuBackend {
         }
         u32_of(numel, "element count")?;
         let buf = self.upload(bytemuck::cast_slice(data), "input")?;
-        Ok(GpuTensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype: GpuDType::F32 })
+        Ok(GpuTensor::new(buf, shape, GpuDType::F32))
     }
 
     fn shape(&self, t: &GpuTensor) -> Vec<usize> {
@@ -540,7 +669,7 @@ impl Backend for GpuBackend {
 
     /// The size of the buffer actually allocated (pool buckets and f16 padding included).
     fn byte_size(&self, t: &GpuTensor) -> usize {
-        t.buffer().size() as usize
+        t.row_chunks().iter().map(|(_, _, b)| b.size() as usize).sum()
     }
 
     fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
@@ -549,6 +678,7 @@ impl Backend for GpuBackend {
         if k != k2 {
             return Err(backend_err(format!("matmul: shapes {:?} and {:?} do not chain", a.shape, b.shape)));
         }
+        self.check_whole(b, "matmul")?;
         self.gemm(a, b, (m, k, n), (1, n), None, Activation::Identity, "matmul")
     }
 
@@ -642,11 +772,10 @@ impl Backend for GpuBackend {
     }
 
     fn activation(&self, x: &GpuTensor, act: Activation) -> Result<GpuTensor> {
-        let code = match act {
-            Activation::Identity => return Ok(x.clone()),
-            Activation::GeluErf => 1,
-            Activation::QuickGelu => 2,
-        };
+        if act == Activation::Identity {
+            return Ok(x.clone());
+        }
+        let code = activation_code(act)?;
         let x = self.as_f32(x)?;
         let out = self.alloc_f32(&x.shape, "activation")?;
         let n = x.numel();
@@ -667,8 +796,20 @@ impl Backend for GpuBackend {
             return Ok(out);
         }
         let ids_buf = self.upload(bytemuck::cast_slice(ids), "gather_rows ids")?;
-        let params = [u32_of(ids.len(), "rows")?, u32_of(cols, "cols")?, (table.dtype == GpuDType::F16) as u32];
-        self.dispatch(Kernel::GatherRows, &params, &[table.buffer(), &ids_buf.buffer, out.buffer()], self.groups_1d(n));
+        // One dispatch per row chunk of a split table; each writes the output rows whose id it holds.
+        for (first, count, table_buf) in table.row_chunks() {
+            if !ids.iter().any(|&i| (first..first + count).contains(&(i as usize))) {
+                continue;
+            }
+            let params = [
+                u32_of(ids.len(), "rows")?,
+                u32_of(cols, "cols")?,
+                (table.dtype == GpuDType::F16) as u32,
+                u32_of(first, "first row")?,
+                u32_of(count, "row count")?,
+            ];
+            self.dispatch(Kernel::GatherRows, &params, &[table_buf, &ids_buf.buffer, out.buffer()], self.groups_1d(n));
+        }
         Ok(out)
     }
 
@@ -683,6 +824,7 @@ impl Backend for GpuBackend {
         let out = self.alloc_f32(&shape, "concat_rows")?;
         let mut offset = 0;
         for part in parts {
+            self.check_whole(part, "concat_rows")?;
             let n = part.numel();
             match part.dtype {
                 GpuDType::F32 if n > 0 => self.record(|enc| {
@@ -701,6 +843,7 @@ impl Backend for GpuBackend {
         if start.checked_add(len).is_none_or(|end| end > rows) {
             return Err(backend_err(format!("slice_rows: rows {start}..{} out of range for {:?}", start + len, x.shape)));
         }
+        self.check_whole(x, "slice_rows")?;
         let row: usize = x.shape[1..].iter().product();
         let mut shape = x.shape.clone();
         shape[0] = len;
@@ -720,7 +863,16 @@ impl Backend for GpuBackend {
         if shape.iter().product::<usize>() != x.numel() {
             return Err(backend_err(format!("reshape: cannot view {:?} as {shape:?}", x.shape)));
         }
-        Ok(GpuTensor { buf: x.buf.clone(), shape: shape.to_vec(), dtype: x.dtype })
+        // A split weight keeps its row chunks, so only reshapes that keep the first dimension are allowed
+        // (e.g. a conv weight [out, in, kh, kw] viewed as [out, in·kh·kw]).
+        if x.is_split() && shape.first() != x.shape.first() {
+            return Err(backend_err(format!(
+                "reshape: {:?} is split by rows across {} buffers; cannot view it as {shape:?}",
+                x.shape,
+                x.buffer_count()
+            )));
+        }
+        Ok(GpuTensor { buf: x.buf.clone(), chunks: x.chunks.clone(), shape: shape.to_vec(), dtype: x.dtype })
     }
 
     fn image_patches(&self, image: &GpuTensor, patch: usize) -> Result<GpuTensor> {

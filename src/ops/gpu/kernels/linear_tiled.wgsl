@@ -1,6 +1,8 @@
 // y[m, n] = act(Σ_k x[m, k] · W(n, k) + bias[n]), W(n, k) = weight element n·w_sn + k·w_sk.
 // linear: w [n, k] → (w_sn, w_sk) = (k, 1); matmul: b [k, n] → (1, n). Preceded by activation_fns.wgsl and
-// linear_f32.wgsl or linear_f16.wgsl (binding 2 `w` and `load_w`).
+// linear_f32.wgsl, linear_f16.wgsl or linear_f16_native.wgsl (binding 2 `w` and `load_w`).
+// The output row stride and column offset let a weight split by rows (above the binding limit) write its
+// columns `out_col0 ..` of the full output, one dispatch per chunk; the bias is indexed the same way.
 //
 // 64×64 output tile per workgroup of 16×16 threads, 4×4 outputs per thread (rows ly + 16i, cols lx + 16j so
 // that reads of the shared tiles are consecutive across threads), K in steps of 16 through workgroup memory.
@@ -14,7 +16,11 @@ struct Params {
     w_sk: u32,
     has_bias: u32,
     act: u32,
-    _pad: u32,
+    out_stride: u32,
+    out_col0: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -70,9 +76,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             if (gm < p.m && gn < p.n) {
                 var v = acc[i][j];
                 if (p.has_bias != 0u) {
-                    v += bias[gn];
+                    v += bias[p.out_col0 + gn];
                 }
-                y[gm * p.n + gn] = apply_activation(v, p.act);
+                y[gm * p.out_stride + p.out_col0 + gn] = apply_activation(v, p.act);
             }
         }
     }
