@@ -23,6 +23,7 @@
 //! `shader-f16`: where the adapter has it, f16 weights are read as native `f16` by the linear kernel
 //! (`linear_f16_native.wgsl`); otherwise through `unpack2x16float` (browsers without the feature).
 
+mod image_ops;
 mod pool;
 
 pub use pool::PoolStats;
@@ -100,10 +101,8 @@ impl std::fmt::Debug for GpuTensor {
 /// The compute kernels, one WGSL file each (plus shared pieces prepended, WGSL having no includes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kernel {
-    LinearF32,
-    LinearF16,
-    /// f16 weights read as WGSL `f16` (needs `shader-f16`).
-    LinearF16Native,
+    /// The tiled GEMM (linear_tiled.wgsl) for one way of reading the weight and one way of reading the input.
+    Gemm(GemmWeight, GemmInput),
     LayerNorm,
     Attention,
     Add,
@@ -111,6 +110,32 @@ enum Kernel {
     GatherRows,
     UnpackF16,
     ImagePatches,
+    SoftmaxRows,
+    GroupNorm,
+    Mul,
+    ScaleShift,
+    AvgPool2x2,
+    ResizeNearest,
+    CopyCols,
+}
+
+/// How the tiled GEMM reads its right operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum GemmWeight {
+    F32,
+    /// f16 packed two per u32, unpacked with `unpack2x16float` (every adapter).
+    F16Packed,
+    /// f16 read as WGSL `f16` (adapters with `shader-f16`).
+    F16Native,
+}
+
+/// How the tiled GEMM reads its left operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum GemmInput {
+    /// A strided view of a row-major matrix.
+    Dense,
+    /// Implicit im2col of a channels-last image (conv2d).
+    Conv,
 }
 
 const ACTIVATION_FNS: &str = include_str!("kernels/activation_fns.wgsl");
@@ -119,9 +144,12 @@ const LINEAR_TILED: &str = include_str!("kernels/linear_tiled.wgsl");
 impl Kernel {
     fn name(self) -> &'static str {
         match self {
-            Kernel::LinearF32 => "linear_f32",
-            Kernel::LinearF16 => "linear_f16",
-            Kernel::LinearF16Native => "linear_f16_native",
+            Kernel::Gemm(GemmWeight::F32, GemmInput::Dense) => "linear_f32",
+            Kernel::Gemm(GemmWeight::F16Packed, GemmInput::Dense) => "linear_f16",
+            Kernel::Gemm(GemmWeight::F16Native, GemmInput::Dense) => "linear_f16_native",
+            Kernel::Gemm(GemmWeight::F32, GemmInput::Conv) => "conv2d_f32",
+            Kernel::Gemm(GemmWeight::F16Packed, GemmInput::Conv) => "conv2d_f16",
+            Kernel::Gemm(GemmWeight::F16Native, GemmInput::Conv) => "conv2d_f16_native",
             Kernel::LayerNorm => "layer_norm",
             Kernel::Attention => "attention",
             Kernel::Add => "add",
@@ -129,16 +157,30 @@ impl Kernel {
             Kernel::GatherRows => "gather_rows",
             Kernel::UnpackF16 => "unpack_f16",
             Kernel::ImagePatches => "image_patches",
+            Kernel::SoftmaxRows => "softmax_rows",
+            Kernel::GroupNorm => "group_norm",
+            Kernel::Mul => "mul",
+            Kernel::ScaleShift => "scale_shift",
+            Kernel::AvgPool2x2 => "avg_pool_2x2",
+            Kernel::ResizeNearest => "resize_nearest",
+            Kernel::CopyCols => "copy_cols",
         }
     }
 
     fn source(self) -> String {
         match self {
-            Kernel::LinearF32 => [ACTIVATION_FNS, include_str!("kernels/linear_f32.wgsl"), LINEAR_TILED].concat(),
-            Kernel::LinearF16 => [ACTIVATION_FNS, include_str!("kernels/linear_f16.wgsl"), LINEAR_TILED].concat(),
-            // `enable` must come first in a module.
-            Kernel::LinearF16Native => {
-                [include_str!("kernels/linear_f16_native.wgsl"), ACTIVATION_FNS, LINEAR_TILED].concat()
+            Kernel::Gemm(weight, input) => {
+                let input = match input {
+                    GemmInput::Dense => include_str!("kernels/gemm_x_dense.wgsl"),
+                    GemmInput::Conv => include_str!("kernels/gemm_x_conv.wgsl"),
+                };
+                // The native-f16 file starts with `enable f16;`, which must come first in a module.
+                let weight = match weight {
+                    GemmWeight::F32 => include_str!("kernels/linear_f32.wgsl"),
+                    GemmWeight::F16Packed => include_str!("kernels/linear_f16.wgsl"),
+                    GemmWeight::F16Native => include_str!("kernels/linear_f16_native.wgsl"),
+                };
+                [weight, ACTIVATION_FNS, input, LINEAR_TILED].concat()
             }
             Kernel::Activation => [ACTIVATION_FNS, include_str!("kernels/activation.wgsl")].concat(),
             Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
@@ -147,6 +189,13 @@ impl Kernel {
             Kernel::GatherRows => include_str!("kernels/gather_rows.wgsl").into(),
             Kernel::UnpackF16 => include_str!("kernels/unpack_f16.wgsl").into(),
             Kernel::ImagePatches => include_str!("kernels/image_patches.wgsl").into(),
+            Kernel::SoftmaxRows => include_str!("kernels/softmax_rows.wgsl").into(),
+            Kernel::GroupNorm => include_str!("kernels/group_norm.wgsl").into(),
+            Kernel::Mul => include_str!("kernels/mul.wgsl").into(),
+            Kernel::ScaleShift => include_str!("kernels/scale_shift.wgsl").into(),
+            Kernel::AvgPool2x2 => include_str!("kernels/avg_pool_2x2.wgsl").into(),
+            Kernel::ResizeNearest => include_str!("kernels/resize_nearest.wgsl").into(),
+            Kernel::CopyCols => include_str!("kernels/copy_cols.wgsl").into(),
         }
     }
 }
@@ -525,30 +574,107 @@ impl GpuBackend {
         if m == 0 || n == 0 {
             return Ok(out);
         }
-        let act_code = activation_code(act)?;
-        let kernel = match w.dtype {
-            GpuDType::F32 => Kernel::LinearF32,
-            GpuDType::F16 if self.inner.shader_f16 => Kernel::LinearF16Native,
-            GpuDType::F16 => Kernel::LinearF16,
-        };
-        let bias_buf = bias.as_ref().map_or(&self.inner.dummy, |b| b.buffer());
         let chunks = if w.is_split() { w.row_chunks() } else { vec![(0, n, w.buffer())] };
         for (first, cols, w_buf) in chunks {
-            let params = [
-                u32_of(m, "m")?,
-                u32_of(cols, "n")?,
-                u32_of(k, "k")?,
-                u32_of(w_sn, "stride")?,
-                u32_of(w_sk, "stride")?,
-                bias.is_some() as u32,
-                act_code,
-                u32_of(n, "n")?,
-                u32_of(first, "column offset")?,
-            ];
-            let groups = [u32_of(ceil_div(cols, LINEAR_TILE), "n")?, u32_of(ceil_div(m, LINEAR_TILE), "m")?, 1];
-            self.dispatch(kernel, &params, &[x.buffer(), w_buf, bias_buf, out.buffer()], groups);
+            self.dispatch_gemm(&Gemm {
+                n: cols,
+                w: w_buf,
+                w_sn,
+                w_sk,
+                bias: bias.as_ref().map(|b| (b.buffer(), first)),
+                act,
+                out_stride: n,
+                out_off: first,
+                ..Gemm::linear(m, k, cols, x.buffer(), w, out.buffer())
+            })?;
         }
         Ok(out)
+    }
+
+    /// Records one tiled-GEMM dispatch (linear_tiled.wgsl).
+    fn dispatch_gemm(&self, g: &Gemm) -> Result<()> {
+        if g.m == 0 || g.n == 0 {
+            return Ok(());
+        }
+        let weight = match g.w_dtype {
+            GpuDType::F32 => GemmWeight::F32,
+            GpuDType::F16 if self.inner.shader_f16 => GemmWeight::F16Native,
+            GpuDType::F16 => GemmWeight::F16Packed,
+        };
+        let (conv_h, conv_w, conv_cin, conv_ks) = g.conv.unwrap_or((0, 0, 0, 0));
+        let params = [
+            u32_of(g.m, "m")?,
+            u32_of(g.n, "n")?,
+            u32_of(g.k, "k")?,
+            u32_of(g.w_sn, "stride")?,
+            u32_of(g.w_sk, "stride")?,
+            u32_of(g.w_off, "offset")?,
+            g.bias.is_some() as u32,
+            activation_code(g.act)?,
+            u32_of(g.x_stride, "stride")?,
+            u32_of(g.x_off, "offset")?,
+            u32_of(g.out_stride, "stride")?,
+            u32_of(g.out_off, "offset")?,
+            u32_of(g.bias.map_or(0, |b| b.1), "offset")?,
+            u32_of(conv_h, "height")?,
+            u32_of(conv_w, "width")?,
+            u32_of(conv_cin, "channels")?,
+            u32_of(conv_ks, "kernel")?,
+        ];
+        let input = if g.conv.is_some() { GemmInput::Conv } else { GemmInput::Dense };
+        let bias_buf = g.bias.map_or(&self.inner.dummy, |b| b.0);
+        let groups = [u32_of(ceil_div(g.n, LINEAR_TILE), "n")?, u32_of(ceil_div(g.m, LINEAR_TILE), "m")?, 1];
+        self.dispatch(Kernel::Gemm(weight, input), &params, &[g.x, g.w, bias_buf, g.out], groups);
+        Ok(())
+    }
+}
+
+/// One tiled-GEMM dispatch: `out[out_off + i·out_stride + j] = act(Σ_k X(i, k)·W(j, k) + bias[bias_off + j])`
+/// with `X(i, k) = x[x_off + i·x_stride + k]` (or the conv gather) and `W(j, k) = w[w_off + j·w_sn + k·w_sk]`.
+struct Gemm<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &'a wgpu::Buffer,
+    x_stride: usize,
+    x_off: usize,
+    /// Implicit im2col instead of a dense `x`: (height, width, in channels, kernel size).
+    conv: Option<(usize, usize, usize, usize)>,
+    w: &'a wgpu::Buffer,
+    w_dtype: GpuDType,
+    w_sn: usize,
+    w_sk: usize,
+    w_off: usize,
+    /// The bias buffer and the offset of output column 0 in it.
+    bias: Option<(&'a wgpu::Buffer, usize)>,
+    act: Activation,
+    out: &'a wgpu::Buffer,
+    out_stride: usize,
+    out_off: usize,
+}
+
+impl<'a> Gemm<'a> {
+    /// `x [m, k] · w [n, k]ᵀ → out [m, n]`, all dense and unoffset; call sites change what differs.
+    fn linear(m: usize, k: usize, n: usize, x: &'a wgpu::Buffer, w: &'a GpuTensor, out: &'a wgpu::Buffer) -> Gemm<'a> {
+        Gemm {
+            m,
+            n,
+            k,
+            x,
+            x_stride: k,
+            x_off: 0,
+            conv: None,
+            w: w.buffer(),
+            w_dtype: w.dtype,
+            w_sn: k,
+            w_sk: 1,
+            w_off: 0,
+            bias: None,
+            act: Activation::Identity,
+            out,
+            out_stride: n,
+            out_off: 0,
+        }
     }
 }
 
@@ -731,13 +857,12 @@ impl Backend for GpuBackend {
             }
         }
         let d = width / heads;
-        if d > ATTENTION_MAX_HEAD_DIM || s > ATTENTION_MAX_KEYS {
-            return Err(backend_err(format!(
-                "attention: head dim {d} / {s} keys exceed the kernel's {ATTENTION_MAX_HEAD_DIM} / {ATTENTION_MAX_KEYS}"
-            )));
-        }
         let (q, k, v) = (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?);
         let bias = bias.map(|b| self.as_f32(b)).transpose()?;
+        if t > 0 && s > 0 && (d > ATTENTION_MAX_HEAD_DIM || s > ATTENTION_MAX_KEYS) {
+            // Beyond the fused kernel's workgroup memory (the decoders' long sequences, MoVQ's 512-wide head).
+            return self.attention_blocked(&q, &k, &v, heads, scale, bias.as_ref());
+        }
         let out = self.alloc_f32(&[t, width], "attention")?;
         if t == 0 || width == 0 {
             return Ok(out);

@@ -1,5 +1,5 @@
 // Shared pointwise activations, prepended to every kernel that applies one (WGSL has no #include).
-// Codes match `Activation` on the host: 0 identity, 1 exact-erf GELU, 2 quick GELU.
+// Codes match `Activation` on the host: 0 identity, 1 exact-erf GELU, 2 quick GELU, 3 SiLU.
 
 // erf for f32, max error ≈ 1 ulp (N. Juffa's minimax erff; measured 6.1e-8 abs against libm's erf).
 // WGSL has no erf builtin; Abramowitz–Stegun 7.1.26 (1.5e-7) is too coarse to match PyTorch.
@@ -37,6 +37,7 @@ fn apply_activation(x: f32, act: u32) -> f32 {
     switch act {
         case 1u: { return 0.5 * x * (1.0 + erf_f32(x * 0.70710678118654752)); }
         case 2u: { return x * sigmoid_f32(1.702 * x); }
+        case 3u: { return x * sigmoid_f32(x); }
         default: { return x; }
     }
 }

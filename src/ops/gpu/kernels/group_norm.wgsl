@@ -1,0 +1,61 @@
+// Group norm of one sample x [positions, channels] (channels-last): for group g (channels g·cg .. (g+1)·cg,
+// cg = channels / groups) mean and biased variance over all positions × cg values, then
+// y = (x − mean) / sqrt(var + eps) · gamma[c] + beta[c]. One workgroup per group; mean first, then the
+// variance around it (two passes, as accurate as PyTorch's).
+
+struct Params {
+    positions: u32,
+    channels: u32,
+    group_channels: u32,
+    eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const WG: u32 = 256u;
+var<workgroup> red: array<f32, WG>;
+
+fn sum_all(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (li < stride) {
+            red[li] += red[li + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Element i of the group: position i / cg, channel c0 + i % cg.
+fn index_of(i: u32, c0: u32) -> u32 {
+    return (i / p.group_channels) * p.channels + c0 + i % p.group_channels;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let c0 = wg.x * p.group_channels;
+    let count = p.positions * p.group_channels;
+    var acc = 0.0;
+    for (var i = li; i < count; i += WG) {
+        acc += x[index_of(i, c0)];
+    }
+    let mean = sum_all(li, acc) / f32(count);
+    acc = 0.0;
+    for (var i = li; i < count; i += WG) {
+        let d = x[index_of(i, c0)] - mean;
+        acc += d * d;
+    }
+    let inv = inverseSqrt(sum_all(li, acc) / f32(count) + p.eps);
+    for (var i = li; i < count; i += WG) {
+        let e = index_of(i, c0);
+        let c = c0 + i % p.group_channels;
+        y[e] = (x[e] - mean) * inv * gamma[c] + beta[c];
+    }
+}
