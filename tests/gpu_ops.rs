@@ -503,3 +503,109 @@ fn repeated_forwards_reuse_pooled_buffers() {
     assert_eq!(pool.free, pool.buffers, "every activation went back to the pool");
     eprintln!("pool after 101 forwards: {pool:?}, {uniforms} uniform buffers");
 }
+
+// ---- The decoder's ops (feature maps are channels-last [h·w, c]) ----
+
+#[test]
+fn conv2d_matches_cpu_for_3x3_and_1x1_f32_and_f16_awkward_sizes() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(21);
+    for (h, w, cin, cout, k, dtype) in [
+        (1, 1, 3, 5, 3, WeightDType::F32),
+        (7, 5, 4, 8, 3, WeightDType::F32),
+        (8, 8, 33, 65, 3, WeightDType::F16),
+        (9, 3, 17, 3, 1, WeightDType::F16),
+        (16, 16, 32, 32, 3, WeightDType::F32),
+        (64, 64, 4, 32, 3, WeightDType::F32),
+    ] {
+        let (x, wt, b) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * k * k, 0.3), rng.vec(cout, 0.5));
+        let raw = if dtype == WeightDType::F32 { f32_bytes(&wt) } else { f16_bytes(&wt) };
+        let shape = [cout, cin * k * k];
+        let want = cpu
+            .conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cpu.upload_weight(&raw, dtype, &shape).unwrap(), Some(&cpu.from_f32(&b, &[cout]).unwrap()), k)
+            .unwrap();
+        let got = gpu
+            .conv2d(&gpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gpu.upload_weight(&raw, dtype, &shape).unwrap(), Some(&gpu.from_f32(&b, &[cout]).unwrap()), k)
+            .unwrap();
+        assert_f32_close(&format!("conv2d {h}×{w} {cin}→{cout} k={k} {dtype:?}"), &read_gpu(gpu, &got), &read_cpu(&want));
+    }
+    let x = gpu.from_f32(&[0.0; 12], &[6, 2]).unwrap();
+    assert!(gpu.conv2d(&x, 2, 2, &gpu.from_f32(&[0.0; 18], &[1, 18]).unwrap(), None, 3).is_err(), "6 rows are not 2×2");
+    assert!(gpu.conv2d(&x, 2, 3, &gpu.from_f32(&[0.0; 8], &[1, 8]).unwrap(), None, 2).is_err(), "even kernel");
+}
+
+#[test]
+fn conv2d_with_a_weight_split_across_buffers_matches_cpu() {
+    let Some(gpu) = gpu_splitting_at_4k() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(22);
+    let (h, w, cin, cout) = (6, 7, 9, 40);
+    let (x, wt, b) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.3), rng.vec(cout, 0.5));
+    let gw = gpu.upload_weight(&f32_bytes(&wt), WeightDType::F32, &[cout, cin, 3, 3]).unwrap();
+    assert!(gw.buffer_count() > 1);
+    let gw = gpu.reshape(&gw, &[cout, cin * 9]).unwrap();
+    let got = gpu.conv2d(&gpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gw, Some(&gpu.from_f32(&b, &[cout]).unwrap()), 3).unwrap();
+    let want = cpu
+        .conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(), Some(&cpu.from_f32(&b, &[cout]).unwrap()), 3)
+        .unwrap();
+    assert_f32_close("split conv2d", &read_gpu(&gpu, &got), &read_cpu(&want));
+}
+
+#[test]
+fn group_norm_matches_cpu_for_group_counts_and_sizes() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(23);
+    for (positions, channels, groups, eps) in [(1, 8, 8, 1e-5), (64, 32, 8, 1e-5), (4096, 64, 32, 1e-6), (7, 96, 32, 1e-5), (100, 6, 1, 1e-5)] {
+        let mut x = rng.vec(positions * channels, 2.0);
+        x.iter_mut().enumerate().for_each(|(i, v)| *v += (i % channels) as f32 * 0.1); // groups with offsets
+        let (g, b) = (rng.vec(channels, 1.5), rng.vec(channels, 0.5));
+        let want = cpu
+            .group_norm(&cpu.from_f32(&x, &[positions, channels]).unwrap(), groups, &cpu.from_f32(&g, &[channels]).unwrap(), &cpu.from_f32(&b, &[channels]).unwrap(), eps)
+            .unwrap();
+        let got = gpu
+            .group_norm(&gpu.from_f32(&x, &[positions, channels]).unwrap(), groups, &gpu.from_f32(&g, &[channels]).unwrap(), &gpu.from_f32(&b, &[channels]).unwrap(), eps)
+            .unwrap();
+        assert_f32_close(&format!("group_norm {positions}×{channels} groups={groups}"), &read_gpu(gpu, &got), &read_cpu(&want));
+    }
+}
+
+#[test]
+fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(24);
+    let (h, w, c) = (6, 10, 5);
+    let x = rng.vec(h * w * c, 2.0);
+    let (gx, cx) = (gpu.from_f32(&x, &[h * w, c]).unwrap(), cpu.from_f32(&x, &[h * w, c]).unwrap());
+    assert_eq!(read_gpu(gpu, &gpu.avg_pool_2x2(&gx, h, w).unwrap()), read_cpu(&cpu.avg_pool_2x2(&cx, h, w).unwrap()), "avg_pool_2x2");
+    assert!(gpu.avg_pool_2x2(&gpu.from_f32(&x[..3 * w * c], &[3 * w, c]).unwrap(), 3, w).is_err(), "odd height");
+    for (oh, ow) in [(12, 20), (24, 40), (3, 5), (7, 13), (1, 1)] {
+        let got = read_gpu(gpu, &gpu.resize_nearest(&gx, h, w, oh, ow).unwrap());
+        assert_eq!(got, read_cpu(&cpu.resize_nearest(&cx, h, w, oh, ow).unwrap()), "resize_nearest {h}×{w} → {oh}×{ow}");
+    }
+    let parts: Vec<Vec<f32>> = [3usize, 1, 7].iter().map(|&cols| rng.vec(11 * cols, 1.0)).collect();
+    let gp: Vec<_> = parts.iter().map(|p| gpu.from_f32(p, &[11, p.len() / 11]).unwrap()).collect();
+    let cp: Vec<_> = parts.iter().map(|p| cpu.from_f32(p, &[11, p.len() / 11]).unwrap()).collect();
+    let got = read_gpu(gpu, &gpu.concat_cols(&gp.iter().collect::<Vec<_>>()).unwrap());
+    assert_eq!(got, read_cpu(&cpu.concat_cols(&cp.iter().collect::<Vec<_>>()).unwrap()), "concat_cols");
+    assert!(gpu.concat_cols(&[&gp[0], &gpu.from_f32(&[0.0; 3], &[1, 3]).unwrap()]).is_err(), "row counts differ");
+    let y = rng.vec(h * w * c, 2.0);
+    let (gy, cy) = (gpu.from_f32(&y, &[h * w, c]).unwrap(), cpu.from_f32(&y, &[h * w, c]).unwrap());
+    assert_eq!(read_gpu(gpu, &gpu.mul(&gx, &gy).unwrap()), read_cpu(&cpu.mul(&cx, &cy).unwrap()), "mul");
+    let (sc, sh) = (rng.vec(c, 1.0), rng.vec(c, 1.0));
+    let got = gpu.scale_shift(&gx, &gpu.from_f32(&sc, &[1, c]).unwrap(), &gpu.from_f32(&sh, &[1, c]).unwrap()).unwrap();
+    let want = cpu.scale_shift(&cx, &cpu.from_f32(&sc, &[1, c]).unwrap(), &cpu.from_f32(&sh, &[1, c]).unwrap()).unwrap();
+    assert_f32_close("scale_shift", &read_gpu(gpu, &got), &read_cpu(&want));
+    let mut extremes = x.clone();
+    extremes[..4].copy_from_slice(&[-100.0, 100.0, -1e-3, 0.0]);
+    let got = read_gpu(gpu, &gpu.activation(&gpu.from_f32(&extremes, &[h * w, c]).unwrap(), Activation::Silu).unwrap());
+    let want = read_cpu(&cpu.activation(&cpu.from_f32(&extremes, &[h * w, c]).unwrap(), Activation::Silu).unwrap());
+    assert_f32_close("silu", &got, &want);
+    // SiLU fused into the GEMM epilogue (conv2d → SiLU is not fused, but linear may be).
+    let wt = rng.vec(4 * c, 0.5);
+    let got = gpu.linear(&gx, &gpu.from_f32(&wt, &[4, c]).unwrap(), None, Activation::Silu).unwrap();
+    let want = cpu.linear(&cx, &cpu.from_f32(&wt, &[4, c]).unwrap(), None, Activation::Silu).unwrap();
+    assert_f32_close("linear + silu", &read_gpu(gpu, &got), &read_cpu(&want));
+}

@@ -684,6 +684,7 @@ fn activation_code(act: Activation) -> Result<u32> {
         Activation::Identity => 0,
         Activation::GeluErf => 1,
         Activation::QuickGelu => 2,
+        Activation::Silu => 3,
     })
 }
 
@@ -1018,5 +1019,36 @@ impl Backend for GpuBackend {
             self.dispatch(Kernel::ImagePatches, &params, &[image.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)
+    }
+
+    fn conv2d(&self, x: &GpuTensor, height: usize, width: usize, weight: &GpuTensor, bias: Option<&GpuTensor>,
+        kernel: usize) -> Result<GpuTensor> {
+        self.conv2d_kernel(x, height, width, weight, bias, kernel)
+    }
+
+    fn group_norm(&self, x: &GpuTensor, groups: usize, gamma: &GpuTensor, beta: &GpuTensor, eps: f64)
+        -> Result<GpuTensor> {
+        self.group_norm_kernel(x, groups, gamma, beta, eps)
+    }
+
+    fn avg_pool_2x2(&self, x: &GpuTensor, height: usize, width: usize) -> Result<GpuTensor> {
+        self.avg_pool_2x2_kernel(x, height, width)
+    }
+
+    fn resize_nearest(&self, x: &GpuTensor, height: usize, width: usize, out_height: usize, out_width: usize)
+        -> Result<GpuTensor> {
+        self.resize_nearest_kernel(x, height, width, out_height, out_width)
+    }
+
+    fn concat_cols(&self, parts: &[&GpuTensor]) -> Result<GpuTensor> {
+        self.concat_cols_kernel(parts)
+    }
+
+    fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.mul_kernel(a, b)
+    }
+
+    fn scale_shift(&self, x: &GpuTensor, scale: &GpuTensor, shift: &GpuTensor) -> Result<GpuTensor> {
+        self.scale_shift_kernel(x, scale, shift)
     }
 }
