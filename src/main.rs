@@ -110,6 +110,12 @@ enum Command {
         /// Weight storage type.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: DTypeChoice,
+        /// GPU: force the GEMM's 64×64 or 128×128 output tiling (default: by output size).
+        #[arg(long)]
+        gemm_tile: Option<u32>,
+        /// GPU: read f16 weights through the packed-u32 path even where the adapter has shader-f16.
+        #[arg(long)]
+        packed_f16: bool,
     },
     /// Canny edge map as cv2.imread(GRAYSCALE) + cv2.Canny(img, low, high).
     Canny {
@@ -254,7 +260,7 @@ fn run(cli: Cli) -> Result<()> {
             req.control = control.as_deref().map(read_file).transpose()?;
             on_backend!(select_backend(backend)?, be => prior(be, &model, &req, &out, timings))
         }
-        Command::Bench { only, iters, dtype } => run_bench(&only, iters, dtype),
+        Command::Bench { only, iters, dtype, gemm_tile, packed_f16 } => run_bench(&only, iters, dtype, gemm_tile, packed_f16),
         Command::Canny { image, out, low, high } => {
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
                 .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
@@ -392,7 +398,7 @@ enum BenchRow {
     Model(lambda_eclipse::bench::Model),
 }
 
-fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice) -> Result<()> {
+fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, gemm_tile: Option<u32>, packed_f16: bool) -> Result<()> {
     use lambda_eclipse::bench::{self, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
@@ -412,15 +418,23 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice) -> Result<()>
     let cpu = CpuBackend::new();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     #[cfg(feature = "gpu")]
-    let (gpu, gpu_name) = match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new()) {
+    let options = lambda_eclipse::ops::gpu::GpuOptions { gemm_tile, use_shader_f16: !packed_f16, ..Default::default() };
+    let (gpu, gpu_name) = match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::with_options(options)) {
         Ok(g) => {
-            let name = g.adapter_description();
+            let name = format!(
+                "{} (shader-f16 {}, GEMM tile {})",
+                g.adapter_description(),
+                if g.has_shader_f16() { "on" } else { "off" },
+                gemm_tile.map_or("auto".to_string(), |t| t.to_string())
+            );
             (Some(g), name)
         }
         Err(e) => (None, format!("none ({e})")),
     };
     #[cfg(not(feature = "gpu"))]
     let gpu_name = "not built (feature `gpu`)".to_string();
+    #[cfg(not(feature = "gpu"))]
+    let _ = (gemm_tile, packed_f16);
     println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {dtype:?} | median of {iters} after a warm-up");
     println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
     for row in &rows {

@@ -609,3 +609,27 @@ fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
     let want = cpu.linear(&cx, &cpu.from_f32(&wt, &[4, c]).unwrap(), None, Activation::Silu).unwrap();
     assert_f32_close("linear + silu", &read_gpu(gpu, &got), &read_cpu(&want));
 }
+
+#[test]
+fn both_gemm_tilings_match_cpu_for_linear_matmul_and_conv() {
+    let Some(_) = gpu() else { return };
+    let cpu = CpuBackend;
+    let mut rng = Rng(25);
+    for tile in [64, 128] {
+        let gpu = block(GpuBackend::with_options(GpuOptions { gemm_tile: Some(tile), ..GpuOptions::default() })).unwrap();
+        for (m, k, n) in [(1, 7, 3), (77, 1280, 130), (129, 9, 257), (257, 64, 128), (300, 513, 200)] {
+            let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
+            let got = gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[n, k]).unwrap(), Some(&gpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap();
+            let want = cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap();
+            assert_f32_close(&format!("linear tile {tile} m={m} k={k} n={n}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+            let got = gpu.matmul(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            let want = cpu.matmul(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            assert_f32_close(&format!("matmul tile {tile} m={m} k={k} n={n}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+        }
+        let (h, w, cin, cout) = (16, 12, 20, 130);
+        let (x, wt) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.2));
+        let got = gpu.conv2d(&gpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gpu.from_f32(&wt, &[cout, cin * 9]).unwrap(), None, 3).unwrap();
+        let want = cpu.conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(), None, 3).unwrap();
+        assert_f32_close(&format!("conv2d tile {tile}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+    }
+}

@@ -101,8 +101,9 @@ impl std::fmt::Debug for GpuTensor {
 /// The compute kernels, one WGSL file each (plus shared pieces prepended, WGSL having no includes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kernel {
-    /// The tiled GEMM (linear_tiled.wgsl) for one way of reading the weight and one way of reading the input.
-    Gemm(GemmWeight, GemmInput),
+    /// The tiled GEMM (gemm_params.wgsl) for one way of reading the weight, one way of reading the input and
+    /// one tiling.
+    Gemm(GemmWeight, GemmInput, GemmTile),
     LayerNorm,
     Attention,
     Add,
@@ -129,6 +130,15 @@ enum GemmWeight {
     F16Native,
 }
 
+/// The GEMM's output tile per workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum GemmTile {
+    /// 64×64, 4×4 per thread: small outputs.
+    T64,
+    /// 128×128, 8×8 per thread: both output dimensions ≥ 128.
+    T128,
+}
+
 /// How the tiled GEMM reads its left operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum GemmInput {
@@ -139,17 +149,12 @@ enum GemmInput {
 }
 
 const ACTIVATION_FNS: &str = include_str!("kernels/activation_fns.wgsl");
-const LINEAR_TILED: &str = include_str!("kernels/linear_tiled.wgsl");
+const GEMM_PARAMS: &str = include_str!("kernels/gemm_params.wgsl");
 
 impl Kernel {
     fn name(self) -> &'static str {
         match self {
-            Kernel::Gemm(GemmWeight::F32, GemmInput::Dense) => "linear_f32",
-            Kernel::Gemm(GemmWeight::F16Packed, GemmInput::Dense) => "linear_f16",
-            Kernel::Gemm(GemmWeight::F16Native, GemmInput::Dense) => "linear_f16_native",
-            Kernel::Gemm(GemmWeight::F32, GemmInput::Conv) => "conv2d_f32",
-            Kernel::Gemm(GemmWeight::F16Packed, GemmInput::Conv) => "conv2d_f16",
-            Kernel::Gemm(GemmWeight::F16Native, GemmInput::Conv) => "conv2d_f16_native",
+            Kernel::Gemm(..) => "gemm",
             Kernel::LayerNorm => "layer_norm",
             Kernel::Attention => "attention",
             Kernel::Add => "add",
@@ -169,18 +174,22 @@ impl Kernel {
 
     fn source(self) -> String {
         match self {
-            Kernel::Gemm(weight, input) => {
+            Kernel::Gemm(weight, input, tile) => {
+                // gemm_w_f16.wgsl starts with `enable f16;`, which must come first in a module.
+                let weight = match weight {
+                    GemmWeight::F32 => include_str!("kernels/gemm_w_f32.wgsl"),
+                    GemmWeight::F16Packed => include_str!("kernels/gemm_w_f16_packed.wgsl"),
+                    GemmWeight::F16Native => include_str!("kernels/gemm_w_f16.wgsl"),
+                };
                 let input = match input {
                     GemmInput::Dense => include_str!("kernels/gemm_x_dense.wgsl"),
                     GemmInput::Conv => include_str!("kernels/gemm_x_conv.wgsl"),
                 };
-                // The native-f16 file starts with `enable f16;`, which must come first in a module.
-                let weight = match weight {
-                    GemmWeight::F32 => include_str!("kernels/linear_f32.wgsl"),
-                    GemmWeight::F16Packed => include_str!("kernels/linear_f16.wgsl"),
-                    GemmWeight::F16Native => include_str!("kernels/linear_f16_native.wgsl"),
+                let tile = match tile {
+                    GemmTile::T64 => include_str!("kernels/gemm_tile_64.wgsl"),
+                    GemmTile::T128 => include_str!("kernels/gemm_tile_128.wgsl"),
                 };
-                [weight, ACTIVATION_FNS, input, LINEAR_TILED].concat()
+                [weight, ACTIVATION_FNS, GEMM_PARAMS, input, tile].concat()
             }
             Kernel::Activation => [ACTIVATION_FNS, include_str!("kernels/activation.wgsl")].concat(),
             Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
@@ -201,7 +210,6 @@ impl Kernel {
 }
 
 /// Workgroup sizes and shared-memory bounds baked into the kernels.
-const LINEAR_TILE: usize = 64;
 const ELEMENTWISE_WG: usize = 256;
 const ATTENTION_MAX_HEAD_DIM: usize = 256;
 const ATTENTION_MAX_KEYS: usize = 1024;
@@ -225,6 +233,8 @@ struct Inner {
     limits: wgpu::Limits,
     /// Largest buffer one tensor may occupy (the storage-binding limit unless a test lowers it).
     max_tensor_bytes: u64,
+    /// A forced GEMM tiling (tests, benchmarks); `None` picks by output size.
+    gemm_tile: Option<GemmTile>,
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
     /// Uniform buffers by content: params are immutable, so equal params share one buffer forever.
     uniforms: Mutex<HashMap<Vec<u32>, wgpu::Buffer>>,
@@ -264,11 +274,14 @@ pub struct GpuOptions {
     /// Split weights above this many bytes across buffers (default: the storage-binding limit). Tests lower it
     /// to exercise splitting with small tensors.
     pub max_tensor_bytes: Option<u64>,
+    /// Force the GEMM's 64×64 (`Some(64)`) or 128×128 (`Some(128)`) tiling; `None` (default) picks 128×128
+    /// when both output dimensions are ≥ 128. For tests and the benchmark.
+    pub gemm_tile: Option<u32>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { use_shader_f16: true, max_tensor_bytes: None }
+        GpuOptions { use_shader_f16: true, max_tensor_bytes: None, gemm_tile: None }
     }
 }
 
@@ -294,6 +307,12 @@ impl GpuBackend {
         let shader_f16 = options.use_shader_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
         let binding_limit = u64::from(limits.max_storage_buffer_binding_size);
         let max_tensor_bytes = options.max_tensor_bytes.map_or(binding_limit, |m| m.clamp(4, binding_limit));
+        let gemm_tile = match options.gemm_tile {
+            None => None,
+            Some(64) => Some(GemmTile::T64),
+            Some(128) => Some(GemmTile::T128),
+            Some(t) => return Err(backend_err(format!("GEMM tile {t}: the kernels have 64 and 128"))),
+        };
         let required_features = if shader_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -323,6 +342,7 @@ impl GpuBackend {
                 shader_f16,
                 limits,
                 max_tensor_bytes,
+                gemm_tile,
                 pipelines: Mutex::default(),
                 uniforms: Mutex::default(),
                 pool: Arc::default(),
@@ -564,7 +584,7 @@ impl GpuBackend {
         }
     }
 
-    /// `x [m, k]` times the weight described by strides (see linear_tiled.wgsl), plus bias, then activation.
+    /// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation.
     /// A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
     fn gemm(&self, x: &GpuTensor, w: &GpuTensor, (m, k, n): (usize, usize, usize), (w_sn, w_sk): (usize, usize),
         bias: Option<&GpuTensor>, act: Activation, op: &str) -> Result<GpuTensor> {
@@ -591,7 +611,7 @@ impl GpuBackend {
         Ok(out)
     }
 
-    /// Records one tiled-GEMM dispatch (linear_tiled.wgsl).
+    /// Records one tiled-GEMM dispatch (gemm_params.wgsl).
     fn dispatch_gemm(&self, g: &Gemm) -> Result<()> {
         if g.m == 0 || g.n == 0 {
             return Ok(());
@@ -622,9 +642,14 @@ impl GpuBackend {
             u32_of(conv_ks, "kernel")?,
         ];
         let input = if g.conv.is_some() { GemmInput::Conv } else { GemmInput::Dense };
+        let (tile, size) = match self.inner.gemm_tile {
+            Some(tile) => (tile, if tile == GemmTile::T128 { 128 } else { 64 }),
+            None if g.m >= 128 && g.n >= 128 => (GemmTile::T128, 128),
+            None => (GemmTile::T64, 64),
+        };
         let bias_buf = g.bias.map_or(&self.inner.dummy, |b| b.0);
-        let groups = [u32_of(ceil_div(g.n, LINEAR_TILE), "n")?, u32_of(ceil_div(g.m, LINEAR_TILE), "m")?, 1];
-        self.dispatch(Kernel::Gemm(weight, input), &params, &[g.x, g.w, bias_buf, g.out], groups);
+        let groups = [u32_of(ceil_div(g.n, size), "n")?, u32_of(ceil_div(g.m, size), "m")?, 1];
+        self.dispatch(Kernel::Gemm(weight, input, tile), &params, &[g.x, g.w, bias_buf, g.out], groups);
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-// Input access for the tiled GEMM (linear_tiled.wgsl) as an implicit im2col: conv2d as a matrix product
+// Input access for the tiled GEMM (gemm_params.wgsl) as an implicit im2col: conv2d as a matrix product
 // without materialising the 9×-larger patch matrix. x is one channels-last image [conv_h·conv_w, conv_cin];
 // row m is output pixel (m / conv_w, m % conv_w); column k is (channel, ky, kx) in PyTorch's weight order
 // [cout, cin, kh, kw], stride 1, zero padding conv_ks / 2.

@@ -1,4 +1,4 @@
-// Input access for the tiled GEMM (linear_tiled.wgsl): a strided view of a row-major matrix,
+// Input access for the tiled GEMM (gemm_params.wgsl): a strided view of a row-major matrix,
 // X(m, k) = x[x_off + m·x_stride + k].
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 

@@ -1,4 +1,4 @@
-// Weight access for the tiled linear/matmul kernel (linear_tiled.wgsl): f16 weights packed two per u32,
+// Weight access for the tiled GEMM (gemm_params.wgsl): f16 weights packed two per u32,
 // element 2i in the low half (little-endian, as safetensors stores them). unpack2x16float is core WGSL, so
 // this path needs no `shader-f16` feature and runs on every WebGPU adapter.
 @group(0) @binding(2) var<storage, read> w: array<u32>;

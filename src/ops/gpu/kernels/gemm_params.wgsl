@@ -1,0 +1,45 @@
+// The tiled GEMM behind linear, matmul, conv2d and the long-sequence attention: parameters, bindings and
+// the epilogue shared by its two tilings (gemm_tile_64.wgsl, gemm_tile_128.wgsl), which follow this file.
+//   y[m, n] = act(Σ_k X(m, k) · W(n, k) + bias[bias_off + n]),
+//   W(n, k) = w[w_off + n·w_sn + k·w_sk]; y written at out_off + m·out_stride + n.
+// linear: w [n, k] → (w_sn, w_sk) = (k, 1); matmul: b [k, n] → (1, n). X(m, k) comes from `load_x`:
+// gemm_x_dense.wgsl (x[x_off + m·x_stride + k], a strided view: one head's columns, a block of rows) or
+// gemm_x_conv.wgsl (implicit im2col of a channels-last image). `w` and `load_w` come from gemm_w_f32.wgsl,
+// gemm_w_f16_packed.wgsl or gemm_w_f16.wgsl. Offsets and strides let one dispatch write a column block of
+// a larger output (a weight split by rows, one attention head).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    w_sn: u32,
+    w_sk: u32,
+    w_off: u32,
+    has_bias: u32,
+    act: u32,
+    x_stride: u32,
+    x_off: u32,
+    out_stride: u32,
+    out_off: u32,
+    bias_off: u32,
+    conv_h: u32,
+    conv_w: u32,
+    conv_cin: u32,
+    conv_ks: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+// Bias, activation and the strided store of one output element (rows/cols already bounds-checked).
+fn store(gm: u32, gn: u32, acc: f32) {
+    var v = acc;
+    if (p.has_bias != 0u) {
+        v += bias[p.bias_off + gn];
+    }
+    y[p.out_off + gm * p.out_stride + gn] = apply_activation(v, p.act);
+}
