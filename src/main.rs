@@ -116,6 +116,9 @@ enum Command {
         /// GPU: read f16 weights through the packed-u32 path even where the adapter has shader-f16.
         #[arg(long)]
         packed_f16: bool,
+        /// GPU: GEMM loads one element at a time (no four-at-a-time loads).
+        #[arg(long)]
+        scalar_loads: bool,
     },
     /// Canny edge map as cv2.imread(GRAYSCALE) + cv2.Canny(img, low, high).
     Canny {
@@ -260,7 +263,9 @@ fn run(cli: Cli) -> Result<()> {
             req.control = control.as_deref().map(read_file).transpose()?;
             on_backend!(select_backend(backend)?, be => prior(be, &model, &req, &out, timings))
         }
-        Command::Bench { only, iters, dtype, gemm_tile, packed_f16 } => run_bench(&only, iters, dtype, gemm_tile, packed_f16),
+        Command::Bench { only, iters, dtype, gemm_tile, packed_f16, scalar_loads } => {
+            run_bench(&only, iters, dtype, GpuChoices { gemm_tile, packed_f16, scalar_loads })
+        }
         Command::Canny { image, out, low, high } => {
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
                 .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
@@ -398,7 +403,15 @@ enum BenchRow {
     Model(lambda_eclipse::bench::Model),
 }
 
-fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, gemm_tile: Option<u32>, packed_f16: bool) -> Result<()> {
+/// The bench's GPU variations (see `GpuOptions`).
+struct GpuChoices {
+    gemm_tile: Option<u32>,
+    packed_f16: bool,
+    scalar_loads: bool,
+}
+
+fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, choices: GpuChoices) -> Result<()> {
+    let GpuChoices { gemm_tile, packed_f16, scalar_loads } = choices;
     use lambda_eclipse::bench::{self, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
@@ -418,14 +431,20 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, gemm_tile: Op
     let cpu = CpuBackend::new();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     #[cfg(feature = "gpu")]
-    let options = lambda_eclipse::ops::gpu::GpuOptions { gemm_tile, use_shader_f16: !packed_f16, ..Default::default() };
+    let options = lambda_eclipse::ops::gpu::GpuOptions {
+        gemm_tile,
+        use_shader_f16: !packed_f16,
+        vec4_loads: !scalar_loads,
+        ..Default::default()
+    };
     let (gpu, gpu_name) = match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::with_options(options)) {
         Ok(g) => {
             let name = format!(
-                "{} (shader-f16 {}, GEMM tile {})",
+                "{} (shader-f16 {}, GEMM tile {}, {} loads)",
                 g.adapter_description(),
                 if g.has_shader_f16() { "on" } else { "off" },
-                gemm_tile.map_or("auto".to_string(), |t| t.to_string())
+                gemm_tile.map_or("auto".to_string(), |t| t.to_string()),
+                if scalar_loads { "scalar" } else { "vec4" }
             );
             (Some(g), name)
         }
@@ -434,7 +453,7 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, gemm_tile: Op
     #[cfg(not(feature = "gpu"))]
     let gpu_name = "not built (feature `gpu`)".to_string();
     #[cfg(not(feature = "gpu"))]
-    let _ = (gemm_tile, packed_f16);
+    let _ = (gemm_tile, packed_f16, scalar_loads);
     println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {dtype:?} | median of {iters} after a warm-up");
     println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
     for row in &rows {

@@ -611,13 +611,21 @@ fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
 }
 
 #[test]
-fn both_gemm_tilings_match_cpu_for_linear_matmul_and_conv() {
+fn every_gemm_variant_matches_cpu_for_linear_matmul_and_conv() {
     let Some(_) = gpu() else { return };
     let cpu = CpuBackend;
     let mut rng = Rng(25);
-    for tile in [64, 128] {
-        let gpu = block(GpuBackend::with_options(GpuOptions { gemm_tile: Some(tile), ..GpuOptions::default() })).unwrap();
-        for (m, k, n) in [(1, 7, 3), (77, 1280, 130), (129, 9, 257), (257, 64, 128), (300, 513, 200)] {
+    // Both tilings, with and without four-at-a-time loads, f16 weights packed and (where the adapter has it)
+    // through shader-f16; k multiple of 4 or not.
+    for (tile, vec4_loads, use_shader_f16) in [(64, true, true), (128, true, true), (64, false, true), (128, false, false), (128, true, false)] {
+        let options = GpuOptions { gemm_tile: Some(tile), vec4_loads, use_shader_f16, ..GpuOptions::default() };
+        let gpu = block(GpuBackend::with_options(options)).unwrap();
+        let tile = format!("{tile} vec4 {vec4_loads} shader-f16 {}", gpu.has_shader_f16());
+        for (m, k, n) in [(1, 7, 3), (77, 1280, 130), (129, 9, 257), (257, 64, 128), (300, 516, 200)] {
+            let (x, w) = (rng.vec(m * k, 1.0), f16_bytes(&rng.vec(n * k, 0.2)));
+            let got = gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap();
+            let want = cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap();
+            assert_f32_close(&format!("f16 linear tile {tile} m={m} k={k} n={n}"), &read_gpu(&gpu, &got), &read_cpu(&want));
             let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
             let got = gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[n, k]).unwrap(), Some(&gpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap();
             let want = cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap();

@@ -144,6 +144,9 @@ enum GemmTile {
 enum GemmInput {
     /// A strided view of a row-major matrix.
     Dense,
+    /// The same, four consecutive k at a time (and the weight likewise): only where k, strides and offsets
+    /// are multiples of 4 and the weight is linear-layout.
+    DenseVec4,
     /// Implicit im2col of a channels-last image (conv2d).
     Conv,
 }
@@ -175,21 +178,27 @@ impl Kernel {
     fn source(self) -> String {
         match self {
             Kernel::Gemm(weight, input, tile) => {
-                // gemm_w_f16.wgsl starts with `enable f16;`, which must come first in a module.
-                let weight = match weight {
-                    GemmWeight::F32 => include_str!("kernels/gemm_w_f32.wgsl"),
-                    GemmWeight::F16Packed => include_str!("kernels/gemm_w_f16_packed.wgsl"),
-                    GemmWeight::F16Native => include_str!("kernels/gemm_w_f16.wgsl"),
+                let vec4 = input == GemmInput::DenseVec4;
+                // The f16 files start with `enable f16;`, which must come first in a module.
+                let weight = match (weight, vec4) {
+                    (GemmWeight::F32, false) => include_str!("kernels/gemm_w_f32.wgsl"),
+                    (GemmWeight::F32, true) => include_str!("kernels/gemm_w_f32_vec4.wgsl"),
+                    (GemmWeight::F16Packed, false) => include_str!("kernels/gemm_w_f16_packed.wgsl"),
+                    (GemmWeight::F16Packed, true) => include_str!("kernels/gemm_w_f16_packed_vec4.wgsl"),
+                    (GemmWeight::F16Native, false) => include_str!("kernels/gemm_w_f16.wgsl"),
+                    (GemmWeight::F16Native, true) => include_str!("kernels/gemm_w_f16_vec4.wgsl"),
                 };
                 let input = match input {
                     GemmInput::Dense => include_str!("kernels/gemm_x_dense.wgsl"),
+                    GemmInput::DenseVec4 => include_str!("kernels/gemm_x_dense_vec4.wgsl"),
                     GemmInput::Conv => include_str!("kernels/gemm_x_conv.wgsl"),
                 };
+                let load = if vec4 { include_str!("kernels/gemm_load_vec4.wgsl") } else { include_str!("kernels/gemm_load.wgsl") };
                 let tile = match tile {
                     GemmTile::T64 => include_str!("kernels/gemm_tile_64.wgsl"),
                     GemmTile::T128 => include_str!("kernels/gemm_tile_128.wgsl"),
                 };
-                [weight, ACTIVATION_FNS, GEMM_PARAMS, input, tile].concat()
+                [weight, ACTIVATION_FNS, GEMM_PARAMS, input, load, tile].concat()
             }
             Kernel::Activation => [ACTIVATION_FNS, include_str!("kernels/activation.wgsl")].concat(),
             Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
@@ -235,6 +244,8 @@ struct Inner {
     max_tensor_bytes: u64,
     /// A forced GEMM tiling (tests, benchmarks); `None` picks by output size.
     gemm_tile: Option<GemmTile>,
+    /// Whether the GEMM may read four consecutive k at once where alignment allows.
+    vec4_loads: bool,
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
     /// Uniform buffers by content: params are immutable, so equal params share one buffer forever.
     uniforms: Mutex<HashMap<Vec<u32>, wgpu::Buffer>>,
@@ -277,11 +288,14 @@ pub struct GpuOptions {
     /// Force the GEMM's 64×64 (`Some(64)`) or 128×128 (`Some(128)`) tiling; `None` (default) picks 128×128
     /// when both output dimensions are ≥ 128. For tests and the benchmark.
     pub gemm_tile: Option<u32>,
+    /// Let the GEMM load four consecutive k at once where k, strides and offsets are multiples of 4
+    /// (default true). Off: element-wise loads everywhere, for tests and the benchmark.
+    pub vec4_loads: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { use_shader_f16: true, max_tensor_bytes: None, gemm_tile: None }
+        GpuOptions { use_shader_f16: true, max_tensor_bytes: None, gemm_tile: None, vec4_loads: true }
     }
 }
 
@@ -343,6 +357,7 @@ impl GpuBackend {
                 limits,
                 max_tensor_bytes,
                 gemm_tile,
+                vec4_loads: options.vec4_loads,
                 pipelines: Mutex::default(),
                 uniforms: Mutex::default(),
                 pool: Arc::default(),
@@ -641,7 +656,17 @@ impl GpuBackend {
             u32_of(conv_cin, "channels")?,
             u32_of(conv_ks, "kernel")?,
         ];
-        let input = if g.conv.is_some() { GemmInput::Conv } else { GemmInput::Dense };
+        let aligned = |v: usize| v % 4 == 0;
+        let input = if g.conv.is_some() {
+            GemmInput::Conv
+        } else if self.inner.vec4_loads
+            && g.w_sk == 1
+            && [g.k, g.x_stride, g.x_off, g.w_sn, g.w_off].into_iter().all(aligned)
+        {
+            GemmInput::DenseVec4
+        } else {
+            GemmInput::Dense
+        };
         let (tile, size) = match self.inner.gemm_tile {
             Some(tile) => (tile, if tile == GemmTile::T128 { 128 } else { 64 }),
             None if g.m >= 128 && g.n >= 128 => (GemmTile::T128, 128),

@@ -5,8 +5,9 @@
 const TILE: u32 = 128u;
 const TK: u32 = 8u;
 
-var<workgroup> xs: array<array<f32, 128>, 8>;
-var<workgroup> ws: array<array<f32, 128>, 8>;
+// xs[k][row] and ws[k][col], filled by load_tiles (gemm_load.wgsl or gemm_load_vec4.wgsl).
+var<workgroup> xs: array<array<f32, TILE>, TK>;
+var<workgroup> ws: array<array<f32, TILE>, TK>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -16,26 +17,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // acc[2i] holds row ly + 16i, cols lx + 16j for j < 4; acc[2i + 1] for 4 ≤ j < 8.
     var acc: array<vec4<f32>, 16>;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        // 256 threads load 128×8 of x and 128×8 of W, 4 elements each; consecutive threads read
-        // consecutive k of a row (contiguous for row-major x and linear-layout W).
-        for (var i = 0u; i < 4u; i++) {
-            let idx = li + 256u * i;
-            let r = idx / TK;
-            let kk = idx % TK;
-            let gk = k0 + kk;
-            let gm = row0 + r;
-            var xv = 0.0;
-            if (gm < p.m && gk < p.k) {
-                xv = load_x(gm, gk);
-            }
-            xs[kk][r] = xv;
-            let gn = col0 + r;
-            var wv = 0.0;
-            if (gn < p.n && gk < p.k) {
-                wv = load_w(p.w_off + gn * p.w_sn + gk * p.w_sk);
-            }
-            ws[kk][r] = wv;
-        }
+        load_tiles(row0, col0, k0, li);
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             let b0 = vec4<f32>(ws[kk][lid.x], ws[kk][lid.x + 16u], ws[kk][lid.x + 32u], ws[kk][lid.x + 48u]);
