@@ -1,0 +1,3 @@
+from .distill import main
+
+main()
