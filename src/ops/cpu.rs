@@ -29,7 +29,27 @@ fn apply_activation(x: Tensor, act: Activation) -> Result<Tensor> {
             let sigmoid = (x.affine(-1.702, 0.0)?.exp()? + 1.0)?.recip()?;
             (x * sigmoid)?
         }
+        // candle's silu is x / (1 + exp(−x)), as PyTorch's CPU kernel computes it.
+        Activation::Silu => x.silu()?,
     })
+}
+
+/// Largest scores block (heads × queries × keys f32) the attention materialises at once: queries are
+/// processed in chunks below this (the MoVQ's single-head attention at 768 px has 9216² scores).
+const ATTENTION_SCORES_BYTES: usize = 64 << 20;
+
+/// The values of a tensor as a host vector (a copy), row-major.
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn feature_map(x: &Tensor, height: usize, width: usize, op: &str) -> Result<usize> {
+    check_rank(x, 2, op)?;
+    let (rows, c) = x.dims2()?;
+    if rows != height * width {
+        return Err(Error::Backend(format!("{op}: {rows} rows is not a {height}×{width} feature map")));
+    }
+    Ok(c)
 }
 
 impl Backend for CpuBackend {
@@ -117,16 +137,35 @@ impl Backend for CpuBackend {
         let split = |x: &Tensor, n: usize| -> Result<Tensor> {
             Ok(x.reshape((n, heads, d))?.transpose(0, 1)?.contiguous()?)
         };
-        let (qh, kh, vh) = (split(q, t)?, split(k, s)?, split(v, s)?);
-        let mut scores = (qh.matmul(&kh.transpose(1, 2)?.contiguous()?)? * scale as f64)?;
+        let (kh, vh) = (split(k, s)?, split(v, s)?);
+        let kt = kh.transpose(1, 2)?.contiguous()?; // [h, d, s]
         if let Some(b) = bias {
-            scores = scores.broadcast_add(b)?;
+            if b.dims() != [t, s] {
+                return Err(Error::Backend(format!("attention: bias {:?} is not [{t}, {s}]", b.dims())));
+            }
         }
-        let max = scores.max_keepdim(D::Minus1)?;
-        let e = scores.broadcast_sub(&max)?.exp()?;
-        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-        let out = p.matmul(&vh)?; // [h, t, d]
-        Ok(out.transpose(0, 1)?.reshape((t, width))?)
+        // Queries in chunks so that one scores block stays below ATTENTION_SCORES_BYTES.
+        let chunk = (ATTENTION_SCORES_BYTES / (4 * heads * s.max(1))).clamp(1, t.max(1));
+        let mut outs = Vec::with_capacity(t.div_ceil(chunk));
+        let mut start = 0;
+        while start < t {
+            let len = chunk.min(t - start);
+            let qh = split(&q.narrow(0, start, len)?, len)?;
+            let mut scores = (qh.matmul(&kt)? * scale as f64)?; // [h, len, s]
+            if let Some(b) = bias {
+                scores = scores.broadcast_add(&b.narrow(0, start, len)?)?;
+            }
+            let max = scores.max_keepdim(D::Minus1)?;
+            let e = scores.broadcast_sub(&max)?.exp()?;
+            let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+            let out = p.matmul(&vh)?; // [h, len, d]
+            outs.push(out.transpose(0, 1)?.reshape((len, width))?);
+            start += len;
+        }
+        if outs.len() == 1 {
+            return Ok(outs.pop().expect("one chunk"));
+        }
+        Ok(Tensor::cat(&outs, 0)?)
     }
 
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -171,5 +210,163 @@ impl Backend for CpuBackend {
         // [c, gh, p, gw, p] → [gh, gw, c, p, p]
         let x = image.reshape((c, gh, patch, gw, patch))?.permute((1, 3, 0, 2, 4))?.contiguous()?;
         Ok(x.reshape((gh * gw, c * patch * patch))?)
+    }
+
+    fn conv2d(&self, x: &Tensor, height: usize, width: usize, weight: &Tensor, bias: Option<&Tensor>, kernel: usize)
+        -> Result<Tensor> {
+        let cin = feature_map(x, height, width, "conv2d")?;
+        check_rank(weight, 2, "conv2d")?;
+        let (cout, wk) = weight.dims2()?;
+        if kernel % 2 == 0 || wk != cin * kernel * kernel {
+            return Err(Error::Backend(format!(
+                "conv2d: weight {:?} does not fit {cin} input channels and an odd kernel {kernel}",
+                weight.dims()
+            )));
+        }
+        if let Some(b) = bias {
+            if b.dims() != [cout] {
+                return Err(Error::Backend(format!("conv2d: bias {:?} is not [{cout}]", b.dims())));
+            }
+        }
+        let y = if kernel == 1 {
+            x.matmul(&weight.t()?)?
+        } else {
+            // im2col: row (y, x) holds the kernel window around it, column `ci·k² + ky·k + kx` like the weight.
+            let src = host(x)?;
+            let (k, pad, kk) = (kernel, kernel / 2, kernel * kernel);
+            let cols = cin * kk;
+            let mut patches = vec![0f32; height * width * cols];
+            for (p, row) in patches.chunks_exact_mut(cols).enumerate() {
+                let (py, px) = (p / width, p % width);
+                for ky in 0..k {
+                    let sy = py + ky;
+                    if sy < pad || sy - pad >= height {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let sx = px + kx;
+                        if sx < pad || sx - pad >= width {
+                            continue;
+                        }
+                        let s = ((sy - pad) * width + (sx - pad)) * cin;
+                        let tap = ky * k + kx;
+                        for (ci, &v) in src[s..s + cin].iter().enumerate() {
+                            row[ci * kk + tap] = v;
+                        }
+                    }
+                }
+            }
+            let patches = Tensor::from_vec(patches, (height * width, cols), &Device::Cpu)?;
+            patches.matmul(&weight.t()?)?
+        };
+        Ok(match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    fn group_norm(&self, x: &Tensor, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+        check_rank(x, 2, "group_norm")?;
+        let (rows, c) = x.dims2()?;
+        if groups == 0 || c % groups != 0 || gamma.dims() != [c] || beta.dims() != [c] {
+            return Err(Error::Backend(format!(
+                "group_norm: {c} channels, {groups} groups, gamma {:?}, beta {:?} do not fit",
+                gamma.dims(),
+                beta.dims()
+            )));
+        }
+        let (v, g, b) = (host(x)?, host(gamma)?, host(beta)?);
+        let cg = c / groups;
+        let n = (rows * cg) as f64;
+        let mut out = vec![0f32; v.len()];
+        for grp in 0..groups {
+            let chans = grp * cg..(grp + 1) * cg;
+            let mut sum = 0f64;
+            for r in 0..rows {
+                sum += v[r * c + chans.start..r * c + chans.end].iter().map(|&a| a as f64).sum::<f64>();
+            }
+            let mean = sum / n;
+            let mut sq = 0f64;
+            for r in 0..rows {
+                sq += v[r * c + chans.start..r * c + chans.end].iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>();
+            }
+            let rstd = 1.0 / (sq / n + eps).sqrt();
+            for ch in chans {
+                // y = x·(rstd·γ) + (β − mean·rstd·γ), as PyTorch's CPU group norm applies it.
+                let scale = rstd * g[ch] as f64;
+                let shift = b[ch] as f64 - mean * scale;
+                let (scale, shift) = (scale as f32, shift as f32);
+                for r in 0..rows {
+                    out[r * c + ch] = v[r * c + ch] * scale + shift;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(out, (rows, c), &Device::Cpu)?)
+    }
+
+    fn avg_pool_2x2(&self, x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
+        let c = feature_map(x, height, width, "avg_pool_2x2")?;
+        if height % 2 != 0 || width % 2 != 0 {
+            return Err(Error::Backend(format!("avg_pool_2x2: {height}×{width} is not even")));
+        }
+        let v = host(x)?;
+        let (oh, ow) = (height / 2, width / 2);
+        let mut out = vec![0f32; oh * ow * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let at = |y: usize, x: usize| &v[(y * width + x) * c..(y * width + x + 1) * c];
+                let (a, b, d, e) = (at(2 * oy, 2 * ox), at(2 * oy, 2 * ox + 1), at(2 * oy + 1, 2 * ox), at(2 * oy + 1, 2 * ox + 1));
+                let o = &mut out[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+                for ch in 0..c {
+                    // PyTorch's order: the window row by row, then the division.
+                    o[ch] = (((a[ch] + b[ch]) + d[ch]) + e[ch]) / 4.0;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(out, (oh * ow, c), &Device::Cpu)?)
+    }
+
+    fn resize_nearest(&self, x: &Tensor, height: usize, width: usize, out_height: usize, out_width: usize)
+        -> Result<Tensor> {
+        feature_map(x, height, width, "resize_nearest")?;
+        if (height == 0 || width == 0) && out_height * out_width > 0 {
+            return Err(Error::Backend("resize_nearest: empty input".into()));
+        }
+        let mut ids = Vec::with_capacity(out_height * out_width);
+        for oy in 0..out_height {
+            let sy = oy * height / out_height;
+            for ox in 0..out_width {
+                ids.push((sy * width + ox * width / out_width) as u32);
+            }
+        }
+        let idx = Tensor::from_vec(ids, out_height * out_width, &Device::Cpu)?;
+        Ok(x.index_select(&idx, 0)?)
+    }
+
+    fn concat_cols(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        for p in parts {
+            check_rank(p, 2, "concat_cols")?;
+        }
+        Ok(Tensor::cat(parts, 1)?)
+    }
+
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if a.dims() != b.dims() {
+            return Err(Error::Backend(format!("mul: shapes {:?} and {:?} differ", a.dims(), b.dims())));
+        }
+        Ok((a * b)?)
+    }
+
+    fn scale_shift(&self, x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+        check_rank(x, 2, "scale_shift")?;
+        let c = x.dim(1)?;
+        if scale.dims() != [1, c] || shift.dims() != [1, c] {
+            return Err(Error::Backend(format!(
+                "scale_shift: scale {:?} and shift {:?} must be [1, {c}]",
+                scale.dims(),
+                shift.dims()
+            )));
+        }
+        Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
     }
 }

@@ -39,6 +39,8 @@ pub enum Activation {
     GeluErf,
     /// x·σ(1.702·x) (HF `quick_gelu`).
     QuickGelu,
+    /// x·σ(x) (HF `silu` / `swish`), the UNet's and the MoVQ's nonlinearity.
+    Silu,
 }
 
 impl Activation {
@@ -47,6 +49,7 @@ impl Activation {
         match name {
             "gelu" => Some(Activation::GeluErf),
             "quick_gelu" => Some(Activation::QuickGelu),
+            "silu" | "swish" => Some(Activation::Silu),
             _ => None,
         }
     }
@@ -99,6 +102,31 @@ pub trait Backend: Clone + 'static {
     /// stride-`p` convolution visits them, each row flattened as `(channel, y, x)` like a conv weight; so a
     /// patch embedding is `linear(patches, conv_weight.reshape([out, c·p·p]))`.
     fn image_patches(&self, image: &Self::Tensor, patch: usize) -> Result<Self::Tensor>;
+
+    // Feature maps (the decoder's UNet and MoVQ). One sample's map of `h×w` positions and `c` channels is the
+    // matrix `[h·w, c]`: channels-last, row-major, the row of position (y, x) is `y·w + x`.
+
+    /// 2-D convolution, stride 1, zero padding `kernel/2` (kernel odd: 1 or 3): `x [h·w, cin]` → `[h·w, cout]`;
+    /// `weight [cout, cin·kernel·kernel]` is PyTorch's `[cout, cin, kh, kw]` flattened; `bias [cout]`.
+    fn conv2d(&self, x: &Self::Tensor, height: usize, width: usize, weight: &Self::Tensor, bias: Option<&Self::Tensor>,
+        kernel: usize) -> Result<Self::Tensor>;
+    /// Group norm of one sample `x [positions, c]`: statistics over all positions × (c/groups) channels of a
+    /// group (biased variance), then affine `gamma`, `beta [c]`.
+    fn group_norm(&self, x: &Self::Tensor, groups: usize, gamma: &Self::Tensor, beta: &Self::Tensor, eps: f64)
+        -> Result<Self::Tensor>;
+    /// 2×2 average pool, stride 2: `[h·w, c]` → `[(h/2)·(w/2), c]` (h, w even).
+    fn avg_pool_2x2(&self, x: &Self::Tensor, height: usize, width: usize) -> Result<Self::Tensor>;
+    /// Nearest-neighbour resize like PyTorch's `mode="nearest"`: `src = floor(dst · in / out)`:
+    /// `[h·w, c]` → `[oh·ow, c]`.
+    fn resize_nearest(&self, x: &Self::Tensor, height: usize, width: usize, out_height: usize, out_width: usize)
+        -> Result<Self::Tensor>;
+    /// Side-by-side concatenation of matrices with equal row counts (channel concat of feature maps).
+    fn concat_cols(&self, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
+    /// Elementwise `a·b` (same shape).
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `x [r, c] · (1 + scale) + shift` with `scale`, `shift [1, c]` broadcast over rows (the resnets'
+    /// scale-shift time conditioning).
+    fn scale_shift(&self, x: &Self::Tensor, scale: &Self::Tensor, shift: &Self::Tensor) -> Result<Self::Tensor>;
 }
 
 /// Additive bias that hides a key from a query in CLIP attention. Any value below ≈ −104 makes exp()
