@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { IMAGES, OUTPUT, ROOT, freePort, launchChromium, startStaticServer, waitFor } from './browser.mjs';
+import { IMAGES, ROOT, SCREENSHOTS, freePort, launchChromium, startStaticServer, waitFor } from './browser.mjs';
 
 let staticServer, decoder, browser, base, endpoint;
 
 before(async () => {
-  mkdirSync(OUTPUT, { recursive: true });
+  mkdirSync(SCREENSHOTS, { recursive: true });
   ({ process: staticServer, base } = await startStaticServer());
   const decoderPort = await freePort();
   endpoint = `http://127.0.0.1:${decoderPort}`;
@@ -48,7 +48,7 @@ test('the app decodes its embedding on the endpoint, then reports the endpoint g
   const size = await page.evaluate(() => [document.getElementById('decoded-image').naturalWidth, document.getElementById('decoded-image').naturalHeight]);
   assert.deepEqual(size, [64, 128]);
   assert.match(await page.textContent('#decoded-caption'), /64×128, 2 steps/);
-  await page.screenshot({ path: path.join(OUTPUT, 'app-decoded.png'), fullPage: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'app-decoded.png'), fullPage: true });
 
   // The endpoint goes away: a clear message naming it, and computing still works.
   decoder.kill();
@@ -58,7 +58,7 @@ test('the app decodes its embedding on the endpoint, then reports the endpoint g
   assert.equal(await page.evaluate(() => document.body.dataset.decoded), 'error');
   const message = await page.textContent('#decode-status');
   assert.match(message, new RegExp(`cannot reach the decoder endpoint at ${endpoint}/v1/decode`), message);
-  await page.screenshot({ path: path.join(OUTPUT, 'app-endpoint-down.png'), fullPage: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'app-endpoint-down.png'), fullPage: true });
   await page.evaluate(() => { delete document.body.dataset.result; });
   await page.fill('#prompt', 'a cat wearing glasses in the snow');
   await page.click('#compute');
