@@ -10,7 +10,7 @@ export const MAX_SUBJECTS = 4;
 export const SUBJECT_COLORS = ['#ffe082', '#90caf9', '#c5e1a5', '#f48fb1'];
 
 export const SUBJECTS_CSS = `
-.subject { display: grid; grid-template-columns: 1rem 9rem 1fr auto; gap: .25rem .5rem; align-items: center;
+.subject { display: grid; grid-template-columns: 1rem minmax(5rem, 9rem) 1fr auto; gap: .25rem .5rem; align-items: center;
   margin: .35rem 0; padding: .35rem .5rem; border: 1px dashed #bbb; border-radius: 6px; }
 .subject.dragover { border-color: #1565c0; background: #e3f2fd; }
 .subject:focus-within { border-style: solid; }
@@ -19,6 +19,8 @@ export const SUBJECTS_CSS = `
 .subject .drop { display: flex; gap: .5rem; align-items: center; min-width: 0; font-size: .9em; color: #555; }
 .subject .thumb { width: 48px; height: 48px; object-fit: cover; border-radius: 4px; border: 1px solid #ccc; }
 .subject .image { max-width: 14rem; }
+.subject .drop-hint { white-space: nowrap; font-size: .85em; }
+.subject[data-image] .drop-hint { display: none; }
 .subject .notes { grid-column: 2 / -1; font-size: .9em; }
 .subject .notes:empty { display: none; }
 .subject .note { display: block; }
