@@ -64,7 +64,7 @@ export interface CannyPreview {
   /** width·height values, 0 or 255, row-major. */
   edges: Uint8Array;
   /** width·height·4 RGBA bytes for `new ImageData(rgba, width, height)`. */
-  rgba: Uint8ClampedArray;
+  rgba: Uint8ClampedArray<ArrayBuffer>;
 }
 
 export interface Engine {
