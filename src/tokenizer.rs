@@ -127,6 +127,13 @@ impl ClipTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// BPE ids of `text` without BOS/EOS, each with the `[start, end)` character range (Unicode scalar
+    /// values, in the original text) it came from. Same ids as [`Self::bpe_ids`].
+    pub fn bpe_ids_with_char_offsets(&self, text: &str) -> Result<Vec<(u32, usize, usize)>> {
+        let enc = self.inner.encode_char_offsets(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().iter().zip(enc.get_offsets()).map(|(&id, &(s, e))| (id, s, e)).collect())
+    }
+
     /// BOS + ids + EOS, truncated to `max_length` (EOS kept last) and padded with the pad token.
     pub fn encode(&self, prompt: &str) -> Result<Encoded> {
         let mut ids = self.bpe_ids(prompt)?;

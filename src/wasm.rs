@@ -29,6 +29,65 @@ pub fn has_webgpu_backend() -> bool {
     cfg!(feature = "gpu")
 }
 
+/// Checks that the bytes of an image file decode as the engine will decode a subject photo (PNG, JPEG, WebP,
+/// GIF or BMP within the decode limits): `{ width, height }`, or an Error saying what is wrong with the file.
+/// Needs no model.
+#[wasm_bindgen(js_name = inspectImage)]
+pub fn inspect_image(bytes: &[u8]) -> Result<JsValue, JsError> {
+    let rgb = crate::image::decode::decode_rgb(bytes, &crate::image::decode::DecodeLimits::default()).map_err(js_err)?;
+    let out = Object::new();
+    set(&out, "width", rgb.width())?;
+    set(&out, "height", rgb.height())?;
+    Ok(out.into())
+}
+
+/// The edge map the engine derives from an edge-control image (OpenCV-exact grayscale and Canny, the same
+/// code and limits as the pipeline): `{ width, height, edges: Uint8Array (0 | 255 per pixel), rgba:
+/// Uint8ClampedArray (for an ImageData) }`. Needs no model.
+#[wasm_bindgen(js_name = cannyPreview)]
+pub fn canny_preview(bytes: &[u8], low: f64, high: f64) -> Result<JsValue, JsError> {
+    if !low.is_finite() || !high.is_finite() {
+        return Err(JsError::new("the Canny thresholds must be finite numbers"));
+    }
+    let edges = pipeline::lambda::control_edges(bytes, low, high, &crate::image::decode::DecodeLimits::default()).map_err(js_err)?;
+    let (w, h) = edges.dimensions();
+    let gray = edges.into_raw();
+    let mut rgba = Vec::with_capacity(gray.len() * 4);
+    for &v in &gray {
+        rgba.extend_from_slice(&[v, v, v, 255]);
+    }
+    let out = Object::new();
+    set(&out, "width", w)?;
+    set(&out, "height", h)?;
+    set(&out, "edges", Uint8Array::from(gray.as_slice()))?;
+    set(&out, "rgba", js_sys::Uint8ClampedArray::from(rgba.as_slice()))?;
+    Ok(out.into())
+}
+
+/// Most interpolation steps accepted (a (steps+1)² grid of embeddings).
+const MAX_INTERPOLATION_STEPS: f64 = 64.0;
+
+/// The bilinear grid between four corner embeddings (`[topLeft, topRight, bottomLeft, bottomRight]`, equal
+/// length Float32Arrays), exactly as the reference interpolates (see `pipeline::interpolate`): `(steps+1)²`
+/// Float32Arrays, row-major; row i blends top → bottom at i/steps, column j left → right at j/steps.
+#[wasm_bindgen(js_name = interpolateGrid)]
+pub fn interpolate_grid(corners: Array, steps: f64) -> Result<Array, JsError> {
+    if !(steps >= 1.0 && steps <= MAX_INTERPOLATION_STEPS && steps.fract() == 0.0) {
+        return Err(JsError::new(&format!("steps must be an integer from 1 to {MAX_INTERPOLATION_STEPS}, not {steps}")));
+    }
+    if corners.length() != 4 {
+        return Err(JsError::new(&format!("interpolation needs 4 corner embeddings, got {}", corners.length())));
+    }
+    let names = ["top-left", "top-right", "bottom-left", "bottom-right"];
+    let mut c = Vec::with_capacity(4);
+    for (i, v) in corners.iter().enumerate() {
+        let a = v.dyn_ref::<Float32Array>().ok_or_else(|| JsError::new(&format!("the {} corner must be a Float32Array", names[i])))?;
+        c.push(a.to_vec());
+    }
+    let grid = pipeline::interpolate::bilinear_grid(&c[0], &c[1], &c[2], &c[3], steps as usize).map_err(js_err)?;
+    Ok(grid.iter().map(|v| JsValue::from(f32s(v))).collect())
+}
+
 /// The engine on the backend chosen at load time.
 enum AnyEngine {
     Cpu(LambdaEngine<CpuBackend>),
@@ -125,6 +184,47 @@ impl Engine {
         self.fallback_reason.clone()
     }
 
+    /// The WebGPU adapter in words (e.g. "SwiftShader Device (Vulkan)"), or undefined on the CPU.
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> Option<String> {
+        match &*self.inner {
+            AnyEngine::Cpu(_) => None,
+            #[cfg(feature = "gpu")]
+            AnyEngine::Gpu(e) => Some(e.backend.adapter_description()),
+        }
+    }
+
+    /// For each keyword, whether the pipeline will find it in `prompt` and which characters its subject
+    /// replaces: `[{ found, empty, spans: [[start, end], …] }]`, offsets in UTF-16 code units (JS string
+    /// indices). Only the tokenizer runs: cheap.
+    #[wasm_bindgen(js_name = matchKeywords)]
+    pub fn match_keywords(&self, prompt: String, keywords: Array) -> Result<Array, JsError> {
+        let mut kws = Vec::new();
+        for (i, k) in keywords.iter().enumerate() {
+            kws.push(k.as_string().ok_or_else(|| JsError::new(&format!("keyword {} must be a string", i + 1)))?);
+        }
+        let matches = on_engine!(&*self.inner, e => e.keyword_matches(&prompt, &kws)).map_err(js_err)?;
+        // Character index → UTF-16 index.
+        let mut utf16_at = Vec::with_capacity(prompt.len() + 1);
+        let mut u = 0u32;
+        for c in prompt.chars() {
+            utf16_at.push(u);
+            u += c.len_utf16() as u32;
+        }
+        utf16_at.push(u);
+        let at = |i: usize| utf16_at.get(i).copied().unwrap_or(u);
+        let out = Array::new();
+        for m in matches {
+            let o = Object::new();
+            set(&o, "found", m.found)?;
+            set(&o, "empty", m.empty)?;
+            let spans: Array = m.spans.iter().map(|&(s, e)| JsValue::from(Array::of2(&at(s).into(), &at(e).into()))).collect();
+            set(&o, "spans", spans)?;
+            out.push(&o);
+        }
+        Ok(out)
+    }
+
     /// Embedding width (1280 for the real model).
     #[wasm_bindgen(getter, js_name = embeddingDim)]
     pub fn embedding_dim(&self) -> usize {
@@ -163,7 +263,8 @@ impl Engine {
 
     /// The whole pipeline. `request` = `{ prompt, subjects: [{ keyword, image: Uint8Array }], control?:
     /// Uint8Array, seed?: number, noise?: Float32Array, cannyLow?, cannyHigh? }` →
-    /// `{ imageEmbeds, negativeImageEmbeds, encoderHiddenStates, noise, warnings: string[], timings: {stage: ms} }`.
+    /// `{ imageEmbeds, negativeImageEmbeds, encoderHiddenStates, controlEmbeds, textEmbeds, noise, warnings:
+    /// string[], timings: {stage: ms}, cannyEdges? }`.
     pub async fn prior(&self, request: JsValue) -> Result<JsValue, JsError> {
         let inner = self.inner.clone();
         let prompt = get(&request, "prompt").as_string().ok_or_else(|| JsError::new("prompt must be a string"))?;
@@ -202,6 +303,8 @@ impl Engine {
         set(&out, "imageEmbeds", f32s(&r.image_embeds))?;
         set(&out, "negativeImageEmbeds", f32s(&r.negative_image_embeds))?;
         set(&out, "encoderHiddenStates", f32s(&r.encoder_hidden_states))?;
+        set(&out, "controlEmbeds", f32s(&r.control_embeds))?;
+        set(&out, "textEmbeds", f32s(&r.text_embeds))?;
         set(&out, "noise", f32s(&r.noise))?;
         let warnings = Array::new();
         for w in &r.warnings {

@@ -133,3 +133,62 @@ fn wrong_noise_length_is_a_clear_error() {
     let err = pollster::block_on(engine.run(&PriorRequest::new("a cat", Noise::Explicit(vec![0.0; 3])))).unwrap_err();
     assert!(err.to_string().contains("noise has 3 values"), "{err}");
 }
+
+#[test]
+fn keyword_matches_agree_with_the_pipeline_warnings_on_every_golden_case() {
+    let engine = engine();
+    for case in cases() {
+        let keywords: Vec<String> = case.subjects.iter().map(|s| s.keyword.clone()).collect();
+        let matches = engine.keyword_matches(&case.prompt, &keywords).unwrap();
+        let out = pollster::block_on(engine.run(&golden_request(&case, Noise::Seed(1)))).unwrap();
+        for (j, m) in matches.iter().enumerate() {
+            let warned = out.warnings.contains(&Warning::KeywordNotFound { subject: j, keyword: keywords[j].clone() });
+            assert_eq!(m.found, !warned, "{}: subject {} ({})", case.name, j + 1, keywords[j]);
+            let chars: Vec<char> = case.prompt.chars().collect();
+            for &(s, e) in &m.spans {
+                let word: String = chars[s..e].iter().collect();
+                assert_eq!(word.to_lowercase(), keywords[j].to_lowercase(), "{}: span {s}..{e}", case.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn keyword_spans_cover_every_occurrence_and_multi_token_keywords_in_character_units() {
+    let engine = engine();
+    // "é" is one character but two UTF-8 bytes: spans count characters.
+    let prompt = "Café: a Dog, a dog and sun glasses";
+    let m = engine.keyword_matches(prompt, &["dog".into(), "sun glasses".into(), "unicorn".into(), " ".into()]).unwrap();
+    let text = |(s, e): (usize, usize)| prompt.chars().skip(s).take(e - s).collect::<String>();
+    assert!(m[0].found);
+    assert_eq!(m[0].spans.iter().map(|&r| text(r)).collect::<Vec<_>>(), ["Dog", "dog"]);
+    assert!(m[1].found);
+    assert_eq!(m[1].spans.iter().map(|&r| text(r)).collect::<Vec<_>>(), ["sun", "glasses"]);
+    assert!(!m[2].found && m[2].spans.is_empty() && !m[2].empty);
+    assert!(m[3].empty && !m[3].found);
+}
+
+#[test]
+fn oversized_control_image_is_refused_before_decoding() {
+    let engine = engine();
+    // A valid PNG header claiming 12000×12000 gray pixels (the data is never read).
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&12000u32.to_be_bytes());
+    ihdr.extend_from_slice(&12000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    let mut crc = 0xffff_ffffu32;
+    for &b in &ihdr {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    png.extend_from_slice(&(!crc).to_be_bytes());
+    let mut req = PriorRequest::new("a cat", Noise::Seed(1));
+    req.control = Some(png);
+    let err = pollster::block_on(engine.run(&req)).unwrap_err().to_string();
+    assert!(err.contains("control image") && err.contains("12000×12000"), "{err}");
+}

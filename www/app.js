@@ -2,20 +2,17 @@
 // the embedding of a prompt with subject photos. All model work runs in the engine's Web Worker.
 import { load } from './lambda-eclipse.js';
 import { decode } from './decoder-client.js';
+import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from './subjects.js';
+import { EdgeControl } from './control.js';
+import { InterpolationPanel } from './interpolation.js';
+import { exportResult } from './export.js';
+import { showBackend } from './backend.js';
 
 const $ = (id) => document.getElementById(id);
 const status = (text, kind = '') => { $('status').textContent = text; $('status').className = `status ${kind}`; };
 const fact = (list, k, v) => { const dt = document.createElement('dt'); dt.textContent = k; const dd = document.createElement('dd'); dd.textContent = v; list.append(dt, dd); };
 let lastResult = null;
-
-function addSubject(keyword = '') {
-  const row = document.createElement('div');
-  row.className = 'subject';
-  row.innerHTML = '<input class="keyword" placeholder="keyword"> <input class="image" type="file" accept="image/*"> <span class="warn"></span> <button type="button">Remove</button>';
-  row.querySelector('.keyword').value = keyword;
-  row.querySelector('button').onclick = () => row.remove();
-  $('subjects').append(row);
-}
+let lastInfo = null;
 
 async function main() {
   const params = new URLSearchParams(location.search);
@@ -38,50 +35,86 @@ async function main() {
   status('Model loaded.', 'ok');
   fact($('facts'), 'Compute backend', engine.backend === 'webgpu' ? 'WebGPU' : `CPU (wasm)${engine.fallbackReason ? ` — WebGPU unavailable: ${engine.fallbackReason}` : ''}`);
   fact($('facts'), 'Embedding size', engine.embeddingDim);
+  await showBackend({ engine, facts: $('facts'), notice: $('backend-notice'), select: $('backend-choice') });
+  $('backend').hidden = false;
+  setupCompose(engine);
+  setupDecoder();
+  document.body.dataset.ready = 'true';
+}
+
+/** Prompt, subjects, edge control, seed → Compute; the result with its warnings, timings and exports. */
+function setupCompose(engine) {
+  document.head.append(Object.assign(document.createElement('style'), { textContent: SUBJECTS_CSS }));
+  const list = new SubjectList($('subjects'));
+  list.attachPaste(document);
+  list.add('cat');
+  list.add('glasses');
+  $('add-subject').onclick = () => { if (!list.add()) status('Four subjects at most.', 'error'); };
+  list.addEventListener('change', () => { $('add-subject').disabled = list.slots.length >= 4; });
+  const checkKeywords = bindKeywordCheck({ engine, prompt: $('prompt'), list, preview: $('prompt-preview'), warnings: $('keyword-warnings') });
+  const control = new EdgeControl({ input: $('control'), low: $('canny-low'), high: $('canny-high'), canvas: $('canny-preview'), status: $('control-status'), clear: $('control-clear'), zone: $('control-zone') });
+  const interpolation = new InterpolationPanel($('interpolation'), { decodeCell: decodeEmbedding });
+  $('interpolation').hidden = false;
   $('compose').hidden = false;
-  addSubject('cat');
-  addSubject('glasses');
-  $('add-subject').onclick = () => { if ($('subjects').querySelectorAll('.subject').length < 4) addSubject(); };
+
   $('compose').onsubmit = async (ev) => {
     ev.preventDefault();
-    const subjects = [];
-    for (const row of $('subjects').querySelectorAll('.subject')) {
-      const file = row.querySelector('.image').files[0];
-      const keyword = row.querySelector('.keyword').value.trim();
-      if (file && keyword) subjects.push({ keyword, image: file });
-    }
-    const control = $('control').files[0];
+    const { subjects, problems } = list.collect();
+    if (problems.length) { status(problems.join(' '), 'error'); return; }
+    const prompt = $('prompt').value;
+    const seed = Number($('seed').value);
     $('compute').disabled = true;
+    document.body.dataset.result = 'pending';
     status('Computing…');
     try {
+      await Promise.all([list.settled(), checkKeywords()]);
       // window.__lambdaNoise: an explicit ε (tests inject the golden noise); otherwise the seed box.
       const noise = window.__lambdaNoise instanceof Float32Array ? window.__lambdaNoise : undefined;
-      const r = await engine.prior({ prompt: $('prompt').value, subjects, control, seed: Number($('seed').value), noise });
+      const { low, high } = control.thresholds;
+      const r = await engine.prior({ prompt, subjects, control: control.file ?? undefined, cannyLow: low, cannyHigh: high, seed, noise });
       lastResult = r;
+      lastInfo = { prompt, seed: noise ? 'explicit noise' : seed, keywords: subjects.map((s) => s.keyword), backend: engine.backend };
       window.__lambdaResult = r;
-      $('warnings').replaceChildren(...r.warnings.map((w) => Object.assign(document.createElement('li'), { textContent: w })));
-      $('timings').replaceChildren();
-      for (const [stage, ms] of Object.entries(r.timings)) fact($('timings'), stage, `${ms.toFixed(1)} ms`);
-      const norm = Math.hypot(...r.imageEmbeds);
-      $('summary').textContent = `image_embeds: ${r.imageEmbeds.length} values, L2 norm ${norm.toFixed(4)}; first: ${Array.from(r.imageEmbeds.slice(0, 4), (x) => x.toFixed(4)).join(', ')}…`;
+      showResult(r, engine);
+      interpolation.addResult(`“${prompt}”${subjects.length ? ` with ${subjects.map((s) => s.keyword).join(', ')}` : ''}, seed ${lastInfo.seed}`, r);
       $('result').hidden = false;
       $('decoder').hidden = false;
       document.body.dataset.result = 'ready';
-      status('Done.', 'ok');
+      status(r.warnings.length ? `Done, with ${r.warnings.length} warning${r.warnings.length > 1 ? 's' : ''} (see the result).` : 'Done.', r.warnings.length ? 'warn' : 'ok');
     } catch (e) {
+      document.body.dataset.result = 'error';
       status(`Could not compute: ${e.message}`, 'error');
     } finally {
       $('compute').disabled = false;
     }
   };
-  $('export-json').onclick = () => {
-    if (!lastResult) return;
-    const json = JSON.stringify({ image_embeds: Array.from(lastResult.imageEmbeds), negative_image_embeds: Array.from(lastResult.negativeImageEmbeds), warnings: lastResult.warnings });
-    const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(new Blob([json], { type: 'application/json' })), download: 'lambda-eclipse-embedding.json' });
-    a.click();
-  };
-  setupDecoder();
-  document.body.dataset.ready = 'true';
+  for (const format of ['safetensors', 'npy', 'json']) {
+    $(`export-${format}`).onclick = () => { if (lastResult) exportResult(lastResult, lastInfo, format); };
+  }
+}
+
+function showResult(r, engine) {
+  $('warnings').replaceChildren(...r.warnings.map((w) => Object.assign(document.createElement('li'), { textContent: w })));
+  $('timings').replaceChildren();
+  fact($('timings'), 'computed on', engine.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)');
+  let total = 0;
+  for (const [stage, ms] of Object.entries(r.timings)) { fact($('timings'), stage, `${ms.toFixed(1)} ms`); total += ms; }
+  fact($('timings'), 'total', `${total.toFixed(1)} ms`);
+  $('timings').lastElementChild.className = 'total';
+  const norm = Math.hypot(...r.imageEmbeds);
+  $('summary').textContent = `image_embeds: ${r.imageEmbeds.length} values, L2 norm ${norm.toFixed(4)}; first: ${Array.from(r.imageEmbeds.slice(0, 4), (x) => x.toFixed(4)).join(', ')}…`;
+}
+
+/** The decoder panel's settings: `{ endpoint, token, seed, steps, guidance, width, height }`. */
+function decoderSettings() {
+  return { endpoint: $('endpoint').value.trim(), token: $('token').value.trim(), seed: Number($('seed').value), steps: Number($('steps').value), guidance: Number($('guidance').value), width: Number($('width').value), height: Number($('height').value) };
+}
+
+/** Decodes one embedding with the panel's settings (the interpolation grid uses it): a Blob, or null without an endpoint. */
+async function decodeEmbedding(imageEmbeds, negativeImageEmbeds) {
+  const s = decoderSettings();
+  if (!s.endpoint) return null;
+  return (await decode({ ...s, imageEmbeds, negativeImageEmbeds: negativeImageEmbeds ?? undefined })).blob;
 }
 
 /** The decoder panel: endpoint and token are remembered in localStorage. */
@@ -93,14 +126,13 @@ function setupDecoder() {
   const show = (text, kind) => { const el = $('decode-status'); el.hidden = false; el.textContent = text; el.className = `status ${kind}`; };
   $('decode').onclick = async () => {
     if (!lastResult) return;
-    const endpoint = $('endpoint').value.trim();
+    const { endpoint, token, ...settings } = decoderSettings();
     if (!endpoint) { show('Enter the decoder endpoint URL first.', 'error'); return; }
-    const settings = { seed: Number($('seed').value), steps: Number($('steps').value), guidance: Number($('guidance').value), width: Number($('width').value), height: Number($('height').value) };
     $('decode').disabled = true;
     document.body.dataset.decoded = 'pending';
     show(`Decoding on ${endpoint}…`, '');
     try {
-      const r = await decode({ endpoint, token: $('token').value.trim(), imageEmbeds: lastResult.imageEmbeds, negativeImageEmbeds: lastResult.negativeImageEmbeds, ...settings });
+      const r = await decode({ endpoint, token, imageEmbeds: lastResult.imageEmbeds, negativeImageEmbeds: lastResult.negativeImageEmbeds, ...settings });
       const img = $('decoded-image');
       if (img.src) URL.revokeObjectURL(img.src);
       img.src = URL.createObjectURL(r.blob);

@@ -4,6 +4,8 @@
 //   const engine = await load({ model: 'https://…/model/', backend: 'auto', onProgress });
 //   const r = await engine.prior({ prompt, subjects: [{ keyword: 'cat', image: blob }], seed: 42 });
 
+import { spawnWorker } from './spawn-worker.js';
+
 /** Default model: the real Hugging Face files. The tokenizer, CLIP towers and image processor come from
  * Kandinsky 2.2's prior repository; the λ prior from its own repository (files at its root). */
 export const DEFAULT_MODEL = 'https://huggingface.co/kandinsky-community/kandinsky-2-2-prior/resolve/main/';
@@ -66,6 +68,16 @@ class WorkerEngine {
     return this.call('prior', { request });
   }
 
+  /**
+   * For each keyword, whether the pipeline will find it in `prompt` (else its result warns "couldn't find
+   * keyword") and which characters its subject replaces: `[{ found, empty, spans: [[start, end], …] }]` with
+   * JS string indices. Runs only the tokenizer.
+   */
+  matchKeywords(prompt, keywords) { return this.call('matchKeywords', { prompt, keywords }); }
+
+  /** `{ backend, adapter, fallbackReason, embeddingDim, version }`: what computes (adapter: the WebGPU adapter in words, or null on the CPU). */
+  describe() { return this.call('describe', {}); }
+
   /** Stops the worker and frees the model. */
   dispose() { this.#worker.terminate(); }
 }
@@ -77,7 +89,7 @@ class WorkerEngine {
 export async function load({ model, prior, backend = 'auto', onProgress } = {}) {
   // A custom `model` folder holds its own prior/ unless `prior` says otherwise.
   if (!model) { model = DEFAULT_MODEL; prior ??= DEFAULT_PRIOR; }
-  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  const worker = spawnWorker(new URL('./worker.js', import.meta.url));
   const engine = new WorkerEngine(worker);
   const abs = (u) => (u ? new URL(u, location.href).href : undefined);
   const info = await engine.call('load', { model: abs(model), prior: abs(prior), backend }, onProgress);
@@ -85,4 +97,61 @@ export async function load({ model, prior, backend = 'auto', onProgress } = {}) 
   engine.fallbackReason = info.fallbackReason;
   engine.embeddingDim = info.embeddingDim;
   return engine;
+}
+
+// ---- Model-free tools, in their own worker (tools-worker.js), started on first use. ----
+
+let tools = null;
+
+function toolsCall(op, args) {
+  if (!tools) {
+    const worker = spawnWorker(new URL('./tools-worker.js', import.meta.url));
+    const pending = new Map();
+    tools = { worker, pending, next: 1 };
+    const current = tools;
+    worker.onmessage = ({ data }) => {
+      const p = pending.get(data.id);
+      if (!p) return;
+      pending.delete(data.id);
+      if (data.fatal && tools === current) { tools = null; worker.terminate(); for (const q of pending.values()) q.reject(new Error(data.error)); }
+      data.ok ? p.resolve(data.result) : p.reject(new Error(data.error));
+    };
+    worker.onerror = (e) => {
+      for (const q of pending.values()) q.reject(new Error(`the engine's tools worker failed: ${e.message ?? 'could not start'}`));
+      pending.clear();
+      if (tools === current) tools = null;
+    };
+  }
+  const t = tools;
+  const id = t.next++;
+  return new Promise((resolve, reject) => {
+    t.pending.set(id, { resolve, reject });
+    t.worker.postMessage({ id, op, args });
+  });
+}
+
+/**
+ * Checks that an image file decodes as the engine decodes subject photos (PNG, JPEG, WebP, GIF, BMP; at most
+ * 16384 px a side and 512 MiB of pixels): `{ width, height }`, or rejects with the reason. Needs no model.
+ */
+export async function inspectImage(image) {
+  return toolsCall('inspectImage', { image: await toBytes(image, 'image') });
+}
+
+/**
+ * The edge map the engine derives from an edge-control image: OpenCV's `IMREAD_GRAYSCALE` + `Canny(low, high)`,
+ * bit-exact (the same wasm code as the pipeline). `{ width, height, edges: Uint8Array (0|255), rgba:
+ * Uint8ClampedArray }` — `new ImageData(rgba, width, height)` draws it. Needs no model.
+ */
+export async function cannyPreview(image, { low = 100, high = 200 } = {}) {
+  return toolsCall('cannyPreview', { image: await toBytes(image, 'control image'), low, high });
+}
+
+/**
+ * The bilinear grid between four corner embeddings `[topLeft, topRight, bottomLeft, bottomRight]` as the
+ * reference interpolates (rows top → bottom, then columns left → right, `v1·(1−t) + v2·t`): `(steps+1)²`
+ * Float32Arrays, row-major. Computed by the engine's wasm (`pipeline::interpolate`). Needs no model.
+ */
+export function interpolateGrid(corners, steps = 4) {
+  return toolsCall('interpolateGrid', { corners: corners.map((c) => Float32Array.from(c)), steps });
 }

@@ -22,7 +22,20 @@ const ops = {
   embedText: (id, { prompt }) => engine.embedText(prompt),
   embedImages: (id, { images }) => engine.embedImages(images),
   prior: (id, { request }) => engine.prior(request),
+  matchKeywords: (id, { prompt, keywords }) => engine.matchKeywords(prompt, keywords),
+  describe: async () => ({ backend: engine.backend, adapter: engine.backend === 'webgpu' ? await adapterInWords(engine.adapter) : null, fallbackReason: engine.fallbackReason ?? null, embeddingDim: engine.embeddingDim, version: version() }),
 };
+
+/** The WebGPU adapter as the browser names it (wgpu's own description is empty in browsers): the default
+ * high-performance adapter, the one the engine requested. */
+async function adapterInWords(fallback) {
+  try {
+    const info = (await navigator.gpu?.requestAdapter({ powerPreference: 'high-performance' }))?.info;
+    const words = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean);
+    if (words.length) return [...new Set(words)].join(' · ');
+  } catch { /* fall back to wgpu's description */ }
+  return fallback ?? null;
+}
 
 self.onmessage = async ({ data: { id, op, args } }) => {
   try {

@@ -76,6 +76,15 @@ fn read_png_header(bytes: &[u8]) -> Result<PngHeader> {
     Ok(PngHeader { width: be32(&ihdr[8..12]), height: be32(&ihdr[12..16]), bit_depth: ihdr[16], color_type: ihdr[17] })
 }
 
+/// Width and height from the file's header alone (PNG read by hand as above, other formats through the
+/// `image` crate's header parsing), or `None` when the header cannot be read. For size checks before decoding.
+pub fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return read_png_header(bytes).ok().map(|h| (h.width, h.height));
+    }
+    image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
+}
+
 /// The format whose signature starts a file too short to be recognised, such as the first 4 bytes of a PNG.
 fn truncated_signature(bytes: &[u8]) -> Option<&'static str> {
     const SIGNATURES: [(&[u8], &str); 5] = [

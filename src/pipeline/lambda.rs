@@ -86,6 +86,43 @@ impl fmt::Display for Warning {
     }
 }
 
+/// Where one subject's keyword lands in a prompt, by the rule [`LambdaEngine::run`] applies: lets a UI show
+/// the substituted words and the "keyword not found" warning before anything is computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeywordMatch {
+    /// Every token of the keyword occurs among the prompt's ids: `run` gives no [`Warning::KeywordNotFound`].
+    pub found: bool,
+    /// The keyword has no tokens at all (`run` refuses it).
+    pub empty: bool,
+    /// `[start, end)` character ranges (Unicode scalar values) of the prompt's tokens whose rows the
+    /// subject's embedding replaces, within the tokens the prompt keeps (77 with BOS and EOS).
+    pub spans: Vec<(usize, usize)>,
+}
+
+/// Working memory of Canny per pixel (gray, Sobel dx and dy, magnitude, map, output, a decoded RGBA copy):
+/// an edge-control image is refused before decoding when this times its pixels exceeds the decode budget.
+const CANNY_BYTES_PER_PIXEL: u64 = 16;
+
+/// The Canny edges of an edge-control image (OpenCV-exact, see [`crate::image::canny`]) after checking its
+/// header's size against `limits`, so that an oversized image is a clear error instead of exhausting memory.
+pub fn control_edges(image: &[u8], low: f64, high: f64, limits: &DecodeLimits) -> Result<image::GrayImage> {
+    if let Some((w, h)) = crate::image::decode::header_dimensions(image) {
+        let needed = u64::from(w) * u64::from(h) * CANNY_BYTES_PER_PIXEL;
+        if w > limits.max_width || h > limits.max_height || needed > limits.max_alloc_bytes {
+            return Err(Error::Image(format!(
+                "the image is {w}×{h}: edge detection takes at most {}×{} and {} MiB ({} MiB needed)",
+                limits.max_width,
+                limits.max_height,
+                limits.max_alloc_bytes >> 20,
+                needed >> 20
+            )));
+        }
+    }
+    // Unreadable headers fall through: the decoder names what is wrong with the file.
+    let gray = grayscale_like_opencv(image)?;
+    canny(&gray, low, high)
+}
+
 /// Everything one pipeline call computed, on the host.
 #[derive(Clone, Debug)]
 pub struct PriorOutput {
@@ -204,10 +241,31 @@ impl<B: Backend> LambdaEngine<B> {
         self.subject_cache.borrow().len()
     }
 
-    /// Canny edges of a control image as OpenCV computes them (gray, thresholds, no blur).
+    /// Canny edges of a control image as OpenCV computes them (gray, thresholds, no blur); images over the
+    /// engine's decode limits are refused (see [`control_edges`]).
     pub fn canny_edges(&self, image: &[u8], low: f64, high: f64) -> Result<image::GrayImage> {
-        let gray = grayscale_like_opencv(image)?;
-        canny(&gray, low, high)
+        control_edges(image, low, high, &self.decode_limits)
+    }
+
+    /// For each keyword, whether `run` will find it in `prompt` and which characters of the prompt its
+    /// subject replaces (see [`KeywordMatch`]).
+    pub fn keyword_matches(&self, prompt: &str, keywords: &[String]) -> Result<Vec<KeywordMatch>> {
+        let encoded = self.tokenizer.encode(prompt)?;
+        let kept = self.tokenizer.max_length.saturating_sub(2);
+        let mut tokens = self.tokenizer.bpe_ids_with_char_offsets(prompt)?;
+        tokens.truncate(kept);
+        keywords
+            .iter()
+            .map(|k| {
+                let ids = self.tokenizer.bpe_ids(k)?;
+                Ok(KeywordMatch {
+                    // The same test as `run`: each keyword id somewhere among the prompt's 77 ids.
+                    found: !ids.is_empty() && ids.iter().all(|id| encoded.input_ids.contains(id)),
+                    empty: ids.is_empty(),
+                    spans: tokens.iter().filter(|(id, _, _)| ids.contains(id)).map(|&(_, s, e)| (s, e)).collect(),
+                })
+            })
+            .collect()
     }
 
     /// Runs the pipeline.

@@ -105,4 +105,4 @@ pub fn check_processor_fits(cfg: &ImageProcessorConfig, model_size: usize) -> Re
 pub mod interpolate;
 pub mod lambda;
 pub mod noise;
-pub use lambda::{LambdaEngine, PriorOutput, PriorRequest, Subject, Warning};
+pub use lambda::{KeywordMatch, LambdaEngine, PriorOutput, PriorRequest, Subject, Warning};

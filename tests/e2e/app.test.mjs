@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { IMAGES, OUTPUT, ROOT, launchChromium, startStaticServer } from './browser.mjs';
+import { IMAGES, ROOT, SCREENSHOTS, launchChromium, startStaticServer } from './browser.mjs';
 
 const MODEL = '/shared/goldens/lambda-tiny/model/';
 let server, browser, base;
@@ -20,7 +20,7 @@ function goldenF32(file, name) {
 }
 
 before(async () => {
-  mkdirSync(OUTPUT, { recursive: true });
+  mkdirSync(SCREENSHOTS, { recursive: true });
   ({ process: server, base } = await startStaticServer());
   browser = await launchChromium();
 });
@@ -53,7 +53,7 @@ for (const backend of ['auto', 'cpu']) {
     const want = goldenF32(path.resolve(ROOT, '../shared/goldens/lambda-tiny/cat_glasses.safetensors'), 'image_embeds');
     const diff = Math.max(...got.map((v, i) => Math.abs(v - want[i])));
     assert.ok(diff <= 1e-3, `image_embeds differ from the golden by ${diff}`);
-    await page.screenshot({ path: path.join(OUTPUT, `app-result-${backend}.png`), fullPage: true });
+    await page.screenshot({ path: path.join(SCREENSHOTS, `app-result-${backend}.png`), fullPage: true });
     assert.deepEqual(errors, []);
     await page.close();
   });
@@ -66,6 +66,6 @@ test('a model URL that does not exist is reported in words with the URL', async 
   assert.equal(await page.evaluate(() => document.body.dataset.ready), 'error');
   const status = await page.textContent('#status');
   assert.match(status, /\/no\/such\/model\/tokenizer\/.*(not found|404)/, status);
-  await page.screenshot({ path: path.join(OUTPUT, 'app-404.png'), fullPage: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'app-404.png'), fullPage: true });
   await page.close();
 });

@@ -8,6 +8,9 @@ import { chromium } from 'playwright-core';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const IMAGES = path.resolve(ROOT, '../shared/assets/images');
 export const OUTPUT = path.join(ROOT, 'tests/output');
+export const SCREENSHOTS = path.join(OUTPUT, 'screenshots');
+export const GOLDENS = path.resolve(ROOT, '../shared/goldens/lambda-tiny');
+export const TINY_MODEL = '/shared/goldens/lambda-tiny/model/';
 
 export const freePort = () => new Promise((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });

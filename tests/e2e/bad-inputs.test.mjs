@@ -1,0 +1,180 @@
+// End-to-end: bad inputs in the app — a file that is not an image, a corrupt PNG, a 12000×12000 image (as a
+// subject photo and as the edge-control image) and a keyword missing from the prompt. Each is named in the UI
+// as soon as it is given, computing with it gives a clear message (or the engine's warning), and the next good
+// action — the cat_glasses case — computes the golden embedding. Screenshots in tests/output/screenshots/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { deflateSync } from 'node:zlib';
+import { IMAGES, SCREENSHOTS, launchChromium, startStaticServer } from './browser.mjs';
+import { dropFiles, golden, imageFile, maxDiff, openApp, pasteFiles, photoStates } from './helpers.mjs';
+
+let server, browser, base;
+
+before(async () => {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  ({ process: server, base } = await startStaticServer());
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill();
+});
+
+function crc32(bytes) {
+  let c = ~0;
+  for (const b of bytes) { c ^= b; for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1; }
+  return ~c >>> 0;
+}
+
+function chunk(type, data) {
+  const out = Buffer.alloc(12 + data.length);
+  out.writeUInt32BE(data.length, 0);
+  out.write(type, 4, 'latin1');
+  data.copy(out, 8);
+  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+  return out;
+}
+
+/** A valid, black, 8-bit grey PNG of width × height (12000² compresses to about 140 KB). */
+function blackPng(width, height) {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth; colour type 0 (grey), compression/filter/interlace 0
+  const raw = Buffer.alloc((width + 1) * height); // filter byte 0 + zero pixels per row
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw, { level: 9 })), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** chelsea.png with its image data cut off half-way. */
+function truncatedPng() {
+  const png = readFileSync(path.join(IMAGES, 'chelsea.png'));
+  return png.subarray(0, Math.floor(png.length / 2));
+}
+
+/** cat_glasses through the page after the bad input: good photos, golden noise → the golden embedding. */
+async function catGlassesWorks(page) {
+  await page.fill('#prompt', 'a cat wearing glasses at a park');
+  const slots = page.locator('.subject');
+  await slots.nth(0).locator('.keyword').fill('cat');
+  await slots.nth(1).locator('.keyword').fill('glasses');
+  await slots.nth(0).locator('.image').setInputFiles(path.join(IMAGES, 'chelsea.png'));
+  await slots.nth(1).locator('.image').setInputFiles(path.join(IMAGES, 'coffee.png'));
+  assert.deepEqual(await photoStates(page), ['ok', 'ok']);
+  await page.evaluate((n) => { window.__lambdaNoise = new Float32Array(n); delete document.body.dataset.result; }, Array.from(golden('cat_glasses.safetensors', 'noise').data));
+  await page.click('#compute');
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.result), null, { timeout: 120_000 });
+  assert.equal(await page.evaluate(() => document.body.dataset.result), 'ready', await page.textContent('#status'));
+  assert.equal(await page.textContent('#status'), 'Done.');
+  const got = await page.evaluate(() => Array.from(window.__lambdaResult.imageEmbeds));
+  const diff = maxDiff(got, golden('cat_glasses.safetensors', 'image_embeds').data);
+  assert.ok(diff <= 1e-4, `after the bad input, cat_glasses differs from the golden by ${diff}`);
+}
+
+/** Clicks Compute and returns the status line once computing ended. */
+async function computeStatus(page) {
+  await page.evaluate(() => { delete document.body.dataset.result; });
+  await page.click('#compute');
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.result), null, { timeout: 120_000 });
+  return { result: await page.evaluate(() => document.body.dataset.result), status: await page.textContent('#status') };
+}
+
+const BAD_PHOTOS = [
+  {
+    name: 'a file that is not an image',
+    file: { name: 'notes.txt', bytes: Buffer.from('These are my holiday notes, not a photo.\n'), type: 'text/plain' },
+    give: dropFiles,
+    note: /notes\.txt cannot be used as a photo: image: unsupported format: the file starts with bytes \[54 68 65 73 65 20 61 72\], which is not PNG, JPEG, WebP, GIF or BMP/,
+    compute: /Could not compute: subject 2 \("glasses"\): image: unsupported format/,
+    shot: '09-error-not-an-image',
+  },
+  {
+    name: 'a corrupt (truncated) PNG',
+    file: { name: 'broken.png', bytes: truncatedPng(), type: 'image/png' },
+    give: pasteFiles,
+    note: /broken\.png cannot be used as a photo: image: corrupt PNG/,
+    compute: /Could not compute: subject 2 \("glasses"\): image: corrupt PNG/,
+    shot: '10-error-corrupt-png',
+  },
+  {
+    name: 'a 12000×12000 image',
+    file: { name: 'huge.png', bytes: blackPng(12000, 12000), type: 'image/png' },
+    give: dropFiles,
+    note: /huge\.png cannot be used as a photo: image: PNG image is 12000×12000, more than the 16384×16384 \/ 512 MiB decode limit/,
+    compute: /Could not compute: subject 2 \("glasses"\): image: PNG image is 12000×12000/,
+    shot: '11-error-huge-photo',
+  },
+];
+
+for (const bad of BAD_PHOTOS) {
+  test(`${bad.name} as a subject photo is named at once and on Compute, and cat_glasses computes afterwards`, async () => {
+    const { page, errors } = await openApp(browser, base, '&backend=cpu');
+    const slots = page.locator('.subject');
+    await slots.nth(0).locator('.image').setInputFiles(path.join(IMAGES, 'chelsea.png'));
+    // Paste goes to the slot with the focus; drop to the slot it lands on.
+    await bad.give(page, bad.give === pasteFiles ? slots.nth(1).locator('.keyword') : slots.nth(1), [bad.file]);
+    assert.deepEqual(await photoStates(page), ['ok', 'error']);
+    const note = await slots.nth(1).locator('.note.img').textContent();
+    assert.match(note, bad.note);
+    assert.equal(await slots.nth(1).locator('.thumb').isVisible(), false);
+    const { result, status } = await computeStatus(page);
+    assert.equal(result, 'error');
+    assert.match(status, bad.compute);
+    await page.screenshot({ path: path.join(SCREENSHOTS, `${bad.shot}.png`), fullPage: true });
+    await catGlassesWorks(page);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+}
+
+test('a 12000×12000 edge-control image is refused in the preview and on Compute, and cat_glasses computes afterwards', async () => {
+  const { page, errors } = await openApp(browser, base, '&backend=cpu');
+  await dropFiles(page, page.locator('#control-zone'), [{ name: 'huge-edges.png', bytes: blackPng(12000, 12000), type: 'image/png' }]);
+  await page.waitForFunction(() => ['ok', 'error'].includes(document.getElementById('canny-preview').dataset.state), null, { timeout: 60_000 });
+  assert.match(await page.textContent('#control-status'), /huge-edges\.png cannot be used as the edge-control image: image: the image is 12000×12000: edge detection takes at most 16384×16384 and 512 MiB/);
+  assert.equal(await page.isVisible('#canny-preview'), false);
+  const { result, status } = await computeStatus(page);
+  assert.equal(result, 'error');
+  assert.match(status, /Could not compute: control image: image: the image is 12000×12000/);
+  await page.screenshot({ path: path.join(SCREENSHOTS, '12-error-huge-control.png'), fullPage: true });
+  // Removing it brings the page back to a good state.
+  await page.click('#control-clear');
+  assert.equal(await page.textContent('#control-status'), '');
+  await catGlassesWorks(page);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a keyword missing from the prompt warns before and after computing, and cat_glasses computes afterwards', async () => {
+  const { page, errors } = await openApp(browser, base, '&backend=cpu');
+  const slots = page.locator('.subject');
+  await slots.nth(0).locator('.image').setInputFiles(path.join(IMAGES, 'chelsea.png'));
+  await slots.nth(1).locator('.image').setInputFiles(path.join(IMAGES, 'coffee.png'));
+  await page.fill('#prompt', 'a cat at a park');
+  await page.waitForFunction(() => /glasses/.test(document.getElementById('keyword-warnings').textContent), null, { timeout: 30_000 });
+  assert.match(await page.textContent('#keyword-warnings'), /Subject 2: keyword “glasses” is not in the prompt \(its photo will not be used\)/);
+  const { result, status } = await computeStatus(page);
+  assert.equal(result, 'ready');
+  assert.match(status, /Done, with 1 warning/);
+  assert.match(await page.textContent('#warnings'), /subject 2: couldn't find keyword "glasses" in the prompt; its photo is not used there/);
+  await page.screenshot({ path: path.join(SCREENSHOTS, '13-warning-keyword-missing.png'), fullPage: true });
+  await catGlassesWorks(page);
+  assert.equal(await page.textContent('#warnings'), '');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a photo without a keyword is refused before computing with words saying what to do', async () => {
+  const { page, errors } = await openApp(browser, base, '&backend=cpu');
+  const slots = page.locator('.subject');
+  await slots.nth(0).locator('.keyword').fill('');
+  await slots.nth(0).locator('.image').setInputFiles(path.join(IMAGES, 'chelsea.png'));
+  await photoStates(page);
+  await page.click('#compute');
+  assert.match(await page.textContent('#status'), /Subject 1 has a photo but no keyword: type the word of the prompt it shows/);
+  await catGlassesWorks(page);
+  assert.deepEqual(errors, []);
+  await page.close();
+});

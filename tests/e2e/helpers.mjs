@@ -1,0 +1,100 @@
+// Helpers of the app end-to-end tests: golden tensors, files dropped or pasted into the page, downloads, and
+// reading exported files with the reference Python readers (numpy, safetensors: server/requirements.txt).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { GOLDENS, IMAGES, OUTPUT, TINY_MODEL } from './browser.mjs';
+
+/** Tensor `name` of a lambda-tiny golden file, parsed by hand: `{ shape, data }` (F32 → Float32Array, U8 → Uint8Array, I64 → numbers). */
+export function golden(file, name) {
+  const buf = readFileSync(path.join(GOLDENS, file));
+  const n = Number(buf.readBigUInt64LE(0));
+  const entry = JSON.parse(buf.subarray(8, 8 + n).toString())[name];
+  assert.ok(entry, `${file} has no ${name}`);
+  const [b, e] = entry.data_offsets;
+  const bytes = buf.subarray(8 + n + b, 8 + n + e);
+  const ab = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length);
+  const data = entry.dtype === 'F32' ? new Float32Array(ab) : entry.dtype === 'U8' ? new Uint8Array(ab) : Array.from(new BigInt64Array(ab), Number);
+  return { shape: entry.shape, data };
+}
+
+export const maxDiff = (a, b) => {
+  assert.equal(a.length, b.length, 'lengths differ');
+  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+};
+
+/** Opens the app on the tiny model and waits until it is ready (asserts it loaded). */
+export async function openApp(browser, base, query = '') {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${base}/index.html?model=${TINY_MODEL}${query}`);
+  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
+  assert.equal(await page.evaluate(() => document.body.dataset.ready), 'true', await page.textContent('#status'));
+  return { page, errors };
+}
+
+/** A page-side DataTransfer holding files `{ name, bytes (Buffer), type }`. */
+export function dataTransfer(page, files) {
+  return page.evaluateHandle((list) => {
+    const dt = new DataTransfer();
+    for (const f of list) dt.items.add(new File([Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0))], f.name, { type: f.type }));
+    return dt;
+  }, files.map((f) => ({ name: f.name, type: f.type ?? 'image/png', b64: Buffer.from(f.bytes).toString('base64') })));
+}
+
+export const imageFile = (name) => ({ name, bytes: readFileSync(path.join(IMAGES, name)), type: name.endsWith('.jpg') ? 'image/jpeg' : 'image/png' });
+
+/** Drops files on the element `locator` points to, as a drag & drop from the desktop does. */
+export async function dropFiles(page, locator, files) {
+  const dt = await dataTransfer(page, files);
+  await locator.dispatchEvent('dragover', { dataTransfer: dt });
+  await locator.dispatchEvent('drop', { dataTransfer: dt });
+}
+
+/** Pastes files (Ctrl+V of a copied image) with the focus on `locator`'s element. */
+export async function pasteFiles(page, locator, files) {
+  const dt = await dataTransfer(page, files);
+  await locator.focus();
+  await locator.evaluate((el, clipboardData) => {
+    el.dispatchEvent(new ClipboardEvent('paste', { clipboardData, bubbles: true, cancelable: true, composed: true }));
+  }, dt);
+}
+
+/** Waits until every subject photo has been checked; returns each slot's state ('ok' | 'error' | undefined). */
+export async function photoStates(page) {
+  await page.waitForFunction(() => ![...document.querySelectorAll('.subject')].some((s) => s.dataset.image === 'checking'), null, { timeout: 60_000 });
+  return page.$$eval('.subject', (slots) => slots.map((s) => s.dataset.image));
+}
+
+/** Clicks a button that starts a download, saves the file under tests/output/downloads/; `{ name, bytes, file }`. */
+export async function downloadOf(page, selector, prefix = 'download') {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click(selector)]);
+  const name = download.suggestedFilename();
+  const file = path.join(OUTPUT, 'downloads', `${prefix}-${name}`);
+  mkdirSync(path.dirname(file), { recursive: true });
+  await download.saveAs(file);
+  return { name, bytes: readFileSync(file), file };
+}
+
+/** Reads an exported file with numpy / safetensors in Python: `{ tensor: { shape, values } }` (npy: key "array"). */
+export function readWithPython(file) {
+  const script = `
+import json, sys, numpy as np
+p = sys.argv[1]
+if p.endswith('.npy'):
+    a = np.load(p, allow_pickle=False)
+    out = {'array': {'shape': list(a.shape), 'dtype': str(a.dtype), 'values': a.ravel().tolist()}}
+else:
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+    out = {k: {'shape': list(v.shape), 'dtype': str(v.dtype), 'values': v.ravel().tolist()} for k, v in load_file(p).items()}
+    with safe_open(p, 'np') as f:
+        out['__metadata__'] = f.metadata()
+print(json.dumps(out))
+`;
+  const r = spawnSync('python3', ['-c', script, file], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  assert.equal(r.status, 0, `python could not read ${file}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}

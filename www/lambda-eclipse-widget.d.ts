@@ -1,0 +1,31 @@
+import type { Engine, EngineDescription, PriorResult } from './lambda-eclipse.js';
+
+/**
+ * `<lambda-eclipse-widget model="…" prior="…" backend="auto|webgpu|cpu" autoload endpoint="…" token="…"
+ * prompt="…" seed="42" width="512" height="512" steps="50" guidance="4">`.
+ */
+export class LambdaEclipseWidget extends HTMLElement {
+  /** The loaded engine, or null before `load()` finished. */
+  readonly engine: Engine | null;
+  /** The last result of `compute()`, or null. */
+  readonly result: PriorResult | null;
+  /** Loads the model once (also started by the "Load the model" button or the `autoload` attribute). */
+  load(): Promise<Engine>;
+  /** Computes the embedding of the widget's prompt and subjects. */
+  compute(): Promise<PriorResult>;
+  /** Decodes the last result (computing one first if needed) on the `endpoint` and shows the image. */
+  decode(): Promise<{ blob: Blob; seed: number; decodeMs: number }>;
+}
+
+export interface LambdaEclipseWidgetEventMap {
+  'lambda-ready': CustomEvent<EngineDescription>;
+  'lambda-result': CustomEvent<PriorResult>;
+  'lambda-decoded': CustomEvent<{ blob: Blob; seed: number; decodeMs: number }>;
+  'lambda-error': CustomEvent<{ message: string }>;
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'lambda-eclipse-widget': LambdaEclipseWidget;
+  }
+}
