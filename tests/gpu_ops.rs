@@ -641,3 +641,23 @@ fn every_gemm_variant_matches_cpu_for_linear_matmul_and_conv() {
         assert_f32_close(&format!("conv2d tile {tile}"), &read_gpu(&gpu, &got), &read_cpu(&want));
     }
 }
+
+#[test]
+fn f32_weights_kept_as_f16_take_half_the_bytes_and_stay_close() {
+    let Some(gpu) = gpu() else { return };
+    let half = gpu.with_f16_weights();
+    let cpu = CpuBackend;
+    let mut rng = Rng(26);
+    let (m, k, n) = (64, 96, 130);
+    let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
+    let w16 = half.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+    assert_eq!(half.byte_size(&w16), n * k * 2, "an f32 matrix is stored as f16");
+    let b16 = half.upload_weight(&f32_bytes(&b), WeightDType::F32, &[n]).unwrap();
+    assert_eq!(half.byte_size(&b16), n * 4, "vectors stay f32");
+    assert_eq!(gpu.byte_size(&gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap()), n * k * 4, "the original handle keeps f32");
+    let got = read_gpu(&half, &half.linear(&half.from_f32(&x, &[m, k]).unwrap(), &w16, Some(&b16), Activation::Identity).unwrap());
+    let want = read_cpu(&cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::Identity).unwrap());
+    let scale = want.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+    let (rel, cos) = (max_abs(&got, &want) / scale, cosine(&got, &want));
+    assert!(rel <= 1e-2 && cos >= 0.9999, "f16-stored weights: rel {rel:e}, cosine {cos}");
+}

@@ -63,6 +63,13 @@ pub trait Backend: Clone + 'static {
     /// Short name shown to users: `"cpu"` or `"webgpu"`.
     fn name(&self) -> &'static str;
 
+    /// The same backend, but weight matrices stored in f32 are kept in f16 where the backend can compute
+    /// from f16 (the GPU: half the memory, about 1e-3 relative error); the CPU keeps f32. Biases and norms
+    /// (vectors) stay f32. The decoders load through this by default.
+    fn with_f16_weights(&self) -> Self {
+        self.clone()
+    }
+
     /// Creates a tensor from raw little-endian weight bytes as stored in a safetensors file.
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<Self::Tensor>;
     /// Creates a tensor from f32 values (activations, masks, inputs).

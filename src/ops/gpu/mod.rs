@@ -261,6 +261,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct GpuBackend {
     inner: Arc<Inner>,
+    /// Store f32 weight matrices as f16 (see [`Backend::with_f16_weights`]); per handle, so one device can
+    /// hold an f32 text tower and an f16 decoder.
+    f32_as_f16: bool,
 }
 
 fn backend_err(msg: impl Into<String>) -> Error {
@@ -349,6 +352,7 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         Ok(GpuBackend {
+            f32_as_f16: false,
             inner: Arc::new(Inner {
                 device,
                 queue,
@@ -752,6 +756,11 @@ impl Backend for GpuBackend {
         "webgpu"
     }
 
+    /// Weight matrices stored in f32 (the real decoder UNet: 5 GB) are kept as f16 on the device (2.5 GB).
+    fn with_f16_weights(&self) -> GpuBackend {
+        GpuBackend { inner: self.inner.clone(), f32_as_f16: true }
+    }
+
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<GpuTensor> {
         let numel: usize = shape.iter().product();
         if raw.len() != numel * dtype.size_in_bytes() {
@@ -763,6 +772,10 @@ impl Backend for GpuBackend {
         }
         let what = format!("weight of shape {shape:?}");
         let (bytes, gpu_dtype): (std::borrow::Cow<[u8]>, GpuDType) = match dtype {
+            WeightDType::F32 if self.f32_as_f16 && shape.len() >= 2 => {
+                let v: Vec<u8> = raw.chunks_exact(4).flat_map(|c| half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()).collect();
+                (v.into(), GpuDType::F16)
+            }
             WeightDType::F32 => (raw.into(), GpuDType::F32),
             WeightDType::F16 if shape.len() >= 2 => (raw.into(), GpuDType::F16),
             WeightDType::F16 => {
