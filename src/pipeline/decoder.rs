@@ -110,9 +110,7 @@ pub struct DecoderEngine<B: Backend> {
     pub backend: B,
     pub unet: UNet<B>,
     pub movq: MoVq<B>,
-    pub scheduler_config: SchedulerConfig,
-    /// The sampler named in `scheduler_config.json`.
-    pub default_scheduler: SchedulerKind,
+    pub configs: DecoderConfigs,
 }
 
 async fn require<F: ModelFiles>(files: &F, path: &str, folder: &str) -> Result<()> {
@@ -131,59 +129,72 @@ fn lcm(a: usize, b: usize) -> usize {
     a / gcd(a, b) * b
 }
 
-impl<B: Backend> DecoderEngine<B> {
-    /// Loads `unet/`, `movq/` (decoder half only) and `scheduler/` and checks that they fit together.
-    pub async fn load<F: ModelFiles>(backend: B, files: &F, progress: Progress<'_>) -> Result<Self> {
+/// The three configs of a decoder folder, read and checked before any weight: enough to validate a request.
+#[derive(Clone, Debug)]
+pub struct DecoderConfigs {
+    pub unet: UNetConfig,
+    pub movq: MoVqConfig,
+    pub scheduler: SchedulerConfig,
+    /// The sampler named in `scheduler_config.json`.
+    pub default_scheduler: SchedulerKind,
+}
+
+/// A request checked against the configs: sizes, the schedule and the initial noise.
+pub struct Prepared {
+    pub latent_height: usize,
+    pub latent_width: usize,
+    pub channels: usize,
+    pub scheduler: Scheduler,
+    /// `[1, C, h, w]`, already scaled by `init_noise_sigma`.
+    pub latents: Vec<f32>,
+    /// DDPM: `[steps, 1, C, h, w]`.
+    pub step_noise: Option<Vec<f32>>,
+    pub guided: bool,
+}
+
+impl DecoderConfigs {
+    /// Reads and validates `unet/config.json`, `movq/config.json` and `scheduler/scheduler_config.json`.
+    pub async fn read<F: ModelFiles>(files: &F) -> Result<Self> {
         require(files, UNET_CONFIG, "unet").await?;
         require(files, MOVQ_CONFIG, "movq").await?;
         require(files, SCHEDULER_CONFIG, "scheduler").await?;
-        let unet_cfg: UNetConfig = read_config(files, UNET_CONFIG).await?;
-        unet_cfg.validate(UNET_CONFIG)?;
-        let movq_cfg: MoVqConfig = read_config(files, MOVQ_CONFIG).await?;
-        movq_cfg.validate(MOVQ_CONFIG)?;
-        let scheduler_config = SchedulerConfig::parse(&files.read_text(SCHEDULER_CONFIG).await?, SCHEDULER_CONFIG)?;
-        let default_scheduler = scheduler_config.default_kind(SCHEDULER_CONFIG)?;
-        // Fail on a bad scheduler config at load, not at the first decode.
-        Scheduler::new(default_scheduler, &scheduler_config, SCHEDULER_CONFIG)?;
-        if unet_cfg.in_channels != movq_cfg.vq_dim() || unet_cfg.out_channels < unet_cfg.in_channels {
+        let unet: UNetConfig = read_config(files, UNET_CONFIG).await?;
+        unet.validate(UNET_CONFIG)?;
+        let movq: MoVqConfig = read_config(files, MOVQ_CONFIG).await?;
+        movq.validate(MOVQ_CONFIG)?;
+        let scheduler = SchedulerConfig::parse(&files.read_text(SCHEDULER_CONFIG).await?, SCHEDULER_CONFIG)?;
+        let default_scheduler = scheduler.default_kind(SCHEDULER_CONFIG)?;
+        // A bad scheduler config fails here, not at the first decode.
+        Scheduler::new(default_scheduler, &scheduler, SCHEDULER_CONFIG)?;
+        if unet.in_channels != movq.vq_dim() || unet.out_channels < unet.in_channels {
             return Err(Error::config(
                 UNET_CONFIG,
                 format!(
                     "the UNet denoises {} channels into {} but the MoVQ decodes {}-channel latents",
-                    unet_cfg.in_channels,
-                    unet_cfg.out_channels,
-                    movq_cfg.vq_dim()
+                    unet.in_channels,
+                    unet.out_channels,
+                    movq.vq_dim()
                 ),
             ));
         }
-        let store = load_component_weights(&backend, files, "unet", "diffusion_pytorch_model", |d, t| progress("unet", d, t)).await?;
-        let unet = UNet::new(&backend, &store.root(), &unet_cfg)?;
-        store.finish(&[])?;
-        drop(store);
-        let store = load_component_weights_where(&backend, files, "movq", "diffusion_pytorch_model", is_decoder_tensor, |d, t| {
-            progress("movq", d, t)
-        })
-        .await?;
-        let movq = MoVq::new(&backend, &store.root(), &movq_cfg)?;
-        store.finish(&[])?;
-        Ok(DecoderEngine { backend, unet, movq, scheduler_config, default_scheduler })
+        Ok(DecoderConfigs { unet, movq, scheduler, default_scheduler })
     }
 
     /// Width of the image embeddings the UNet takes (1280 for the real decoder).
     pub fn embedding_dim(&self) -> usize {
-        self.unet.config.image_embed_dim()
+        self.unet.image_embed_dim()
     }
 
     /// Image pixels per latent along a side (8 for the real MoVQ).
     pub fn latent_scale(&self) -> usize {
-        self.movq.config.scale_factor()
+        self.movq.scale_factor()
     }
 
     /// Image sides must be multiples of this: the MoVQ's factor squared (diffusers rounds latents up to it,
     /// which would change the size) and what the UNet's down-sampling needs.
     pub fn size_multiple(&self) -> usize {
         let f = self.latent_scale();
-        lcm(f * f, f * self.unet.config.size_multiple())
+        lcm(f * f, f * self.unet.size_multiple())
     }
 
     /// Latent `(height, width)` of an image size, as diffusers' `downscale_height_and_width`.
@@ -215,29 +226,24 @@ impl<B: Backend> DecoderEngine<B> {
         Ok(())
     }
 
-    /// Runs the sampler and the MoVQ. `on_step(step, total, preview)` is called after every denoising step
-    /// (1-based); `cancel` is checked before each step and before the MoVQ ([`Error::Cancelled`]).
-    pub async fn decode(&self, req: &DecodeRequest, on_step: &mut dyn FnMut(usize, usize, &LatentPreview), cancel: &AtomicBool)
-        -> Result<DecodedImage> {
-        let be = &self.backend;
+    /// Checks a request (sizes, embeddings, sampler, steps, noise) and draws or takes its noise.
+    pub fn prepare(&self, req: &DecodeRequest) -> Result<Prepared> {
         let (lh, lw) = self.latent_size(req.height, req.width)?;
-        let c = self.unet.config.in_channels;
+        let c = self.unet.in_channels;
         let n = c * lh * lw;
-        let guided = req.guidance > 1.0;
         if !req.guidance.is_finite() {
             return Err(Error::Input(format!("guidance must be a finite number, got {}", req.guidance)));
         }
+        let guided = req.guidance > 1.0;
         self.check_embeds("image_embeds", &req.image_embeds)?;
         if guided {
             self.check_embeds("negative_image_embeds", &req.negative_image_embeds)?;
         }
         let kind = req.scheduler.unwrap_or(self.default_scheduler);
-        let mut scheduler = Scheduler::new(kind, &self.scheduler_config, SCHEDULER_CONFIG)?;
+        let mut scheduler = Scheduler::new(kind, &self.scheduler, SCHEDULER_CONFIG)?;
         scheduler.set_timesteps(req.steps)?;
-        let timesteps = scheduler.timesteps().to_vec();
-        let total = timesteps.len();
+        let total = scheduler.timesteps().len();
         let wants_noise = kind == SchedulerKind::Ddpm;
-
         let (mut latents, step_noise) = match &req.noise {
             DecoderNoise::Seed(seed) => {
                 let mut stream = gaussian_noise(*seed, if wants_noise { n * (total + 1) } else { n });
@@ -269,13 +275,60 @@ impl<B: Backend> DecoderEngine<B> {
                 (initial_latents.clone(), step_noise)
             }
         };
-        if latents.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Input("initial_latents contain NaN or infinity".into()));
+        if latents.iter().chain(step_noise.iter().flatten()).any(|x| !x.is_finite()) {
+            return Err(Error::Input("the noise contains NaN or infinity".into()));
         }
         let sigma = scheduler.init_noise_sigma();
         for v in &mut latents {
             *v *= sigma;
         }
+        Ok(Prepared { latent_height: lh, latent_width: lw, channels: c, scheduler, latents, step_noise, guided })
+    }
+}
+
+impl<B: Backend> DecoderEngine<B> {
+    /// Loads `unet/`, `movq/` (decoder half only) and `scheduler/` and checks that they fit together.
+    pub async fn load<F: ModelFiles>(backend: B, files: &F, progress: Progress<'_>) -> Result<Self> {
+        let configs = DecoderConfigs::read(files).await?;
+        Self::load_with(backend, files, configs, progress).await
+    }
+
+    /// [`DecoderEngine::load`] with configs already read (e.g. to validate a request before the weights).
+    pub async fn load_with<F: ModelFiles>(backend: B, files: &F, configs: DecoderConfigs, progress: Progress<'_>) -> Result<Self> {
+        let store = load_component_weights(&backend, files, "unet", "diffusion_pytorch_model", |d, t| progress("unet", d, t)).await?;
+        let unet = UNet::new(&backend, &store.root(), &configs.unet)?;
+        store.finish(&[])?;
+        drop(store);
+        let store = load_component_weights_where(&backend, files, "movq", "diffusion_pytorch_model", is_decoder_tensor, |d, t| {
+            progress("movq", d, t)
+        })
+        .await?;
+        let movq = MoVq::new(&backend, &store.root(), &configs.movq)?;
+        store.finish(&[])?;
+        Ok(DecoderEngine { backend, unet, movq, configs })
+    }
+
+    /// Width of the image embeddings the UNet takes (1280 for the real decoder).
+    pub fn embedding_dim(&self) -> usize {
+        self.configs.embedding_dim()
+    }
+
+    /// Image pixels per latent along a side (8 for the real MoVQ).
+    pub fn latent_scale(&self) -> usize {
+        self.configs.latent_scale()
+    }
+
+    /// Runs the sampler and the MoVQ. `on_step(step, total, preview)` is called after every denoising step
+    /// (1-based); `cancel` is checked before each step and before the MoVQ ([`Error::Cancelled`]).
+    pub async fn decode(&self, req: &DecodeRequest, on_step: &mut dyn FnMut(usize, usize, &LatentPreview), cancel: &AtomicBool)
+        -> Result<DecodedImage> {
+        let be = &self.backend;
+        let Prepared { latent_height: lh, latent_width: lw, channels: c, mut scheduler, mut latents, step_noise, guided } =
+            self.configs.prepare(req)?;
+        let n = c * lh * lw;
+        let kind = scheduler.kind();
+        let timesteps = scheduler.timesteps().to_vec();
+        let total = timesteps.len();
 
         let d = self.embedding_dim();
         let positive = be.from_f32(&req.image_embeds, &[1, d])?;

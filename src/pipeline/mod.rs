@@ -107,6 +107,6 @@ pub mod interpolate;
 pub mod lambda;
 pub mod noise;
 pub mod schedulers;
-pub use decoder::{DecodeRequest, Decoded, DecodedImage, DecoderEngine, DecoderNoise, LatentPreview};
+pub use decoder::{DecodeRequest, Decoded, DecodedImage, DecoderConfigs, DecoderEngine, DecoderNoise, LatentPreview};
 pub use lambda::{LambdaEngine, PriorOutput, PriorRequest, Subject, Warning};
 pub use schedulers::{Scheduler, SchedulerConfig, SchedulerKind};
