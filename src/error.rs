@@ -28,6 +28,9 @@ pub enum Error {
     /// A backend failure (shape mismatch inside an op, device lost, ...).
     #[error("backend: {0}")]
     Backend(String),
+    /// The caller cancelled a long computation (e.g. a decode between two denoising steps).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

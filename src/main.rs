@@ -6,6 +6,7 @@ use lambda_eclipse::ops::cpu::CpuBackend;
 use lambda_eclipse::ops::Backend;
 use lambda_eclipse::pipeline::{self, interpolate, LambdaEngine, PriorRequest, Subject};
 use lambda_eclipse::pipeline::lambda::Noise;
+use lambda_eclipse::pipeline::{DecodeRequest, DecoderConfigs, DecoderEngine, DecoderNoise, SchedulerKind};
 use lambda_eclipse::tensor_file::{self, to_bytes, OutTensor};
 use lambda_eclipse::weights::DirFiles;
 use std::collections::BTreeMap;
@@ -164,6 +165,42 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Decode an image embedding (written by `prior`) to an image here, with the Kandinsky 2.2 decoder (UNet +
+    /// MoVQ) on this machine's GPU or CPU.
+    DecodeLocal {
+        /// Decoder folder with unet/, movq/ and scheduler/ (kandinsky-2-2-decoder layout).
+        #[arg(long)]
+        model: PathBuf,
+        /// Safetensors with `image_embeds` [1, D] and `negative_image_embeds` [1, D] (as `prior` writes them).
+        #[arg(long)]
+        embeds: PathBuf,
+        /// Output: .png/.jpg/.webp (the picture) or .safetensors (`latents` [1,C,h,w] and `image` [H,W,3], f32).
+        #[arg(long)]
+        out: PathBuf,
+        /// Denoising steps.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Classifier-free guidance scale (≤ 1: the positive embedding alone).
+        #[arg(long, default_value_t = 4.0)]
+        guidance: f32,
+        /// Seed of the latents and of DDPM's per-step noise (portable generator). Default 0.
+        #[arg(long, conflicts_with = "noise")]
+        seed: Option<u64>,
+        /// Sampler: ddpm, ddim or dpmpp (default: the class in scheduler/scheduler_config.json).
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// Image width in pixels (default 512, or what --noise implies).
+        #[arg(long)]
+        width: Option<usize>,
+        /// Image height in pixels (default 512, or what --noise implies).
+        #[arg(long)]
+        height: Option<usize>,
+        /// Safetensors with `initial_latents` [1,C,h,w] and, for DDPM, `step_noise` [steps,1,C,h,w].
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendChoice,
+    },
     /// Bilinear grid of embeddings between four corners (tensor `image_embeds` of four files, e.g. written
     /// by `prior`): writes `grid` [(n+1)², D] and `negative_image_embeds` from the first corner if present.
     Interpolate {
@@ -309,6 +346,37 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: {} bytes of {}, seed {seed}, decoded in {ms} ms", out.display(), decoded.bytes.len(), decoded.content_type);
             Ok(())
         }
+        Command::DecodeLocal { model, embeds, out, steps, guidance, seed, scheduler, width, height, noise, backend } => {
+            let format = OutputFormat::of(&out)?;
+            let scheduler = scheduler.map(|s| s.parse::<SchedulerKind>()).transpose()?;
+            let bytes = read_file(&embeds)?;
+            let name = embeds.display().to_string();
+            let one_row = |tensor: &str| -> Result<Vec<f32>> {
+                let (shape, v) = tensor_file::read_f32(&bytes, tensor, &name)?;
+                if shape.len() > 1 && shape[..shape.len() - 1].iter().product::<usize>() != 1 {
+                    return Err(Error::Input(format!("{name}: `{tensor}` has shape {shape:?}; decode-local takes one embedding [1, D]")));
+                }
+                Ok(v)
+            };
+            let image_embeds = one_row("image_embeds")?;
+            let negative = if guidance > 1.0 {
+                one_row("negative_image_embeds").map_err(|e| Error::Input(format!("{e} (needed for guidance {guidance} > 1)")))?
+            } else {
+                Vec::new()
+            };
+            let noise = match &noise {
+                None => NoiseArg::Seed(seed.unwrap_or(0)),
+                Some(path) => {
+                    let bytes = read_file(path)?;
+                    let name = path.display().to_string();
+                    let (shape, initial) = tensor_file::read_f32(&bytes, "initial_latents", &name)?;
+                    let step_noise = tensor_file::read_f32(&bytes, "step_noise", &name).ok().map(|(_, v)| v);
+                    NoiseArg::File { shape, initial, step_noise }
+                }
+            };
+            let args = DecodeArgs { image_embeds, negative, noise, steps, guidance, width, height, scheduler, format };
+            on_backend!(select_backend(backend)?, be => decode_local(be, &model, args, &out))
+        }
         Command::Interpolate { top_left, top_right, bottom_left, bottom_right, steps, out } => {
             let corners = [&top_left, &top_right, &bottom_left, &bottom_right]
                 .map(|p| read_embeds(p, "image_embeds"));
@@ -326,6 +394,103 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 write_tensors(&out, t)
             }
+        }
+    }
+}
+
+/// What `decode-local` writes.
+enum OutputFormat {
+    Image(image::ImageFormat),
+    Tensors,
+}
+
+impl OutputFormat {
+    fn of(out: &Path) -> Result<Self> {
+        match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("png") => Ok(OutputFormat::Image(image::ImageFormat::Png)),
+            Some("jpg" | "jpeg") => Ok(OutputFormat::Image(image::ImageFormat::Jpeg)),
+            Some("webp") => Ok(OutputFormat::Image(image::ImageFormat::WebP)),
+            Some("safetensors") => Ok(OutputFormat::Tensors),
+            _ => Err(Error::Input(format!("--out {}: the extension must be .png, .jpg, .jpeg, .webp or .safetensors", out.display()))),
+        }
+    }
+}
+
+enum NoiseArg {
+    Seed(u64),
+    File { shape: Vec<usize>, initial: Vec<f32>, step_noise: Option<Vec<f32>> },
+}
+
+struct DecodeArgs {
+    image_embeds: Vec<f32>,
+    negative: Vec<f32>,
+    noise: NoiseArg,
+    steps: usize,
+    guidance: f32,
+    width: Option<usize>,
+    height: Option<usize>,
+    scheduler: Option<SchedulerKind>,
+    format: OutputFormat,
+}
+
+fn decode_local<B: Backend>(be: B, model: &Path, args: DecodeArgs, out: &Path) -> Result<()> {
+    let t0 = lambda_eclipse::timing::now_ms();
+    let files = DirFiles::new(model);
+    // Configs first: a bad request fails with one line before gigabytes of weights are read.
+    let configs = pollster::block_on(DecoderConfigs::read(&files))?;
+    let f = configs.latent_scale();
+    // Without --width/--height, the size the noise file implies (its latents × the MoVQ factor), else 512.
+    let implied = match &args.noise {
+        NoiseArg::File { shape, .. } if shape.len() == 4 => Some((shape[2] * f, shape[3] * f)),
+        NoiseArg::File { shape, .. } => {
+            return Err(Error::Input(format!("--noise: `initial_latents` has shape {shape:?}, expected [1, C, h, w]")))
+        }
+        NoiseArg::Seed(_) => None,
+    };
+    let height = args.height.or(implied.map(|s| s.0)).unwrap_or(512);
+    let width = args.width.or(implied.map(|s| s.1)).unwrap_or(512);
+    let noise = match args.noise {
+        NoiseArg::Seed(s) => DecoderNoise::Seed(s),
+        NoiseArg::File { initial, step_noise, .. } => DecoderNoise::Explicit { initial_latents: initial, step_noise },
+    };
+    let mut req = DecodeRequest::new(args.image_embeds, args.negative, noise);
+    req.steps = args.steps;
+    req.guidance = args.guidance;
+    req.width = width;
+    req.height = height;
+    req.scheduler = args.scheduler;
+    configs.prepare(&req)?;
+    let mut last_report = 0.0;
+    let mut progress = |component: &str, done: u64, total: u64| {
+        let now = lambda_eclipse::timing::now_ms();
+        if done == total || now - last_report > 1000.0 {
+            last_report = now;
+            eprintln!("loading {component}: {:.0} of {:.0} MB", done as f64 / 1e6, total as f64 / 1e6);
+        }
+    };
+    let engine = pollster::block_on(DecoderEngine::load_with(be, &files, configs, &mut progress))?;
+    eprintln!("loaded in {:.0} ms on {}", lambda_eclipse::timing::now_ms() - t0, engine.backend.name());
+    let mut last = lambda_eclipse::timing::now_ms();
+    let mut on_step = |step: usize, total: usize, _: &lambda_eclipse::pipeline::LatentPreview| {
+        let now = lambda_eclipse::timing::now_ms();
+        eprintln!("step {step}/{total}: {:.0} ms", now - last);
+        last = now;
+    };
+    let r = pollster::block_on(engine.decode(&req, &mut on_step, &std::sync::atomic::AtomicBool::new(false)))?;
+    if let Some((_, ms)) = r.timings.last() {
+        eprintln!("movq decode: {ms:.0} ms; {} steps of {} in {:.1} s", r.timesteps.len(), r.scheduler, (lambda_eclipse::timing::now_ms() - t0) / 1000.0);
+    }
+    match args.format {
+        OutputFormat::Tensors => {
+            let mut t = BTreeMap::new();
+            t.insert("latents".into(), OutTensor::F32(vec![1, r.latent_channels, r.latent_height, r.latent_width], r.latents));
+            t.insert("image".into(), OutTensor::F32(vec![r.height, r.width, 3], r.image));
+            write_tensors(out, t)
+        }
+        OutputFormat::Image(format) => {
+            let img = image::RgbImage::from_raw(r.width as u32, r.height as u32, r.rgb)
+                .ok_or_else(|| Error::Input("decoded image has the wrong size".into()))?;
+            img.save_with_format(out, format).map_err(|e| Error::io(out.display(), e))
         }
     }
 }

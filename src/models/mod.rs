@@ -2,7 +2,10 @@
 //! the Hugging Face `config.json`, a `new(vb, cfg)` constructor taking HF weight names, and `forward`.
 
 pub mod clip;
+pub mod conv;
+pub mod movq;
 pub mod prior;
+pub mod unet;
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;

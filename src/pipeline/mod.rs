@@ -102,7 +102,11 @@ pub fn check_processor_fits(cfg: &ImageProcessorConfig, model_size: usize) -> Re
     Ok(())
 }
 
+pub mod decoder;
 pub mod interpolate;
 pub mod lambda;
 pub mod noise;
+pub mod schedulers;
+pub use decoder::{DecodeRequest, Decoded, DecodedImage, DecoderConfigs, DecoderEngine, DecoderNoise, LatentPreview};
 pub use lambda::{KeywordMatch, LambdaEngine, PriorOutput, PriorRequest, Subject, Warning};
+pub use schedulers::{Scheduler, SchedulerConfig, SchedulerKind};

@@ -11,4 +11,4 @@ pub mod store;
 pub use files::{ByteSource, MemFiles, ModelFiles};
 #[cfg(not(target_arch = "wasm32"))]
 pub use files::DirFiles;
-pub use store::{load_component_weights, WeightStore, Weights};
+pub use store::{load_component_weights, load_component_weights_where, WeightStore, Weights};

@@ -160,6 +160,19 @@ pub async fn load_component_weights<B: Backend, F: ModelFiles>(
     files: &F,
     dir: &str,
     file_stem: &str,
+    on_tensor: impl FnMut(u64, u64),
+) -> Result<WeightStore<B>> {
+    load_component_weights_where(backend, files, dir, file_stem, |_| true, on_tensor).await
+}
+
+/// [`load_component_weights`] reading only the tensors for which `keep(name)` holds (e.g. the MoVQ's decoder
+/// without its encoder): the others are neither read nor uploaded, and `finish` does not see them.
+pub async fn load_component_weights_where<B: Backend, F: ModelFiles>(
+    backend: &B,
+    files: &F,
+    dir: &str,
+    file_stem: &str,
+    keep: impl Fn(&str) -> bool,
     mut on_tensor: impl FnMut(u64, u64),
 ) -> Result<WeightStore<B>> {
     let index_path = format!("{dir}/{file_stem}.safetensors.index.json");
@@ -181,12 +194,15 @@ pub async fn load_component_weights<B: Backend, F: ModelFiles>(
         let src = files.open(path);
         headers.push((read_header(&src).await?, src));
     }
-    let total: u64 = headers.iter().flat_map(|(h, _)| h.tensors.iter()).map(|t| t.len as u64).sum();
+    let total: u64 = headers.iter().flat_map(|(h, _)| h.tensors.iter()).filter(|t| keep(&t.name)).map(|t| t.len as u64).sum();
     let mut done = 0u64;
     on_tensor(done, total);
     for (header, src) in headers {
         store.skipped.extend(header.skipped);
         for entry in header.tensors {
+            if !keep(&entry.name) {
+                continue;
+            }
             if store.contains(&entry.name) {
                 return Err(Error::weights(&header.source_name, format!("tensor `{}` appears in more than one shard", entry.name)));
             }
