@@ -27,9 +27,29 @@ fn erf_f32(a: f32) -> f32 {
     return fma(r, a, a);
 }
 
+// e^x to about 1 ulp for x ≤ 0 (all sigmoid needs). Some drivers' exp is several ulp off (llvmpipe: 6), and
+// the decoders amplify rounding a few hundred times. Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2, then
+// the degree-7 Taylor polynomial (truncation 5e-9 relative) and ldexp.
+fn exp_f32(x: f32) -> f32 {
+    if (x < -87.0) {
+        return 0.0;
+    }
+    let n = round(x * 1.44269504088896341);
+    var r = fma(-n, 0.693145751953125, x);
+    r = fma(-n, 1.42860682030941723e-6, r);
+    var q = fma(r, 1.98412698412698413e-4, 1.38888888888888889e-3);
+    q = fma(q, r, 8.33333333333333333e-3);
+    q = fma(q, r, 4.16666666666666667e-2);
+    q = fma(q, r, 1.66666666666666667e-1);
+    q = fma(q, r, 0.5);
+    q = fma(q, r, 1.0);
+    q = fma(q, r, 1.0);
+    return ldexp(q, i32(n));
+}
+
 // Logistic function without overflow: exp only ever sees a non-positive argument.
 fn sigmoid_f32(z: f32) -> f32 {
-    let e = exp(-abs(z));
+    let e = exp_f32(-abs(z));
     return select(e / (1.0 + e), 1.0 / (1.0 + e), z >= 0.0);
 }
 

@@ -1,4 +1,4 @@
-// Multi-head attention, one workgroup per (query row i, head h):
+// Multi-head attention, one workgroup per (query row i, head h). Preceded by activation_fns.wgsl (exp_f32):
 //   out[i, h·d + c] = Σ_j softmax_j(scale · q_i·k_j + bias[i, j]) · v[j, h·d + c]
 // q [t, width], k and v [s, width], width = heads·d, bias [t, s] shared by all heads (optional).
 // The query row and the row of scores live in workgroup memory (d ≤ 256, s ≤ 1024: checked on the host).
@@ -66,7 +66,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     var sum = 0.0;
     for (var j = li; j < p.s; j += WG) {
-        let e = exp(scores[j] - row_max);
+        let e = exp_f32(scores[j] - row_max);
         scores[j] = e;
         sum += e;
     }
@@ -81,10 +81,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let inv = 1.0 / red[0];
 
     // Every thread's exp(scores) is visible after the reduction barriers above.
+    // Summed 32 keys at a time, then the partial sums: rounding grows with s/32 + 32 rather than s.
     for (var c = li; c < p.d; c += WG) {
         var acc = 0.0;
-        for (var j = 0u; j < p.s; j++) {
-            acc = fma(scores[j], v[j * p.width + head + c], acc);
+        for (var j0 = 0u; j0 < p.s; j0 += 32u) {
+            var part = 0.0;
+            for (var j = j0; j < min(j0 + 32u, p.s); j++) {
+                part = fma(scores[j], v[j * p.width + head + c], part);
+            }
+            acc += part;
         }
         out[i * p.width + head + c] = acc * inv;
     }

@@ -18,11 +18,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         load_tiles(row0, col0, k0, li);
         workgroupBarrier();
+        // Two-level sum: each K-tile's 16 products are summed on their own, then added to the total, so
+        // rounding error grows with K/16 + 16 rather than K (long convolutions: K = 9·channels).
+        var part: array<vec4<f32>, 4>;
         for (var kk = 0u; kk < TK; kk++) {
             let b = vec4<f32>(ws[kk][lid.x], ws[kk][lid.x + 16u], ws[kk][lid.x + 32u], ws[kk][lid.x + 48u]);
             for (var i = 0u; i < 4u; i++) {
-                acc[i] = fma(vec4<f32>(xs[kk][lid.y + 16u * i]), b, acc[i]);
+                part[i] = fma(vec4<f32>(xs[kk][lid.y + 16u * i]), b, part[i]);
             }
+        }
+        for (var i = 0u; i < 4u; i++) {
+            acc[i] += part[i];
         }
         workgroupBarrier();
     }

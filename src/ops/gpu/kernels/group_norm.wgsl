@@ -1,7 +1,8 @@
 // Group norm of one sample x [positions, channels] (channels-last): for group g (channels g·cg .. (g+1)·cg,
 // cg = channels / groups) mean and biased variance over all positions × cg values, then
-// y = (x − mean) / sqrt(var + eps) · gamma[c] + beta[c]. One workgroup per group; mean first, then the
-// variance around it (two passes, as accurate as PyTorch's).
+// y = x·scale + shift with scale = gamma[c] / sqrt(var + eps), shift = beta[c] − mean·scale: the form
+// PyTorch's group norm applies (its rounding, which the decoders' goldens amplify a few hundred times).
+// One workgroup per group; mean first, then the variance around it (two passes).
 
 struct Params {
     positions: u32,
@@ -56,6 +57,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var i = li; i < count; i += WG) {
         let e = index_of(i, c0);
         let c = c0 + i % p.group_channels;
-        y[e] = (x[e] - mean) * inv * gamma[c] + beta[c];
+        let scale = inv * gamma[c];
+        y[e] = x[e] * scale + (beta[c] - mean * scale);
     }
 }

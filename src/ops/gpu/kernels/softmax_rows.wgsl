@@ -1,6 +1,7 @@
 // In place, per row r of s [rows, cols]: s[r, j] = softmax_j(scale · s[r, j] + bias[bias_off + r·cols + j]).
 // The middle step of the long-sequence attention (scores by the tiled GEMM, this, then P·V by the GEMM).
-// One workgroup per row; the maximum is subtracted before exp, so nothing overflows.
+// One workgroup per row; the maximum is subtracted before exp, so nothing overflows. Preceded by
+// activation_fns.wgsl (exp_f32).
 
 struct Params {
     rows: u32,
@@ -55,11 +56,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let row_max = reduce(li, true);
     var sum = 0.0;
     for (var j = li; j < p.cols; j += WG) {
-        sum += exp(s[row + j] - row_max);
+        sum += exp_f32(s[row + j] - row_max);
     }
     red[li] = sum;
     let total = reduce(li, false);
     for (var j = li; j < p.cols; j += WG) {
-        s[row + j] = exp(s[row + j] - row_max) / total;
+        s[row + j] = exp_f32(s[row + j] - row_max) / total;
     }
 }
