@@ -3,9 +3,10 @@
 //! Map of the crate (see ARCHITECTURE.md):
 //! - [`ops`]: the op layer models are written against, and its backends (CPU on candle-core).
 //! - [`weights`]: streaming safetensors loading from files, bytes or HTTP ranges.
-//! - [`models`]: CLIP text and vision towers.
+//! - [`models`]: CLIP text and vision towers, the λ prior, the Kandinsky 2.2 decoder's UNet and MoVQ.
 //! - [`tokenizer`], [`image`]: CLIP tokenizer and Pillow/OpenCV-exact image processing.
-//! - [`pipeline`]: loading components from a model folder and computing embeddings (used by CLI, wasm, tests).
+//! - [`pipeline`]: loading components from a model folder, computing embeddings and decoding them to images
+//!   (used by CLI, wasm, tests).
 //! - `wasm`: the JavaScript API (wasm32 only).
 
 pub mod bench;

@@ -33,6 +33,10 @@ enum BenchItem {
     Text,
     Vision,
     Prior,
+    /// One decoder UNet step (2 forwards, classifier-free guidance).
+    Unet,
+    /// One MoVQ decode.
+    Movq,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,12 +103,15 @@ enum Command {
         #[arg(long)]
         timings: bool,
     },
-    /// Matmul GFLOP/s at the bigG shapes and forward ms of the real-size towers and prior (random weights of
-    /// the real configs), per backend, printed as a table.
+    /// Matmul GFLOP/s at the bigG shapes and forward ms of the real-size towers, prior and decoder parts (random
+    /// weights of the real configs), per backend, printed as a table.
     Bench {
-        /// What to time (repeatable): matmul, text, vision, prior. Default: all.
+        /// What to time (repeatable): matmul, text, vision, prior, unet, movq. Default: all.
         #[arg(long = "only", value_enum)]
         only: Vec<BenchItem>,
+        /// Image side in pixels for the decoder items (unet, movq): a multiple of 64.
+        #[arg(long, default_value_t = 512)]
+        size: usize,
         /// Timed iterations per item (median reported, after one warm-up).
         #[arg(long, default_value_t = 3)]
         iters: usize,
@@ -300,8 +307,8 @@ fn run(cli: Cli) -> Result<()> {
             req.control = control.as_deref().map(read_file).transpose()?;
             on_backend!(select_backend(backend)?, be => prior(be, &model, &req, &out, timings))
         }
-        Command::Bench { only, iters, dtype, gemm_tile, packed_f16, scalar_loads } => {
-            run_bench(&only, iters, dtype, GpuChoices { gemm_tile, packed_f16, scalar_loads })
+        Command::Bench { only, iters, dtype, size, gemm_tile, packed_f16, scalar_loads } => {
+            run_bench(&only, iters, dtype, size, GpuChoices { gemm_tile, packed_f16, scalar_loads })
         }
         Command::Canny { image, out, low, high } => {
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
@@ -554,18 +561,24 @@ fn prior<B: Backend>(be: B, model: &Path, req: &PriorRequest, out: &Path, timing
     write_tensors(out, t)
 }
 
-/// Times one bench item on a backend: GFLOP/s for a matmul shape, ms for a model.
-fn bench_item<B: Backend>(be: &B, item: &BenchRow, dtype: lambda_eclipse::ops::WeightDType, iters: usize) -> Result<f64> {
+/// Times one bench item on a backend: GFLOP/s for a matmul shape, ms for a model (and the FLOPs of one call
+/// when they are counted).
+fn bench_item<B: Backend>(be: &B, item: &BenchRow, dtype: lambda_eclipse::ops::WeightDType, iters: usize) -> Result<(f64, Option<f64>)> {
     use lambda_eclipse::bench;
     match item {
-        BenchRow::Matmul(shape) => pollster::block_on(bench::matmul_gflops(be, *shape, dtype, iters)),
-        BenchRow::Model(model) => pollster::block_on(bench::forward_ms(be, *model, dtype, iters)),
+        BenchRow::Matmul(shape) => Ok((pollster::block_on(bench::matmul_gflops(be, *shape, dtype, iters))?, None)),
+        BenchRow::Model(model) => Ok((pollster::block_on(bench::forward_ms(be, *model, dtype, iters))?, None)),
+        BenchRow::Decoder(part, size) => {
+            let t = pollster::block_on(bench::decoder_ms(be, *part, *size, dtype, iters))?;
+            Ok((t.ms, Some(t.flops)))
+        }
     }
 }
 
 enum BenchRow {
     Matmul((usize, usize, usize)),
     Model(lambda_eclipse::bench::Model),
+    Decoder(lambda_eclipse::bench::DecoderPart, usize),
 }
 
 /// The bench's GPU variations (see `GpuOptions`).
@@ -575,9 +588,9 @@ struct GpuChoices {
     scalar_loads: bool,
 }
 
-fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, choices: GpuChoices) -> Result<()> {
+fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, choices: GpuChoices) -> Result<()> {
     let GpuChoices { gemm_tile, packed_f16, scalar_loads } = choices;
-    use lambda_eclipse::bench::{self, Model};
+    use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
     let dtype = match dtype {
@@ -591,6 +604,11 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, choices: GpuC
     for (item, model) in [(BenchItem::Text, Model::TextTower), (BenchItem::Vision, Model::VisionTower), (BenchItem::Prior, Model::Prior)] {
         if want(item) {
             rows.push(BenchRow::Model(model));
+        }
+    }
+    for (item, part) in [(BenchItem::Unet, DecoderPart::UnetStep), (BenchItem::Movq, DecoderPart::MovqDecode)] {
+        if want(item) {
+            rows.push(BenchRow::Decoder(part, size));
         }
     }
     let cpu = CpuBackend::new();
@@ -625,16 +643,28 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, choices: GpuC
         let (label, unit) = match row {
             BenchRow::Matmul((m, k, n)) => (format!("linear [{m}×{k}]·[{k}×{n}]"), "GF/s"),
             BenchRow::Model(model) => (model.label().to_string(), "ms"),
+            BenchRow::Decoder(part, size) => (part.label(*size), "ms"),
         };
-        let c = bench_item(&cpu, row, dtype, iters)?;
+        let (c, flops) = bench_item(&cpu, row, dtype, iters)?;
         #[cfg(feature = "gpu")]
-        let g = gpu.as_ref().map(|g| bench_item(g, row, dtype, iters)).transpose()?;
+        // A GPU failure (e.g. an op without a kernel yet) leaves the GPU cell empty and says why.
+        let g = gpu.as_ref().and_then(|g| match bench_item(g, row, dtype, iters) {
+            Ok(r) => Some(r.0),
+            Err(e) => {
+                eprintln!("gpu: {label}: {e}");
+                None
+            }
+        });
         #[cfg(not(feature = "gpu"))]
         let g: Option<f64> = None;
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
         let ratio = g.map(|g| if unit == "ms" { c / g } else { g / c });
         let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} {unit}"));
         println!("{label:<34} {:>16} {:>16} {:>9}", cell(Some(c)), cell(g), ratio.map_or("—".to_string(), |r| format!("{r:.2}×")));
+        if let Some(f) = flops {
+            let rate = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{:.1} GF/s", f / (ms * 1e6)));
+            println!("{:<34} {:>16} {:>16}", format!("  ({:.1} GFLOP per call)", f / 1e9), rate(Some(c)), rate(g));
+        }
     }
     Ok(())
 }

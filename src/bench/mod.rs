@@ -5,7 +5,9 @@
 
 use crate::error::Result;
 use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionModel};
+use crate::models::movq::{MoVq, MoVqConfig};
 use crate::models::prior::{LambdaPrior, PriorConfig, PriorInputs};
+use crate::models::unet::{UNet, UNetConfig};
 use crate::models::parse_config;
 use crate::ops::{Activation, Backend, WeightDType};
 use crate::timing::now_ms;
@@ -14,6 +16,9 @@ use crate::weights::WeightStore;
 pub const TEXT_ENCODER_CONFIG: &str = include_str!("real_configs/text_encoder.json");
 pub const IMAGE_ENCODER_CONFIG: &str = include_str!("real_configs/image_encoder.json");
 pub const PRIOR_CONFIG: &str = include_str!("real_configs/prior.json");
+/// The Kandinsky 2.2 decoder's UNet and MoVQ (`kandinsky-community/kandinsky-2-2-decoder`).
+pub const UNET_CONFIG: &str = include_str!("real_configs/unet.json");
+pub const MOVQ_CONFIG: &str = include_str!("real_configs/movq.json");
 
 /// The matmul shapes of bigG: (m, k, n) for `x [m, k] · wᵀ`, w `[n, k]`.
 pub const BIGG_MATMULS: [(usize, usize, usize); 3] = [(77, 1280, 5120), (257, 1664, 8192), (257, 8192, 1664)];
@@ -118,6 +123,74 @@ pub async fn forward_ms<B: Backend>(be: &B, model: Model, dtype: WeightDType, it
                 be.read_f32(&out).await.map(|_| ())
             })
             .await
+        }
+    }
+}
+
+/// Which part of the real-size decoder to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecoderPart {
+    /// One denoising step with classifier-free guidance: two UNet forwards (negative, positive).
+    UnetStep,
+    /// One MoVQ decode of the final latents.
+    MovqDecode,
+}
+
+impl DecoderPart {
+    pub fn label(self, size: usize) -> String {
+        match self {
+            DecoderPart::UnetStep => format!("UNet step, 2 forwards ({size} px)"),
+            DecoderPart::MovqDecode => format!("MoVQ decode ({size} px)"),
+        }
+    }
+}
+
+/// Timing of a decoder part: median milliseconds and the FLOPs of one call (for FLOP/s).
+#[derive(Clone, Copy, Debug)]
+pub struct DecoderTiming {
+    pub ms: f64,
+    pub flops: f64,
+}
+
+/// Median milliseconds of a real-size decoder part at `size`×`size` pixels (a multiple of 64) with random
+/// weights stored as `dtype`, and its FLOP count.
+pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtype: WeightDType, iters: usize) -> Result<DecoderTiming> {
+    if size == 0 || size % 64 != 0 {
+        return Err(crate::Error::Input(format!("bench size {size} must be a positive multiple of 64")));
+    }
+    let store = WeightStore::random(be.clone(), dtype, 5);
+    let vb = store.root();
+    let latent = size / 8;
+    let n = latent * latent;
+    match part {
+        DecoderPart::UnetStep => {
+            let cfg: UNetConfig = parse_config("real unet config", UNET_CONFIG)?;
+            cfg.validate("real unet config")?;
+            let m = UNet::new(be, &vb, &cfg)?;
+            let d = cfg.image_embed_dim();
+            let x = be.from_f32(&pseudo_random(n * cfg.in_channels, 9), &[n, cfg.in_channels])?;
+            let (pos, neg) = (be.from_f32(&pseudo_random(d, 10), &[1, d])?, be.from_f32(&pseudo_random(d, 11), &[1, d])?);
+            let ms = median_ms(iters, || async {
+                let a = m.forward(be, &x, latent, latent, 981.0, &neg)?;
+                let b = m.forward(be, &x, latent, latent, 981.0, &pos)?;
+                be.read_f32(&a).await?;
+                be.read_f32(&b).await.map(|_| ())
+            })
+            .await?;
+            Ok(DecoderTiming { ms, flops: 2.0 * m.flops(latent, latent) })
+        }
+        DecoderPart::MovqDecode => {
+            let cfg: MoVqConfig = parse_config("real movq config", MOVQ_CONFIG)?;
+            cfg.validate("real movq config")?;
+            let m = MoVq::new(be, &vb, &cfg)?;
+            let c = cfg.vq_dim();
+            let x = be.from_f32(&pseudo_random(n * c, 12), &[n, c])?;
+            let ms = median_ms(iters, || async {
+                let y = m.decode(be, &x, latent, latent)?;
+                be.read_f32(&y).await.map(|_| ())
+            })
+            .await?;
+            Ok(DecoderTiming { ms, flops: m.flops(latent, latent) })
         }
     }
 }

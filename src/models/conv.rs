@@ -34,6 +34,16 @@ impl<B: Backend> Conv2d<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize) -> Result<B::Tensor> {
         be.conv2d(x, h, w, &self.weight, self.bias.as_ref(), self.kernel)
     }
+
+    /// Multiply-adds × 2 of one forward on an `h×w` map.
+    pub fn flops(&self, h: usize, w: usize) -> f64 {
+        2.0 * (h * w * self.in_channels * self.kernel * self.kernel * self.out_channels) as f64
+    }
+}
+
+/// FLOPs of a linear layer on `rows` rows (2·rows·in·out).
+pub fn linear_flops(rows: usize, inputs: usize, outputs: usize) -> f64 {
+    2.0 * (rows * inputs * outputs) as f64
 }
 
 /// `nn.GroupNorm(groups, c, eps)` with affine weight and bias.

@@ -6,7 +6,7 @@
 //! codebook of the checkpoint are not loaded.
 
 use super::clip::Linear;
-use super::conv::{Conv2d, GroupNorm};
+use super::conv::{linear_flops, Conv2d, GroupNorm};
 use crate::error::{Error, Result};
 use crate::ops::{Activation, Backend};
 use crate::weights::Weights;
@@ -132,6 +132,11 @@ impl<B: Backend> SpatialNorm<B> {
         })
     }
 
+    /// FLOPs of `conv_y` and `conv_b` (at latent resolution).
+    fn flops(&self, lh: usize, lw: usize) -> f64 {
+        self.conv_y.flops(lh, lw) + self.conv_b.flops(lh, lw)
+    }
+
     fn forward(&self, be: &B, f: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
         let resize = |t: B::Tensor| -> Result<B::Tensor> {
             if (zq.h, zq.w) == (h, w) { Ok(t) } else { be.resize_nearest(&t, zq.h, zq.w, h, w) }
@@ -162,6 +167,11 @@ impl<B: Backend> Resnet<B> {
         })
     }
 
+    fn flops(&self, h: usize, w: usize, lh: usize, lw: usize) -> f64 {
+        let shortcut = self.shortcut.as_ref().map_or(0.0, |c| c.flops(h, w));
+        self.norm1.flops(lh, lw) + self.conv1.flops(h, w) + self.norm2.flops(lh, lw) + self.conv2.flops(h, w) + shortcut
+    }
+
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
         let hs = be.activation(&self.norm1.forward(be, x, h, w, zq)?, Activation::Silu)?;
         let hs = self.conv1.forward(be, &hs, h, w)?;
@@ -183,6 +193,7 @@ struct Attention<B: Backend> {
     to_v: Linear<B>,
     to_out: Linear<B>,
     scale: f32,
+    channels: usize,
 }
 
 impl<B: Backend> Attention<B> {
@@ -194,7 +205,13 @@ impl<B: Backend> Attention<B> {
             to_v: Linear::new(&vb.pp("to_v"), channels, channels, true)?,
             to_out: Linear::new(&vb.pp("to_out").pp(0), channels, channels, true)?,
             scale: (channels as f32).powf(-0.5),
+            channels,
         })
+    }
+
+    fn flops(&self, tokens: usize, lh: usize, lw: usize) -> f64 {
+        let c = self.channels;
+        self.norm.flops(lh, lw) + 4.0 * linear_flops(tokens, c, c) + 2.0 * linear_flops(tokens, c, tokens)
     }
 
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
@@ -278,6 +295,25 @@ impl<B: Backend> MoVq<B> {
             conv_out: Conv2d::new(be, &dec.pp("conv_out"), ch[0], cfg.out_channels, 3)?,
             config: cfg.clone(),
         })
+    }
+
+    /// Floating-point operations of one [`MoVq::decode`] of `lh×lw` latents (convolutions, linear layers and
+    /// attention products).
+    pub fn flops(&self, lh: usize, lw: usize) -> f64 {
+        let (mut h, mut w) = (lh, lw);
+        let mut total = self.post_quant_conv.flops(h, w) + self.conv_in.flops(h, w);
+        total += self.mid_first.flops(h, w, lh, lw) + self.mid_second.flops(h, w, lh, lw);
+        total += self.mid_attention.as_ref().map_or(0.0, |a| a.flops(h * w, lh, lw));
+        for block in &self.up {
+            for (j, resnet) in block.resnets.iter().enumerate() {
+                total += resnet.flops(h, w, lh, lw) + block.attentions.get(j).map_or(0.0, |a| a.flops(h * w, lh, lw));
+            }
+            if let Some(conv) = &block.upsample_conv {
+                (h, w) = (2 * h, 2 * w);
+                total += conv.flops(h, w);
+            }
+        }
+        total + self.norm_out.flops(lh, lw) + self.conv_out.flops(h, w)
     }
 
     /// `latents [h·w, latent_channels]` (channels-last) → the raw decoder output `[H·W, out_channels]` with

@@ -8,7 +8,7 @@
 //! One call of [`UNet::forward`] is one sample; classifier-free guidance is two calls.
 
 use super::clip::{LayerNorm, Linear};
-use super::conv::{Conv2d, GroupNorm, PerBlock};
+use super::conv::{linear_flops, Conv2d, GroupNorm, PerBlock};
 use crate::error::{Error, Result};
 use crate::ops::{Activation, Backend};
 use crate::weights::Weights;
@@ -355,6 +355,17 @@ impl<B: Backend> Resnet<B> {
         })
     }
 
+    /// FLOPs on an `h×w` input (convolutions and the time projection) and the output size.
+    fn flops(&self, h: usize, w: usize) -> (f64, usize, usize) {
+        let (h2, w2) = match self.resample {
+            Resample::None => (h, w),
+            Resample::Down => (h / 2, w / 2),
+            Resample::Up => (2 * h, 2 * w),
+        };
+        let shortcut = self.shortcut.as_ref().map_or(0.0, |c| c.flops(h2, w2));
+        (self.conv1.flops(h2, w2) + self.conv2.flops(h2, w2) + shortcut, h2, w2)
+    }
+
     /// `x [h·w, cin]` → (`[h'·w', cout]`, h', w').
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, temb: &TimeInputs<B>) -> Result<(B::Tensor, usize, usize)> {
         let mut hs = self.norm1.forward_act(be, x, Activation::Silu)?;
@@ -408,9 +419,17 @@ struct AddedKvAttention<B: Backend> {
     to_out: Linear<B>,
     heads: usize,
     scale: f32,
+    channels: usize,
+    cross_dim: usize,
 }
 
 impl<B: Backend> AddedKvAttention<B> {
+    /// FLOPs on `tokens` positions: the six projections, scores and weighted sum over 32 + tokens keys.
+    fn flops(&self, tokens: usize) -> f64 {
+        let (c, ctx) = (self.channels, IMAGE_CONTEXT_TOKENS);
+        4.0 * linear_flops(tokens, c, c) + 2.0 * linear_flops(ctx, self.cross_dim, c) + 2.0 * linear_flops(tokens, c, ctx + tokens)
+    }
+
     fn new(vb: &Weights<B>, channels: usize, head_dim: usize, cross_dim: usize, groups: usize) -> Result<Self> {
         Ok(AddedKvAttention {
             group_norm: GroupNorm::new(&vb.pp("group_norm"), groups, channels, ATTENTION_NORM_EPS)?,
@@ -422,6 +441,8 @@ impl<B: Backend> AddedKvAttention<B> {
             to_out: Linear::new(&vb.pp("to_out").pp(0), channels, channels, true)?,
             heads: channels / head_dim,
             scale: (head_dim as f32).powf(-0.5),
+            channels,
+            cross_dim,
         })
     }
 
@@ -599,6 +620,34 @@ impl<B: Backend> UNet<B> {
             conv_out: Conv2d::new(be, &vb.pp("conv_out"), ch[0], cfg.out_channels, cfg.conv_out_kernel)?,
             config: cfg.clone(),
         })
+    }
+
+    /// Floating-point operations of one [`UNet::forward`] on an `h×w` latent (convolutions, linear layers and
+    /// attention products; norms and pointwise ops are not counted).
+    pub fn flops(&self, h: usize, w: usize) -> f64 {
+        let (mut h, mut w) = (h, w);
+        let mut total = self.conv_in.flops(h, w);
+        let attn = |a: &Option<AddedKvAttention<B>>, tokens: usize| a.as_ref().map_or(0.0, |a| a.flops(tokens));
+        for block in self.down.iter() {
+            for layer in &block.layers {
+                total += layer.resnet.flops(h, w).0 + attn(&layer.attention, h * w);
+            }
+            if let Some(ds) = &block.downsampler {
+                let (f, h2, w2) = ds.flops(h, w);
+                (total, h, w) = (total + f, h2, w2);
+            }
+        }
+        total += self.mid_first.flops(h, w).0 + self.mid_attention.flops(h * w) + self.mid_second.flops(h, w).0;
+        for block in self.up.iter() {
+            for layer in &block.layers {
+                total += layer.resnet.flops(h, w).0 + attn(&layer.attention, h * w);
+            }
+            if let Some(us) = &block.upsampler {
+                let (f, h2, w2) = us.flops(h, w);
+                (total, h, w) = (total + f, h2, w2);
+            }
+        }
+        total + self.conv_out.flops(h, w)
     }
 
     /// One sample: `sample [h·w, in_channels]` (channels-last), the timestep, `image_embeds [1, D]` →
