@@ -127,6 +127,9 @@ enum Command {
         /// GPU: GEMM loads one element at a time (no four-at-a-time loads).
         #[arg(long)]
         scalar_loads: bool,
+        /// GPU: request the adapter's own limits (bindings above WebGPU's default 128 MiB), as a page could.
+        #[arg(long)]
+        adapter_limits: bool,
     },
     /// Canny edge map as cv2.imread(GRAYSCALE) + cv2.Canny(img, low, high).
     Canny {
@@ -307,8 +310,8 @@ fn run(cli: Cli) -> Result<()> {
             req.control = control.as_deref().map(read_file).transpose()?;
             on_backend!(select_backend(backend)?, be => prior(be, &model, &req, &out, timings))
         }
-        Command::Bench { only, iters, dtype, size, gemm_tile, packed_f16, scalar_loads } => {
-            run_bench(&only, iters, dtype, size, GpuChoices { gemm_tile, packed_f16, scalar_loads })
+        Command::Bench { only, iters, dtype, size, gemm_tile, packed_f16, scalar_loads, adapter_limits } => {
+            run_bench(&only, iters, dtype, size, GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits })
         }
         Command::Canny { image, out, low, high } => {
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
@@ -586,10 +589,11 @@ struct GpuChoices {
     gemm_tile: Option<u32>,
     packed_f16: bool,
     scalar_loads: bool,
+    adapter_limits: bool,
 }
 
 fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, choices: GpuChoices) -> Result<()> {
-    let GpuChoices { gemm_tile, packed_f16, scalar_loads } = choices;
+    let GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits } = choices;
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
@@ -618,16 +622,18 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         gemm_tile,
         use_shader_f16: !packed_f16,
         vec4_loads: !scalar_loads,
+        adapter_limits,
         ..Default::default()
     };
     let (gpu, gpu_name) = match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::with_options(options)) {
         Ok(g) => {
             let name = format!(
-                "{} (shader-f16 {}, GEMM tile {}, {} loads)",
+                "{} (shader-f16 {}, GEMM tile {}, {} loads{})",
                 g.adapter_description(),
                 if g.has_shader_f16() { "on" } else { "off" },
                 gemm_tile.map_or("auto".to_string(), |t| t.to_string()),
-                if scalar_loads { "scalar" } else { "vec4" }
+                if scalar_loads { "scalar" } else { "vec4" },
+                if adapter_limits { ", adapter limits" } else { "" }
             );
             (Some(g), name)
         }
@@ -636,7 +642,7 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     #[cfg(not(feature = "gpu"))]
     let gpu_name = "not built (feature `gpu`)".to_string();
     #[cfg(not(feature = "gpu"))]
-    let _ = (gemm_tile, packed_f16, scalar_loads);
+    let _ = (gemm_tile, packed_f16, scalar_loads, adapter_limits);
     println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {dtype:?} | median of {iters} after a warm-up");
     println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
     for row in &rows {
