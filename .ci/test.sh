@@ -17,7 +17,7 @@ cargo build --quiet --target wasm32-unknown-unknown --lib --no-default-features
 
 echo "== in-browser tests (wasm-bindgen-test, headless Chromium: CPU backend and WebGPU on SwiftShader)"
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
-  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden
+  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden --test wasm_decoder
 
 echo "== web app end-to-end (playwright-core driving Debian Chromium against the Range-capable static server)"
 bash .ci/build-wasm.sh

@@ -20,7 +20,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         workgroupBarrier();
         // Two-level sum: each K-tile's 16 products are summed on their own, then added to the total, so
         // rounding error grows with K/16 + 16 rather than K (long convolutions: K = 9·channels).
+        // Zeroed explicitly: SwiftShader (Chrome) kept a loop-local array's values across iterations.
         var part: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            part[i] = vec4<f32>(0.0);
+        }
         for (var kk = 0u; kk < TK; kk++) {
             let b = vec4<f32>(ws[kk][lid.x], ws[kk][lid.x + 16u], ws[kk][lid.x + 32u], ws[kk][lid.x + 48u]);
             for (var i = 0u; i < 4u; i++) {
