@@ -109,8 +109,8 @@ impl Engine {
     /// image_encoder, image_processor, prior }`, each a folder in the Hugging Face layout) through `io`, the
     /// page's loader (`ModelReader` of `www/model-reader.js`: Range requests, browser cache, progress,
     /// cancellation). Before the weights, `io.plan([{ component, file, url, bytes }])` receives every weight
-    /// file with its tensor bytes. `backend`: `"auto"` (WebGPU when an adapter exists, else the CPU),
-    /// `"webgpu"` or `"cpu"`.
+    /// file with its tensor bytes; after each tensor upload, `io.uploaded(component, done, total)`.
+    /// `backend`: `"auto"` (WebGPU when an adapter exists, else the CPU), `"webgpu"` or `"cpu"`.
     pub async fn load(manifest: JsValue, backend: String, io: ModelIo) -> Result<Engine, JsError> {
         let mut files = HttpFiles::new(io.clone());
         for folder in MODEL_FOLDERS {
@@ -127,7 +127,14 @@ impl Engine {
                 let _ = f.call1(&io, &plan);
             }
         }
-        let mut progress = |_: &str, _: u64, _: u64| {};
+        // After each tensor upload: `io.uploaded(component, bytesDone, bytesTotal)`, so the page can tell
+        // "all weights are on the device, the engine is finishing" from "still downloading".
+        let uploaded = get(&io, "uploaded").dyn_into::<Function>().ok();
+        let mut progress = |component: &str, done: u64, total: u64| {
+            if let Some(f) = &uploaded {
+                let _ = f.call3(&io, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
+            }
+        };
         let mut fallback_reason = None;
         let inner = match backend.as_str() {
             "cpu" => AnyEngine::Cpu(LambdaEngine::load(CpuBackend::new(), &files, &mut progress).await.map_err(js_err)?),

@@ -32,8 +32,9 @@ export interface FileProgress {
 
 /** Where a load stands (reported at most every 100 ms, and when a file completes). */
 export interface Progress {
-  /** 'preparing' (configs, tokenizer, weight headers), 'weights', then 'done'. */
-  phase: 'preparing' | 'weights' | 'done';
+  /** 'preparing' (configs, tokenizer, weight headers), 'weights', 'finishing' (every weight is on the
+   * backend; the engine computes the empty-image embedding), then 'done'. */
+  phase: 'preparing' | 'weights' | 'finishing' | 'done';
   /** Component and file of the latest tensor read, or null. */
   component: string | null;
   file: string | null;
@@ -50,6 +51,8 @@ export interface Progress {
   /** Seconds left at the recent pace, or null when unknown. */
   etaSeconds: number | null;
   elapsedSeconds: number;
+  /** Bytes of the engine's wasm memory now (it only grows), or null before the engine started. */
+  memoryBytes: number | null;
   /** Why the model is not being kept in this browser (quota exceeded, no Cache API), or null. */
   cacheWarning: string | null;
   cacheEnabled: boolean;

@@ -62,11 +62,12 @@ function showProgress(p) {
     $('progress').value = p.done / p.total;
   }
   const parts = [];
-  if (p.total) parts.push(`${formatBytes(p.done)} of ${formatBytes(p.total)} of weights`);
+  if (p.phase === 'finishing') parts.push('All weights are loaded; the engine is computing its empty-image embedding');
+  else if (p.total) parts.push(`${formatBytes(p.done)} of ${formatBytes(p.total)} of weights`);
   else parts.push('reading the model files…');
-  if (p.bytesPerSecond) parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
+  if (p.bytesPerSecond && p.phase === 'weights') parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
   if (p.fromCache) parts.push(`${formatBytes(p.fromCache)} from this browser's cache`);
-  if (p.phase !== 'done' && p.etaSeconds != null && p.etaSeconds > 0) parts.push(`about ${formatSeconds(p.etaSeconds)} left`);
+  if (p.phase === 'weights' && p.etaSeconds != null && p.etaSeconds > 0) parts.push(`about ${formatSeconds(p.etaSeconds)} left`);
   $('load-summary').textContent = parts.join(' · ');
   const body = $('load-files').tBodies[0];
   const rows = p.files.map((f) => {

@@ -48,6 +48,9 @@ export class ModelReader {
   #absent = new Set();
   /** url → { component, file, url, total, done, cached } for each weight file. */
   #files = new Map();
+  /** component → all its tensors are on the backend */
+  #uploaded = new Map();
+  #memoryBytes;
   #samples = [];
   #downloaded = 0;
   #fromCache = 0;
@@ -58,9 +61,11 @@ export class ModelReader {
   /** True once cancel() was called. */
   cancelled = false;
 
-  constructor({ cache = true, onProgress = () => {} } = {}) {
+  /** `memoryBytes()`: the engine's wasm memory, reported with the progress. */
+  constructor({ cache = true, onProgress = () => {}, memoryBytes = () => null } = {}) {
     this.#cache = new WeightCache(cache);
     this.#onProgress = onProgress;
+    this.#memoryBytes = memoryBytes;
   }
 
   /** Aborts every fetch in flight; every read from now on rejects with an AbortError. */
@@ -98,6 +103,17 @@ export class ModelReader {
     return this.#memo.get(key);
   }
 
+  /** After each tensor upload: bytes of `component` on the backend so far. Once every planned component is
+   * complete the load is in its last step (the engine computes the empty-image embedding). */
+  uploaded(component, done, total) {
+    this.#uploaded.set(component, done >= total);
+    const components = new Set([...this.#files.values()].map((f) => f.component));
+    if (this.#phase === 'weights' && components.size && [...components].every((c) => this.#uploaded.get(c))) {
+      this.#phase = 'finishing';
+      this.#report(true);
+    }
+  }
+
   /** The weight files about to load: `[{ component, file, url, bytes }]`. */
   plan(files) {
     for (const f of files) {
@@ -115,7 +131,7 @@ export class ModelReader {
     if (!this.#meta.has(url)) {
       const p = this.#fetchMeta(url);
       this.#meta.set(url, p);
-      p.catch(() => this.#meta.delete(url));
+      p.catch((e) => { if (e.status !== 404) this.#meta.delete(url); }); // a 404 stays a 404 for this load
     }
     return this.#meta.get(url);
   }
@@ -254,6 +270,7 @@ export class ModelReader {
       bytesPerSecond,
       etaSeconds: this.#phase === 'done' || (total && !remaining) ? 0 : doneRate > 0 ? remaining / doneRate : null,
       elapsedSeconds: (t - this.#started) / 1000,
+      memoryBytes: this.#memoryBytes(),
       cacheWarning: this.#cache.warning,
       cacheEnabled: this.#cache.enabled,
     };
@@ -266,6 +283,7 @@ export class ModelReader {
   async commit() {
     for (const url of this.#absent) this.#cache.putSize(url, { size: -1, version: '' });
     await this.#cache.flush();
+    this.#memo.clear();
     this.#phase = 'done';
     this.#report(true);
     return this.snapshot();
@@ -277,6 +295,7 @@ export class ModelReader {
   async failed(message) {
     this.stop();
     await this.#cache.flush();
+    this.#memo.clear();
     if (this.cancelled || /network error|download interrupted/.test(message)) return;
     const urls = new Set([...this.#meta.keys(), ...this.#files.keys()]);
     for (const url of urls) {

@@ -22,7 +22,7 @@ function transferables(value, out = []) {
 const ops = {
   async load(id, { manifest, backend, cache = true }) {
     if (reader) throw new Error('this engine worker has already loaded a model');
-    reader = new ModelReader({ cache, onProgress: (progress) => postMessage({ id, progress }) });
+    reader = new ModelReader({ cache, memoryBytes, onProgress: (progress) => postMessage({ id, progress }) });
     await ready;
     const t0 = performance.now();
     try {

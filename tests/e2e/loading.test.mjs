@@ -143,6 +143,9 @@ test('a load shows per-file progress and completes; a reload then requests no mo
   assert.equal(last.total, WEIGHT_BYTES);
   assert.equal(last.done, WEIGHT_BYTES);
   assert.ok(history.some((p) => p.done > 0 && p.done < p.total), 'progress was shown between the start and the end');
+  const phases = [...new Set(history.map((p) => p.phase))];
+  assert.deepEqual(phases, ['preparing', 'weights', 'finishing', 'done'], 'phases in order');
+  assert.ok(last.memoryBytes > 0 && last.memoryBytes < 256e6, `wasm memory ${last.memoryBytes}`);
   assert.ok(last.downloaded >= WEIGHT_BYTES, `downloaded ${last.downloaded} bytes`);
   assert.equal(await page.locator('#load-files tbody tr.complete').count(), 3);
   assert.match(await page.textContent('#load-summary'), /downloaded/);
