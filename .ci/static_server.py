@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Static file server for the app and its tests: HTTP Range requests (206), CORS, no caching headers games.
+"""Static file server for the app and its tests: HTTP Range requests (206), CORS, ETags, no HTTP caching.
 
 Serves the repository root at / and the sibling shared/ folder at /shared/ (the tiny golden model for
-?model=/shared/goldens/lambda-tiny/model/). GET /__stats returns per-path request counts as JSON (tests
-check that a reload fetches no weights); POST /__stats/reset clears them. Binds 127.0.0.1 only.
+?model=/shared/goldens/lambda-tiny/model/); `--mount /PREFIX=DIR` serves DIR at /PREFIX/ as well (tests
+serve doctored model copies from temp folders). GET /__stats returns per-path request counts as JSON (tests
+check that a reload fetches no weights); POST /__stats/reset clears them. `--throttle BYTES_PER_S` sends
+the files matching `--throttle-pattern` (default: *.safetensors) at that rate per response and
+`--delay-ms MS` waits that long before each such response, so tests can interrupt a download;
+POST /__throttle?rate=BYTES_PER_S&delay_ms=MS changes both while running. Binds 127.0.0.1 only.
 
-    python3 .ci/static_server.py [--port 8080]
+    python3 .ci/static_server.py [--port 8080] [--mount /PREFIX=DIR ...] [--throttle BYTES_PER_S] [--delay-ms MS]
 """
 import argparse
 import collections
@@ -14,11 +18,15 @@ import json
 import os
 import re
 import threading
+import time
+import urllib.parse
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
 COUNTS = collections.Counter()
 LOCK = threading.Lock()
+MOUNTS = []  # (url prefix ending in "/", folder), longest prefix first
+THROTTLE = {"rate": 0, "delay": 0.0, "pattern": re.compile(r"\.safetensors$")}
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -26,9 +34,11 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def translate_path(self, path):
         path = path.split("?", 1)[0].split("#", 1)[0]
-        if path.startswith("/shared/"):
-            rel = path[len("/shared/"):]
-            base = SHARED
+        for prefix, folder in MOUNTS + [("/shared/", SHARED)]:
+            if path.startswith(prefix):
+                rel = path[len(prefix):]
+                base = folder
+                break
         else:
             rel = path.lstrip("/")
             base = ROOT
@@ -38,8 +48,13 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def end_headers(self):
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Access-Control-Allow-Headers", "Range")
-        self.send_header("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges")
+        self.send_header("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges, ETag")
         self.send_header("Accept-Ranges", "bytes")
+        if self.command in ("GET", "HEAD"):
+            path = self.translate_path(self.path)
+            if os.path.isfile(path):
+                st = os.stat(path)
+                self.send_header("ETag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
 
@@ -54,6 +69,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if self.path == "/__stats/reset":
             with LOCK:
                 COUNTS.clear()
+            self.send_response(204)
+            self.end_headers()
+        elif self.path.startswith("/__throttle"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            THROTTLE["rate"] = int(query.get("rate", ["0"])[0])
+            THROTTLE["delay"] = float(query.get("delay_ms", ["0"])[0]) / 1000
             self.send_response(204)
             self.end_headers()
         else:
@@ -88,22 +109,51 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.send_header("Content-Length", str(end - start + 1))
         self.end_headers()
+        throttled = THROTTLE["pattern"].search(self.path.split("?", 1)[0])
+        rate = THROTTLE["rate"] if throttled else 0
+        if throttled and THROTTLE["delay"]:
+            time.sleep(THROTTLE["delay"])
+        step = max(1, min(1 << 20, rate // 20)) if rate else 1 << 20
         with open(path, "rb") as f:
             f.seek(start)
             remaining = end - start + 1
             while remaining > 0:
-                chunk = f.read(min(remaining, 1 << 20))
+                chunk = f.read(min(remaining, step))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
+                if rate:
+                    self.wfile.flush()
+                    time.sleep(len(chunk) / rate)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A browser that cancels a download closes the connection mid-body: not worth a traceback.
+        import sys
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--mount", action="append", default=[], metavar="/PREFIX=DIR", help="also serve DIR at /PREFIX/")
+    ap.add_argument("--throttle", type=int, default=0, metavar="BYTES_PER_S", help="send matching files at this rate per response")
+    ap.add_argument("--delay-ms", type=float, default=0, metavar="MS", help="wait this long before each matching response")
+    ap.add_argument("--throttle-pattern", default=r"\.safetensors$", help="regex on the path of the files to throttle")
     args = ap.parse_args()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    for m in args.mount:
+        prefix, sep, folder = m.partition("=")
+        if not sep or not os.path.isdir(folder):
+            ap.error(f"--mount {m}: expected /PREFIX=DIR with an existing DIR")
+        MOUNTS.append(("/" + prefix.strip("/") + "/", os.path.abspath(folder)))
+    MOUNTS.sort(key=lambda pm: -len(pm[0]))
+    THROTTLE["rate"] = args.throttle
+    THROTTLE["delay"] = args.delay_ms / 1000
+    THROTTLE["pattern"] = re.compile(args.throttle_pattern)
+    server = Server(("127.0.0.1", args.port), Handler)
     print(f"serving {ROOT} (and {SHARED} at /shared/) on http://127.0.0.1:{args.port}/", flush=True)
     server.serve_forever()
 

@@ -7,7 +7,8 @@ use crate::ops::cpu::CpuBackend;
 use crate::ops::Backend;
 use crate::pipeline::lambda::Noise;
 use crate::pipeline::{self, LambdaEngine, PriorRequest, Subject};
-use crate::weights::http::HttpFiles;
+use crate::weights::http::{HttpFiles, ModelIo};
+use crate::weights::{open_component, ModelFiles};
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -88,6 +89,33 @@ pub fn interpolate_grid(corners: Array, steps: f64) -> Result<Array, JsError> {
     Ok(grid.iter().map(|v| JsValue::from(f32s(v))).collect())
 }
 
+/// The folders of a model, each given its own URL by the manifest.
+const MODEL_FOLDERS: [&str; 5] = ["tokenizer", "text_encoder", "image_encoder", "image_processor", "prior"];
+
+/// Every weight file of the model with the bytes of its tensors, in loading order:
+/// `[{ component, file, url, bytes }]`.
+async fn weight_plan<F: ModelFiles>(files: &F) -> crate::Result<Array> {
+    use crate::weights::ByteSource;
+    let out = Array::new();
+    for (component, stem) in [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")] {
+        let (_, weight_files) = open_component(files, component, stem).await?;
+        for wf in weight_files {
+            let o = Object::new();
+            let entries: [(&str, JsValue); 4] = [
+                ("component", component.into()),
+                ("file", wf.path.as_str().into()),
+                ("url", wf.source.name().into()),
+                ("bytes", (wf.tensor_bytes() as f64).into()),
+            ];
+            for (k, v) in entries {
+                let _ = Reflect::set(&o, &JsValue::from_str(k), &v);
+            }
+            out.push(&o);
+        }
+    }
+    Ok(out)
+}
+
 /// The engine on the backend chosen at load time.
 enum AnyEngine {
     Cpu(LambdaEngine<CpuBackend>),
@@ -136,18 +164,34 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Loads a model folder in the Hugging Face layout from `model_url` by HTTP range requests; `prior_url`,
-    /// when given, holds the prior's files at its root (as the real λ-ECLIPSE prior repository does).
-    /// `on_progress(component, bytesDone, bytesTotal)` is called as weights arrive. `backend`: `"auto"`
-    /// (WebGPU when an adapter exists, else the CPU), `"webgpu"` or `"cpu"`.
-    pub async fn load(model_url: String, prior_url: Option<String>, backend: String, on_progress: Option<Function>) -> Result<Engine, JsError> {
-        let mut files = HttpFiles::new(&model_url);
-        if let Some(url) = prior_url.filter(|u| !u.is_empty()) {
-            files = files.with_component("prior", &url);
+    /// Loads the model whose component folders are at the URLs of `manifest` (`{ tokenizer, text_encoder,
+    /// image_encoder, image_processor, prior }`, each a folder in the Hugging Face layout) through `io`, the
+    /// page's loader (`ModelReader` of `www/model-reader.js`: Range requests, browser cache, progress,
+    /// cancellation). Before the weights, `io.plan([{ component, file, url, bytes }])` receives every weight
+    /// file with its tensor bytes; after each tensor upload, `io.uploaded(component, done, total)`.
+    /// `backend`: `"auto"` (WebGPU when an adapter exists, else the CPU), `"webgpu"` or `"cpu"`.
+    pub async fn load(manifest: JsValue, backend: String, io: ModelIo) -> Result<Engine, JsError> {
+        let mut files = HttpFiles::new(io.clone());
+        for folder in MODEL_FOLDERS {
+            let url = get(&manifest, folder).as_string().filter(|u| !u.is_empty()).ok_or_else(|| {
+                JsError::new(&format!("model manifest: `{folder}` must be the URL of the folder that holds its files"))
+            })?;
+            files = files.with_folder(folder, &url);
         }
+        // The plan reads the weight headers (the loader keeps them for the load proper). When it fails, the
+        // load itself reports the same problem in its usual order (tokenizer first), so the error is dropped.
+        if let Ok(plan) = weight_plan(&files).await {
+            let plan_fn = get(&io, "plan");
+            if let Some(f) = plan_fn.dyn_ref::<Function>() {
+                let _ = f.call1(&io, &plan);
+            }
+        }
+        // After each tensor upload: `io.uploaded(component, bytesDone, bytesTotal)`, so the page can tell
+        // "all weights are on the device, the engine is finishing" from "still downloading".
+        let uploaded = get(&io, "uploaded").dyn_into::<Function>().ok();
         let mut progress = |component: &str, done: u64, total: u64| {
-            if let Some(f) = &on_progress {
-                let _ = f.call3(&JsValue::NULL, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
+            if let Some(f) = &uploaded {
+                let _ = f.call3(&io, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
             }
         };
         let mut fallback_reason = None;

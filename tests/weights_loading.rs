@@ -6,7 +6,7 @@ use common::*;
 use lambda_eclipse::ops::cpu::CpuBackend;
 use lambda_eclipse::pipeline;
 use lambda_eclipse::tensor_file::{to_bytes, OutTensor};
-use lambda_eclipse::weights::MemFiles;
+use lambda_eclipse::weights::{ByteSource, MemFiles, ModelFiles};
 use safetensors::SafeTensors;
 use std::collections::BTreeMap;
 
@@ -105,4 +105,89 @@ fn f16_and_bf16_shards_are_converted_to_f32() {
     let d = max_abs_diff(&got, &want);
     assert!(d > 0.0, "f16/bf16 rounding should show");
     assert!(d <= 0.05 * scale, "text_embeds from f16/bf16 weights differ by {d} (scale {scale})");
+}
+
+/// A model folder whose tensor reads take a different number of polls each (the first of every four the
+/// longest), as HTTP responses arrive out of order in the browser; it records how many run at once.
+struct OutOfOrderFiles {
+    dir: lambda_eclipse::weights::DirFiles,
+    log: std::rc::Rc<ReadLog>,
+}
+
+#[derive(Default)]
+struct ReadLog {
+    started: std::cell::Cell<usize>,
+    in_flight: std::cell::Cell<usize>,
+    max_in_flight: std::cell::Cell<usize>,
+    finished: std::cell::RefCell<Vec<usize>>,
+}
+
+struct OutOfOrderSource {
+    inner: <lambda_eclipse::weights::DirFiles as ModelFiles>::Source,
+    log: std::rc::Rc<ReadLog>,
+}
+
+impl ByteSource for OutOfOrderSource {
+    type Chunk = Vec<u8>;
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    async fn len(&self) -> lambda_eclipse::Result<u64> {
+        self.inner.len().await
+    }
+    async fn read_range(&self, start: u64, len: usize) -> lambda_eclipse::Result<Vec<u8>> {
+        self.inner.read_range(start, len).await
+    }
+    async fn read_tensor(&self, start: u64, len: usize) -> lambda_eclipse::Result<Vec<u8>> {
+        let log = &self.log;
+        let id = log.started.get();
+        log.started.set(id + 1);
+        log.in_flight.set(log.in_flight.get() + 1);
+        log.max_in_flight.set(log.max_in_flight.get().max(log.in_flight.get()));
+        let mut polls = 2 * (4 - id % 4);
+        std::future::poll_fn(|cx| {
+            if polls == 0 {
+                return std::task::Poll::Ready(());
+            }
+            polls -= 1;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+        log.in_flight.set(log.in_flight.get() - 1);
+        log.finished.borrow_mut().push(id);
+        self.inner.read_range(start, len).await
+    }
+}
+
+impl ModelFiles for OutOfOrderFiles {
+    type Source = OutOfOrderSource;
+    fn open(&self, rel_path: &str) -> OutOfOrderSource {
+        OutOfOrderSource { inner: self.dir.open(rel_path), log: self.log.clone() }
+    }
+    async fn exists(&self, rel_path: &str) -> bool {
+        self.dir.exists(rel_path).await
+    }
+}
+
+#[test]
+fn tensors_read_four_at_a_time_and_arriving_out_of_order_load_to_the_same_model() {
+    let files = OutOfOrderFiles { dir: lambda_eclipse::weights::DirFiles::new(tiny_model()), log: Default::default() };
+    let be = CpuBackend::new();
+    let tok = pollster::block_on(pipeline::load_tokenizer(&files)).unwrap();
+    let mut reports = Vec::new();
+    let model = pollster::block_on(pipeline::load_text_encoder(&be, &files, &mut |_, done, total| reports.push((done, total)))).unwrap();
+    let got = pollster::block_on(pipeline::embed_text(&be, &tok, &model, &cases()[0].prompt)).unwrap().text_embeds;
+    assert_close("text_embeds", &got, &Golden::open(&cases()[0]).f32("text_embeds").1, 1e-4);
+
+    let log = &files.log;
+    assert_eq!(log.max_in_flight.get(), lambda_eclipse::weights::TENSORS_IN_FLIGHT);
+    let finished = log.finished.borrow();
+    assert_eq!(finished.len(), log.started.get());
+    assert!(finished.windows(2).any(|w| w[0] > w[1]), "reads should have finished out of order: {finished:?}");
+    // Progress only grows, one report per tensor (plus the first), and ends complete.
+    assert_eq!(reports.len(), log.started.get() + 1);
+    assert!(reports.windows(2).all(|w| w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[1].0 == 0)));
+    let (done, total) = *reports.last().unwrap();
+    assert_eq!(done, total);
 }

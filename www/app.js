@@ -1,12 +1,12 @@
 // The λ-ECLIPSE page: loads the model (?model=URL overrides the default Hugging Face files), then computes
 // the embedding of a prompt with subject photos. All model work runs in the engine's Web Worker.
-import { load } from './lambda-eclipse.js';
 import { decode } from './decoder-client.js';
 import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from './subjects.js';
 import { EdgeControl } from './control.js';
 import { InterpolationPanel } from './interpolation.js';
 import { exportResult } from './export.js';
 import { showBackend } from './backend.js';
+import { loadModel } from './load-panel.js';
 
 const $ = (id) => document.getElementById(id);
 const status = (text, kind = '') => { $('status').textContent = text; $('status').className = `status ${kind}`; };
@@ -15,24 +15,7 @@ let lastResult = null;
 let lastInfo = null;
 
 async function main() {
-  const params = new URLSearchParams(location.search);
-  const model = params.get('model') || undefined;
-  const prior = params.get('prior') || undefined;
-  const backend = params.get('backend') || 'auto';
-  $('progress').hidden = false;
-  status(`Loading the model from ${model || 'Hugging Face'}…`);
-  const totals = {};
-  const engine = await load({
-    model, prior, backend,
-    onProgress: ({ component, done, total }) => {
-      totals[component] = [done, total];
-      const [d, t] = Object.values(totals).reduce(([a, b], [x, y]) => [a + x, b + y], [0, 0]);
-      $('progress').value = t ? d / t : 0;
-      status(`Loading ${component}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB`);
-    },
-  });
-  $('progress').hidden = true;
-  status('Model loaded.', 'ok');
+  const engine = await loadModel();
   fact($('facts'), 'Compute backend', engine.backend === 'webgpu' ? 'WebGPU' : `CPU (wasm)${engine.fallbackReason ? ` — WebGPU unavailable: ${engine.fallbackReason}` : ''}`);
   fact($('facts'), 'Embedding size', engine.embeddingDim);
   await showBackend({ engine, facts: $('facts'), notice: $('backend-notice'), select: $('backend-choice') });

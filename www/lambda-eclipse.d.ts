@@ -1,9 +1,88 @@
 export const DEFAULT_MODEL: string;
 export const DEFAULT_PRIOR: string;
 
+/** The folders of a model, each with its own URL in a manifest. */
+export type ModelFolder = 'tokenizer' | 'text_encoder' | 'image_encoder' | 'image_processor' | 'prior';
+export const MODEL_FOLDERS: readonly ModelFolder[];
+
+/** One URL per component folder (each a folder in the Hugging Face layout). */
+export type ModelManifest = Record<ModelFolder, string>;
+/** The real model: Kandinsky 2.2's prior repository and the Lambda-ECLIPSE prior on Hugging Face. */
+export const DEFAULT_MANIFEST: Readonly<ModelManifest>;
+
+/** A base URL (folders under it), a manifest (partial ones take the rest from `base`), or nothing: the real model. */
+export type ModelSource = string | (Partial<ModelManifest> & { base?: string });
+
+/** The absolute folder URLs of a model source; `prior` overrides the prior's folder. */
+export function resolveManifest(model?: ModelSource, prior?: string): ModelManifest;
+
 export type ImageInput = Blob | ArrayBuffer | Uint8Array;
 
-export interface Progress { component: string; done: number; total: number }
+export interface FileProgress {
+  component: 'text_encoder' | 'image_encoder' | 'prior';
+  /** Path in the model, e.g. `text_encoder/model.safetensors` (one row per shard of a sharded checkpoint). */
+  file: string;
+  url: string;
+  /** Bytes of tensors in the file, and how many have arrived (from the network or this browser's cache). */
+  total: number;
+  done: number;
+  /** Of `done`, the bytes that came from this browser's cache. */
+  cached: number;
+}
+
+/** Where a load stands (reported at most every 100 ms, and when a file completes). */
+export interface Progress {
+  /** 'preparing' (configs, tokenizer, weight headers), 'weights', 'finishing' (every weight is on the
+   * backend; the engine computes the empty-image embedding), then 'done'. */
+  phase: 'preparing' | 'weights' | 'finishing' | 'done';
+  /** Component and file of the latest tensor read, or null. */
+  component: string | null;
+  file: string | null;
+  files: FileProgress[];
+  /** Tensor bytes of all weight files: arrived, and in all. */
+  done: number;
+  total: number;
+  /** Bytes of all files (weights, headers, configs, tokenizer) fetched from the network, and taken from
+   * this browser's cache. */
+  downloaded: number;
+  fromCache: number;
+  /** Network speed over the last few seconds, or null at the start. */
+  bytesPerSecond: number | null;
+  /** Seconds left at the recent pace, or null when unknown. */
+  etaSeconds: number | null;
+  elapsedSeconds: number;
+  /** Bytes of the engine's wasm memory now (it only grows), or null before the engine started. */
+  memoryBytes: number | null;
+  /** Why the model is not being kept in this browser (quota exceeded, no Cache API), or null. */
+  cacheWarning: string | null;
+  cacheEnabled: boolean;
+}
+
+export interface LoadInfo {
+  loadSeconds: number;
+  /** Tensor bytes of the model; bytes of all files that came from the network and from this browser's cache. */
+  weightBytes: number;
+  downloadedBytes: number;
+  cachedBytes: number;
+  /** Bytes of the engine's wasm memory after loading (its peak: wasm memory never shrinks). */
+  memoryBytes: number;
+  cacheWarning: string | null;
+}
+
+export interface CacheUsage {
+  /** Bytes of model files kept in this browser (of the given model, when one was given). */
+  bytes: number;
+  entries: number;
+  /** Distinct files with something cached. */
+  files: number;
+  /** False where the page has no Cache API (not https:// or localhost). */
+  available: boolean;
+}
+
+/** Bytes of model files in this browser's cache; with `model`, only that model's. No engine needed. */
+export function cacheUsage(model?: ModelSource): Promise<CacheUsage>;
+/** Deletes every cached model file; resolves to the bytes freed. No engine needed. */
+export function clearCache(): Promise<number>;
 
 export interface TextEmbedding {
   inputIds: Int32Array;
@@ -72,6 +151,10 @@ export interface Engine {
   /** Why 'auto' ran on the CPU, or null. */
   readonly fallbackReason: string | null;
   readonly embeddingDim: number;
+  /** How the load went. */
+  readonly loadInfo: LoadInfo;
+  /** Bytes of the engine's wasm memory now. */
+  memoryBytes(): Promise<number>;
   embedText(prompt: string): Promise<TextEmbedding>;
   embedImages(images: ImageInput[]): Promise<{ imageEmbeds: Float32Array[] }>;
   prior(request: PriorRequest): Promise<PriorResult>;
@@ -80,11 +163,20 @@ export interface Engine {
   dispose(): void;
 }
 
+/**
+ * Loads the model in a Web Worker, keeping its files in this browser's cache (a reload downloads nothing; a
+ * load after an interruption fetches only what is missing). Rejects with an Error naming the URL and what
+ * went wrong (404, network/CORS, truncated file, ...), or with a DOMException named 'AbortError' when
+ * `signal` aborts it (the fetches stop; loading again resumes from the cache).
+ */
 export function load(options?: {
-  model?: string;
+  model?: ModelSource;
   prior?: string;
   backend?: 'auto' | 'webgpu' | 'cpu';
   onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+  /** Keep and reuse the model files in the browser cache (default true). */
+  cache?: boolean;
 }): Promise<Engine>;
 
 /** Checks that an image file decodes as a subject photo would: its size, or rejects with the reason. No model needed. */

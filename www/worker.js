@@ -1,9 +1,16 @@
 // The Web Worker that owns the wasm engine: all model work happens here, so the page never freezes.
-// Protocol: {id, op, args} in; {id, ok: true, result} | {id, ok: false, error} | {id, progress} out.
+// Protocol: {id, op, args} in; {id, ok: true, result} | {id, ok: false, error, name} | {id, progress} out.
+// `cancel` may arrive while `load` runs: it aborts the load's fetches, and `load` answers with an AbortError.
 import init, { Engine, version } from '../pkg/lambda_eclipse.js';
+import { ModelReader } from './model-reader.js';
 
 let engine = null;
-const ready = init();
+let reader = null;
+let wasm = null;
+const ready = init().then((exports) => { wasm = exports; });
+
+/** Bytes of the wasm instance's linear memory (it grows and never shrinks: this is its peak). */
+const memoryBytes = () => wasm?.memory?.buffer.byteLength ?? 0;
 
 function transferables(value, out = []) {
   if (value instanceof Float32Array || value instanceof Int32Array || value instanceof Uint8Array) out.push(value.buffer);
@@ -13,12 +20,38 @@ function transferables(value, out = []) {
 }
 
 const ops = {
-  async load(id, { model, prior, backend }) {
+  async load(id, { manifest, backend, cache = true }) {
+    if (reader) throw new Error('this engine worker has already loaded a model');
+    reader = new ModelReader({ cache, memoryBytes, onProgress: (progress) => postMessage({ id, progress }) });
     await ready;
-    const onProgress = (component, done, total) => postMessage({ id, progress: { component, done, total } });
-    engine = await Engine.load(model, prior ?? null, backend, onProgress);
-    return { backend: engine.backend, fallbackReason: engine.fallbackReason ?? null, embeddingDim: engine.embeddingDim, version: version() };
+    const t0 = performance.now();
+    try {
+      engine = await Engine.load(manifest, backend, reader);
+    } catch (e) {
+      const message = String(e?.message ?? e);
+      await reader.failed(message);
+      if (reader.cancelled) throw new DOMException('loading was cancelled', 'AbortError');
+      throw e;
+    }
+    const progress = await reader.commit();
+    return {
+      backend: engine.backend,
+      fallbackReason: engine.fallbackReason ?? null,
+      embeddingDim: engine.embeddingDim,
+      version: version(),
+      loadSeconds: (performance.now() - t0) / 1000,
+      memoryBytes: memoryBytes(),
+      downloadedBytes: progress.downloaded,
+      cachedBytes: progress.fromCache,
+      weightBytes: progress.total,
+      cacheWarning: progress.cacheWarning,
+    };
   },
+  cancel() {
+    reader?.cancel();
+    return true;
+  },
+  memoryBytes: () => memoryBytes(),
   embedText: (id, { prompt }) => engine.embedText(prompt),
   embedImages: (id, { images }) => engine.embedImages(images),
   prior: (id, { request }) => engine.prior(request),
@@ -37,13 +70,16 @@ async function adapterInWords(fallback) {
   return fallback ?? null;
 }
 
+/** Operations that need no loaded model. */
+const ANYTIME = new Set(['load', 'cancel', 'memoryBytes']);
+
 self.onmessage = async ({ data: { id, op, args } }) => {
   try {
     if (!ops[op]) throw new Error(`unknown operation ${op}`);
-    if (op !== 'load' && !engine) throw new Error('the model is not loaded yet');
-    const result = await ops[op](id, args);
+    if (!ANYTIME.has(op) && !engine) throw new Error('the model is not loaded yet');
+    const result = await ops[op](id, args ?? {});
     postMessage({ id, ok: true, result }, transferables(result));
   } catch (e) {
-    postMessage({ id, ok: false, error: String(e && e.message ? e.message : e) });
+    postMessage({ id, ok: false, error: String(e && e.message ? e.message : e), name: e?.name ?? 'Error' });
   }
 };

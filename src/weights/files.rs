@@ -7,12 +7,37 @@ use std::sync::Arc;
 
 /// One file that can be read by byte range.
 pub trait ByteSource {
+    /// The bytes of one tensor as [`ByteSource::read_tensor`] delivers them.
+    type Chunk: TensorBytes;
     /// Name used in error messages (path or URL).
     fn name(&self) -> String;
     /// Total length in bytes.
     fn len(&self) -> impl Future<Output = Result<u64>>;
     /// Exactly `len` bytes from `start`; a short read is an error naming the file.
     fn read_range(&self, start: u64, len: usize) -> impl Future<Output = Result<Vec<u8>>>;
+    /// The `len` bytes of a tensor at `start`. Several are requested at once while loading, so a source
+    /// may keep them outside the wasm heap until [`TensorBytes::with_bytes`] (the browser keeps them in a
+    /// JS buffer); files and memory just read the range.
+    fn read_tensor(&self, start: u64, len: usize) -> impl Future<Output = Result<Self::Chunk>>;
+}
+
+/// Tensor bytes that may live outside this program's memory until they are used.
+pub trait TensorBytes {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Runs `f` on the bytes (copying them into this program's memory first if they live elsewhere).
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R;
+}
+
+impl TensorBytes for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self)
+    }
 }
 
 /// A model folder in the Hugging Face layout (`text_encoder/config.json`, ...).
@@ -61,6 +86,7 @@ pub struct MemSource {
 }
 
 impl ByteSource for MemSource {
+    type Chunk = Vec<u8>;
     fn name(&self) -> String {
         self.name.clone()
     }
@@ -74,6 +100,9 @@ impl ByteSource for MemSource {
             Some(end) if end <= bytes.len() => Ok(bytes[start..end].to_vec()),
             _ => Err(Error::io(&self.name, format!("read past the end ({} bytes at {start}, file has {})", len, bytes.len()))),
         }
+    }
+    async fn read_tensor(&self, start: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_range(start, len).await
     }
 }
 
@@ -108,6 +137,7 @@ pub struct FileSource {
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ByteSource for FileSource {
+    type Chunk = Vec<u8>;
     fn name(&self) -> String {
         self.path.display().to_string()
     }
@@ -126,6 +156,9 @@ impl ByteSource for FileSource {
             _ => Error::io(self.name(), e),
         })?;
         Ok(buf)
+    }
+    async fn read_tensor(&self, start: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_range(start, len).await
     }
 }
 

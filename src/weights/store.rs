@@ -1,12 +1,15 @@
 //! Loaded weights of one component, looked up by Hugging Face name with a shape check, like candle's
 //! `VarBuilder`. After a model is built, [`WeightStore::finish`] reports any tensor the model did not use.
 
-use super::files::{ByteSource, ModelFiles};
-use super::safetensors::read_header;
+use super::files::{ByteSource, ModelFiles, TensorBytes};
+use super::safetensors::{read_header, Header};
 use crate::error::{Error, Result};
 use crate::ops::{Backend, WeightDType};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 pub struct WeightStore<B: Backend> {
     /// What the weights came from, for error messages (e.g. `text_encoder/model.safetensors`).
@@ -152,9 +155,55 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
-/// Loads every float tensor of a component folder: `{dir}/{file_stem}.safetensors.index.json` (sharded) when
-/// present, else `{dir}/{file_stem}.safetensors`. Each tensor is read by range and uploaded immediately;
-/// `on_tensor(bytes_done, bytes_total)` reports progress.
+/// Tensors read at the same time while loading (HTTP requests in flight in the browser). Their bytes stay
+/// outside the wasm heap until each is uploaded in turn (see [`ByteSource::read_tensor`]).
+pub const TENSORS_IN_FLIGHT: usize = 4;
+
+/// One safetensors file of a component, its header read and validated.
+pub struct WeightFile<S> {
+    /// Path relative to the model root, e.g. `text_encoder/model.safetensors`.
+    pub path: String,
+    pub source: S,
+    pub header: Header,
+}
+
+impl<S> WeightFile<S> {
+    /// Bytes of the float tensors the engine reads from this file.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.header.tensors.iter().map(|t| t.len as u64).sum()
+    }
+}
+
+/// The weight files of a component folder with their headers: `{dir}/{file_stem}.safetensors.index.json`
+/// (sharded) when present, else `{dir}/{file_stem}.safetensors`. Returns the name the weights go by in
+/// error messages and the files in shard order.
+pub async fn open_component<F: ModelFiles>(files: &F, dir: &str, file_stem: &str) -> Result<(String, Vec<WeightFile<F::Source>>)> {
+    let index_path = format!("{dir}/{file_stem}.safetensors.index.json");
+    let shard_paths: Vec<String> = if files.exists(&index_path).await {
+        let text = files.read_text(&index_path).await?;
+        let index: ShardIndex =
+            serde_json::from_str(&text).map_err(|e| Error::config(&index_path, format!("invalid shard index: {e}")))?;
+        let shards: BTreeSet<&String> = index.weight_map.values().collect();
+        if shards.is_empty() {
+            return Err(Error::config(&index_path, "shard index lists no files"));
+        }
+        shards.into_iter().map(|s| format!("{dir}/{s}")).collect()
+    } else {
+        vec![format!("{dir}/{file_stem}.safetensors")]
+    };
+    let mut out = Vec::with_capacity(shard_paths.len());
+    for path in shard_paths {
+        let source = files.open(&path);
+        let header = read_header(&source).await?;
+        out.push(WeightFile { path, source, header });
+    }
+    let name = if out.len() == 1 { out[0].header.source_name.clone() } else { index_path };
+    Ok((name, out))
+}
+
+/// Loads every float tensor of a component folder (see [`open_component`]). Up to [`TENSORS_IN_FLIGHT`]
+/// tensors are read at once; each is handed to the backend as soon as it and those before it have arrived,
+/// so memory holds a few tensors, never a file. `on_tensor(bytes_done, bytes_total)` reports progress.
 pub async fn load_component_weights<B: Backend, F: ModelFiles>(
     backend: &B,
     files: &F,
@@ -175,45 +224,90 @@ pub async fn load_component_weights_where<B: Backend, F: ModelFiles>(
     keep: impl Fn(&str) -> bool,
     mut on_tensor: impl FnMut(u64, u64),
 ) -> Result<WeightStore<B>> {
-    let index_path = format!("{dir}/{file_stem}.safetensors.index.json");
-    let shard_paths: Vec<String> = if files.exists(&index_path).await {
-        let text = files.read_text(&index_path).await?;
-        let index: ShardIndex =
-            serde_json::from_str(&text).map_err(|e| Error::config(&index_path, format!("invalid shard index: {e}")))?;
-        let shards: BTreeSet<&String> = index.weight_map.values().collect();
-        if shards.is_empty() {
-            return Err(Error::config(&index_path, "shard index lists no files"));
+    let (name, weight_files) = open_component(files, dir, file_stem).await?;
+    let mut store = WeightStore::new(name);
+    let mut seen = BTreeSet::new();
+    let mut jobs = Vec::new();
+    for file in &weight_files {
+        store.skipped.extend(file.header.skipped.clone());
+        for entry in &file.header.tensors {
+            if !seen.insert(entry.name.as_str()) {
+                return Err(Error::weights(&file.header.source_name, format!("tensor `{}` appears in more than one shard", entry.name)));
+            }
+            if keep(&entry.name) {
+                jobs.push((file, entry));
+            }
         }
-        shards.into_iter().map(|s| format!("{dir}/{s}")).collect()
-    } else {
-        vec![format!("{dir}/{file_stem}.safetensors")]
-    };
-    let mut store = WeightStore::new(if shard_paths.len() == 1 { shard_paths[0].clone() } else { index_path });
-    let mut headers = Vec::new();
-    for path in &shard_paths {
-        let src = files.open(path);
-        headers.push((read_header(&src).await?, src));
     }
-    let total: u64 = headers.iter().flat_map(|(h, _)| h.tensors.iter()).filter(|t| keep(&t.name)).map(|t| t.len as u64).sum();
+    let total: u64 = jobs.iter().map(|(_, entry)| entry.len as u64).sum();
     let mut done = 0u64;
     on_tensor(done, total);
-    for (header, src) in headers {
-        store.skipped.extend(header.skipped);
-        for entry in header.tensors {
-            if !keep(&entry.name) {
-                continue;
-            }
-            if store.contains(&entry.name) {
-                return Err(Error::weights(&header.source_name, format!("tensor `{}` appears in more than one shard", entry.name)));
-            }
-            let raw = src.read_range(entry.offset, entry.len).await?;
-            let tensor = backend
-                .upload_weight(&raw, entry.dtype, &entry.shape)
-                .map_err(|e| Error::weights(&header.source_name, format!("tensor `{}`: {e}", entry.name)))?;
-            done += entry.len as u64;
-            on_tensor(done, total);
-            store.insert(entry.name, tensor, entry.shape);
+    let mut jobs = jobs.into_iter();
+    let mut window = InOrder::new();
+    loop {
+        while window.len() < TENSORS_IN_FLIGHT {
+            let Some((file, entry)) = jobs.next() else { break };
+            window.push(async move { (file, entry, file.source.read_tensor(entry.offset, entry.len).await) });
         }
+        let Some((file, entry, chunk)) = window.next().await else { break };
+        let chunk = chunk?;
+        if chunk.len() != entry.len {
+            return Err(Error::weights(
+                &file.header.source_name,
+                format!("tensor `{}`: got {} bytes, expected {}", entry.name, chunk.len(), entry.len),
+            ));
+        }
+        let tensor = chunk
+            .with_bytes(|raw| backend.upload_weight(raw, entry.dtype, &entry.shape))
+            .map_err(|e| Error::weights(&file.header.source_name, format!("tensor `{}`: {e}", entry.name)))?;
+        done += entry.len as u64;
+        on_tensor(done, total);
+        store.insert(entry.name.clone(), tensor, entry.shape.clone());
     }
     Ok(store)
+}
+
+/// Futures that all make progress at once and are taken out in the order they were pushed (a tiny
+/// `FuturesOrdered`, without an executor: the browser's fetches run on their own once started).
+struct InOrder<'a, T> {
+    slots: VecDeque<Slot<'a, T>>,
+}
+
+enum Slot<'a, T> {
+    Running(Pin<Box<dyn Future<Output = T> + 'a>>),
+    Done(T),
+}
+
+impl<'a, T> InOrder<'a, T> {
+    fn new() -> Self {
+        InOrder { slots: VecDeque::new() }
+    }
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+    fn push(&mut self, f: impl Future<Output = T> + 'a) {
+        self.slots.push_back(Slot::Running(Box::pin(f)));
+    }
+    /// The output of the oldest future, once it is done (the others keep running meanwhile).
+    async fn next(&mut self) -> Option<T> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        std::future::poll_fn(|cx| {
+            for slot in self.slots.iter_mut() {
+                if let Slot::Running(f) = slot {
+                    if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                        *slot = Slot::Done(v);
+                    }
+                }
+            }
+            if let Some(Slot::Done(_)) = self.slots.front() {
+                if let Some(Slot::Done(v)) = self.slots.pop_front() {
+                    return Poll::Ready(Some(v));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }

@@ -24,13 +24,14 @@ export async function waitFor(url, seconds) {
   throw new Error(`${url} did not come up within ${seconds} s`);
 }
 
-/** Starts .ci/static_server.py on a free port: `{ process, base }`. */
-export async function startStaticServer() {
-  const port = await freePort();
-  const process = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(port)], { stdio: 'inherit' });
+/** Starts .ci/static_server.py on `port` (default: a free one) with extra `args` (`--mount`, `--throttle`):
+ * `{ process, base, port }`. */
+export async function startStaticServer({ port, args = [] } = {}) {
+  port ??= await freePort();
+  const process = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(port), ...args], { stdio: 'inherit' });
   const base = `http://127.0.0.1:${port}`;
   await waitFor(`${base}/__stats`, 10);
-  return { process, base };
+  return { process, base, port };
 }
 
 /** Debian's Chromium, headless, with WebGPU (SwiftShader) enabled and no background network traffic. */

@@ -1,0 +1,188 @@
+// The app's model-loading panel: Load / Cancel, per-file progress with speed and ETA, the browser cache's
+// usage with a "Clear cached models" button, and errors in words. `loadModel()` resolves with the engine
+// once a load succeeds; a cancelled or failed load leaves the panel ready to load again (resuming from what
+// the cache kept).
+//
+// Page options: ?model=BASE_URL (a folder in the Hugging Face layout; default: the real model on Hugging
+// Face), &prior=URL, &backend=auto|webgpu|cpu, &autoload=0|1 (default: load at once when ?model= is given or
+// the model is already in the browser cache; the multi-GB default model otherwise waits for Load).
+// State for tests: body[data-ready] = 'true' | 'error' | 'cancelled' after a load attempt, body[data-loading]
+// during one, window.__lambdaLoadProgress = the latest progress snapshot.
+import { load, cacheUsage, clearCache, resolveManifest } from './lambda-eclipse.js';
+
+const $ = (id) => document.getElementById(id);
+
+/** 1234567 → "1.2 MB" (SI units, like download tools). */
+export function formatBytes(n) {
+  if (!Number.isFinite(n)) return '?';
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${i ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+}
+
+/** 75 → "1 min 15 s". */
+export function formatSeconds(s) {
+  if (!Number.isFinite(s)) return '?';
+  s = Math.max(0, Math.round(s));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min${s % 60 ? ` ${s % 60} s` : ''}`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+const PANEL = `
+  <p class="load-source">Model: <span id="load-source"></span></p>
+  <p class="load-buttons">
+    <button type="button" id="load-model">Load the model</button>
+    <button type="button" id="cancel-load" hidden>Cancel</button>
+  </p>
+  <p id="load-summary" class="load-summary"></p>
+  <table id="load-files" class="load-files" hidden>
+    <thead><tr><th>Weight file</th><th>Loaded</th><th>Size</th><th>From this browser</th></tr></thead>
+    <tbody></tbody>
+  </table>
+  <p id="cache-warning" class="status warn" hidden></p>
+  <p class="cache-line"><span id="cache-usage">Cached models: …</span>
+    <button type="button" id="clear-cache">Clear cached models</button></p>`;
+
+function status(text, kind = '') {
+  $('status').textContent = text;
+  $('status').className = `status ${kind}`;
+}
+
+let lastProgress = null;
+
+/** Shows one progress snapshot (see ModelReader.snapshot in model-reader.js). */
+function showProgress(p) {
+  lastProgress = p;
+  window.__lambdaLoadProgress = p;
+  if (p.total) {
+    $('progress').hidden = false;
+    $('progress').value = p.done / p.total;
+  }
+  const parts = [];
+  if (p.phase === 'finishing') parts.push('All weights are loaded; the engine is computing its empty-image embedding');
+  else if (p.total) parts.push(`${formatBytes(p.done)} of ${formatBytes(p.total)} of weights`);
+  else parts.push('reading the model files…');
+  if (p.bytesPerSecond && p.phase === 'weights') parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
+  if (p.fromCache) parts.push(`${formatBytes(p.fromCache)} from this browser's cache`);
+  if (p.phase === 'weights' && p.etaSeconds != null && p.etaSeconds > 0) parts.push(`about ${formatSeconds(p.etaSeconds)} left`);
+  $('load-summary').textContent = parts.join(' · ');
+  const body = $('load-files').tBodies[0];
+  const rows = p.files.map((f) => {
+    const tr = document.createElement('tr');
+    tr.dataset.file = f.file;
+    if (f.done >= f.total) tr.className = 'complete';
+    const cells = [f.file, formatBytes(f.done), formatBytes(f.total), f.cached ? formatBytes(f.cached) : '—'];
+    for (const c of cells) tr.append(Object.assign(document.createElement('td'), { textContent: c }));
+    tr.children[0].title = f.url;
+    return tr;
+  });
+  body.replaceChildren(...rows);
+  $('load-files').hidden = rows.length === 0;
+  const warning = p.cacheWarning ? `${p.cacheWarning[0].toUpperCase()}${p.cacheWarning.slice(1)}.` : '';
+  $('cache-warning').hidden = !warning;
+  $('cache-warning').textContent = warning;
+}
+
+async function showCacheUsage() {
+  try {
+    const u = await cacheUsage();
+    $('cache-usage').textContent = u.available
+      ? `Cached models in this browser: ${formatBytes(u.bytes)}`
+      : 'This page cannot keep models (the browser cache needs https:// or localhost).';
+    $('clear-cache').disabled = !u.available || u.entries === 0;
+    return u;
+  } catch (e) {
+    $('cache-usage').textContent = `The browser cache cannot be read: ${e.message}`;
+    return null;
+  }
+}
+
+/** Renders the panel into the #model section (after #progress) and resolves with the loaded engine. */
+export function loadModel({ params = new URLSearchParams(location.search) } = {}) {
+  const model = params.get('model') || undefined;
+  const prior = params.get('prior') || undefined;
+  const backend = params.get('backend') || 'auto';
+  const manifest = resolveManifest(model, prior);
+  const panel = Object.assign(document.createElement('div'), { id: 'load-panel', className: 'load-panel', innerHTML: PANEL });
+  $('progress').after(panel);
+  $('load-source').textContent = model ?? 'λ-ECLIPSE on Hugging Face (Kandinsky 2.2 prior repository + Lambda-ECLIPSE-Prior-v1.0)';
+  $('load-source').title = Object.entries(manifest).map(([k, v]) => `${k}: ${v}`).join('\n');
+  let controller = null;
+
+  return new Promise((resolve) => {
+    async function start() {
+      controller = new AbortController();
+      lastProgress = null;
+      delete document.body.dataset.ready;
+      document.body.dataset.loading = 'true';
+      $('load-model').hidden = true;
+      $('cancel-load').hidden = false;
+      $('cancel-load').disabled = false;
+      $('clear-cache').disabled = true;
+      $('load-files').hidden = true;
+      $('load-summary').textContent = '';
+      status(`Loading the model from ${model || 'Hugging Face'}…`);
+      try {
+        const engine = await load({ model, prior, backend, signal: controller.signal, onProgress: showProgress });
+        const info = engine.loadInfo;
+        status('Model loaded.', 'ok');
+        $('progress').hidden = true;
+        $('cancel-load').hidden = true;
+        $('load-summary').textContent = `Loaded ${formatBytes(info.weightBytes)} of weights in ${info.loadSeconds.toFixed(1)} s: `
+          + `${formatBytes(info.downloadedBytes)} downloaded, ${formatBytes(info.cachedBytes)} from this browser's cache. `
+          + `Engine memory (wasm): ${formatBytes(info.memoryBytes)}.`;
+        document.body.dataset.ready = 'true';
+        // Ask the browser not to evict the cached model under storage pressure (it may say no).
+        navigator.storage?.persist?.().catch(() => {});
+        resolve(engine);
+      } catch (e) {
+        $('cancel-load').hidden = true;
+        $('load-model').hidden = false;
+        $('load-model').textContent = 'Load again';
+        const p = lastProgress;
+        $('load-summary').textContent = p?.total ? `Stopped at ${formatBytes(p.done)} of ${formatBytes(p.total)} of weights.` : '';
+        if (e.name === 'AbortError') {
+          status('Loading cancelled. What was already downloaded is kept in this browser: Load again continues from there.', 'warn');
+          document.body.dataset.ready = 'cancelled';
+        } else {
+          status(`The model failed to load: ${e.message}`, 'error');
+          document.body.dataset.ready = 'error';
+        }
+      } finally {
+        delete document.body.dataset.loading;
+        controller = null;
+        await showCacheUsage();
+      }
+    }
+
+    $('load-model').onclick = () => { if (!controller) start(); };
+    $('cancel-load').onclick = () => {
+      $('cancel-load').disabled = true;
+      status('Cancelling…');
+      controller?.abort();
+    };
+    $('clear-cache').onclick = async () => {
+      $('clear-cache').disabled = true;
+      try {
+        const freed = await clearCache();
+        status(`Cleared ${formatBytes(freed)} of cached models.`, document.body.dataset.ready === 'true' ? 'ok' : '');
+      } catch (e) {
+        status(`Could not clear the cached models: ${e.message}`, 'error');
+      }
+      await showCacheUsage();
+    };
+
+    (async () => {
+      const usage = await showCacheUsage();
+      const auto = params.get('autoload');
+      const cached = usage ? (await cacheUsage(manifest)).bytes > 0 : false;
+      if (auto === '1' || (auto !== '0' && (model || cached))) start();
+      else {
+        status('Press Load to download the model (several GB, once: it is then kept in this browser).');
+      }
+    })();
+  });
+}
