@@ -428,17 +428,31 @@ impl GpuBackend {
         Ok(GpuTensor::new(buf, shape, GpuDType::F32))
     }
 
-    /// A new buffer holding `bytes` (zero-padded to 4). Created mapped, so it is correct to use in work
-    /// recorded before it (unlike `Queue::write_buffer` into a pooled buffer, which would run before the
-    /// pending encoder). Not pooled: inputs are small and freed when dropped.
+    /// A new buffer holding `bytes` (zero-padded to 4), filled by `Queue::write_buffer`, which copies straight
+    /// from `bytes` (in the browser: from wasm memory). A buffer mapped at creation would first copy them into
+    /// a temporary `Vec` of the same size in wasm memory (wgpu's web backend) — twice the largest tensor in
+    /// the wasm heap while loading — and keep a shared-memory mapping per buffer in the page's process. The
+    /// write is correct for work recorded before the next submit because the buffer is new: queue writes run
+    /// before the next submission and nothing recorded earlier can use it (a pooled buffer could not be
+    /// written this way). Not pooled: freed when dropped.
     fn upload(&self, bytes: &[u8], what: &str) -> Result<PooledBuffer> {
         self.check_binding_size(bytes.len() as u64, what)?;
-        let contents: &[u8] = if bytes.is_empty() { &[0; 4] } else { bytes };
-        let buffer = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let size = (bytes.len().max(4) as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let buffer = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
-            contents,
+            size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
         });
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.inner.queue.write_buffer(&buffer, 0, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.inner.queue.write_buffer(&buffer, whole as u64, &tail);
+        }
         Ok(PooledBuffer::owned(buffer))
     }
 
