@@ -5,6 +5,9 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
+/** playwright-core's Chromium launcher, for scripts outside tests/e2e (where the package is installed). */
+export { chromium };
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const IMAGES = path.resolve(ROOT, '../shared/assets/images');
 export const OUTPUT = path.join(ROOT, 'tests/output');
@@ -35,10 +38,12 @@ export async function startStaticServer({ port, args = [] } = {}) {
 }
 
 /** Debian's Chromium, headless, with WebGPU (SwiftShader) enabled and no background network traffic. */
+export const CHROMIUM = {
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run', '--disable-quic'],
+};
+
 export function launchChromium() {
-  return chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
+  return chromium.launch(CHROMIUM);
 }
