@@ -7,7 +7,8 @@ serve doctored model copies from temp folders). GET /__stats returns per-path re
 check that a reload fetches no weights); POST /__stats/reset clears them. `--throttle BYTES_PER_S` sends
 the files matching `--throttle-pattern` (default: *.safetensors) at that rate per response and
 `--delay-ms MS` waits that long before each such response, so tests can interrupt a download;
-POST /__throttle?rate=BYTES_PER_S&delay_ms=MS changes both while running. Binds 127.0.0.1 only.
+POST /__throttle?rate=BYTES_PER_S&delay_ms=MS changes both while running. `--no-cors` leaves out the CORS
+headers (a page of another origin then cannot read the files). Binds 127.0.0.1 only.
 
     python3 .ci/static_server.py [--port 8080] [--mount /PREFIX=DIR ...] [--throttle BYTES_PER_S] [--delay-ms MS]
 """
@@ -26,6 +27,7 @@ SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
 COUNTS = collections.Counter()
 LOCK = threading.Lock()
 MOUNTS = []  # (url prefix ending in "/", folder), longest prefix first
+CORS = {"enabled": True}
 THROTTLE = {"rate": 0, "delay": 0.0, "pattern": re.compile(r"\.safetensors$")}
 
 
@@ -46,9 +48,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         return full if full.startswith(base) else base
 
     def end_headers(self):
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Access-Control-Allow-Headers", "Range")
-        self.send_header("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges, ETag")
+        if CORS["enabled"]:
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "Range")
+            self.send_header("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges, ETag")
         self.send_header("Accept-Ranges", "bytes")
         if self.command in ("GET", "HEAD"):
             path = self.translate_path(self.path)
@@ -142,6 +145,7 @@ def main():
     ap.add_argument("--mount", action="append", default=[], metavar="/PREFIX=DIR", help="also serve DIR at /PREFIX/")
     ap.add_argument("--throttle", type=int, default=0, metavar="BYTES_PER_S", help="send matching files at this rate per response")
     ap.add_argument("--delay-ms", type=float, default=0, metavar="MS", help="wait this long before each matching response")
+    ap.add_argument("--no-cors", action="store_true", help="send no CORS headers (other origins cannot read anything)")
     ap.add_argument("--throttle-pattern", default=r"\.safetensors$", help="regex on the path of the files to throttle")
     args = ap.parse_args()
     for m in args.mount:
@@ -150,6 +154,7 @@ def main():
             ap.error(f"--mount {m}: expected /PREFIX=DIR with an existing DIR")
         MOUNTS.append(("/" + prefix.strip("/") + "/", os.path.abspath(folder)))
     MOUNTS.sort(key=lambda pm: -len(pm[0]))
+    CORS["enabled"] = not args.no_cors
     THROTTLE["rate"] = args.throttle
     THROTTLE["delay"] = args.delay_ms / 1000
     THROTTLE["pattern"] = re.compile(args.throttle_pattern)

@@ -1,6 +1,6 @@
 // End-to-end: loading the model in the app — progress, the browser cache (a reload fetches nothing; a short
 // cache entry is fetched again), cancel, a truncated weight file, the server going away mid-download (the
-// next load resumes from the cache), quota exceeded, a sharded checkpoint, and clearing the cache. The tiny
+// next load resumes from the cache), quota exceeded, a sharded checkpoint, clearing the cache, and CORS. The tiny
 // golden model is served by .ci/static_server.py, which counts requests per path (/__stats). Needs pkg/
 // (bash .ci/build-wasm.sh). Screenshots of the loading states go to tests/output/screenshots/.
 import { test, before, after } from 'node:test';
@@ -326,4 +326,25 @@ test('Clear cached models empties the cache (cacheUsage() says 0 B) and the next
   assert.equal(await waitSettled(page), 'true', await page.textContent('#status'));
   assert.equal(requestsUnder(await stats(), MODEL), COLD_WEIGHT_REQUESTS);
   await context.close();
+});
+
+test('a model on another origin loads when its server allows CORS, and is refused in words naming CORS and the URL when not', async () => {
+  const open = await startStaticServer();
+  const closed = await startStaticServer({ args: ['--no-cors'] });
+  try {
+    let { page, context } = await openApp(`model=${open.base}${MODEL}&backend=cpu`);
+    assert.equal(await waitSettled(page), 'true', await page.textContent('#status'));
+    assert.equal(requestsUnder(await stats(open.base), MODEL), COLD_WEIGHT_REQUESTS);
+    await context.close();
+
+    ({ page, context } = await openApp(`model=${closed.base}${MODEL}&backend=cpu`));
+    assert.equal(await waitSettled(page), 'error');
+    const message = await page.textContent('#status');
+    assert.match(message, new RegExp(`The model failed to load: ${closed.base}${MODEL}\\S+: network error: .*\\(CORS\\)`), message);
+    await page.screenshot({ path: path.join(SHOTS, 'error-cors.png'), fullPage: true });
+    await context.close();
+  } finally {
+    open.process.kill();
+    closed.process.kill();
+  }
 });
