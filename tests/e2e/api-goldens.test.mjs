@@ -3,23 +3,15 @@
 // 1e-4 on the CPU, edges exactly — and it does fail when one golden value is off.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { GOLDENS, SCREENSHOTS, launchChromium, startStaticServer } from './browser.mjs';
+import { GOLDENS, SCREENSHOTS, openSite } from './browser.mjs';
 
 const manifest = JSON.parse(readFileSync(path.join(GOLDENS, 'manifest.json'), 'utf8'));
-let server, browser, base;
+let site, browser, base;
 
-before(async () => {
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  ({ process: server, base } = await startStaticServer());
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.kill();
-});
+before(async () => ({ browser, base } = site = await openSite()));
+after(() => site?.close());
 
 async function runPage(query, screenshot) {
   const page = await browser.newPage();

@@ -2,12 +2,12 @@
 // support. Needs `bash .ci/build-wasm.sh` first (pkg/). Screenshots go to tests/output/ (not committed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { IMAGES, ROOT, SCREENSHOTS, launchChromium, startStaticServer } from './browser.mjs';
+import { IMAGES, ROOT, SCREENSHOTS, openSite } from './browser.mjs';
 
 const MODEL = '/shared/goldens/lambda-tiny/model/';
-let server, browser, base;
+let site, browser, base;
 
 /** Reads tensor `name` of a little-endian f32 safetensors file. */
 function goldenF32(file, name) {
@@ -19,16 +19,8 @@ function goldenF32(file, name) {
   return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
 }
 
-before(async () => {
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  ({ process: server, base } = await startStaticServer());
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.kill();
-});
+before(async () => ({ browser, base } = site = await openSite()));
+after(() => site?.close());
 
 for (const backend of ['auto', 'cpu']) {
   test(`cat_glasses through the page on the ${backend} backend matches the golden within 1e-3`, async () => {

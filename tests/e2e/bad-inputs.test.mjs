@@ -4,24 +4,16 @@
 // action — the cat_glasses case — computes the golden embedding. Screenshots in tests/output/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { IMAGES, SCREENSHOTS, launchChromium, startStaticServer } from './browser.mjs';
+import { IMAGES, SCREENSHOTS, openSite } from './browser.mjs';
 import { dropFiles, golden, imageFile, maxDiff, openApp, pasteFiles, photoStates } from './helpers.mjs';
 
-let server, browser, base;
+let site, browser, base;
 
-before(async () => {
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  ({ process: server, base } = await startStaticServer());
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.kill();
-});
+before(async () => ({ browser, base } = site = await openSite()));
+after(() => site?.close());
 
 function crc32(bytes) {
   let c = ~0;

@@ -1,5 +1,6 @@
 // Shared pieces of the end-to-end tests: free ports, waiting for a server, the static server, Chromium.
 import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -46,4 +47,13 @@ export const CHROMIUM = {
 
 export function launchChromium() {
   return chromium.launch(CHROMIUM);
+}
+
+/** The static server and Chromium most page tests share: `{ base, browser, close() }`; the screenshot folder
+ * exists once it resolves. */
+export async function openSite() {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const { process: server, base } = await startStaticServer();
+  const browser = await launchChromium();
+  return { base, browser, close: async () => { await browser.close(); server.kill(); } };
 }

@@ -4,25 +4,16 @@
 // notice and switch. Screenshots of each state go to tests/output/screenshots/ (not committed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { IMAGES, SCREENSHOTS, launchChromium, startStaticServer } from './browser.mjs';
+import { IMAGES, SCREENSHOTS, openSite } from './browser.mjs';
 import { downloadOf, dropFiles, golden, imageFile, maxDiff, openApp, pasteFiles, photoStates, readWithPython } from './helpers.mjs';
 import { chromium } from 'playwright-core';
 
-let server, browser, base;
+let site, browser, base;
 const shot = (page, name) => page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
 
-before(async () => {
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  ({ process: server, base } = await startStaticServer());
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.kill();
-});
+before(async () => ({ browser, base } = site = await openSite()));
+after(() => site?.close());
 
 /** The highlighted words of the prompt preview: [[text, subject], …]. */
 const marks = (page) => page.$$eval('#prompt-preview mark', (ms) => ms.map((m) => [m.textContent, Number(m.dataset.subject)]));
