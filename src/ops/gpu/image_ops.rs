@@ -131,15 +131,16 @@ impl GpuBackend {
         Ok(out)
     }
 
-    pub(super) fn mul_kernel(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    /// An elementwise op of two same-shaped tensors (`add`, `mul`): `kernel` reads a and b, writes the output.
+    pub(super) fn elementwise_pair(&self, kernel: Kernel, a: &GpuTensor, b: &GpuTensor, op: &str) -> Result<GpuTensor> {
         if a.shape != b.shape {
-            return Err(backend_err(format!("mul: shapes {:?} and {:?} differ", a.shape, b.shape)));
+            return Err(backend_err(format!("{op}: shapes {:?} and {:?} differ", a.shape, b.shape)));
         }
         let (a, b) = (self.as_f32(a)?, self.as_f32(b)?);
-        let out = self.alloc_f32(&a.shape, "mul")?;
+        let out = self.alloc_f32(&a.shape, op)?;
         let n = a.numel();
         if n > 0 {
-            self.dispatch(Kernel::Mul, &[u32_of(n, "element count")?], &[a.buffer(), b.buffer(), out.buffer()], self.groups_1d(n));
+            self.dispatch(kernel, &[u32_of(n, "element count")?], &[a.buffer(), b.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)
     }

@@ -968,16 +968,7 @@ impl Backend for GpuBackend {
     }
 
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-        if a.shape != b.shape {
-            return Err(backend_err(format!("add: shapes {:?} and {:?} differ", a.shape, b.shape)));
-        }
-        let (a, b) = (self.as_f32(a)?, self.as_f32(b)?);
-        let out = self.alloc_f32(&a.shape, "add")?;
-        let n = a.numel();
-        if n > 0 {
-            self.dispatch(Kernel::Add, &[n as u32], &[a.buffer(), b.buffer(), out.buffer()], self.groups_1d(n));
-        }
-        Ok(out)
+        self.elementwise_pair(Kernel::Add, a, b, "add")
     }
 
     fn activation(&self, x: &GpuTensor, act: Activation) -> Result<GpuTensor> {
@@ -1128,7 +1119,7 @@ impl Backend for GpuBackend {
     }
 
     fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-        self.mul_kernel(a, b)
+        self.elementwise_pair(Kernel::Mul, a, b, "mul")
     }
 
     fn scale_shift(&self, x: &GpuTensor, scale: &GpuTensor, shift: &GpuTensor) -> Result<GpuTensor> {
