@@ -2,22 +2,11 @@
 // support. Needs `bash .ci/build-wasm.sh` first (pkg/). Screenshots go to tests/output/ (not committed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { IMAGES, ROOT, SCREENSHOTS, openSite } from './browser.mjs';
+import { IMAGES, SCREENSHOTS, TINY_MODEL, openSite } from './browser.mjs';
+import { golden } from './helpers.mjs';
 
-const MODEL = '/shared/goldens/lambda-tiny/model/';
 let site, browser, base;
-
-/** Reads tensor `name` of a little-endian f32 safetensors file. */
-function goldenF32(file, name) {
-  const buf = readFileSync(file);
-  const n = Number(buf.readBigUInt64LE(0));
-  const entry = JSON.parse(buf.subarray(8, 8 + n).toString())[name];
-  const [b, e] = entry.data_offsets;
-  const bytes = buf.subarray(8 + n + b, 8 + n + e);
-  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-}
 
 before(async () => ({ browser, base } = site = await openSite()));
 after(() => site?.close());
@@ -27,7 +16,7 @@ for (const backend of ['auto', 'cpu']) {
     const page = await browser.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${base}/index.html?model=${MODEL}&backend=${backend}`);
+    await page.goto(`${base}/index.html?model=${TINY_MODEL}&backend=${backend}`);
     await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
     assert.equal(await page.evaluate(() => document.body.dataset.ready), 'true', await page.textContent('#status'));
     const facts = await page.textContent('#facts');
@@ -36,13 +25,13 @@ for (const backend of ['auto', 'cpu']) {
     await inputs[0].setInputFiles(path.join(IMAGES, 'chelsea.png'));
     await inputs[1].setInputFiles(path.join(IMAGES, 'coffee.png'));
     // The golden noise is injected through the page's engine hook rather than the seed box.
-    const noise = Array.from(goldenF32(path.resolve(ROOT, '../shared/goldens/lambda-tiny/cat_glasses.safetensors'), 'noise'));
+    const noise = Array.from(golden('cat_glasses.safetensors', 'noise').data);
     await page.evaluate((n) => { window.__lambdaNoise = new Float32Array(n); }, noise);
     await page.click('#compute');
     await page.waitForFunction(() => document.body.dataset.result === 'ready' || document.querySelector('#status').classList.contains('error'), null, { timeout: 120_000 });
     assert.equal(await page.evaluate(() => document.body.dataset.result), 'ready', await page.textContent('#status'));
     const got = await page.evaluate(() => Array.from(window.__lambdaResult.imageEmbeds));
-    const want = goldenF32(path.resolve(ROOT, '../shared/goldens/lambda-tiny/cat_glasses.safetensors'), 'image_embeds');
+    const want = golden('cat_glasses.safetensors', 'image_embeds').data;
     const diff = Math.max(...got.map((v, i) => Math.abs(v - want[i])));
     assert.ok(diff <= 1e-3, `image_embeds differ from the golden by ${diff}`);
     await page.screenshot({ path: path.join(SCREENSHOTS, `app-result-${backend}.png`), fullPage: true });
