@@ -255,12 +255,24 @@ enum AnyBackend {
 
 /// `auto`: the GPU when an adapter exists, else the CPU; `gpu`: the GPU or a clear error.
 fn select_backend(choice: BackendChoice) -> Result<AnyBackend> {
+    select_backend_with(choice, false)
+}
+
+/// [`select_backend`]; `adapter_limits`: open the GPU with the adapter's own buffer limits (the decoder: the
+/// MoVQ at 512 px needs 256 MiB activations, above WebGPU's default 128 MiB).
+#[cfg_attr(not(feature = "gpu"), allow(unused_variables))]
+fn select_backend_with(choice: BackendChoice, adapter_limits: bool) -> Result<AnyBackend> {
+    #[cfg(feature = "gpu")]
+    let open_gpu = || {
+        let options = lambda_eclipse::ops::gpu::GpuOptions { adapter_limits, ..Default::default() };
+        pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::with_options(options))
+    };
     match choice {
         BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
         #[cfg(feature = "gpu")]
-        BackendChoice::Gpu => Ok(AnyBackend::Gpu(pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new())?)),
+        BackendChoice::Gpu => Ok(AnyBackend::Gpu(open_gpu()?)),
         #[cfg(feature = "gpu")]
-        BackendChoice::Auto => Ok(match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::new()) {
+        BackendChoice::Auto => Ok(match open_gpu() {
             Ok(gpu) => AnyBackend::Gpu(gpu),
             Err(_) => AnyBackend::Cpu(CpuBackend::new()),
         }),
@@ -388,7 +400,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let args = DecodeArgs { image_embeds, negative, noise, steps, guidance, width, height, scheduler, format };
-            on_backend!(select_backend(backend)?, be => {
+            on_backend!(select_backend_with(backend, true)?, be => {
                 let be = if f32_weights { be } else { be.with_f16_weights() };
                 decode_local(be, &model, args, &out)
             })

@@ -155,7 +155,7 @@ fn a_missing_component_folder_is_named() {
     assert!(err.contains("movq/config.json") && err.contains("movq/"), "{err}");
 }
 
-fn seeded(engine: &DecoderEngine<CpuBackend>, seed: u64, kind: SchedulerKind, steps: usize) -> DecodeRequest {
+fn seeded<B: Backend>(engine: &DecoderEngine<B>, seed: u64, kind: SchedulerKind, steps: usize) -> DecodeRequest {
     let d = engine.embedding_dim();
     let e: Vec<f32> = (0..d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
     let mut req = DecodeRequest::new(e, vec![0.0; d], DecoderNoise::Seed(seed));
@@ -249,4 +249,35 @@ fn requests_are_checked_against_the_configs_before_any_weight() {
     r.guidance = 1.0;
     r.negative_image_embeds.clear();
     assert!(configs.prepare(&r).is_ok());
+}
+
+#[test]
+fn the_largest_activation_is_the_movq_upsample_into_its_last_level_and_the_cpu_has_no_buffer_limit() {
+    let engine = load(&tiny()).unwrap();
+    // The tiny MoVQ (block_out_channels [32, 64], ×2): at 1024×1024 the nearest ×2 upsample into the last level
+    // holds 1024² positions × 64 channels in f32.
+    assert_eq!(engine.largest_activation(1024, 1024).unwrap(), (1024 * 1024 * 64 * 4, "MoVQ"));
+    assert_eq!(engine.backend.max_activation_bytes(), None);
+    assert!(engine.check_fits(1024, 1024).is_ok());
+}
+
+#[cfg(feature = "gpu")]
+#[test]
+fn a_size_above_the_gpu_buffer_limit_is_refused_before_any_step_naming_a_size_that_fits() {
+    let Some(be) = open_gpu_or_skip() else { return };
+    let engine = pollster::block_on(DecoderEngine::load(be, &DirFiles::new(tiny()), &mut |_, _, _| {})).unwrap();
+    assert_eq!(engine.backend.max_activation_bytes(), Some(128 << 20), "WebGPU's default storage-binding limit");
+    let mut req = seeded(&engine, 5, SchedulerKind::Ddim, 2);
+    (req.width, req.height) = (1024, 1024);
+    let mut steps = 0;
+    let err = pollster::block_on(engine.decode(&req, &mut |_, _, _| steps += 1, &AtomicBool::new(false))).unwrap_err().to_string();
+    assert_eq!(steps, 0, "refused before the first step");
+    assert!(
+        err.starts_with("a 1024×1024 image needs a 256 MiB GPU buffer (the MoVQ's largest feature map), above this device's 128 MiB per-buffer limit"),
+        "{err}"
+    );
+    let side: usize = err.rsplit("fits is ").next().and_then(|s| s.split('×').next()).and_then(|s| s.parse().ok()).expect(&err);
+    let m = engine.configs.size_multiple();
+    assert!(engine.check_fits(side, side).is_ok(), "{side} should fit");
+    assert!(engine.check_fits(side + m, side + m).is_err(), "{} should not fit", side + m);
 }

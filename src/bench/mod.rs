@@ -177,7 +177,7 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
                 be.read_f32(&b).await.map(|_| ())
             })
             .await?;
-            Ok(DecoderTiming { ms, flops: 2.0 * m.flops(latent, latent) })
+            Ok(DecoderTiming { ms, flops: 2.0 * m.cost(latent, latent).flops })
         }
         DecoderPart::MovqDecode => {
             let cfg: MoVqConfig = parse_config("real movq config", MOVQ_CONFIG)?;
@@ -190,7 +190,7 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
                 be.read_f32(&y).await.map(|_| ())
             })
             .await?;
-            Ok(DecoderTiming { ms, flops: m.flops(latent, latent) })
+            Ok(DecoderTiming { ms, flops: m.cost(latent, latent).flops })
         }
     }
 }

@@ -6,7 +6,7 @@
 //! codebook of the checkpoint are not loaded.
 
 use super::clip::Linear;
-use super::conv::{linear_flops, Conv2d, GroupNorm};
+use super::conv::{attention_products_cost, linear_cost, Conv2d, Cost, GroupNorm};
 use crate::error::{Error, Result};
 use crate::ops::{Activation, Backend};
 use crate::weights::Weights;
@@ -132,9 +132,10 @@ impl<B: Backend> SpatialNorm<B> {
         })
     }
 
-    /// FLOPs of `conv_y` and `conv_b` (at latent resolution).
-    fn flops(&self, lh: usize, lw: usize) -> f64 {
-        self.conv_y.flops(lh, lw) + self.conv_b.flops(lh, lw)
+    /// `conv_y` and `conv_b` at latent resolution, then resized to the `h×w` map.
+    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
+        let resized = Cost { flops: 0.0, largest_activation: h * w * self.conv_y.out_channels };
+        self.conv_y.cost(lh, lw).then(self.conv_b.cost(lh, lw)).then(resized)
     }
 
     fn forward(&self, be: &B, f: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
@@ -167,9 +168,11 @@ impl<B: Backend> Resnet<B> {
         })
     }
 
-    fn flops(&self, h: usize, w: usize, lh: usize, lw: usize) -> f64 {
-        let shortcut = self.shortcut.as_ref().map_or(0.0, |c| c.flops(h, w));
-        self.norm1.flops(lh, lw) + self.conv1.flops(h, w) + self.norm2.flops(lh, lw) + self.conv2.flops(h, w) + shortcut
+    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
+        let shortcut = self.shortcut.as_ref().map_or(Cost::default(), |c| c.cost(h, w));
+        [self.norm1.cost(h, w, lh, lw), self.conv1.cost(h, w), self.norm2.cost(h, w, lh, lw), self.conv2.cost(h, w), shortcut]
+            .into_iter()
+            .sum()
     }
 
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
@@ -209,9 +212,12 @@ impl<B: Backend> Attention<B> {
         })
     }
 
-    fn flops(&self, tokens: usize, lh: usize, lw: usize) -> f64 {
-        let c = self.channels;
-        self.norm.flops(lh, lw) + 4.0 * linear_flops(tokens, c, c) + 2.0 * linear_flops(tokens, c, tokens)
+    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
+        let (c, tokens) = (self.channels, h * w);
+        let projections = linear_cost(tokens, c, c);
+        [self.norm.cost(h, w, lh, lw), projections, projections, projections, projections, attention_products_cost(tokens, tokens, c)]
+            .into_iter()
+            .sum()
     }
 
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
@@ -297,23 +303,28 @@ impl<B: Backend> MoVq<B> {
         })
     }
 
-    /// Floating-point operations of one [`MoVq::decode`] of `lh×lw` latents (convolutions, linear layers and
-    /// attention products).
-    pub fn flops(&self, lh: usize, lw: usize) -> f64 {
+    /// One [`MoVq::decode`] of `lh×lw` latents: FLOPs of the convolutions, linear layers and attention
+    /// products, and the largest activation (the nearest ×2 upsample into the last level at full size).
+    pub fn cost(&self, lh: usize, lw: usize) -> Cost {
         let (mut h, mut w) = (lh, lw);
-        let mut total = self.post_quant_conv.flops(h, w) + self.conv_in.flops(h, w);
-        total += self.mid_first.flops(h, w, lh, lw) + self.mid_second.flops(h, w, lh, lw);
-        total += self.mid_attention.as_ref().map_or(0.0, |a| a.flops(h * w, lh, lw));
+        let mut total = self.post_quant_conv.cost(h, w).then(self.conv_in.cost(h, w));
+        total = total.then(self.mid_first.cost(h, w, lh, lw)).then(self.mid_second.cost(h, w, lh, lw));
+        if let Some(a) = &self.mid_attention {
+            total = total.then(a.cost(h, w, lh, lw));
+        }
         for block in &self.up {
             for (j, resnet) in block.resnets.iter().enumerate() {
-                total += resnet.flops(h, w, lh, lw) + block.attentions.get(j).map_or(0.0, |a| a.flops(h * w, lh, lw));
+                total = total.then(resnet.cost(h, w, lh, lw));
+                if let Some(a) = block.attentions.get(j) {
+                    total = total.then(a.cost(h, w, lh, lw));
+                }
             }
             if let Some(conv) = &block.upsample_conv {
                 (h, w) = (2 * h, 2 * w);
-                total += conv.flops(h, w);
+                total = total.then(conv.cost(h, w));
             }
         }
-        total + self.norm_out.flops(lh, lw) + self.conv_out.flops(h, w)
+        total.then(self.norm_out.cost(h, w, lh, lw)).then(self.conv_out.cost(h, w))
     }
 
     /// `latents [h·w, latent_channels]` (channels-last) → the raw decoder output `[H·W, out_channels]` with

@@ -8,7 +8,7 @@
 //! One call of [`UNet::forward`] is one sample; classifier-free guidance is two calls.
 
 use super::clip::{LayerNorm, Linear};
-use super::conv::{linear_flops, Conv2d, GroupNorm, PerBlock};
+use super::conv::{attention_products_cost, linear_cost, Conv2d, Cost, GroupNorm, PerBlock};
 use crate::error::{Error, Result};
 use crate::ops::{Activation, Backend};
 use crate::weights::Weights;
@@ -355,15 +355,15 @@ impl<B: Backend> Resnet<B> {
         })
     }
 
-    /// FLOPs on an `h×w` input (convolutions and the time projection) and the output size.
-    fn flops(&self, h: usize, w: usize) -> (f64, usize, usize) {
+    /// Cost on an `h×w` input (convolutions) and the output size.
+    fn cost(&self, h: usize, w: usize) -> (Cost, usize, usize) {
         let (h2, w2) = match self.resample {
             Resample::None => (h, w),
             Resample::Down => (h / 2, w / 2),
             Resample::Up => (2 * h, 2 * w),
         };
-        let shortcut = self.shortcut.as_ref().map_or(0.0, |c| c.flops(h2, w2));
-        (self.conv1.flops(h2, w2) + self.conv2.flops(h2, w2) + shortcut, h2, w2)
+        let shortcut = self.shortcut.as_ref().map_or(Cost::default(), |c| c.cost(h2, w2));
+        (self.conv1.cost(h2, w2).then(self.conv2.cost(h2, w2)).then(shortcut), h2, w2)
     }
 
     /// `x [h·w, cin]` → (`[h'·w', cout]`, h', w').
@@ -424,10 +424,11 @@ struct AddedKvAttention<B: Backend> {
 }
 
 impl<B: Backend> AddedKvAttention<B> {
-    /// FLOPs on `tokens` positions: the six projections, scores and weighted sum over 32 + tokens keys.
-    fn flops(&self, tokens: usize) -> f64 {
+    /// Cost on `tokens` positions: the six projections, scores and weighted sum over 32 + tokens keys.
+    fn cost(&self, tokens: usize) -> Cost {
         let (c, ctx) = (self.channels, IMAGE_CONTEXT_TOKENS);
-        4.0 * linear_flops(tokens, c, c) + 2.0 * linear_flops(ctx, self.cross_dim, c) + 2.0 * linear_flops(tokens, c, ctx + tokens)
+        let (own, added) = (linear_cost(tokens, c, c), linear_cost(ctx, self.cross_dim, c));
+        [own, own, own, own, added, added, attention_products_cost(tokens, ctx + tokens, c)].into_iter().sum()
     }
 
     fn new(vb: &Weights<B>, channels: usize, head_dim: usize, cross_dim: usize, groups: usize) -> Result<Self> {
@@ -622,32 +623,32 @@ impl<B: Backend> UNet<B> {
         })
     }
 
-    /// Floating-point operations of one [`UNet::forward`] on an `h×w` latent (convolutions, linear layers and
-    /// attention products; norms and pointwise ops are not counted).
-    pub fn flops(&self, h: usize, w: usize) -> f64 {
+    /// One [`UNet::forward`] on an `h×w` latent: floating-point operations (convolutions, linear layers and
+    /// attention products; norms and pointwise ops are not counted) and the largest activation.
+    pub fn cost(&self, h: usize, w: usize) -> Cost {
         let (mut h, mut w) = (h, w);
-        let mut total = self.conv_in.flops(h, w);
-        let attn = |a: &Option<AddedKvAttention<B>>, tokens: usize| a.as_ref().map_or(0.0, |a| a.flops(tokens));
+        let mut total = self.conv_in.cost(h, w);
+        let attn = |a: &Option<AddedKvAttention<B>>, tokens: usize| a.as_ref().map_or(Cost::default(), |a| a.cost(tokens));
         for block in self.down.iter() {
             for layer in &block.layers {
-                total += layer.resnet.flops(h, w).0 + attn(&layer.attention, h * w);
+                total = total.then(layer.resnet.cost(h, w).0).then(attn(&layer.attention, h * w));
             }
             if let Some(ds) = &block.downsampler {
-                let (f, h2, w2) = ds.flops(h, w);
-                (total, h, w) = (total + f, h2, w2);
+                let (c, h2, w2) = ds.cost(h, w);
+                (total, h, w) = (total.then(c), h2, w2);
             }
         }
-        total += self.mid_first.flops(h, w).0 + self.mid_attention.flops(h * w) + self.mid_second.flops(h, w).0;
+        total = total.then(self.mid_first.cost(h, w).0).then(self.mid_attention.cost(h * w)).then(self.mid_second.cost(h, w).0);
         for block in self.up.iter() {
             for layer in &block.layers {
-                total += layer.resnet.flops(h, w).0 + attn(&layer.attention, h * w);
+                total = total.then(layer.resnet.cost(h, w).0).then(attn(&layer.attention, h * w));
             }
             if let Some(us) = &block.upsampler {
-                let (f, h2, w2) = us.flops(h, w);
-                (total, h, w) = (total + f, h2, w2);
+                let (c, h2, w2) = us.cost(h, w);
+                (total, h, w) = (total.then(c), h2, w2);
             }
         }
-        total + self.conv_out.flops(h, w)
+        total.then(self.conv_out.cost(h, w))
     }
 
     /// One sample: `sample [h·w, in_channels]` (channels-last), the timestep, `image_embeds [1, D]` →

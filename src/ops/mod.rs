@@ -80,6 +80,11 @@ pub trait Backend: Clone + 'static {
     fn read_f32(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
     /// Bytes held by the tensor on the device (for memory reports).
     fn byte_size(&self, t: &Self::Tensor) -> usize;
+    /// The most bytes one activation may occupy: the GPU's storage-binding (and buffer) limit, since only
+    /// weights are split across buffers. `None` where only memory bounds it (the CPU).
+    fn max_activation_bytes(&self) -> Option<u64> {
+        None
+    }
 
     /// `a [m, k] · b [k, n]`.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;

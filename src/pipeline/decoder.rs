@@ -318,6 +318,40 @@ impl<B: Backend> DecoderEngine<B> {
         self.configs.latent_scale()
     }
 
+    /// Bytes of the largest activation of a `width×height` decode (f32) and which model holds it.
+    pub fn largest_activation(&self, width: usize, height: usize) -> Result<(u64, &'static str)> {
+        let (lh, lw) = self.configs.latent_size(height, width)?;
+        let unet = self.unet.cost(lh, lw).largest_activation as u64 * 4;
+        let movq = self.movq.cost(lh, lw).largest_activation as u64 * 4;
+        Ok(if unet > movq { (unet, "UNet") } else { (movq, "MoVQ") })
+    }
+
+    /// Whether a `width×height` decode fits the backend's per-activation limit (the GPU's storage-binding
+    /// size: the MoVQ's last level at 512 px is 256 MiB, above WebGPU's default 128 MiB). Checked by
+    /// [`DecoderEngine::decode`] before the first step, so a size that cannot fit fails at once, with the
+    /// largest square size that does.
+    pub fn check_fits(&self, width: usize, height: usize) -> Result<()> {
+        let Some(limit) = self.backend.max_activation_bytes() else { return Ok(()) };
+        let (need, model) = self.largest_activation(width, height)?;
+        if need <= limit {
+            return Ok(());
+        }
+        let m = self.configs.size_multiple();
+        let fits = |s: usize| self.largest_activation(s, s).is_ok_and(|(b, _)| b <= limit);
+        let largest_square = (1..=width.max(height) / m).map(|k| k * m).take_while(|&s| fits(s)).last();
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let advice = match largest_square {
+            Some(s) => format!("the largest square image that fits is {s}×{s}"),
+            None => "no image size fits".into(),
+        };
+        Err(Error::Input(format!(
+            "a {width}×{height} image needs a {:.0} MiB GPU buffer (the {model}'s largest feature map), above this \
+             device's {:.0} MiB per-buffer limit: {advice}",
+            mib(need),
+            mib(limit)
+        )))
+    }
+
     /// Runs the sampler and the MoVQ. `on_step(step, total, preview)` is called after every denoising step
     /// (1-based); `cancel` is checked before each step and before the MoVQ ([`Error::Cancelled`]).
     pub async fn decode(&self, req: &DecodeRequest, on_step: &mut dyn FnMut(usize, usize, &LatentPreview), cancel: &AtomicBool)
@@ -325,6 +359,7 @@ impl<B: Backend> DecoderEngine<B> {
         let be = &self.backend;
         let Prepared { latent_height: lh, latent_width: lw, channels: c, mut scheduler, mut latents, step_noise, guided } =
             self.configs.prepare(req)?;
+        self.check_fits(req.width, req.height)?;
         let n = c * lh * lw;
         let kind = scheduler.kind();
         let timesteps = scheduler.timesteps().to_vec();

@@ -882,6 +882,11 @@ impl Backend for GpuBackend {
         t.row_chunks().iter().map(|(_, _, b)| b.size() as usize).sum()
     }
 
+    fn max_activation_bytes(&self) -> Option<u64> {
+        let l = &self.inner.limits;
+        Some(u64::from(l.max_storage_buffer_binding_size).min(l.max_buffer_size))
+    }
+
     fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         let (m, k) = dims2(a, "matmul")?;
         let (k2, n) = dims2(b, "matmul")?;
