@@ -80,6 +80,11 @@ pub trait Backend: Clone + 'static {
     fn read_f32(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
     /// Bytes held by the tensor on the device (for memory reports).
     fn byte_size(&self, t: &Self::Tensor) -> usize;
+    /// Waits for the work and uploads recorded so far and reports what the device refused meanwhile (out of
+    /// memory while loading weights); the CPU has nothing to wait for.
+    fn sync(&self) -> impl Future<Output = Result<()>> {
+        std::future::ready(Ok(()))
+    }
     /// The most bytes one activation may occupy: the GPU's storage-binding (and buffer) limit, since only
     /// weights are split across buffers. `None` where only memory bounds it (the CPU).
     fn max_activation_bytes(&self) -> Option<u64> {

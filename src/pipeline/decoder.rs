@@ -305,6 +305,9 @@ impl<B: Backend> DecoderEngine<B> {
         .await?;
         let movq = MoVq::new(&backend, &store.root(), &configs.movq)?;
         store.finish(&[])?;
+        drop(store);
+        // Uploads are only recorded: an out-of-memory device says so here, not at the first step.
+        backend.sync().await.map_err(|e| Error::Backend(format!("loading the decoder: {e}")))?;
         Ok(DecoderEngine { backend, unet, movq, configs })
     }
 

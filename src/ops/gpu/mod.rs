@@ -347,7 +347,13 @@ impl GpuBackend {
         let device_error = Arc::new(Mutex::new(None::<String>));
         let slot = device_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            lock(&slot).get_or_insert_with(|| e.to_string());
+            lock(&slot).get_or_insert_with(|| match e {
+                wgpu::Error::OutOfMemory { .. } => "the GPU is out of memory: the model's weights and activations do \
+                    not fit in what this device offers (try a smaller image, a smaller or int8 model, or close other \
+                    programs using the GPU)"
+                    .into(),
+                other => other.to_string(),
+            });
         }));
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("lambda-eclipse unused binding"),
@@ -880,6 +886,12 @@ impl Backend for GpuBackend {
     /// The size of the buffer actually allocated (pool buckets and f16 padding included).
     fn byte_size(&self, t: &GpuTensor) -> usize {
         t.row_chunks().iter().map(|(_, _, b)| b.size() as usize).sum()
+    }
+
+    async fn sync(&self) -> Result<()> {
+        // A one-value readback submits everything recorded and reports what the device rejected meanwhile.
+        let probe = self.from_f32(&[0.0], &[1])?;
+        self.read_f32(&probe).await.map(|_| ())
     }
 
     fn max_activation_bytes(&self) -> Option<u64> {
