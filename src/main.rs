@@ -43,6 +43,8 @@ enum BenchItem {
 enum DTypeChoice {
     F32,
     F16,
+    /// f32 in the file, quantised at load to int8 per output channel (`Backend::with_int8_weights`).
+    Int8,
 }
 
 #[derive(Subcommand)]
@@ -115,7 +117,8 @@ enum Command {
         /// Timed iterations per item (median reported, after one warm-up).
         #[arg(long, default_value_t = 3)]
         iters: usize,
-        /// Weight storage type.
+        /// Weight storage type (int8: f32 weights quantised per output channel at load; the CPU computes from
+        /// the same values in f32).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: DTypeChoice,
         /// GPU: force the GEMM's 64×64 or 128×128 output tiling (default: by output size).
@@ -211,8 +214,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendChoice,
         /// On the GPU keep f32 weights in f32 (default: f16 on the device, half the memory, ~1e-3 relative).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "int8_weights")]
         f32_weights: bool,
+        /// Quantise weight matrices to int8 per output channel at load (a quarter of f32's memory, the real
+        /// UNet in ≈1.2 GB; an approximation, the picture changes slightly). The CPU computes from the same
+        /// values but keeps them in f32.
+        #[arg(long)]
+        int8_weights: bool,
     },
     /// Bilinear grid of embeddings between four corners (tensor `image_embeds` of four files, e.g. written
     /// by `prior`): writes `grid` [(n+1)², D] and `negative_image_embeds` from the first corner if present.
@@ -359,7 +367,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: {} bytes of {}, seed {seed}, decoded in {ms} ms", out.display(), decoded.bytes.len(), decoded.content_type);
             Ok(())
         }
-        Command::DecodeLocal { model, embeds, out, steps, guidance, seed, scheduler, width, height, noise, backend, f32_weights } => {
+        Command::DecodeLocal { model, embeds, out, steps, guidance, seed, scheduler, width, height, noise, backend, f32_weights, int8_weights } => {
             let format = OutputFormat::of(&out)?;
             let scheduler = scheduler.map(|s| s.parse::<SchedulerKind>()).transpose()?;
             let bytes = read_file(&embeds)?;
@@ -389,7 +397,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             let args = DecodeArgs { image_embeds, negative, noise, steps, guidance, width, height, scheduler, format };
             on_backend!(select_backend(backend)?, be => {
-                let be = if f32_weights { be } else { be.with_f16_weights() };
+                let be = if int8_weights {
+                    be.with_int8_weights()
+                } else if f32_weights {
+                    be
+                } else {
+                    be.with_f16_weights()
+                };
                 decode_local(be, &model, args, &out)
             })
         }
@@ -603,8 +617,10 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
+    // int8: random f32 weights, quantised by the backends as they load them.
+    let int8 = matches!(dtype, DTypeChoice::Int8);
     let dtype = match dtype {
-        DTypeChoice::F32 => WeightDType::F32,
+        DTypeChoice::F32 | DTypeChoice::Int8 => WeightDType::F32,
         DTypeChoice::F16 => WeightDType::F16,
     };
     let mut rows = Vec::new();
@@ -621,7 +637,7 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
             rows.push(BenchRow::Decoder(part, size));
         }
     }
-    let cpu = CpuBackend::new();
+    let cpu = if int8 { CpuBackend::new().with_int8_weights() } else { CpuBackend::new() };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     #[cfg(feature = "gpu")]
     let options = lambda_eclipse::ops::gpu::GpuOptions {
@@ -641,7 +657,7 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
                 if scalar_loads { "scalar" } else { "vec4" },
                 if adapter_limits { ", adapter limits" } else { "" }
             );
-            (Some(g), name)
+            (Some(if int8 { g.with_int8_weights() } else { g }), name)
         }
         Err(e) => (None, format!("none ({e})")),
     };
@@ -649,7 +665,8 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     let gpu_name = "not built (feature `gpu`)".to_string();
     #[cfg(not(feature = "gpu"))]
     let _ = (gemm_tile, packed_f16, scalar_loads, adapter_limits);
-    println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {dtype:?} | median of {iters} after a warm-up");
+    let weights = if int8 { "F32 quantised to int8".to_string() } else { format!("{dtype:?}") };
+    println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up");
     println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
     for row in &rows {
         let (label, unit) = match row {
