@@ -750,7 +750,8 @@ fn int8_weights_take_a_quarter_of_f32_and_other_ops_dequantise() {
     assert!(bytes8 * 4 <= bytes32 + 16 * n, "int8 is about a quarter of f32");
     let b = rng.vec(n, 0.5);
     assert_eq!(gpu8.byte_size(&gpu8.upload_weight(&f32_bytes(&b), WeightDType::F32, &[n]).unwrap()), n * 4, "vectors stay f32");
-    // Ops without an int8 path read the dequantised values (dequantize_i8.wgsl), the same as the CPU's.
+    // gather_rows reads int8 in place, other ops (slice_rows, the read-back) dequantise first
+    // (dequantize_i8.wgsl): the same values as the CPU's.
     let c8 = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
     let ids = [n as u32 - 1, 0, 7, 7];
     assert_eq!(read_gpu(&gpu8, &gpu8.gather_rows(&w8, &ids).unwrap()), read_cpu(&cpu8.gather_rows(&c8, &ids).unwrap()), "gather_rows");
@@ -780,6 +781,9 @@ fn split_int8_weights_use_their_rows_scales_in_linear_and_conv() {
         let got = read_gpu(&gpu8, &gpu8.linear(&gpu8.from_f32(&x, &[m, k]).unwrap(), &gw, None, Activation::Identity).unwrap());
         let want = read_cpu(&cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cw, None, Activation::Identity).unwrap());
         assert_f32_close(&format!("split int8 linear m={m} k={k} n={n} in {} buffers", gw.buffer_count()), &got, &want);
+        let ids: Vec<u32> = [n - 1, 0, n / 2, 1, n - 1, n / 3].iter().map(|&i| i as u32).collect();
+        let got = read_gpu(&gpu8, &gpu8.gather_rows(&gw, &ids).unwrap());
+        assert_eq!(got, read_cpu(&cpu8.gather_rows(&cw, &ids).unwrap()), "split int8 gather_rows");
     }
     let (h, w, cin, cout) = (8, 6, 11, 70);
     let (x, wt) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.2));
@@ -789,4 +793,17 @@ fn split_int8_weights_use_their_rows_scales_in_linear_and_conv() {
     let got = read_gpu(&gpu8, &gpu8.conv2d(&gpu8.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gw, None, 3).unwrap());
     let want = read_cpu(&cpu.conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cw, None, 3).unwrap());
     assert_f32_close(&format!("split int8 conv2d in {} buffers", gw.buffer_count()), &got, &want);
+}
+
+/// The real decoder UNet's weights (random values, real config) on the GPU: f16 against int8. Ignored by
+/// default: it generates and uploads 1.25 G parameters twice (about a minute and 3 GB on lavapipe).
+#[test]
+#[ignore]
+fn real_unet_weights_in_int8_take_about_half_of_f16() {
+    let Some(gpu) = gpu() else { return };
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let f16 = lambda_eclipse::bench::unet_weight_bytes(&gpu.with_f16_weights(), WeightDType::F32).unwrap();
+    let int8 = lambda_eclipse::bench::unet_weight_bytes(&gpu.with_int8_weights(), WeightDType::F32).unwrap();
+    eprintln!("real UNet weights on the GPU: f16 {f16} bytes ({:.3} GiB), int8 {int8} bytes ({:.3} GiB), ratio {:.3}", gib(f16), gib(int8), int8 as f64 / f16 as f64);
+    assert!((int8 as f64) < 0.55 * f16 as f64, "int8 should be about half of f16");
 }

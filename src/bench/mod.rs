@@ -152,6 +152,16 @@ pub struct DecoderTiming {
     pub flops: f64,
 }
 
+/// Bytes the real-size decoder UNet's weights occupy on `be` when the files store them as `dtype` (random
+/// values; the backend's weight rules decide what is kept: f16, int8, …).
+pub fn unet_weight_bytes<B: Backend>(be: &B, dtype: WeightDType) -> Result<usize> {
+    let store = WeightStore::random(be.clone(), dtype, 5);
+    let cfg: UNetConfig = parse_config("real unet config", UNET_CONFIG)?;
+    cfg.validate("real unet config")?;
+    UNet::new(be, &store.root(), &cfg)?;
+    Ok(store.device_bytes(be))
+}
+
 /// Median milliseconds of a real-size decoder part at `size`×`size` pixels (a multiple of 64) with random
 /// weights stored as `dtype`, and its FLOP count.
 pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtype: WeightDType, iters: usize) -> Result<DecoderTiming> {

@@ -16,11 +16,12 @@
 //!   is a later step;
 //! - through [`Backend::with_int8_weights`], matrices of any float type → int8 quantised per row (output
 //!   channel) on the host, four per u32, plus an f32 scale per row in a buffer of its own; the GEMM
-//!   dequantises as it loads (`gemm_w_i8.wgsl`), every other op dequantises to f32 first.
+//!   dequantises as it loads (`gemm_w_i8.wgsl`), `gather_rows` likewise, every other op dequantises to f32
+//!   first (`dequantize_i8.wgsl`).
 //!
 //! Limits are WebGPU's defaults (clamped to the adapter's where lower), so native runs behave like the
 //! browser. One storage binding is at most 128 MiB there, so a larger weight (the f32 token embedding of the
-//! bigG text tower is 253 MB) is split by rows into several buffers ([`RowChunk`]); `linear` and
+//! bigG text tower is 253 MB) is split by rows into several buffers ([`RowChunk`]); `linear`, `conv2d` and
 //! `gather_rows`, the ops that read such weights, run once per chunk. Other ops refuse split tensors clearly.
 //!
 //! `shader-f16`: where the adapter has it, f16 weights are read as native `f16` by the linear kernel
@@ -237,7 +238,7 @@ impl Kernel {
             Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
             Kernel::Attention => [ACTIVATION_FNS, include_str!("kernels/attention.wgsl")].concat(),
             Kernel::Add => include_str!("kernels/add.wgsl").into(),
-            Kernel::GatherRows => include_str!("kernels/gather_rows.wgsl").into(),
+            Kernel::GatherRows => [INT8_FNS, include_str!("kernels/gather_rows.wgsl")].concat(),
             Kernel::UnpackF16 => include_str!("kernels/unpack_f16.wgsl").into(),
             Kernel::DequantizeI8 => [INT8_FNS, include_str!("kernels/dequantize_i8.wgsl")].concat(),
             Kernel::ImagePatches => include_str!("kernels/image_patches.wgsl").into(),
@@ -622,12 +623,12 @@ impl GpuBackend {
         }
     }
 
-    /// Ops other than `linear` and `gather_rows` read one buffer: a split weight is refused, not misread.
+    /// Ops other than `linear`, `conv2d` and `gather_rows` read one buffer: a split weight is refused, not misread.
     fn check_whole(&self, t: &GpuTensor, op: &str) -> Result<()> {
         if t.is_split() {
             return Err(backend_err(format!(
-                "{op}: tensor {:?} is split across {} buffers (above the {}-byte binding limit); only linear and \
-                 gather_rows read split weights",
+                "{op}: tensor {:?} is split across {} buffers (above the {}-byte binding limit); only linear, \
+                 conv2d and gather_rows read split weights",
                 t.shape,
                 t.buffer_count(),
                 self.inner.max_tensor_bytes
@@ -637,8 +638,8 @@ impl GpuBackend {
     }
 
     /// Uploads a weight above the binding limit as row chunks of the first dimension, each ≤ the limit.
-    /// Each chunk's elements are counted from its own start (int8 chunks find their scales from
-    /// `first_row`), so only f16's pairing asks for an even element count per chunk.
+    /// int8 chunks need no alignment: each chunk's elements are counted from its own start, and its rows'
+    /// scales are found from `first_row`.
     fn upload_split(&self, bytes: &[u8], shape: &[usize], dtype: GpuDType, what: &str) -> Result<GpuTensor> {
         let rows = shape.first().copied().unwrap_or(1);
         let row_elems: usize = shape.iter().skip(1).product::<usize>().max(1);
@@ -1084,14 +1085,18 @@ impl Backend for GpuBackend {
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= rows) {
             return Err(backend_err(format!("gather_rows: index {bad} out of range for {rows} rows")));
         }
-        // gather_rows.wgsl reads f32 and f16 tables in place; an int8 one is dequantised whole first.
-        let table = if table.dtype == GpuDType::I8 { &self.as_f32(table)? } else { table };
         let out = self.alloc_f32(&[ids.len(), cols], "gather_rows")?;
         let n = ids.len() * cols;
         if n == 0 {
             return Ok(out);
         }
         let ids_buf = self.upload(bytemuck::cast_slice(ids), "gather_rows ids")?;
+        let (table_type, scales) = match (table.dtype, &table.scales) {
+            (GpuDType::F32, _) => (0, &self.inner.dummy),
+            (GpuDType::F16, _) => (1, &self.inner.dummy),
+            (GpuDType::I8, Some(s)) if s.row_len == cols => (2, &s.buf.buffer),
+            (GpuDType::I8, _) => return Err(backend_err(format!("gather_rows: int8 table {:?} without per-row scales", table.shape))),
+        };
         // One dispatch per row chunk of a split table; each writes the output rows whose id it holds.
         for (first, count, table_buf) in table.row_chunks() {
             if !ids.iter().any(|&i| (first..first + count).contains(&(i as usize))) {
@@ -1100,11 +1105,11 @@ impl Backend for GpuBackend {
             let params = [
                 u32_of(ids.len(), "rows")?,
                 u32_of(cols, "cols")?,
-                (table.dtype == GpuDType::F16) as u32,
+                table_type,
                 u32_of(first, "first row")?,
                 u32_of(count, "row count")?,
             ];
-            self.dispatch(Kernel::GatherRows, &params, &[table_buf, &ids_buf.buffer, out.buffer()], self.groups_1d(n));
+            self.dispatch(Kernel::GatherRows, &params, &[table_buf, &ids_buf.buffer, out.buffer(), scales], self.groups_1d(n));
         }
         Ok(out)
     }
