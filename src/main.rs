@@ -43,6 +43,8 @@ enum BenchItem {
 enum DTypeChoice {
     F32,
     F16,
+    /// f32 in the file, quantised at load to int8 per output channel (`Backend::with_int8_weights`).
+    Int8,
 }
 
 #[derive(Subcommand)]
@@ -115,7 +117,8 @@ enum Command {
         /// Timed iterations per item (median reported, after one warm-up).
         #[arg(long, default_value_t = 3)]
         iters: usize,
-        /// Weight storage type.
+        /// Weight storage type (int8: f32 weights quantised per output channel at load; the CPU computes from
+        /// the same values in f32).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: DTypeChoice,
         /// GPU: force the GEMM's 64×64 or 128×128 output tiling (default: by output size).
@@ -211,8 +214,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendChoice,
         /// On the GPU keep f32 weights in f32 (default: f16 on the device, half the memory, ~1e-3 relative).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "int8_weights")]
         f32_weights: bool,
+        /// Quantise weight matrices to int8 per output channel at load (a quarter of f32's memory, the real
+        /// UNet in ≈1.2 GB; an approximation, the picture changes slightly). The CPU computes from the same
+        /// values but keeps them in f32.
+        #[arg(long)]
+        int8_weights: bool,
     },
     /// Bilinear grid of embeddings between four corners (tensor `image_embeds` of four files, e.g. written
     /// by `prior`): writes `grid` [(n+1)², D] and `negative_image_embeds` from the first corner if present.
@@ -371,7 +379,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: {} bytes of {}, seed {seed}, decoded in {ms} ms", out.display(), decoded.bytes.len(), decoded.content_type);
             Ok(())
         }
-        Command::DecodeLocal { model, embeds, out, steps, guidance, seed, scheduler, width, height, noise, backend, f32_weights } => {
+        Command::DecodeLocal { model, embeds, out, steps, guidance, seed, scheduler, width, height, noise, backend, f32_weights, int8_weights } => {
             let format = OutputFormat::of(&out)?;
             let scheduler = scheduler.map(|s| s.parse::<SchedulerKind>()).transpose()?;
             let bytes = read_file(&embeds)?;
@@ -401,7 +409,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             let args = DecodeArgs { image_embeds, negative, noise, steps, guidance, width, height, scheduler, format };
             on_backend!(select_backend_with(backend, true)?, be => {
-                let be = if f32_weights { be } else { be.with_f16_weights() };
+                let be = if int8_weights {
+                    be.with_int8_weights()
+                } else if f32_weights {
+                    be
+                } else {
+                    be.with_f16_weights()
+                };
                 decode_local(be, &model, args, &out)
             })
         }
@@ -584,14 +598,16 @@ fn prior<B: Backend>(be: B, model: &Path, req: &PriorRequest, out: &Path, timing
 
 /// Times one bench item on a backend: GFLOP/s for a matmul shape, ms for a model (and the FLOPs of one call
 /// when they are counted).
-fn bench_item<B: Backend>(be: &B, item: &BenchRow, dtype: lambda_eclipse::ops::WeightDType, iters: usize) -> Result<(f64, Option<f64>)> {
+/// The row's value (GF/s or ms) and, for decoder parts, their FLOPs and weight bytes.
+fn bench_item<B: Backend>(be: &B, item: &BenchRow, dtype: lambda_eclipse::ops::WeightDType, iters: usize)
+    -> Result<(f64, Option<lambda_eclipse::bench::DecoderTiming>)> {
     use lambda_eclipse::bench;
     match item {
         BenchRow::Matmul(shape) => Ok((pollster::block_on(bench::matmul_gflops(be, *shape, dtype, iters))?, None)),
         BenchRow::Model(model) => Ok((pollster::block_on(bench::forward_ms(be, *model, dtype, iters))?, None)),
         BenchRow::Decoder(part, size) => {
             let t = pollster::block_on(bench::decoder_ms(be, *part, *size, dtype, iters))?;
-            Ok((t.ms, Some(t.flops)))
+            Ok((t.ms, Some(t)))
         }
     }
 }
@@ -615,8 +631,10 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
+    // int8: random f32 weights, quantised by the backends as they load them.
+    let int8 = matches!(dtype, DTypeChoice::Int8);
     let dtype = match dtype {
-        DTypeChoice::F32 => WeightDType::F32,
+        DTypeChoice::F32 | DTypeChoice::Int8 => WeightDType::F32,
         DTypeChoice::F16 => WeightDType::F16,
     };
     let mut rows = Vec::new();
@@ -633,7 +651,7 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
             rows.push(BenchRow::Decoder(part, size));
         }
     }
-    let cpu = CpuBackend::new();
+    let cpu = if int8 { CpuBackend::new().with_int8_weights() } else { CpuBackend::new() };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     #[cfg(feature = "gpu")]
     let options = lambda_eclipse::ops::gpu::GpuOptions {
@@ -653,7 +671,7 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
                 if scalar_loads { "scalar" } else { "vec4" },
                 if adapter_limits { ", adapter limits" } else { "" }
             );
-            (Some(g), name)
+            (Some(if int8 { g.with_int8_weights() } else { g }), name)
         }
         Err(e) => (None, format!("none ({e})")),
     };
@@ -661,7 +679,8 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     let gpu_name = "not built (feature `gpu`)".to_string();
     #[cfg(not(feature = "gpu"))]
     let _ = (gemm_tile, packed_f16, scalar_loads, adapter_limits);
-    println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {dtype:?} | median of {iters} after a warm-up");
+    let weights = if int8 { "F32 quantised to int8".to_string() } else { format!("{dtype:?}") };
+    println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up");
     println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
     for row in &rows {
         let (label, unit) = match row {
@@ -669,25 +688,30 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
             BenchRow::Model(model) => (model.label().to_string(), "ms"),
             BenchRow::Decoder(part, size) => (part.label(*size), "ms"),
         };
-        let (c, flops) = bench_item(&cpu, row, dtype, iters)?;
+        let (c, cpu_part) = bench_item(&cpu, row, dtype, iters)?;
         #[cfg(feature = "gpu")]
         // A GPU failure (e.g. an op without a kernel yet) leaves the GPU cell empty and says why.
-        let g = gpu.as_ref().and_then(|g| match bench_item(g, row, dtype, iters) {
-            Ok(r) => Some(r.0),
+        let gpu_result = gpu.as_ref().and_then(|g| match bench_item(g, row, dtype, iters) {
+            Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("gpu: {label}: {e}");
                 None
             }
         });
         #[cfg(not(feature = "gpu"))]
-        let g: Option<f64> = None;
+        let gpu_result: Option<(f64, Option<lambda_eclipse::bench::DecoderTiming>)> = None;
+        let g = gpu_result.map(|r| r.0);
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
         let ratio = g.map(|g| if unit == "ms" { c / g } else { g / c });
         let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} {unit}"));
         println!("{label:<34} {:>16} {:>16} {:>9}", cell(Some(c)), cell(g), ratio.map_or("—".to_string(), |r| format!("{r:.2}×")));
-        if let Some(f) = flops {
+        if let Some(part) = cpu_part {
+            let f = part.flops;
             let rate = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{:.1} GF/s", f / (ms * 1e6)));
             println!("{:<34} {:>16} {:>16}", format!("  ({:.1} GFLOP per call)", f / 1e9), rate(Some(c)), rate(g));
+            let gb = |b: usize| format!("{:.3} GB", b as f64 / 1e9);
+            let gpu_bytes = gpu_result.and_then(|r| r.1).map_or("—".to_string(), |t| gb(t.weight_bytes));
+            println!("{:<34} {:>16} {:>16}", "  weights held", gb(part.weight_bytes), gpu_bytes);
         }
     }
     Ok(())

@@ -13,6 +13,8 @@
 //! float32. The MoVQ stage is also held to 1e-3 of diffusers' float64 result itself (the exact image), which
 //! it meets where the float32 golden does not. Run with `--nocapture` to see the measured errors and which
 //! bound applied.
+//!
+//! The same checks with int8 weights (`with_int8_weights`) use looser bounds, justified where they are defined.
 
 mod common;
 use common::*;
@@ -101,37 +103,56 @@ fn sample_rows(x: &[f32], c: usize, h: usize, w: usize, i: usize) -> Vec<f32> {
     nchw_to_rows(&x[i * c * h * w..(i + 1) * c * h * w], c, h, w)
 }
 
-fn check_components<B: Backend>(be: B) {
+/// One UNet forward (batch [negative, positive], as the pipeline builds it) and one MoVQ decode on the golden's
+/// inputs: `(name, got, want)` for `unet_out` and `movq_out`, NCHW.
+fn components<B: Backend>(be: &B) -> [(&'static str, Vec<f32>, Vec<f32>); 2] {
     let engine = engine(be.clone());
     let g = Tensors::open("components.safetensors");
     let (shape, sample) = g.f32("sample");
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
     assert_eq!(n, 2);
     let t = g.f32("timestep").1[0];
-    // The batch is [negative, positive], as the pipeline builds it.
     let embeds = [g.f32("negative_image_embeds").1, g.f32("image_embeds").1];
-    let (oshape, want) = g.f32("unet_out");
+    let (oshape, want_unet) = g.f32("unet_out");
     let oc = oshape[1];
-    let mut got = Vec::new();
+    let mut got_unet = Vec::new();
     for (i, e) in embeds.iter().enumerate() {
         let x = be.from_f32(&sample_rows(&sample, c, h, w, i), &[h * w, c]).unwrap();
         let emb = be.from_f32(e, &[1, e.len()]).unwrap();
-        let out = engine.unet.forward(&be, &x, h, w, t, &emb).unwrap();
+        let out = engine.unet.forward(be, &x, h, w, t, &emb).unwrap();
         let rows = pollster::block_on(be.read_f32(&out)).unwrap();
-        got.extend(rows_to_nchw(&rows, oc, h, w, oc));
+        got_unet.extend(rows_to_nchw(&rows, oc, h, w, oc));
     }
-    assert_scaled(&format!("[{}] unet_out", be.name()), &got, &want, 1e-4);
 
     let (lshape, latents) = g.f32("latents");
     let (lc, lh, lw) = (lshape[1], lshape[2], lshape[3]);
-    let (mshape, want) = g.f32("movq_out");
+    let (mshape, want_movq) = g.f32("movq_out");
     let (mc, mh, mw) = (mshape[1], mshape[2], mshape[3]);
     let x = be.from_f32(&sample_rows(&latents, lc, lh, lw, 0), &[lh * lw, lc]).unwrap();
-    let out = engine.movq.decode(&be, &x, lh, lw).unwrap();
+    let out = engine.movq.decode(be, &x, lh, lw).unwrap();
     assert_eq!(be.shape(&out), vec![mh * mw, mc]);
     let rows = pollster::block_on(be.read_f32(&out)).unwrap();
-    let got = rows_to_nchw(&rows, mc, mh, mw, mc);
-    assert_scaled(&format!("[{}] movq_out", be.name()), &got, &want, 1e-4);
+    let got_movq = rows_to_nchw(&rows, mc, mh, mw, mc);
+    [("unet_out", got_unet, want_unet), ("movq_out", got_movq, want_movq)]
+}
+
+fn check_components<B: Backend>(be: B) {
+    for (name, got, want) in components(&be) {
+        assert_scaled(&format!("[{}] {name}", be.name()), &got, &want, 1e-4);
+    }
+}
+
+/// A case's decode with diffusers' own random draws injected.
+fn request(case: &DecoderCase, g: &Tensors) -> DecodeRequest {
+    let step_noise = g.has("step_noise").then(|| g.f32("step_noise").1);
+    let noise = DecoderNoise::Explicit { initial_latents: g.f32("initial_latents").1, step_noise };
+    let mut req = DecodeRequest::new(g.f32("image_embeds").1, g.f32("negative_image_embeds").1, noise);
+    req.steps = case.steps;
+    req.guidance = case.guidance;
+    req.width = case.width;
+    req.height = case.height;
+    req.scheduler = Some(case.scheduler.parse::<SchedulerKind>().unwrap());
+    req
 }
 
 fn check_cases<B: Backend>(be: B) {
@@ -139,15 +160,7 @@ fn check_cases<B: Backend>(be: B) {
     for case in decoder_cases() {
         let g = Tensors::open(&case.tensors);
         let tag = format!("[{}] {}", be.name(), case.name);
-        let kind: SchedulerKind = case.scheduler.parse().unwrap();
-        let step_noise = g.has("step_noise").then(|| g.f32("step_noise").1);
-        let noise = DecoderNoise::Explicit { initial_latents: g.f32("initial_latents").1, step_noise };
-        let mut req = DecodeRequest::new(g.f32("image_embeds").1, g.f32("negative_image_embeds").1, noise);
-        req.steps = case.steps;
-        req.guidance = case.guidance;
-        req.width = case.width;
-        req.height = case.height;
-        req.scheduler = Some(kind);
+        let mut req = request(&case, &g);
         req.keep_step_latents = true;
         let mut seen = Vec::new();
         let out = pollster::block_on(engine.decode(&req, &mut |step, total, p| seen.push((step, total, p.rgb.len())), &AtomicBool::new(false))).unwrap();
@@ -265,5 +278,86 @@ fn gpu_unet_and_movq_match_the_component_goldens() {
 fn gpu_every_case_matches_latents_after_each_step_and_the_image() {
     if let Some(be) = open_gpu_or_skip() {
         check_cases(be);
+    }
+}
+
+/// Image agreement beyond max-abs: (mean-abs error, cosine of the two images centred on the golden's mean).
+/// Centring keeps the picture's uniform grey level from making any two images look alike.
+fn image_agreement(got: &[f32], want: &[f32]) -> (f32, f64) {
+    let mean = want.iter().map(|&v| v as f64).sum::<f64>() / want.len() as f64;
+    let (mut dot, mut ng, mut nw, mut abs) = (0.0, 0.0, 0.0, 0.0);
+    for (&g, &w) in got.iter().zip(want) {
+        let (g, w) = (g as f64 - mean, w as f64 - mean);
+        dot += g * w;
+        ng += g * g;
+        nw += w * w;
+        abs += (g - w).abs();
+    }
+    ((abs / want.len() as f64) as f32, dot / (ng * nw).sqrt().max(1e-30))
+}
+
+// Int8 weights (quantised per output channel at load) are an approximation, so the goldens' 1e-4 / 1e-3 bounds
+// do not apply. What bounds them:
+// - One UNet forward and one MoVQ decode: the error of quantising each weight row to 1/254 of its largest
+//   value, as for single linear layers (tests/gpu_ops.rs): max-abs ≤ 5e-2 of the output scale (measured
+//   2.0e-2 for the UNet) and cosine ≥ 0.999.
+// - End to end, the tiny random decoder amplifies any weight perturbation through its steps, and with
+//   guidance (4, 7.5) amplifies it again each step: merely storing its weights as f16 (≈10× smaller errors
+//   than int8) moves the guided images by up to 0.81 max-abs (mean-abs 8.6e-3, centred cosine 0.996); the
+//   unguided case by 1.7e-2. So the image bounds are loose: unguided mean-abs ≤ 2e-2 and cosine ≥ 0.99
+//   (measured 1.3e-2, 0.9966); guided mean-abs ≤ 0.1 and cosine ≥ 0.85 (measured 7.2e-2, 0.885). The int8
+//   path itself is checked tightly on the GPU: the same decode from the same quantised values on the CPU.
+
+#[track_caller]
+fn check_int8_components<B: Backend>(be: B) {
+    for (name, got, want) in components(&be.with_int8_weights()) {
+        let (rel, cos) = (max_abs_diff(&got, &want) / max_abs(&want), image_agreement(&got, &want).1);
+        eprintln!("[{} int8] {name}: max-abs error {rel:.3e} of its scale, cosine {cos:.6}", be.name());
+        assert!(rel <= 5e-2 && cos >= 0.999, "[{} int8] {name}: max-abs error {rel:e} of its scale, cosine {cos}", be.name());
+    }
+}
+
+/// Every case decoded with int8 weights, checked against the golden image with the loose bounds above;
+/// returns the images.
+fn check_int8_cases<B: Backend>(be: B) -> Vec<Vec<f32>> {
+    let engine = engine(be.with_int8_weights());
+    let mut images = Vec::new();
+    for case in decoder_cases() {
+        let g = Tensors::open(&case.tensors);
+        let out = pollster::block_on(engine.decode(&request(&case, &g), &mut |_, _, _| {}, &AtomicBool::new(false))).unwrap();
+        let (ishape, want_chw) = g.f32("image");
+        let want = nchw_to_rows(&want_chw, 3, ishape[2], ishape[3]);
+        let (max, (mean, cos)) = (max_abs_diff(&out.image, &want), image_agreement(&out.image, &want));
+        let what = format!("[{} int8] {} (guidance {})", be.name(), case.name, case.guidance);
+        eprintln!("{what}: image max-abs {max:.3e}, mean-abs {mean:.3e}, centred cosine {cos:.6}");
+        let (mean_bound, cos_bound) = if case.guidance > 1.0 { (0.1, 0.85) } else { (2e-2, 0.99) };
+        assert!(mean <= mean_bound && cos >= cos_bound, "{what}: mean-abs {mean:e} (≤ {mean_bound}), cosine {cos} (≥ {cos_bound})");
+        images.push(out.image);
+    }
+    images
+}
+
+#[test]
+fn cpu_int8_weights_stay_near_the_goldens() {
+    check_int8_components(lambda_eclipse::ops::cpu::CpuBackend::new());
+    check_int8_cases(lambda_eclipse::ops::cpu::CpuBackend::new());
+}
+
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_int8_weights_stay_near_the_goldens_and_decode_like_the_cpu() {
+    let Some(be) = open_gpu_or_skip() else { return };
+    check_int8_components(be.clone());
+    let gpu = check_int8_cases(be);
+    let cpu = check_int8_cases(lambda_eclipse::ops::cpu::CpuBackend::new());
+    // Same quantised values on both: only f32 rounding differs, amplified as with f32 weights. Each backend is
+    // allowed the goldens' end-to-end bound from the exact result (1e-3, or twice diffusers' own float64-vs-
+    // float32 distance), so the two may be twice that apart.
+    for ((g, c), case) in gpu.iter().zip(&cpu).zip(decoder_cases()) {
+        let floor = reference_floor(&case.name)["end_to_end"]["image_max_abs"].as_f64().unwrap() as f32;
+        let bound = 2.0 * 1e-3f32.max(2.0 * floor);
+        let (max, (mean, _)) = (max_abs_diff(g, c), image_agreement(g, c));
+        eprintln!("[int8] {}: GPU vs CPU image max-abs {max:.3e} (bound {bound:.3e}), mean-abs {mean:.3e}", case.name);
+        assert!(max <= bound, "[int8] {}: GPU and CPU images differ by {max:e} > {bound:e}", case.name);
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use lambda_eclipse::ops::cpu::CpuBackend;
 use lambda_eclipse::ops::gpu::{GpuBackend, GpuOptions};
-use lambda_eclipse::ops::{Activation, Backend, WeightDType, CLIP_MASKED};
+use lambda_eclipse::ops::{Activation, Backend, Int8Rows, WeightDType, CLIP_MASKED};
 use std::sync::OnceLock;
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -54,7 +54,7 @@ fn read_gpu(be: &GpuBackend, t: &<GpuBackend as Backend>::Tensor) -> Vec<f32> {
     block(be.read_f32(t)).unwrap()
 }
 fn read_cpu(t: &<CpuBackend as Backend>::Tensor) -> Vec<f32> {
-    block(CpuBackend.read_f32(t)).unwrap()
+    block(CpuBackend::new().read_f32(t)).unwrap()
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -84,7 +84,7 @@ const ACTS: [Activation; 3] = [Activation::Identity, Activation::GeluErf, Activa
 #[test]
 fn linear_f32_matches_cpu_for_awkward_shapes_bias_and_activations() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(1);
     let dims = [1, 3, 5, 31, 33, 77, 130, 257];
     let mut worst = 0.0f32;
@@ -118,7 +118,7 @@ fn linear_f32_matches_cpu_for_awkward_shapes_bias_and_activations() {
 #[test]
 fn linear_with_f16_weights_matches_cpu() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(2);
     let (mut worst_same, mut worst_rel, mut worst_cos) = (0.0f32, 0.0f32, 1.0f64);
     // Odd k (rows start mid-u32) and odd k·n (padded last word) included.
@@ -151,7 +151,7 @@ fn linear_with_f16_weights_matches_cpu() {
 #[test]
 fn matmul_matches_cpu_with_f32_and_f16_right_operand() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(3);
     for (m, k, n) in [(1, 1, 1), (77, 31, 33), (257, 130, 5), (81, 64, 257)] {
         let (a, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0));
@@ -167,7 +167,7 @@ fn matmul_matches_cpu_with_f32_and_f16_right_operand() {
 #[test]
 fn layer_norm_matches_cpu() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(4);
     let mut worst = 0.0f32;
     for rows in [1, 77, 257] {
@@ -216,7 +216,7 @@ fn biases(t: usize, s: usize, rng: &mut Rng) -> Vec<(&'static str, Option<Vec<f3
 #[test]
 fn attention_matches_cpu_for_head_dims_lengths_and_masks() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(5);
     let mut worst = 0.0f32;
     let heads_dims = [(1, 8), (2, 12), (4, 32), (8, 64), (16, 104), (3, 5), (2, 130), (1, 256)];
@@ -253,7 +253,7 @@ fn attention_matches_cpu_for_head_dims_lengths_and_masks() {
 /// One attention call on both backends: (GPU, CPU) outputs.
 fn attention_both(gpu: &GpuBackend, q: &[f32], k: &[f32], v: &[f32], (t, s, width): (usize, usize, usize), heads: usize,
     bias: Option<&Vec<f32>>) -> (Vec<f32>, Vec<f32>) {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let scale = 1.0 / ((width / heads) as f32).sqrt();
     let cb = bias.map(|b| cpu.from_f32(b, &[t, s]).unwrap());
     let want = cpu
@@ -284,7 +284,7 @@ fn attention_beyond_the_fused_kernel_matches_cpu_for_long_sequences_and_wide_hea
 #[test]
 fn activations_match_cpu_including_extremes() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(6);
     let mut x = rng.vec(70_001, 6.0);
     x.extend([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 0.9277, 0.92775, 3.0, -3.0, 10.0, -10.0, 100.0, -100.0, 1e30, -1e30]);
@@ -302,7 +302,7 @@ fn activations_match_cpu_including_extremes() {
 #[test]
 fn add_gather_concat_slice_reshape_match_cpu_for_f32_and_f16() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(7);
     for dt in [WeightDType::F32, WeightDType::F16] {
         let enc = |v: &[f32]| if dt == WeightDType::F32 { f32_bytes(v) } else { f16_bytes(v) };
@@ -356,7 +356,7 @@ fn add_gather_concat_slice_reshape_match_cpu_for_f32_and_f16() {
 #[test]
 fn weights_of_every_dtype_read_back_like_cpu() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let v = Rng(8).vec(2 * 77 + 1, 3.0);
     let bf16: Vec<u8> = v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
     for (dt, bytes) in [(WeightDType::F32, f32_bytes(&v)), (WeightDType::F16, f16_bytes(&v)), (WeightDType::BF16, bf16)] {
@@ -373,7 +373,7 @@ fn weights_of_every_dtype_read_back_like_cpu() {
 #[test]
 fn image_patches_match_cpu() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(9);
     for (c, h, w, p) in [(3, 28, 28, 14), (3, 224, 224, 14), (1, 6, 4, 2), (3, 32, 32, 32), (2, 5, 5, 1)] {
         let img = rng.vec(c * h * w, 1.0);
@@ -404,7 +404,7 @@ fn gpu_splitting_at_4k() -> Option<GpuBackend> {
 #[test]
 fn weights_above_the_binding_limit_are_split_by_rows_and_linear_and_gather_match_cpu() {
     let Some(gpu) = gpu_splitting_at_4k() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(11);
     // f16 with an odd row length: chunks must hold an even number of rows to start on a u32 boundary.
     for (dtype, m, k, n) in [(WeightDType::F32, 3, 40, 77), (WeightDType::F16, 77, 33, 301), (WeightDType::F32, 1, 1024, 9)] {
@@ -451,7 +451,7 @@ fn shader_f16_and_packed_f16_linear_both_match_cpu() {
     let packed = block(GpuBackend::with_options(GpuOptions { use_shader_f16: false, ..GpuOptions::default() })).unwrap();
     assert!(!packed.has_shader_f16());
     eprintln!("adapter shader-f16: {}", native.has_shader_f16());
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(12);
     for (m, k, n) in [(1, 1280, 77), (77, 33, 31), (257, 130, 65)] {
         let (x, w) = (rng.vec(m * k, 1.0), f16_bytes(&rng.vec(n * k, 0.2)));
@@ -509,7 +509,7 @@ fn repeated_forwards_reuse_pooled_buffers() {
 #[test]
 fn conv2d_matches_cpu_for_3x3_and_1x1_f32_and_f16_awkward_sizes() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(21);
     for (h, w, cin, cout, k, dtype) in [
         (1, 1, 3, 5, 3, WeightDType::F32),
@@ -538,7 +538,7 @@ fn conv2d_matches_cpu_for_3x3_and_1x1_f32_and_f16_awkward_sizes() {
 #[test]
 fn conv2d_with_a_weight_split_across_buffers_matches_cpu() {
     let Some(gpu) = gpu_splitting_at_4k() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(22);
     let (h, w, cin, cout) = (6, 7, 9, 40);
     let (x, wt, b) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.3), rng.vec(cout, 0.5));
@@ -555,7 +555,7 @@ fn conv2d_with_a_weight_split_across_buffers_matches_cpu() {
 #[test]
 fn group_norm_matches_cpu_for_group_counts_and_sizes() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(23);
     for (positions, channels, groups, eps) in [(1, 8, 8, 1e-5), (64, 32, 8, 1e-5), (4096, 64, 32, 1e-6), (7, 96, 32, 1e-5), (100, 6, 1, 1e-5)] {
         let mut x = rng.vec(positions * channels, 2.0);
@@ -574,7 +574,7 @@ fn group_norm_matches_cpu_for_group_counts_and_sizes() {
 #[test]
 fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
     let Some(gpu) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(24);
     let (h, w, c) = (6, 10, 5);
     let x = rng.vec(h * w * c, 2.0);
@@ -613,7 +613,7 @@ fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
 #[test]
 fn every_gemm_variant_matches_cpu_for_linear_matmul_and_conv() {
     let Some(_) = gpu() else { return };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(25);
     // Both tilings, with and without four-at-a-time loads, f16 weights packed and (where the adapter has it)
     // through shader-f16; k multiple of 4 or not.
@@ -646,7 +646,7 @@ fn every_gemm_variant_matches_cpu_for_linear_matmul_and_conv() {
 fn f32_weights_kept_as_f16_take_half_the_bytes_and_stay_close() {
     let Some(gpu) = gpu() else { return };
     let half = gpu.with_f16_weights();
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::new();
     let mut rng = Rng(26);
     let (m, k, n) = (64, 96, 130);
     let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
@@ -660,4 +660,137 @@ fn f32_weights_kept_as_f16_take_half_the_bytes_and_stay_close() {
     let scale = want.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
     let (rel, cos) = (max_abs(&got, &want) / scale, cosine(&got, &want));
     assert!(rel <= 1e-2 && cos >= 0.9999, "f16-stored weights: rel {rel:e}, cosine {cos}");
+}
+
+#[test]
+fn int8_quantisation_is_symmetric_per_row() {
+    let q = Int8Rows::quantize(&[1.0, -0.5, 0.25, 0.0, 0.0, 0.0, -2.0, 1.0, 0.004], 3);
+    assert_eq!(q.scales, vec![1.0 / 127.0, 0.0, 2.0 / 127.0]);
+    // −0.5·127 = −63.5 rounds away from zero; 0.004 / (2/127) = 0.254 → 0.
+    assert_eq!(q.q, vec![127, -64, 32, 0, 0, 0, -127, 64, 0]);
+    let back = q.dequantize();
+    assert_eq!(back[0], 1.0);
+    assert_eq!(back[6], -2.0);
+    assert!((back[1] + 0.5).abs() <= 0.5 / 127.0 + 1e-7);
+}
+
+/// Differences of an int8 result from the f32 one: (max-abs relative to the output's largest value, cosine).
+fn int8_vs_f32(got: &[f32], want: &[f32]) -> (f32, f64) {
+    let scale = want.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+    (max_abs(got, want) / scale, cosine(got, want))
+}
+
+#[test]
+fn int8_weights_match_cpu_dequantised_and_f32_within_quantisation_error() {
+    let Some(_) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let cpu8 = cpu.with_int8_weights();
+    let mut rng = Rng(41);
+    let mut worst = (0.0f32, 1.0f64);
+    // Both tilings, element and four-at-a-time loads; k a multiple of 4 or not (scalar path).
+    for (tile, vec4_loads) in [(64, true), (128, true), (64, false), (128, false)] {
+        let options = GpuOptions { gemm_tile: Some(tile), vec4_loads, ..GpuOptions::default() };
+        let gpu8 = block(GpuBackend::with_options(options)).unwrap().with_int8_weights();
+        let what = |op: &str, dims: String| format!("int8 {op} tile {tile} vec4 {vec4_loads} {dims}");
+        for (m, k, n) in [(1, 7, 3), (77, 1280, 130), (129, 9, 257), (300, 516, 200)] {
+            let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
+            let gx = gpu8.from_f32(&x, &[m, k]).unwrap();
+            let cx = cpu.from_f32(&x, &[m, k]).unwrap();
+            let gw = gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+            let cw8 = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+            let (gb, cb) = (gpu8.from_f32(&b, &[n]).unwrap(), cpu.from_f32(&b, &[n]).unwrap());
+            let got = read_gpu(&gpu8, &gpu8.linear(&gx, &gw, Some(&gb), Activation::GeluErf).unwrap());
+            let want8 = read_cpu(&cpu.linear(&cx, &cw8, Some(&cb), Activation::GeluErf).unwrap());
+            assert_f32_close(&what("linear", format!("m={m} k={k} n={n}")), &got, &want8);
+            let want32 = read_cpu(&cpu.linear(&cx, &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cb), Activation::GeluErf).unwrap());
+            let (rel, cos) = int8_vs_f32(&got, &want32);
+            worst = (worst.0.max(rel), worst.1.min(cos));
+            assert!(rel <= 1e-2 && cos >= 0.999, "{}: vs f32 rel {rel:e}, cosine {cos}", what("linear", format!("m={m} k={k} n={n}")));
+            // A weight as matmul's right operand [k, n]: its rows (scales) run along k, not the outputs.
+            let gb = gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[k, n]).unwrap();
+            let cb8 = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[k, n]).unwrap();
+            let got = read_gpu(&gpu8, &gpu8.matmul(&gx, &gb).unwrap());
+            assert_f32_close(&what("matmul", format!("m={m} k={k} n={n}")), &got, &read_cpu(&cpu.matmul(&cx, &cb8).unwrap()));
+        }
+        // 3×3 and 1×1 convolutions: the implicit-im2col input with the int8 reader; a [cout, cin, 3, 3] weight
+        // from f16 bytes, viewed as [cout, cin·9] like models/conv.rs does.
+        for (h, w, cin, cout, ks) in [(16, 12, 20, 130, 3), (9, 7, 33, 65, 1)] {
+            let (x, wt, b) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * ks * ks, 0.2), rng.vec(cout, 0.5));
+            let raw = f16_bytes(&wt);
+            let gw = gpu8.upload_weight(&raw, WeightDType::F16, &[cout, cin, ks, ks]).unwrap();
+            let gw = gpu8.reshape(&gw, &[cout, cin * ks * ks]).unwrap();
+            let cw8 = cpu8.upload_weight(&raw, WeightDType::F16, &[cout, cin, ks, ks]).unwrap();
+            let cw8 = cpu.reshape(&cw8, &[cout, cin * ks * ks]).unwrap();
+            let cw32 = cpu.upload_weight(&raw, WeightDType::F16, &[cout, cin * ks * ks]).unwrap();
+            let (gx, cx) = (gpu8.from_f32(&x, &[h * w, cin]).unwrap(), cpu.from_f32(&x, &[h * w, cin]).unwrap());
+            let (gb, cb) = (gpu8.from_f32(&b, &[cout]).unwrap(), cpu.from_f32(&b, &[cout]).unwrap());
+            let got = read_gpu(&gpu8, &gpu8.conv2d(&gx, h, w, &gw, Some(&gb), ks).unwrap());
+            assert_f32_close(&what("conv2d", format!("{ks}×{ks} {h}×{w}×{cin}→{cout}")), &got, &read_cpu(&cpu.conv2d(&cx, h, w, &cw8, Some(&cb), ks).unwrap()));
+            let (rel, cos) = int8_vs_f32(&got, &read_cpu(&cpu.conv2d(&cx, h, w, &cw32, Some(&cb), ks).unwrap()));
+            worst = (worst.0.max(rel), worst.1.min(cos));
+            assert!(rel <= 1e-2 && cos >= 0.999, "{}: vs f32 rel {rel:e}, cosine {cos}", what("conv2d", format!("{ks}×{ks}")));
+        }
+    }
+    eprintln!("int8 vs f32 (random weights): worst max-abs / scale {:e}, lowest cosine {}", worst.0, worst.1);
+}
+
+#[test]
+fn int8_weights_take_a_quarter_of_f32_and_other_ops_dequantise() {
+    let Some(gpu) = gpu() else { return };
+    let gpu8 = gpu.with_int8_weights();
+    let cpu8 = CpuBackend::new().with_int8_weights();
+    let mut rng = Rng(42);
+    let (n, k) = (130, 96);
+    let w = rng.vec(n * k, 0.2);
+    let w8 = gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+    let w32 = gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+    let (bytes8, bytes32) = (gpu8.byte_size(&w8), gpu.byte_size(&w32));
+    eprintln!("[{n}, {k}] matrix on the GPU: f32 {bytes32} bytes, int8 {bytes8} bytes (q {} + scales {})", n * k, n * 4);
+    assert_eq!(bytes8, n * k + n * 4, "one byte per element plus an f32 scale per row");
+    assert!(bytes8 * 4 <= bytes32 + 16 * n, "int8 is about a quarter of f32");
+    let b = rng.vec(n, 0.5);
+    assert_eq!(gpu8.byte_size(&gpu8.upload_weight(&f32_bytes(&b), WeightDType::F32, &[n]).unwrap()), n * 4, "vectors stay f32");
+    // gather_rows reads int8 in place, other ops (slice_rows, the read-back) dequantise first
+    // (dequantize_i8.wgsl): the same values as the CPU's.
+    let c8 = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+    let ids = [n as u32 - 1, 0, 7, 7];
+    assert_eq!(read_gpu(&gpu8, &gpu8.gather_rows(&w8, &ids).unwrap()), read_cpu(&cpu8.gather_rows(&c8, &ids).unwrap()), "gather_rows");
+    assert_eq!(read_gpu(&gpu8, &gpu8.slice_rows(&w8, 3, 5).unwrap()), read_cpu(&cpu8.slice_rows(&c8, 3, 5).unwrap()), "slice_rows");
+    assert_eq!(read_gpu(&gpu8, &w8), read_cpu(&c8), "read back");
+}
+
+#[test]
+fn split_int8_weights_use_their_rows_scales_in_linear_and_conv() {
+    let Some(gpu) = gpu_splitting_at_4k() else { return };
+    let gpu8 = gpu.with_int8_weights();
+    let cpu = CpuBackend::new();
+    let cpu8 = cpu.with_int8_weights();
+    let mut rng = Rng(43);
+    // Odd row lengths, so chunks start mid-word in the unsplit layout; row scales differ widely so a chunk
+    // reading another chunk's scales would show.
+    for (m, k, n) in [(5, 33, 301), (64, 100, 130)] {
+        let (x, mut w) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.3));
+        for (r, row) in w.chunks_mut(k).enumerate() {
+            row.iter_mut().for_each(|v| *v *= 1.0 + (r % 7) as f32);
+        }
+        let gw = gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+        assert!(gw.buffer_count() > 1, "int8 [{n}, {k}] ({} bytes) should be split", n * k);
+        let bytes = gpu8.byte_size(&gw);
+        assert!(bytes >= n * k + n * 4 && bytes <= n * k + n * 4 + 4 * gw.buffer_count(), "split int8: {bytes} bytes");
+        let cw = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+        let got = read_gpu(&gpu8, &gpu8.linear(&gpu8.from_f32(&x, &[m, k]).unwrap(), &gw, None, Activation::Identity).unwrap());
+        let want = read_cpu(&cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cw, None, Activation::Identity).unwrap());
+        assert_f32_close(&format!("split int8 linear m={m} k={k} n={n} in {} buffers", gw.buffer_count()), &got, &want);
+        let ids: Vec<u32> = [n - 1, 0, n / 2, 1, n - 1, n / 3].iter().map(|&i| i as u32).collect();
+        let got = read_gpu(&gpu8, &gpu8.gather_rows(&gw, &ids).unwrap());
+        assert_eq!(got, read_cpu(&cpu8.gather_rows(&cw, &ids).unwrap()), "split int8 gather_rows");
+    }
+    let (h, w, cin, cout) = (8, 6, 11, 70);
+    let (x, wt) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.2));
+    let gw = gpu8.upload_weight(&f32_bytes(&wt), WeightDType::F32, &[cout, cin * 9]).unwrap();
+    assert!(gw.buffer_count() > 1, "conv weight should be split");
+    let cw = cpu8.upload_weight(&f32_bytes(&wt), WeightDType::F32, &[cout, cin * 9]).unwrap();
+    let got = read_gpu(&gpu8, &gpu8.conv2d(&gpu8.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gw, None, 3).unwrap());
+    let want = read_cpu(&cpu.conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cw, None, 3).unwrap());
+    assert_f32_close(&format!("split int8 conv2d in {} buffers", gw.buffer_count()), &got, &want);
 }

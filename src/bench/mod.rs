@@ -145,11 +145,13 @@ impl DecoderPart {
     }
 }
 
-/// Timing of a decoder part: median milliseconds and the FLOPs of one call (for FLOP/s).
+/// Timing of a decoder part: median milliseconds, the FLOPs of one call (for FLOP/s) and the bytes its
+/// weights occupy on the backend (f16, int8, … as the backend's weight rules keep them).
 #[derive(Clone, Copy, Debug)]
 pub struct DecoderTiming {
     pub ms: f64,
     pub flops: f64,
+    pub weight_bytes: usize,
 }
 
 /// Median milliseconds of a real-size decoder part at `size`×`size` pixels (a multiple of 64) with random
@@ -177,7 +179,7 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
                 be.read_f32(&b).await.map(|_| ())
             })
             .await?;
-            Ok(DecoderTiming { ms, flops: 2.0 * m.cost(latent, latent).flops })
+            Ok(DecoderTiming { ms, flops: 2.0 * m.cost(latent, latent).flops, weight_bytes: store.device_bytes(be) })
         }
         DecoderPart::MovqDecode => {
             let cfg: MoVqConfig = parse_config("real movq config", MOVQ_CONFIG)?;
@@ -190,7 +192,7 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
                 be.read_f32(&y).await.map(|_| ())
             })
             .await?;
-            Ok(DecoderTiming { ms, flops: m.cost(latent, latent).flops })
+            Ok(DecoderTiming { ms, flops: m.cost(latent, latent).flops, weight_bytes: store.device_bytes(be) })
         }
     }
 }

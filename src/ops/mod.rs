@@ -29,6 +29,46 @@ impl WeightDType {
             WeightDType::F16 | WeightDType::BF16 => 2,
         }
     }
+
+    /// Raw little-endian bytes of this type as f32 values (exact for all three types).
+    pub fn to_f32(self, raw: &[u8]) -> Vec<f32> {
+        match self {
+            WeightDType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            WeightDType::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            WeightDType::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        }
+    }
+}
+
+/// A matrix quantised to int8 per row (per output channel of a linear `[out, in]` or conv `[cout, cin·k·k]`
+/// weight): `w[r, c] ≈ q[r·cols + c] · scales[r]`.
+pub struct Int8Rows {
+    pub q: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+impl Int8Rows {
+    /// Symmetric per-row quantisation: `scale = max|row| / 127`, `q = round(w / scale)` in [−127, 127]
+    /// (an all-zero row gets scale 0 and q 0). Both backends quantise through this, so they dequantise to the
+    /// same values.
+    pub fn quantize(values: &[f32], rows: usize) -> Int8Rows {
+        let cols = if rows == 0 { 0 } else { values.len() / rows };
+        let mut q = Vec::with_capacity(values.len());
+        let mut scales = Vec::with_capacity(rows);
+        for r in 0..rows {
+            let row = &values[r * cols..(r + 1) * cols];
+            let scale = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            scales.push(scale);
+            q.extend(row.iter().map(|v| if scale == 0.0 { 0 } else { (v / scale).round().clamp(-127.0, 127.0) as i8 }));
+        }
+        Int8Rows { q, scales }
+    }
+
+    /// `q · scale` per element, the value the GPU kernels compute.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let cols = if self.scales.is_empty() { 0 } else { self.q.len() / self.scales.len() };
+        self.q.iter().enumerate().map(|(i, &q)| f32::from(q) * self.scales[i / cols]).collect()
+    }
 }
 
 /// Pointwise activation, applied on its own or fused after a linear layer.
@@ -69,6 +109,12 @@ pub trait Backend: Clone + 'static {
     fn with_f16_weights(&self) -> Self {
         self.clone()
     }
+
+    /// The same backend, but weight matrices (rank ≥ 2, whatever the file stores) are quantised at load to
+    /// int8 per output channel ([`Int8Rows`]): about a quarter of f32's memory, dequantised inside the
+    /// matmul/conv kernels (the GPU). Vectors stay as [`Backend::with_f16_weights`]'s rules leave them.
+    /// An approximation (≈ 0.4 % of each row's largest weight), for fitting a model, not for parity tests.
+    fn with_int8_weights(&self) -> Self;
 
     /// Creates a tensor from raw little-endian weight bytes as stored in a safetensors file.
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<Self::Tensor>;

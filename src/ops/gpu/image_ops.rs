@@ -42,6 +42,7 @@ impl GpuBackend {
         for (first, cols, w_buf) in weight.row_chunks() {
             self.dispatch_gemm(&Gemm {
                 w: w_buf,
+                w_scale_off: first,
                 conv: Some((height, width, cin, kernel)),
                 bias: bias.as_ref().map(|b| (b.buffer(), first)),
                 out_stride: cout,

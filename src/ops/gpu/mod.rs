@@ -13,11 +13,15 @@
 //!   device by every other op;
 //! - f16 vectors (biases, norm parameters, class embeddings: a negligible share of the bytes) and all bf16
 //!   tensors → converted to f32 on the host. bf16 → f32 is exact; keeping bf16 packed (`u32 << 16` unpacking)
-//!   is a later step.
+//!   is a later step;
+//! - through [`Backend::with_int8_weights`], matrices of any float type → int8 quantised per row (output
+//!   channel) on the host, four per u32, plus an f32 scale per row in a buffer of its own; the GEMM
+//!   dequantises as it loads (`gemm_w_i8.wgsl`), `gather_rows` likewise, every other op dequantises to f32
+//!   first (`dequantize_i8.wgsl`).
 //!
 //! Limits are WebGPU's defaults (clamped to the adapter's where lower), so native runs behave like the
 //! browser. One storage binding is at most 128 MiB there, so a larger weight (the f32 token embedding of the
-//! bigG text tower is 253 MB) is split by rows into several buffers ([`RowChunk`]); `linear` and
+//! bigG text tower is 253 MB) is split by rows into several buffers ([`RowChunk`]); `linear`, `conv2d` and
 //! `gather_rows`, the ops that read such weights, run once per chunk. Other ops refuse split tensors clearly.
 //!
 //! `shader-f16`: where the adapter has it, f16 weights are read as native `f16` by the linear kernel
@@ -28,7 +32,7 @@ mod pool;
 
 pub use pool::PoolStats;
 
-use super::{Activation, Backend, WeightDType};
+use super::{Activation, Backend, Int8Rows, WeightDType};
 use crate::error::{Error, Result};
 use pool::{lock, PooledBuffer};
 use std::collections::HashMap;
@@ -41,6 +45,26 @@ pub enum GpuDType {
     F32,
     /// IEEE half floats packed two per u32, element 2i in the low 16 bits.
     F16,
+    /// Signed bytes packed four per u32, element 4i in the low byte; value = q · scale of its row
+    /// ([`Int8Scales`]).
+    I8,
+}
+
+impl GpuDType {
+    fn size_in_bytes(self) -> usize {
+        match self {
+            GpuDType::F32 => 4,
+            GpuDType::F16 => 2,
+            GpuDType::I8 => 1,
+        }
+    }
+}
+
+/// The per-row scales of an int8 tensor: element e belongs to row e / row_len (fixed at quantisation, so a
+/// reshape does not move it).
+struct Int8Scales {
+    buf: PooledBuffer,
+    row_len: usize,
 }
 
 /// A tensor on the device: a shared buffer handle, its shape and element type. Cloning is cheap; the buffer
@@ -53,6 +77,8 @@ pub struct GpuTensor {
     chunks: Arc<[RowChunk]>,
     shape: Vec<usize>,
     dtype: GpuDType,
+    /// The scales of an int8 tensor (all rows, split or not); `None` for other types.
+    scales: Option<Arc<Int8Scales>>,
 }
 
 /// Rows `first_row .. first_row + rows` (of the first dimension) of a split weight, in their own buffer.
@@ -64,7 +90,7 @@ pub struct RowChunk {
 
 impl GpuTensor {
     fn new(buf: PooledBuffer, shape: &[usize], dtype: GpuDType) -> GpuTensor {
-        GpuTensor { buf: Arc::new(buf), chunks: Arc::new([]), shape: shape.to_vec(), dtype }
+        GpuTensor { buf: Arc::new(buf), chunks: Arc::new([]), shape: shape.to_vec(), dtype, scales: None }
     }
     pub fn dtype(&self) -> GpuDType {
         self.dtype
@@ -110,6 +136,7 @@ enum Kernel {
     Activation,
     GatherRows,
     UnpackF16,
+    DequantizeI8,
     ImagePatches,
     SoftmaxRows,
     GroupNorm,
@@ -128,6 +155,8 @@ enum GemmWeight {
     F16Packed,
     /// f16 read as WGSL `f16` (adapters with `shader-f16`).
     F16Native,
+    /// int8 four per u32 with per-row scales, dequantised in the load.
+    Int8,
 }
 
 /// The GEMM's output tile per workgroup.
@@ -153,6 +182,7 @@ enum GemmInput {
 
 const ACTIVATION_FNS: &str = include_str!("kernels/activation_fns.wgsl");
 const GEMM_PARAMS: &str = include_str!("kernels/gemm_params.wgsl");
+const INT8_FNS: &str = include_str!("kernels/int8_fns.wgsl");
 
 impl Kernel {
     fn name(self) -> &'static str {
@@ -164,6 +194,7 @@ impl Kernel {
             Kernel::Activation => "activation",
             Kernel::GatherRows => "gather_rows",
             Kernel::UnpackF16 => "unpack_f16",
+            Kernel::DequantizeI8 => "dequantize_i8",
             Kernel::ImagePatches => "image_patches",
             Kernel::SoftmaxRows => "softmax_rows",
             Kernel::GroupNorm => "group_norm",
@@ -177,17 +208,20 @@ impl Kernel {
 
     fn source(self) -> String {
         match self {
-            Kernel::Gemm(weight, input, tile) => {
+            Kernel::Gemm(weight_kind, input, tile) => {
                 let vec4 = input == GemmInput::DenseVec4;
                 // The f16 files start with `enable f16;`, which must come first in a module.
-                let weight = match (weight, vec4) {
+                let weight = match (weight_kind, vec4) {
                     (GemmWeight::F32, false) => include_str!("kernels/gemm_w_f32.wgsl"),
                     (GemmWeight::F32, true) => include_str!("kernels/gemm_w_f32_vec4.wgsl"),
                     (GemmWeight::F16Packed, false) => include_str!("kernels/gemm_w_f16_packed.wgsl"),
                     (GemmWeight::F16Packed, true) => include_str!("kernels/gemm_w_f16_packed_vec4.wgsl"),
                     (GemmWeight::F16Native, false) => include_str!("kernels/gemm_w_f16.wgsl"),
                     (GemmWeight::F16Native, true) => include_str!("kernels/gemm_w_f16_vec4.wgsl"),
+                    (GemmWeight::Int8, false) => include_str!("kernels/gemm_w_i8.wgsl"),
+                    (GemmWeight::Int8, true) => include_str!("kernels/gemm_w_i8_vec4.wgsl"),
                 };
+                let weight_fns = if weight_kind == GemmWeight::Int8 { INT8_FNS } else { "" };
                 let input = match input {
                     GemmInput::Dense => include_str!("kernels/gemm_x_dense.wgsl"),
                     GemmInput::DenseVec4 => include_str!("kernels/gemm_x_dense_vec4.wgsl"),
@@ -198,14 +232,15 @@ impl Kernel {
                     GemmTile::T64 => include_str!("kernels/gemm_tile_64.wgsl"),
                     GemmTile::T128 => include_str!("kernels/gemm_tile_128.wgsl"),
                 };
-                [weight, ACTIVATION_FNS, GEMM_PARAMS, input, load, tile].concat()
+                [weight, weight_fns, ACTIVATION_FNS, GEMM_PARAMS, input, load, tile].concat()
             }
             Kernel::Activation => [ACTIVATION_FNS, include_str!("kernels/activation.wgsl")].concat(),
             Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
             Kernel::Attention => [ACTIVATION_FNS, include_str!("kernels/attention.wgsl")].concat(),
             Kernel::Add => include_str!("kernels/add.wgsl").into(),
-            Kernel::GatherRows => include_str!("kernels/gather_rows.wgsl").into(),
+            Kernel::GatherRows => [INT8_FNS, include_str!("kernels/gather_rows.wgsl")].concat(),
             Kernel::UnpackF16 => include_str!("kernels/unpack_f16.wgsl").into(),
+            Kernel::DequantizeI8 => [INT8_FNS, include_str!("kernels/dequantize_i8.wgsl")].concat(),
             Kernel::ImagePatches => include_str!("kernels/image_patches.wgsl").into(),
             Kernel::SoftmaxRows => [ACTIVATION_FNS, include_str!("kernels/softmax_rows.wgsl")].concat(),
             Kernel::GroupNorm => include_str!("kernels/group_norm.wgsl").into(),
@@ -261,9 +296,20 @@ struct Inner {
 #[derive(Clone)]
 pub struct GpuBackend {
     inner: Arc<Inner>,
-    /// Store f32 weight matrices as f16 (see [`Backend::with_f16_weights`]); per handle, so one device can
-    /// hold an f32 text tower and an f16 decoder.
-    f32_as_f16: bool,
+    /// How weight matrices are stored; per handle, so one device can hold an f32 text tower and an f16 or
+    /// int8 decoder.
+    matrices: MatrixStorage,
+}
+
+/// What [`Backend::upload_weight`] does with a weight matrix (rank ≥ 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MatrixStorage {
+    /// f32 and f16 as the file stores them (bf16 → f32).
+    AsStored,
+    /// f32 → f16 too ([`Backend::with_f16_weights`]).
+    F16,
+    /// Any float type → int8 per row ([`Backend::with_int8_weights`]).
+    Int8,
 }
 
 fn backend_err(msg: impl Into<String>) -> Error {
@@ -362,7 +408,7 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         Ok(GpuBackend {
-            f32_as_f16: false,
+            matrices: MatrixStorage::AsStored,
             inner: Arc::new(Inner {
                 device,
                 queue,
@@ -560,25 +606,35 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// The tensor as f32: itself, or an f16 weight unpacked into a new activation.
+    /// The tensor as f32: itself, or an f16 or int8 weight unpacked into a new activation.
     fn as_f32(&self, t: &GpuTensor) -> Result<GpuTensor> {
         self.check_whole(t, "this op")?;
-        match t.dtype {
-            GpuDType::F32 => Ok(t.clone()),
-            GpuDType::F16 => {
+        match (t.dtype, &t.scales) {
+            (GpuDType::F32, _) => Ok(t.clone()),
+            (GpuDType::F16, _) => {
                 let out = self.alloc_f32(&t.shape, "unpacked f16 tensor")?;
                 self.unpack_into(t, 0, &out, 0, t.numel())?;
                 Ok(out)
             }
+            (GpuDType::I8, Some(scales)) => {
+                let out = self.alloc_f32(&t.shape, "dequantised int8 tensor")?;
+                let n = t.numel();
+                if n > 0 {
+                    let params = [u32_of(n, "count")?, u32_of(scales.row_len, "row length")?];
+                    self.dispatch(Kernel::DequantizeI8, &params, &[t.buffer(), &scales.buf.buffer, out.buffer()], self.groups_1d(n));
+                }
+                Ok(out)
+            }
+            (GpuDType::I8, None) => Err(backend_err("int8 tensor without scales")),
         }
     }
 
-    /// Ops other than `linear` and `gather_rows` read one buffer: a split weight is refused, not misread.
+    /// Ops other than `linear`, `conv2d` and `gather_rows` read one buffer: a split weight is refused, not misread.
     fn check_whole(&self, t: &GpuTensor, op: &str) -> Result<()> {
         if t.is_split() {
             return Err(backend_err(format!(
-                "{op}: tensor {:?} is split across {} buffers (above the {}-byte binding limit); only linear and \
-                 gather_rows read split weights",
+                "{op}: tensor {:?} is split across {} buffers (above the {}-byte binding limit); only linear, \
+                 conv2d and gather_rows read split weights",
                 t.shape,
                 t.buffer_count(),
                 self.inner.max_tensor_bytes
@@ -588,13 +644,12 @@ impl GpuBackend {
     }
 
     /// Uploads a weight above the binding limit as row chunks of the first dimension, each ≤ the limit.
+    /// int8 chunks need no alignment: each chunk's elements are counted from its own start, and its rows'
+    /// scales are found from `first_row`.
     fn upload_split(&self, bytes: &[u8], shape: &[usize], dtype: GpuDType, what: &str) -> Result<GpuTensor> {
         let rows = shape.first().copied().unwrap_or(1);
         let row_elems: usize = shape.iter().skip(1).product::<usize>().max(1);
-        let elem_bytes = match dtype {
-            GpuDType::F32 => 4,
-            GpuDType::F16 => 2,
-        };
+        let elem_bytes = dtype.size_in_bytes();
         let max = self.inner.max_tensor_bytes as usize;
         let mut rows_per_chunk = (max / (row_elems * elem_bytes)).min(rows);
         // Packed f16 chunks must start on a u32 boundary: an even element count per chunk.
@@ -617,7 +672,21 @@ impl GpuBackend {
             chunks.push(RowChunk { first_row, rows: n, buf });
             first_row += n;
         }
-        Ok(GpuTensor { buf: chunks[0].buf.clone(), chunks: chunks.into(), shape: shape.to_vec(), dtype })
+        Ok(GpuTensor { buf: chunks[0].buf.clone(), chunks: chunks.into(), shape: shape.to_vec(), dtype, scales: None })
+    }
+
+    /// An int8 matrix (split by rows like any weight above the binding limit) and its scales buffer.
+    fn upload_int8(&self, quantized: &Int8Rows, shape: &[usize], what: &str) -> Result<GpuTensor> {
+        let bytes: &[u8] = bytemuck::cast_slice(&quantized.q);
+        let mut t = if bytes.len() as u64 <= self.inner.max_tensor_bytes {
+            GpuTensor::new(self.upload(bytes, what)?, shape, GpuDType::I8)
+        } else {
+            self.upload_split(bytes, shape, GpuDType::I8, what)?
+        };
+        let row_len = shape[1..].iter().product();
+        let buf = self.upload(bytemuck::cast_slice(&quantized.scales), &format!("{what} int8 scales"))?;
+        t.scales = Some(Arc::new(Int8Scales { buf, row_len }));
+        Ok(t)
     }
 
     fn take_device_error(&self) -> Result<()> {
@@ -642,6 +711,7 @@ impl GpuBackend {
             self.dispatch_gemm(&Gemm {
                 n: cols,
                 w: w_buf,
+                w_scale_off: first,
                 w_sn,
                 w_sk,
                 bias: bias.as_ref().map(|b| (b.buffer(), first)),
@@ -663,6 +733,12 @@ impl GpuBackend {
             GpuDType::F32 => GemmWeight::F32,
             GpuDType::F16 if self.inner.shader_f16 => GemmWeight::F16Native,
             GpuDType::F16 => GemmWeight::F16Packed,
+            GpuDType::I8 => GemmWeight::Int8,
+        };
+        let (scales, w_row_len) = match (weight, g.w_scales) {
+            (GemmWeight::Int8, Some(s)) => (Some(&s.buf.buffer), s.row_len),
+            (GemmWeight::Int8, None) => return Err(backend_err("int8 GEMM weight without scales")),
+            _ => (None, 0),
         };
         let (conv_h, conv_w, conv_cin, conv_ks) = g.conv.unwrap_or((0, 0, 0, 0));
         let params = [
@@ -683,6 +759,8 @@ impl GpuBackend {
             u32_of(conv_w, "width")?,
             u32_of(conv_cin, "channels")?,
             u32_of(conv_ks, "kernel")?,
+            u32_of(w_row_len, "row length")?,
+            u32_of(g.w_scale_off, "offset")?,
         ];
         let aligned = |v: usize| v % 4 == 0;
         let input = if g.conv.is_some() {
@@ -690,6 +768,7 @@ impl GpuBackend {
         } else if self.inner.vec4_loads
             && g.w_sk == 1
             && [g.k, g.x_stride, g.x_off, g.w_sn, g.w_off].into_iter().all(aligned)
+            && (scales.is_none() || aligned(w_row_len))
         {
             GemmInput::DenseVec4
         } else {
@@ -704,7 +783,9 @@ impl GpuBackend {
         };
         let bias_buf = g.bias.map_or(&self.inner.dummy, |b| b.0);
         let groups = [u32_of(ceil_div(g.n, size), "n")?, u32_of(ceil_div(g.m, size), "m")?, 1];
-        self.dispatch(Kernel::Gemm(weight, input, tile), &params, &[g.x, g.w, bias_buf, g.out], groups);
+        let mut buffers = vec![g.x, g.w, bias_buf, g.out];
+        buffers.extend(scales);
+        self.dispatch(Kernel::Gemm(weight, input, tile), &params, &buffers, groups);
         Ok(())
     }
 }
@@ -722,6 +803,9 @@ struct Gemm<'a> {
     conv: Option<(usize, usize, usize, usize)>,
     w: &'a wgpu::Buffer,
     w_dtype: GpuDType,
+    /// An int8 weight's scales, and the row of `w`'s first element among them (a split weight's chunk).
+    w_scales: Option<&'a Int8Scales>,
+    w_scale_off: usize,
     w_sn: usize,
     w_sk: usize,
     w_off: usize,
@@ -746,6 +830,8 @@ impl<'a> Gemm<'a> {
             conv: None,
             w: w.buffer(),
             w_dtype: w.dtype,
+            w_scales: w.scales.as_deref(),
+            w_scale_off: 0,
             w_sn: k,
             w_sk: 1,
             w_off: 0,
@@ -784,7 +870,12 @@ impl Backend for GpuBackend {
 
     /// Weight matrices stored in f32 (the real decoder UNet: 5 GB) are kept as f16 on the device (2.5 GB).
     fn with_f16_weights(&self) -> GpuBackend {
-        GpuBackend { inner: self.inner.clone(), f32_as_f16: true }
+        GpuBackend { inner: self.inner.clone(), matrices: MatrixStorage::F16 }
+    }
+
+    /// Weight matrices as int8 per output channel (the real decoder UNet: 1.25 GB instead of f16's 2.5 GB).
+    fn with_int8_weights(&self) -> GpuBackend {
+        GpuBackend { inner: self.inner.clone(), matrices: MatrixStorage::Int8 }
     }
 
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<GpuTensor> {
@@ -797,8 +888,11 @@ impl Backend for GpuBackend {
             )));
         }
         let what = format!("weight of shape {shape:?}");
+        if self.matrices == MatrixStorage::Int8 && shape.len() >= 2 {
+            return self.upload_int8(&Int8Rows::quantize(&dtype.to_f32(raw), shape[0]), shape, &what);
+        }
         let (bytes, gpu_dtype): (std::borrow::Cow<[u8]>, GpuDType) = match dtype {
-            WeightDType::F32 if self.f32_as_f16 && shape.len() >= 2 => {
+            WeightDType::F32 if self.matrices == MatrixStorage::F16 && shape.len() >= 2 => {
                 let v: Vec<u8> = raw.chunks_exact(4).flat_map(|c| half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()).collect();
                 (v.into(), GpuDType::F16)
             }
@@ -885,7 +979,8 @@ impl Backend for GpuBackend {
 
     /// The size of the buffer actually allocated (pool buckets and f16 padding included).
     fn byte_size(&self, t: &GpuTensor) -> usize {
-        t.row_chunks().iter().map(|(_, _, b)| b.size() as usize).sum()
+        let scales = t.scales.as_ref().map_or(0, |s| s.buf.buffer.size() as usize);
+        t.row_chunks().iter().map(|(_, _, b)| b.size() as usize).sum::<usize>() + scales
     }
 
     async fn sync(&self) -> Result<()> {
@@ -1013,6 +1108,12 @@ impl Backend for GpuBackend {
             return Ok(out);
         }
         let ids_buf = self.upload(bytemuck::cast_slice(ids), "gather_rows ids")?;
+        let (table_type, scales) = match (table.dtype, &table.scales) {
+            (GpuDType::F32, _) => (0, &self.inner.dummy),
+            (GpuDType::F16, _) => (1, &self.inner.dummy),
+            (GpuDType::I8, Some(s)) if s.row_len == cols => (2, &s.buf.buffer),
+            (GpuDType::I8, _) => return Err(backend_err(format!("gather_rows: int8 table {:?} without per-row scales", table.shape))),
+        };
         // One dispatch per row chunk of a split table; each writes the output rows whose id it holds.
         for (first, count, table_buf) in table.row_chunks() {
             if !ids.iter().any(|&i| (first..first + count).contains(&(i as usize))) {
@@ -1021,11 +1122,11 @@ impl Backend for GpuBackend {
             let params = [
                 u32_of(ids.len(), "rows")?,
                 u32_of(cols, "cols")?,
-                (table.dtype == GpuDType::F16) as u32,
+                table_type,
                 u32_of(first, "first row")?,
                 u32_of(count, "row count")?,
             ];
-            self.dispatch(Kernel::GatherRows, &params, &[table_buf, &ids_buf.buffer, out.buffer()], self.groups_1d(n));
+            self.dispatch(Kernel::GatherRows, &params, &[table_buf, &ids_buf.buffer, out.buffer(), scales], self.groups_1d(n));
         }
         Ok(out)
     }
@@ -1042,6 +1143,7 @@ impl Backend for GpuBackend {
         let mut offset = 0;
         for part in parts {
             self.check_whole(part, "concat_rows")?;
+            let part = if part.dtype == GpuDType::I8 { &self.as_f32(part)? } else { *part };
             let n = part.numel();
             match part.dtype {
                 GpuDType::F32 if n > 0 => self.record(|enc| {
@@ -1049,6 +1151,7 @@ impl Backend for GpuBackend {
                 }),
                 GpuDType::F32 => {}
                 GpuDType::F16 => self.unpack_into(part, 0, &out, offset, n)?,
+                GpuDType::I8 => unreachable!("dequantised above"),
             }
             offset += n;
         }
@@ -1061,6 +1164,7 @@ impl Backend for GpuBackend {
             return Err(backend_err(format!("slice_rows: rows {start}..{} out of range for {:?}", start + len, x.shape)));
         }
         self.check_whole(x, "slice_rows")?;
+        let x = if x.dtype == GpuDType::I8 { &self.as_f32(x)? } else { x };
         let row: usize = x.shape[1..].iter().product();
         let mut shape = x.shape.clone();
         shape[0] = len;
@@ -1072,6 +1176,7 @@ impl Backend for GpuBackend {
             }),
             GpuDType::F32 => {}
             GpuDType::F16 => self.unpack_into(x, start * row, &out, 0, n)?,
+            GpuDType::I8 => unreachable!("dequantised above"),
         }
         Ok(out)
     }
@@ -1089,7 +1194,7 @@ impl Backend for GpuBackend {
                 x.buffer_count()
             )));
         }
-        Ok(GpuTensor { buf: x.buf.clone(), chunks: x.chunks.clone(), shape: shape.to_vec(), dtype: x.dtype })
+        Ok(GpuTensor { shape: shape.to_vec(), ..x.clone() })
     }
 
     fn image_patches(&self, image: &GpuTensor, patch: usize) -> Result<GpuTensor> {

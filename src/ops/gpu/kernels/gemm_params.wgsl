@@ -5,7 +5,7 @@
 // linear: w [n, k] → (w_sn, w_sk) = (k, 1); matmul: b [k, n] → (1, n). X(m, k) comes from `load_x`:
 // gemm_x_dense.wgsl (x[x_off + m·x_stride + k], a strided view: one head's columns, a block of rows) or
 // gemm_x_conv.wgsl (implicit im2col of a channels-last image). `w` and `load_w` come from gemm_w_f32.wgsl,
-// gemm_w_f16_packed.wgsl or gemm_w_f16.wgsl. Offsets and strides let one dispatch write a column block of
+// gemm_w_f16_packed.wgsl, gemm_w_f16.wgsl or gemm_w_i8.wgsl (and their _vec4 variants). Offsets and strides let one dispatch write a column block of
 // a larger output (a weight split by rows, one attention head).
 
 struct Params {
@@ -26,9 +26,10 @@ struct Params {
     conv_w: u32,
     conv_cin: u32,
     conv_ks: u32,
+    // int8 weights only (gemm_w_i8*.wgsl): elements per scale row, and the first row's index in w_scales.
+    w_row_len: u32,
+    w_scale_off: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
