@@ -2,12 +2,13 @@
 // streamed into the decoder's own worker and run in headless Chromium (WebGPU on SwiftShader, and the wasm
 // CPU). The golden case ddpm_nocfg goes in as an embedding file (it holds the embeddings and diffusers' own
 // noise, the CLI's --noise layout) and the picture must equal the golden image_uint8; an embedding the app
-// computes decodes with a seed; Cancel stops a decode between steps; a wrong decoder URL is named.
+// computes decodes with a seed; Cancel stops a decode between steps; a wrong decoder URL is named; the
+// widget decodes locally too.
 // Needs pkg/ (bash .ci/build-wasm.sh).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { DECODER_GOLDENS, IMAGES, SCREENSHOTS, TINY_DECODER, openSite } from './browser.mjs';
+import { DECODER_GOLDENS, IMAGES, SCREENSHOTS, TINY_DECODER, TINY_MODEL, openSite } from './browser.mjs';
 import { golden, openApp } from './helpers.mjs';
 
 let site, browser, base;
@@ -131,5 +132,40 @@ test('a decoder URL that does not exist is named in the message', async () => {
   const message = await page.textContent('#decode-status');
   assert.match(message, /The decoder at \/no\/such\/decoder\/ could not be loaded: .*unet\/config\.json.*not found/, message);
   await page.screenshot({ path: path.join(SCREENSHOTS, 'local-decoder-404.png'), fullPage: true });
+  await page.close();
+});
+
+test('the widget decodes locally: step progress, preview, the image', async () => {
+  const W = 'lambda-eclipse-widget';
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${base}/www/embed-example.html?model=${TINY_MODEL}&decoder=${TINY_DECODER}&width=64&height=64&steps=2`);
+  await page.waitForFunction((w) => customElements.get(w), W);
+  const settled = async () => {
+    await page.waitForFunction((w) => ['ok', 'warn', 'error'].includes(document.querySelector(w).dataset.status), W, { timeout: 180_000 });
+    return page.evaluate((w) => document.querySelector(w).dataset.status, W);
+  };
+  const statusText = () => page.locator(`${W} .status`).textContent();
+  await page.click(`${W} .load`);
+  assert.equal(await settled(), 'ok', await statusText());
+  assert.equal(await page.locator(`${W} .decode`).isVisible(), false, 'no endpoint: no "Decode" on an endpoint');
+  const slots = page.locator(`${W} .subject`);
+  await slots.nth(0).locator('.image').setInputFiles(path.join(IMAGES, 'chelsea.png'));
+  await slots.nth(1).locator('.image').setInputFiles(path.join(IMAGES, 'coffee.png'));
+  const decoded = page.evaluate((w) => new Promise((resolve) => document.querySelector(w).addEventListener('lambda-decoded', (e) => resolve({ steps: e.detail.steps, local: e.detail.local }), { once: true })), W);
+  await page.evaluate((w) => { document.querySelector(w).dataset.status = 'busy'; }, W);
+  await page.click(`${W} .decode-local`); // computes the embedding first, then loads the decoder and decodes
+  await page.waitForFunction((w) => /^Decoded on this device/.test(document.querySelector(w).shadowRoot.querySelector('.status').textContent)
+    || document.querySelector(w).dataset.status === 'error', W, { timeout: 180_000 });
+  assert.equal(await settled(), 'ok', await statusText());
+  assert.deepEqual(await decoded, { steps: 2, local: true });
+  assert.match(await page.locator(`${W} .decode-step`).textContent(), /^step 2\/2 · \d+ ms\/step$/);
+  assert.equal(await page.locator(`${W} canvas.preview`).isVisible(), true);
+  const size = await page.locator(`${W} img.result-image`).evaluate((img) => [img.naturalWidth, img.naturalHeight]);
+  assert.deepEqual(size, [64, 64]);
+  assert.match(await page.locator(`${W} figcaption`).textContent(), /64×64, seed 42; 2 steps of \w+ · \d+ ms\/step · MoVQ \d+ ms/);
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'local-decoder-widget.png'), fullPage: true });
+  assert.deepEqual(errors, []);
   await page.close();
 });
