@@ -221,7 +221,6 @@ function setupLocalDecoder() {
           $('decode-preview').hidden = false;
         },
       });
-      window.__lambdaDecodedLocal = r;
       await showDecoded(await pngOf(r), `${r.width}×${r.height}, guidance ${guidance}, ${input.noise ? 'noise from the file' : `seed ${seed}`}; ${timingText(r)} on this device (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'})`);
       showDecodeStatus('Decoded on this device.', 'ok');
       state('ok');
