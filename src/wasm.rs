@@ -1,6 +1,7 @@
 //! The JavaScript API (wasm32). Errors cross the boundary as JS `Error`s carrying the engine's message;
 //! panics are routed to the console and never unwind into JS. The ES module `www/lambda-eclipse.js` wraps
-//! this in a Web Worker with the documented `load()` / `engine.prior()` contract.
+//! this in a Web Worker with the documented `load()` / `engine.prior()` contract; `decoder` is the local
+//! Kandinsky decoder (`loadDecoder()` / `decoder.decode()`).
 
 use crate::error::Error;
 use crate::ops::cpu::CpuBackend;
@@ -12,6 +13,9 @@ use crate::weights::{open_component, ModelFiles};
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
+
+mod decoder;
+pub use decoder::Decoder;
 
 #[wasm_bindgen(start)]
 pub fn start() {

@@ -1,27 +1,43 @@
 // The λ-ECLIPSE page: loads the model (?model=URL overrides the default Hugging Face files), then computes
-// the embedding of a prompt with subject photos. All model work runs in the engine's Web Worker.
+// the embedding of a prompt with subject photos, and decodes an embedding (computed, or from a file) to an
+// image on this device (?decoder=URL overrides the default decoder) or on an endpoint. All model work runs
+// in Web Workers: the engine's, and the decoder's own.
+//
+// State for tests: body[data-result], body[data-decoded] (endpoint) and body[data-decoded-local] =
+// 'loading' | 'pending' | 'ok' | 'error' | 'cancelled'; #decode-local-step shows the step progress.
 import { decode } from './decoder-client.js';
 import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from './subjects.js';
 import { EdgeControl } from './control.js';
 import { InterpolationPanel } from './interpolation.js';
 import { exportResult } from './export.js';
 import { showBackend } from './backend.js';
-import { loadModel } from './load-panel.js';
+import { loadModel, renderLoadProgress, showCacheUsage, formatBytes, LOAD_FILES_HEAD } from './load-panel.js';
+import { DEFAULT_DECODER } from './lambda-eclipse.js';
+import { LocalDecoder, drawRgba, pngOf, readDecoderInput, stepText, timingText } from './local-decoder.js';
+import { download } from './tensor-files.js';
 
 const $ = (id) => document.getElementById(id);
 const status = (text, kind = '') => { $('status').textContent = text; $('status').className = `status ${kind}`; };
 const fact = (list, k, v) => { const dt = document.createElement('dt'); dt.textContent = k; const dd = document.createElement('dd'); dd.textContent = v; list.append(dt, dd); };
 let lastResult = null;
 let lastInfo = null;
+/** What the decoder panel decodes: `{ label, imageEmbeds, negativeImageEmbeds, noise }` (see readDecoderInput). */
+let decodeInput = null;
+
+function setDecodeInput(input) {
+  decodeInput = input;
+  $('decode-source').textContent = input.label;
+}
 
 async function main() {
+  // The decoder panel works without the λ model (an embedding file), so it is ready while the model loads.
+  setupDecoder();
   const engine = await loadModel();
   fact($('facts'), 'Compute backend', engine.backend === 'webgpu' ? 'WebGPU' : `CPU (wasm)${engine.fallbackReason ? ` — WebGPU unavailable: ${engine.fallbackReason}` : ''}`);
   fact($('facts'), 'Embedding size', engine.embeddingDim);
   await showBackend({ engine, facts: $('facts'), notice: $('backend-notice'), select: $('backend-choice') });
   $('backend').hidden = false;
   setupCompose(engine);
-  setupDecoder();
   document.body.dataset.ready = 'true';
 }
 
@@ -61,7 +77,7 @@ function setupCompose(engine) {
       showResult(r, engine);
       interpolation.addResult(`“${prompt}”${subjects.length ? ` with ${subjects.map((s) => s.keyword).join(', ')}` : ''}, seed ${lastInfo.seed}`, r);
       $('result').hidden = false;
-      $('decoder').hidden = false;
+      setDecodeInput({ label: `the result above (“${prompt}”, seed ${lastInfo.seed})`, imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, noise: null });
       document.body.dataset.result = 'ready';
       status(r.warnings.length ? `Done, with ${r.warnings.length} warning${r.warnings.length > 1 ? 's' : ''} (see the result).` : 'Done.', r.warnings.length ? 'warn' : 'ok');
     } catch (e) {
@@ -88,9 +104,9 @@ function showResult(r, engine) {
   $('summary').textContent = `image_embeds: ${r.imageEmbeds.length} values, L2 norm ${norm.toFixed(4)}; first: ${Array.from(r.imageEmbeds.slice(0, 4), (x) => x.toFixed(4)).join(', ')}…`;
 }
 
-/** The decoder panel's settings: `{ endpoint, token, seed, steps, guidance, width, height }`. */
+/** The decoder panel's settings: `{ endpoint, token, seed, steps, guidance, width, height, scheduler }`. */
 function decoderSettings() {
-  return { endpoint: $('endpoint').value.trim(), token: $('token').value.trim(), seed: Number($('seed').value), steps: Number($('steps').value), guidance: Number($('guidance').value), width: Number($('width').value), height: Number($('height').value) };
+  return { endpoint: $('endpoint').value.trim(), token: $('token').value.trim(), seed: Number($('seed').value), steps: Number($('steps').value), guidance: Number($('guidance').value), width: Number($('width').value), height: Number($('height').value), scheduler: $('scheduler').value || undefined };
 }
 
 /** Decodes one embedding with the panel's settings (the interpolation grid uses it): a Blob, or null without an endpoint. */
@@ -100,35 +116,139 @@ async function decodeEmbedding(imageEmbeds, negativeImageEmbeds) {
   return (await decode({ ...s, imageEmbeds, negativeImageEmbeds: negativeImageEmbeds ?? undefined })).blob;
 }
 
-/** The decoder panel: endpoint and token are remembered in localStorage. */
+const showDecodeStatus = (text, kind) => { const el = $('decode-status'); el.hidden = false; el.textContent = text; el.className = `status ${kind}`; };
+
+/** Shows a decoded image (a Blob) in the result area, downloadable. */
+async function showDecoded(blob, caption) {
+  const img = $('decoded-image');
+  if (img.src) URL.revokeObjectURL(img.src);
+  img.src = URL.createObjectURL(blob);
+  await img.decode();
+  $('decoded-caption').textContent = caption;
+  $('download-decoded').onclick = () => download(blob, 'lambda-eclipse-decoded.png', 'image/png');
+  $('decoded').hidden = false;
+}
+
+/** The decoder panel: the embedding to decode (computed, or a file), "Decode locally" and "Decode on endpoint".
+ * Endpoint and token are remembered in localStorage. */
 function setupDecoder() {
+  $('decoder').hidden = false;
   for (const id of ['endpoint', 'token']) {
     $(id).value = localStorage.getItem(`lambda-eclipse.${id}`) || '';
     $(id).onchange = () => localStorage.setItem(`lambda-eclipse.${id}`, $(id).value.trim());
   }
-  const show = (text, kind) => { const el = $('decode-status'); el.hidden = false; el.textContent = text; el.className = `status ${kind}`; };
+  $('embedding-file').onchange = async () => {
+    const file = $('embedding-file').files[0];
+    if (!file) return;
+    try {
+      const input = readDecoderInput(new Uint8Array(await file.arrayBuffer()), file.name);
+      setDecodeInput({ ...input, label: `${file.name} (${input.imageEmbeds.length} values${input.noise ? ', with its noise' : ''})` });
+    } catch (e) {
+      showDecodeStatus(`Cannot use ${file.name}: ${e.message}`, 'error');
+    }
+  };
   $('decode').onclick = async () => {
-    if (!lastResult) return;
-    const { endpoint, token, ...settings } = decoderSettings();
-    if (!endpoint) { show('Enter the decoder endpoint URL first.', 'error'); return; }
+    if (!decodeInput) { showDecodeStatus('Compute an embedding or choose an embedding file first.', 'error'); return; }
+    const { endpoint, token, scheduler, ...settings } = decoderSettings();
+    if (!endpoint) { showDecodeStatus('Enter the decoder endpoint URL first.', 'error'); return; }
     $('decode').disabled = true;
     document.body.dataset.decoded = 'pending';
-    show(`Decoding on ${endpoint}…`, '');
+    showDecodeStatus(`Decoding on ${endpoint}…`, '');
     try {
-      const r = await decode({ endpoint, token, imageEmbeds: lastResult.imageEmbeds, negativeImageEmbeds: lastResult.negativeImageEmbeds, ...settings });
-      const img = $('decoded-image');
-      if (img.src) URL.revokeObjectURL(img.src);
-      img.src = URL.createObjectURL(r.blob);
-      await img.decode();
-      $('decoded-caption').textContent = `${settings.width}×${settings.height}, ${settings.steps} steps, guidance ${settings.guidance}, seed ${r.seed}, decoded in ${Math.round(r.decodeMs)} ms`;
-      $('decoded').hidden = false;
-      show('Decoded.', 'ok');
+      const r = await decode({ endpoint, token, imageEmbeds: decodeInput.imageEmbeds, negativeImageEmbeds: decodeInput.negativeImageEmbeds ?? undefined, ...settings });
+      await showDecoded(r.blob, `${settings.width}×${settings.height}, ${settings.steps} steps, guidance ${settings.guidance}, seed ${r.seed}, decoded in ${Math.round(r.decodeMs)} ms`);
+      showDecodeStatus('Decoded.', 'ok');
       document.body.dataset.decoded = 'ok';
     } catch (e) {
-      show(e.message, 'error');
+      showDecodeStatus(e.message, 'error');
       document.body.dataset.decoded = 'error';
     } finally {
       $('decode').disabled = false;
+    }
+  };
+  setupLocalDecoder();
+}
+
+/** "Decode locally": the decoder (?decoder=URL, default Kandinsky 2.2 on Hugging Face; &backend= as the
+ * model's; &decoder-weights=f32 keeps f32 weights on WebGPU) loads on first use with per-file progress, then
+ * decodes with step progress, a live preview and Cancel. */
+function setupLocalDecoder() {
+  const params = new URLSearchParams(location.search);
+  const backend = params.get('backend') || 'auto';
+  const weights = params.get('decoder-weights') || undefined;
+  $('decoder-url').value = params.get('decoder') || DEFAULT_DECODER;
+  $('decoder-load-files').innerHTML = LOAD_FILES_HEAD;
+  const loadView = { bar: $('decoder-progress'), summary: $('decoder-load-summary'), table: $('decoder-load-files'), warning: $('decoder-cache-warning') };
+  const local = new LocalDecoder();
+  let controller = null;
+  const state = (s) => { document.body.dataset.decodedLocal = s; };
+
+  $('cancel-decode-local').onclick = () => {
+    $('cancel-decode-local').disabled = true;
+    showDecodeStatus(document.body.dataset.decodedLocal === 'loading' ? 'Cancelling the download…' : 'Cancelling after the current step…', '');
+    controller?.abort();
+  };
+  $('decode-local').onclick = async () => {
+    if (!decodeInput) { showDecodeStatus('Compute an embedding or choose an embedding file first.', 'error'); return; }
+    const input = decodeInput;
+    const model = $('decoder-url').value.trim() || DEFAULT_DECODER;
+    const { seed, steps, guidance, scheduler } = decoderSettings();
+    let { width, height } = decoderSettings();
+    controller = new AbortController();
+    const { signal } = controller;
+    $('decode-local').disabled = true;
+    $('cancel-decode-local').hidden = false;
+    $('cancel-decode-local').disabled = false;
+    $('decode-local-step').textContent = '';
+    let phase = 'load';
+    try {
+      const decoder = local.current({ model, backend, weights }) ?? await loadWithProgress();
+      phase = 'decode';
+      state('pending');
+      if (input.noise) {
+        // Given latents fix the size, as the CLI's --noise does.
+        [width, height] = [input.noise.latentWidth * decoder.latentScale, input.noise.latentHeight * decoder.latentScale];
+        $('width').value = width;
+        $('height').value = height;
+      }
+      showDecodeStatus(`Decoding ${input.label} on this device (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'}), ${width}×${height}…`, '');
+      const r = await decoder.decode({
+        imageEmbeds: input.imageEmbeds, negativeImageEmbeds: input.negativeImageEmbeds ?? undefined,
+        seed, steps, guidance, width, height, scheduler, noise: input.noise ?? undefined, signal,
+        onStep: (s) => {
+          $('decode-local-step').textContent = stepText(s);
+          drawRgba($('decode-preview'), s.preview);
+          $('decode-preview').hidden = false;
+        },
+      });
+      await showDecoded(await pngOf(r), `${r.width}×${r.height}, guidance ${guidance}, ${input.noise ? 'noise from the file' : `seed ${seed}`}; ${timingText(r)} on this device (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'})`);
+      showDecodeStatus('Decoded on this device.', 'ok');
+      state('ok');
+    } catch (e) {
+      if (e.name === 'AbortError') {
+        showDecodeStatus(phase === 'load' ? 'Loading the decoder cancelled; what was downloaded is kept in this browser.' : 'Decoding cancelled.', 'warn');
+        state('cancelled');
+      } else {
+        showDecodeStatus(phase === 'load' ? `The decoder at ${model} could not be loaded: ${e.message}` : `Could not decode: ${e.message}`, 'error');
+        state('error');
+      }
+    } finally {
+      controller = null;
+      $('decode-local').disabled = false;
+      $('cancel-decode-local').hidden = true;
+    }
+
+    /** Loads (or reuses) the decoder, showing the download in the panel. */
+    async function loadWithProgress() {
+      state('loading');
+      showDecodeStatus(`Loading the decoder from ${model}…`, '');
+      const decoder = await local.get({ model, backend, weights, signal, onProgress: (p) => renderLoadProgress(loadView, p, 'All weights are loaded') });
+      const info = decoder.loadInfo;
+      loadView.bar.hidden = true;
+      loadView.summary.textContent = `Decoder loaded (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'}): ${formatBytes(info.weightBytes)} of weights in ${info.loadSeconds.toFixed(1)} s, `
+        + `${formatBytes(info.downloadedBytes)} downloaded, ${formatBytes(info.cachedBytes)} from this browser's cache.`;
+      showCacheUsage();
+      return decoder;
     }
   };
 }

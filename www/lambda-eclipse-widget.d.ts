@@ -2,7 +2,9 @@ import type { Engine, EngineDescription, PriorResult } from './lambda-eclipse.js
 
 /**
  * `<lambda-eclipse-widget model="…" prior="…" backend="auto|webgpu|cpu" autoload endpoint="…" token="…"
- * prompt="…" seed="42" width="512" height="512" steps="50" guidance="4">`.
+ * decoder="…" decoder-weights="f16|f32" prompt="…" seed="42" width="512" height="512" steps="50" guidance="4"
+ * scheduler="ddpm|ddim|dpmpp">`. `decoder` (a decoder folder URL, or empty for Kandinsky 2.2 on Hugging Face)
+ * enables "Decode locally".
  */
 export class LambdaEclipseWidget extends HTMLElement {
   /** The loaded engine, or null before `load()` finished. */
@@ -15,12 +17,24 @@ export class LambdaEclipseWidget extends HTMLElement {
   compute(): Promise<PriorResult>;
   /** Decodes the last result (computing one first if needed) on the `endpoint` and shows the image. */
   decode(): Promise<{ blob: Blob; seed: number; decodeMs: number }>;
+  /** Decodes the last result (computing one first if needed) on this device with the `decoder` attribute's
+   * decoder, with step progress and Cancel; rejects with an AbortError when cancelled. */
+  decodeLocally(): Promise<LocalDecodeResult>;
+}
+
+export interface LocalDecodeResult {
+  blob: Blob;
+  seed: number;
+  decodeMs: number;
+  steps: number;
+  msPerStep: number;
+  local: true;
 }
 
 export interface LambdaEclipseWidgetEventMap {
   'lambda-ready': CustomEvent<EngineDescription>;
   'lambda-result': CustomEvent<PriorResult>;
-  'lambda-decoded': CustomEvent<{ blob: Blob; seed: number; decodeMs: number }>;
+  'lambda-decoded': CustomEvent<{ blob: Blob; seed: number; decodeMs: number } | LocalDecodeResult>;
   'lambda-error': CustomEvent<{ message: string }>;
 }
 

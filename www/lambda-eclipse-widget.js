@@ -5,12 +5,15 @@
 //
 // Attributes: model, prior (model folders; default: the real Hugging Face files), backend (auto | webgpu |
 // cpu), autoload (load at once instead of on the first click), endpoint + token (a decoder endpoint: enables
-// "Decode"), prompt, seed, width, height, steps, guidance (decoder settings). Shadow DOM with its own styles;
-// its worker and wasm resolve against this module's URL (another origin works when it sends CORS headers).
-// Model work runs in a Web Worker. Events: lambda-ready, lambda-result, lambda-decoded, lambda-error
-// (detail: the engine description, the result, { blob }, { message }). Typed in lambda-eclipse-widget.d.ts.
+// "Decode"), decoder (a decoder folder, or empty for Kandinsky 2.2 on Hugging Face: enables "Decode locally",
+// on this device) + decoder-weights (f16 | f32), prompt, seed, width, height, steps, guidance, scheduler
+// (decoder settings). Shadow DOM with its own styles; its workers and wasm resolve against this module's URL
+// (another origin works when it sends CORS headers). Model work runs in Web Workers (the decoder in its own).
+// Events: lambda-ready, lambda-result, lambda-decoded, lambda-error (detail: the engine description, the
+// result, { blob, … }, { message }). Typed in lambda-eclipse-widget.d.ts.
 import { load } from './lambda-eclipse.js';
 import { decode } from './decoder-client.js';
+import { LocalDecoder, drawRgba, pngOf, stepText, timingText } from './local-decoder.js';
 import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from './subjects.js';
 
 const CSS = `
@@ -28,6 +31,9 @@ progress { width: 100%; }
 .warnings:empty { display: none; }
 .timings { font-size: .85em; color: #555; }
 figure { margin: .5rem 0; } figure img { max-width: 100%; min-width: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
+.decode-step { font-size: .85em; font-variant-numeric: tabular-nums; color: #555; margin: .25rem 0; }
+.decode-step:empty { display: none; }
+canvas.preview { width: 96px; image-rendering: pixelated; border: 1px solid #ccc; display: block; }
 [hidden] { display: none !important; }
 `;
 
@@ -45,16 +51,20 @@ const TEMPLATE = `
     <button type="button" class="add">Add a subject</button>
     <label>Seed <input class="seed" type="number" min="0" step="1" value="42" style="width:7rem"></label>
   </div>
-  <div class="row"><button type="submit" class="compute">Compute</button><button type="button" class="decode" hidden>Decode</button></div>
+  <div class="row"><button type="submit" class="compute">Compute</button><button type="button" class="decode" hidden>Decode</button>
+    <button type="button" class="decode-local" hidden>Decode locally</button><button type="button" class="cancel-decode" hidden>Cancel</button></div>
 </form>
+<p class="decode-step" aria-live="polite"></p>
+<canvas class="preview" hidden title="The latents during sampling"></canvas>
 <ul class="warnings"></ul>
 <div class="timings"></div>
 <figure hidden><img class="result-image" alt="decoded image"><figcaption></figcaption></figure>
 `;
 
 export class LambdaEclipseWidget extends HTMLElement {
-  static observedAttributes = ['endpoint', 'prompt', 'seed'];
+  static observedAttributes = ['endpoint', 'decoder', 'prompt', 'seed'];
   #root; #engine = null; #loading = null; #list = null; #result = null; #checkKeywords = null;
+  #localDecoder = new LocalDecoder(); #decodeController = null;
 
   constructor() {
     super();
@@ -63,6 +73,8 @@ export class LambdaEclipseWidget extends HTMLElement {
     this.#q('.load').addEventListener('click', () => this.load().catch(() => {}));
     this.#q('.compose').addEventListener('submit', (e) => { e.preventDefault(); this.compute().catch(() => {}); });
     this.#q('.decode').addEventListener('click', () => this.decode().catch(() => {}));
+    this.#q('.decode-local').addEventListener('click', () => this.decodeLocally().catch(() => {}));
+    this.#q('.cancel-decode').addEventListener('click', () => this.#decodeController?.abort());
     this.#q('.add').addEventListener('click', () => this.#list.add());
   }
 
@@ -70,11 +82,13 @@ export class LambdaEclipseWidget extends HTMLElement {
     this.#q('.prompt').value ||= this.getAttribute('prompt') ?? 'a cat wearing glasses at a park';
     if (this.hasAttribute('seed')) this.#q('.seed').value = this.getAttribute('seed');
     this.#q('.decode').hidden = !this.getAttribute('endpoint');
+    this.#q('.decode-local').hidden = !this.hasAttribute('decoder');
     if (this.hasAttribute('autoload')) this.load().catch(() => {});
   }
 
   attributeChangedCallback(name, _old, value) {
     if (name === 'endpoint') this.#q('.decode').hidden = !value;
+    if (name === 'decoder') this.#q('.decode-local').hidden = value === null;
     if (name === 'prompt' && value !== null && !this.#engine) this.#q('.prompt').value = value;
     if (name === 'seed' && value !== null) this.#q('.seed').value = value;
   }
@@ -159,7 +173,7 @@ export class LambdaEclipseWidget extends HTMLElement {
       this.#q('.warnings').replaceChildren(...r.warnings.map((w) => Object.assign(document.createElement('li'), { textContent: w })));
       const total = Object.values(r.timings).reduce((a, b) => a + b, 0);
       this.#q('.timings').textContent = `${Object.entries(r.timings).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(' · ')} · total ${total.toFixed(0)} ms`;
-      this.#status(`Embedding ready (${r.imageEmbeds.length} values).${this.getAttribute('endpoint') ? ' Decode it into an image.' : ''}`, r.warnings.length ? 'warn' : 'ok');
+      this.#status(`Embedding ready (${r.imageEmbeds.length} values).${this.getAttribute('endpoint') || this.hasAttribute('decoder') ? ' Decode it into an image.' : ''}`, r.warnings.length ? 'warn' : 'ok');
       this.dispatchEvent(new CustomEvent('lambda-result', { detail: r }));
       return r;
     } catch (e) {
@@ -174,19 +188,13 @@ export class LambdaEclipseWidget extends HTMLElement {
     const endpoint = this.getAttribute('endpoint');
     if (!endpoint) this.#fail('Cannot decode', new Error('the widget has no endpoint attribute'));
     const r = this.#result ?? (await this.compute());
-    const num = (name, dflt) => (this.hasAttribute(name) ? Number(this.getAttribute(name)) : dflt);
-    const settings = { seed: Number(this.#q('.seed').value), width: num('width', 512), height: num('height', 512), steps: num('steps', 50), guidance: num('guidance', 4) };
+    const settings = this.#decodeSettings();
     const button = this.#q('.decode');
     button.disabled = true;
     this.#status(`Decoding on ${endpoint}…`);
     try {
       const out = await decode({ endpoint, token: this.getAttribute('token') || undefined, imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, ...settings });
-      const img = this.#q('.result-image');
-      if (img.src) URL.revokeObjectURL(img.src);
-      img.src = URL.createObjectURL(out.blob);
-      await img.decode();
-      this.#q('figcaption').textContent = `${settings.width}×${settings.height}, ${settings.steps} steps, seed ${out.seed}, decoded in ${Math.round(out.decodeMs)} ms`;
-      this.#q('figure').hidden = false;
+      await this.#showImage(out.blob, `${settings.width}×${settings.height}, ${settings.steps} steps, seed ${out.seed}, decoded in ${Math.round(out.decodeMs)} ms`);
       this.#status('Decoded.', 'ok');
       this.dispatchEvent(new CustomEvent('lambda-decoded', { detail: out }));
       return out;
@@ -194,6 +202,71 @@ export class LambdaEclipseWidget extends HTMLElement {
       this.#fail('Could not decode', e);
     } finally {
       button.disabled = false;
+    }
+  }
+
+  /** The decoder settings from the attributes and the seed box. */
+  #decodeSettings() {
+    const num = (name, dflt) => (this.hasAttribute(name) ? Number(this.getAttribute(name)) : dflt);
+    return { seed: Number(this.#q('.seed').value), width: num('width', 512), height: num('height', 512), steps: num('steps', 50), guidance: num('guidance', 4) };
+  }
+
+  async #showImage(blob, caption) {
+    const img = this.#q('.result-image');
+    if (img.src) URL.revokeObjectURL(img.src);
+    img.src = URL.createObjectURL(blob);
+    await img.decode();
+    this.#q('figcaption').textContent = caption;
+    this.#q('figure').hidden = false;
+  }
+
+  /**
+   * Decodes the last result (computing one first if needed) on this device with the `decoder` attribute's
+   * decoder (loaded on first use, in its own worker), showing the download, each step and a preview; Cancel
+   * stops it. Resolves `{ blob, seed, decodeMs, steps, msPerStep, local: true }`.
+   */
+  async decodeLocally() {
+    if (!this.hasAttribute('decoder')) this.#fail('Cannot decode', new Error('the widget has no decoder attribute'));
+    if (this.#decodeController) this.#fail('Cannot decode', new Error('a decode is already running'));
+    const r = this.#result ?? (await this.compute());
+    const settings = this.#decodeSettings();
+    const options = { model: this.getAttribute('decoder') || undefined, backend: this.getAttribute('backend') || 'auto', weights: this.getAttribute('decoder-weights') || undefined };
+    const controller = this.#decodeController = new AbortController();
+    const [button, cancel, progress, stepLine, preview] = ['.decode-local', '.cancel-decode', 'progress', '.decode-step', 'canvas.preview'].map((q) => this.#q(q));
+    button.disabled = true;
+    cancel.hidden = false;
+    stepLine.textContent = '';
+    try {
+      let decoder = this.#localDecoder.current(options);
+      if (!decoder) {
+        this.#status(`Loading the decoder from ${options.model || 'Hugging Face'}…`);
+        progress.hidden = false;
+        decoder = await this.#localDecoder.get({ ...options, signal: controller.signal, onProgress: (p) => { progress.value = p.total ? p.done / p.total : 0; } });
+        progress.hidden = true;
+      }
+      this.#status(`Decoding on this device (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'})…`);
+      const out = await decoder.decode({
+        imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, ...settings, scheduler: this.getAttribute('scheduler') || undefined,
+        signal: controller.signal,
+        onStep: (s) => { stepLine.textContent = stepText(s); drawRgba(preview, s.preview); preview.hidden = false; },
+      });
+      const blob = await pngOf(out);
+      await this.#showImage(blob, `${out.width}×${out.height}, seed ${settings.seed}; ${timingText(out)} on this device`);
+      this.#status('Decoded on this device.', 'ok');
+      const detail = { blob, seed: settings.seed, decodeMs: out.seconds * 1000, steps: out.steps, msPerStep: out.msPerStep, local: true };
+      this.dispatchEvent(new CustomEvent('lambda-decoded', { detail }));
+      return detail;
+    } catch (e) {
+      progress.hidden = true;
+      if (e.name === 'AbortError') {
+        this.#status('Decoding cancelled.', 'warn');
+        throw e;
+      }
+      this.#fail('Could not decode locally', e);
+    } finally {
+      this.#decodeController = null;
+      button.disabled = false;
+      cancel.hidden = true;
     }
   }
 }

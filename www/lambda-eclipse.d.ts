@@ -19,7 +19,7 @@ export function resolveManifest(model?: ModelSource, prior?: string): ModelManif
 export type ImageInput = Blob | ArrayBuffer | Uint8Array;
 
 export interface FileProgress {
-  component: 'text_encoder' | 'image_encoder' | 'prior';
+  component: 'text_encoder' | 'image_encoder' | 'prior' | 'unet' | 'movq';
   /** Path in the model, e.g. `text_encoder/model.safetensors` (one row per shard of a sharded checkpoint). */
   file: string;
   url: string;
@@ -178,6 +178,94 @@ export function load(options?: {
   /** Keep and reuse the model files in the browser cache (default true). */
   cache?: boolean;
 }): Promise<Engine>;
+
+/** Default decoder: kandinsky-community/kandinsky-2-2-decoder on Hugging Face (unet/, movq/, scheduler/). */
+export const DEFAULT_DECODER: string;
+export type DecoderFolder = 'unet' | 'movq' | 'scheduler';
+export const DECODER_FOLDERS: readonly DecoderFolder[];
+/** One URL per decoder folder. */
+export type DecoderManifest = Record<DecoderFolder, string>;
+/** A base URL (`base/unet/`, …), or a manifest, possibly partial with a `base` for the rest. */
+export type DecoderSource = string | (Partial<DecoderManifest> & { base?: string });
+export function resolveDecoderManifest(model?: DecoderSource): DecoderManifest;
+
+/** Progress of one denoising step. */
+export interface DecodeStep {
+  /** 1-based. */
+  step: number;
+  total: number;
+  /** Milliseconds since the previous step (or the decode's start). */
+  msPerStep: number;
+  /** The latents' first three channels as RGB at latent resolution ([−3, 3] → 0..255). */
+  preview: { width: number; height: number; rgba: Uint8ClampedArray };
+}
+
+export interface DecodeRequest {
+  imageEmbeds: ArrayLike<number>;
+  /** The unconditional embedding (the prior's `negativeImageEmbeds`); needed when guidance > 1. */
+  negativeImageEmbeds?: ArrayLike<number>;
+  /** Seed of the initial latents and DDPM's per-step noise (portable generator; default 0). */
+  seed?: number;
+  /** Denoising steps (default 50). */
+  steps?: number;
+  /** Classifier-free guidance (default 4; ≤ 1: the embedding alone). */
+  guidance?: number;
+  /** Image size in pixels (default 512), multiples of `sizeMultiple`. */
+  width?: number;
+  height?: number;
+  /** Default: the class in `scheduler/scheduler_config.json`. */
+  scheduler?: 'ddpm' | 'ddim' | 'dpmpp';
+  /** Given draws instead of the seed's, as in the golden files and the CLI's `--noise`: `initialLatents`
+   * [1, C, h, w] and, for DDPM, `stepNoise` [steps, 1, C, h, w], row-major. */
+  noise?: { initialLatents: ArrayLike<number>; stepNoise?: ArrayLike<number> };
+  onStep?: (s: DecodeStep) => void;
+  /** Aborting stops the decode before its next step (AbortError); the decoder stays loaded. */
+  signal?: AbortSignal;
+}
+
+export interface DecodedImage {
+  width: number;
+  height: number;
+  /** RGBA, 8 bits per channel (`new ImageData(rgba, width, height)` draws it). */
+  rgba: Uint8ClampedArray;
+  steps: number;
+  scheduler: 'ddpm' | 'ddim' | 'dpmpp';
+  /** Milliseconds of each denoising step, their mean, and the MoVQ's. */
+  stepMs: number[];
+  msPerStep: number;
+  movqMs: number;
+  /** The whole decode. */
+  seconds: number;
+}
+
+/** The local Kandinsky 2.2 decoder, in a Web Worker of its own. */
+export interface Decoder {
+  readonly backend: 'webgpu' | 'cpu';
+  readonly fallbackReason: string | null;
+  readonly adapter: string | null;
+  readonly embeddingDim: number;
+  readonly latentScale: number;
+  readonly sizeMultiple: number;
+  readonly defaultScheduler: 'ddpm' | 'ddim' | 'dpmpp';
+  readonly loadInfo: LoadInfo;
+  /** Rejects with an Error in words (size, embedding length, device limits), or an AbortError. */
+  decode(request: DecodeRequest): Promise<DecodedImage>;
+  dispose(): void;
+}
+
+/**
+ * Loads the decoder (`model`: default DEFAULT_DECODER), streamed and cached like `load`'s model, with the
+ * same progress, cancellation and errors. `weights`: 'f16' (default: f32 matrices kept as f16 on WebGPU,
+ * half the memory, ~1e-3 relative) or 'f32' (as stored).
+ */
+export function loadDecoder(options?: {
+  model?: DecoderSource;
+  backend?: 'auto' | 'webgpu' | 'cpu';
+  weights?: 'f16' | 'f32';
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+  cache?: boolean;
+}): Promise<Decoder>;
 
 /** Checks that an image file decodes as a subject photo would: its size, or rejects with the reason. No model needed. */
 export function inspectImage(image: ImageInput): Promise<{ width: number; height: number }>;

@@ -3,6 +3,8 @@
 //   import { load, cacheUsage, clearCache } from './www/lambda-eclipse.js';
 //   const engine = await load({ model: 'https://…/model/', backend: 'auto', onProgress, signal });
 //   const r = await engine.prior({ prompt, subjects: [{ keyword: 'cat', image: blob }], seed: 42 });
+//   const decoder = await loadDecoder({ onProgress, signal });          // Kandinsky 2.2, in its own worker
+//   const img = await decoder.decode({ imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, onStep });
 import { cacheUsage as usageOf, clearCache } from './weight-cache.js';
 
 export { clearCache };
@@ -15,6 +17,12 @@ import { spawnWorker } from './spawn-worker.js';
  * Kandinsky 2.2's prior repository; the λ prior from its own repository (files at its root). */
 export const DEFAULT_MODEL = KANDINSKY;
 export const DEFAULT_PRIOR = 'https://huggingface.co/ECLIPSE-Community/Lambda-ECLIPSE-Prior-v1.0/resolve/main/';
+
+/** Default decoder: Kandinsky 2.2's decoder on Hugging Face (folders unet/, movq/, scheduler/). */
+export const DEFAULT_DECODER = 'https://huggingface.co/kandinsky-community/kandinsky-2-2-decoder/resolve/main/';
+
+/** The folders of a decoder; a decoder manifest gives each its URL. */
+export const DECODER_FOLDERS = Object.freeze(['unet', 'movq', 'scheduler']);
 
 /** The folders of a model; a manifest gives each its URL. */
 export const MODEL_FOLDERS = Object.freeze(['tokenizer', 'text_encoder', 'image_encoder', 'image_processor', 'prior']);
@@ -31,25 +39,38 @@ export const DEFAULT_MANIFEST = Object.freeze({
 const absolute = (u) => new URL(u, globalThis.location?.href).href;
 const folderUrl = (u) => absolute(u.endsWith('/') ? u : `${u}/`);
 
+/** `{ folder: URL }` of a base URL (`base/folder/`) or of a manifest object (each folder's URL, or a `base`
+ * for the rest); `what` names the thing in errors. */
+function folderManifest(model, folders, what) {
+  if (typeof model === 'string') return Object.fromEntries(folders.map((f) => [f, `${folderUrl(model)}${f}/`]));
+  if (model && typeof model === 'object') {
+    const m = {};
+    for (const f of folders) {
+      const url = model[f] ?? (model.base ? `${folderUrl(model.base)}${f}/` : undefined);
+      if (typeof url !== 'string' || !url) throw new TypeError(`${what} manifest: no URL for the \`${f}\` folder (give it, or a \`base\` URL)`);
+      m[f] = url;
+    }
+    return m;
+  }
+  throw new TypeError(`${what} must be a base URL or a manifest object`);
+}
+
 /**
  * The manifest (`{ tokenizer, text_encoder, image_encoder, image_processor, prior }`: absolute folder URLs)
  * of a `model` option: nothing (the default model), a base URL whose folders are `base/tokenizer/` and so
  * on, or a manifest object, possibly partial with a `base` for the rest. `prior` overrides the prior's URL.
  */
 export function resolveManifest(model, prior) {
-  let m;
-  if (model === undefined || model === null || model === '') m = { ...DEFAULT_MANIFEST };
-  else if (typeof model === 'string') m = Object.fromEntries(MODEL_FOLDERS.map((f) => [f, `${folderUrl(model)}${f}/`]));
-  else if (typeof model === 'object') {
-    m = {};
-    for (const f of MODEL_FOLDERS) {
-      const url = model[f] ?? (model.base ? `${folderUrl(model.base)}${f}/` : undefined);
-      if (typeof url !== 'string' || !url) throw new TypeError(`model manifest: no URL for the \`${f}\` folder (give it, or a \`base\` URL)`);
-      m[f] = url;
-    }
-  } else throw new TypeError('model must be a base URL or a manifest object');
+  const m = model === undefined || model === null || model === '' ? { ...DEFAULT_MANIFEST } : folderManifest(model, MODEL_FOLDERS, 'model');
   if (prior) m.prior = prior;
   return Object.fromEntries(MODEL_FOLDERS.map((f) => [f, folderUrl(m[f])]));
+}
+
+/** The decoder manifest (`{ unet, movq, scheduler }`: absolute folder URLs) of a `model` option of
+ * `loadDecoder`: nothing (DEFAULT_DECODER), a base URL, or a manifest object (possibly with a `base`). */
+export function resolveDecoderManifest(model) {
+  const m = folderManifest(model === undefined || model === null || model === '' ? DEFAULT_DECODER : model, DECODER_FOLDERS, 'decoder');
+  return Object.fromEntries(DECODER_FOLDERS.map((f) => [f, folderUrl(m[f])]));
 }
 
 /**
@@ -67,14 +88,9 @@ async function toBytes(image, what) {
   throw new TypeError(`${what} must be a Blob, File, ArrayBuffer or Uint8Array`);
 }
 
-class WorkerEngine {
+/** One worker and its request/answer protocol (see worker.js). */
+class WorkerClient {
   #worker; #next = 1; #pending = new Map();
-  backend = 'cpu';
-  /** Why 'auto' ran on the CPU (no WebGPU in this browser, no adapter), or null. */
-  fallbackReason = null;
-  embeddingDim = 0;
-  /** How the load went: `{ loadSeconds, weightBytes, downloadedBytes, cachedBytes, memoryBytes, cacheWarning }`. */
-  loadInfo = null;
 
   constructor(worker) {
     this.#worker = worker;
@@ -99,6 +115,51 @@ class WorkerEngine {
       this.#worker.postMessage({ id, op, args });
     });
   }
+
+  /** Stops the worker and frees what it holds. */
+  dispose() { this.#worker.terminate(); }
+}
+
+/** How a load went: `{ loadSeconds, weightBytes, downloadedBytes, cachedBytes, memoryBytes, cacheWarning }`. */
+const loadInfoOf = (info) => ({
+  loadSeconds: info.loadSeconds,
+  weightBytes: info.weightBytes,
+  downloadedBytes: info.downloadedBytes,
+  cachedBytes: info.cachedBytes,
+  memoryBytes: info.memoryBytes,
+  cacheWarning: info.cacheWarning,
+});
+
+/** Runs a load op (`load` | `loadDecoder`) in `client`'s worker; aborting `signal` cancels it (AbortError).
+ * Disposes the worker when the load fails. Resolves the worker's answer. */
+async function loadInWorker(client, op, args, { onProgress, signal }) {
+  const cancelled = () => new DOMException('loading was cancelled', 'AbortError');
+  let onAbort;
+  // The worker answers a cancel within moments; should it not (stuck in a long step), give up after 5 s.
+  const abandoned = new Promise((_, reject) => {
+    onAbort = () => { client.call('cancel').catch(() => {}); setTimeout(() => reject(cancelled()), 5000); };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  abandoned.catch(() => {});
+  try {
+    const info = await Promise.race([client.call(op, args, onProgress), abandoned]);
+    if (signal?.aborted) throw cancelled();
+    return info;
+  } catch (e) {
+    client.dispose();
+    throw signal?.aborted ? cancelled() : e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+class WorkerEngine extends WorkerClient {
+  backend = 'cpu';
+  /** Why 'auto' ran on the CPU (no WebGPU in this browser, no adapter), or null. */
+  fallbackReason = null;
+  embeddingDim = 0;
+  /** How the load went: `{ loadSeconds, weightBytes, downloadedBytes, cachedBytes, memoryBytes, cacheWarning }`. */
+  loadInfo = null;
 
   /** Tokenize and run the text tower. */
   embedText(prompt) { return this.call('embedText', { prompt }); }
@@ -132,9 +193,6 @@ class WorkerEngine {
 
   /** Bytes of the engine's wasm memory (its peak: wasm memory never shrinks). */
   memoryBytes() { return this.call('memoryBytes'); }
-
-  /** Stops the worker and frees the model. */
-  dispose() { this.#worker.terminate(); }
 }
 
 /**
@@ -148,37 +206,69 @@ class WorkerEngine {
 export async function load({ model, prior, backend = 'auto', onProgress, signal, cache = true } = {}) {
   signal?.throwIfAborted();
   const manifest = resolveManifest(model, prior);
-  const worker = spawnWorker(new URL('./worker.js', import.meta.url));
-  const engine = new WorkerEngine(worker);
-  const cancelled = () => new DOMException('loading was cancelled', 'AbortError');
-  let onAbort;
-  // The worker answers a cancel within moments; should it not (stuck in a long step), give up after 5 s.
-  const abandoned = new Promise((_, reject) => {
-    onAbort = () => { engine.call('cancel').catch(() => {}); setTimeout(() => reject(cancelled()), 5000); };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-  abandoned.catch(() => {});
-  try {
-    const info = await Promise.race([engine.call('load', { manifest, backend, cache }, onProgress), abandoned]);
-    if (signal?.aborted) throw cancelled();
-    engine.backend = info.backend;
-    engine.fallbackReason = info.fallbackReason;
-    engine.embeddingDim = info.embeddingDim;
-    engine.loadInfo = {
-      loadSeconds: info.loadSeconds,
-      weightBytes: info.weightBytes,
-      downloadedBytes: info.downloadedBytes,
-      cachedBytes: info.cachedBytes,
-      memoryBytes: info.memoryBytes,
-      cacheWarning: info.cacheWarning,
+  const engine = new WorkerEngine(spawnWorker(new URL('./worker.js', import.meta.url)));
+  const info = await loadInWorker(engine, 'load', { manifest, backend, cache }, { onProgress, signal });
+  engine.backend = info.backend;
+  engine.fallbackReason = info.fallbackReason;
+  engine.embeddingDim = info.embeddingDim;
+  engine.loadInfo = loadInfoOf(info);
+  return engine;
+}
+
+/** A loaded Kandinsky 2.2 decoder in its own worker (see `loadDecoder`). */
+class WorkerDecoder extends WorkerClient {
+  backend = 'cpu';
+  fallbackReason = null;
+  /** The WebGPU adapter in words, or null on the CPU. */
+  adapter = null;
+  /** Width of the embeddings it decodes (1280 for the real decoder). */
+  embeddingDim = 0;
+  /** Image pixels per latent (8 for the real MoVQ). */
+  latentScale = 0;
+  /** Image sides must be multiples of this (64 for the real decoder). */
+  sizeMultiple = 0;
+  /** The sampler its scheduler config names: 'ddpm' | 'ddim' | 'dpmpp'. */
+  defaultScheduler = 'ddpm';
+  loadInfo = null;
+
+  /**
+   * Decodes an embedding to an image: `{ width, height, rgba: Uint8ClampedArray, steps, scheduler, stepMs,
+   * msPerStep, movqMs, seconds }`. `noise` (`{ initialLatents, stepNoise }`, the golden / CLI `--noise`
+   * layout) replaces the seed's draws. `onStep({ step, total, msPerStep, preview: { width, height, rgba } })`
+   * after every denoising step. Aborting `signal` stops the decode before its next step: the promise then
+   * rejects with an AbortError (the decoder stays loaded).
+   */
+  async decode({ imageEmbeds, negativeImageEmbeds, seed, steps, guidance, width, height, scheduler, noise, onStep, signal } = {}) {
+    signal?.throwIfAborted();
+    const f32 = (v) => (v === undefined || v === null ? undefined : Float32Array.from(v));
+    const request = {
+      imageEmbeds: f32(imageEmbeds), negativeImageEmbeds: f32(negativeImageEmbeds), seed, steps, guidance, width, height, scheduler,
+      noise: noise ? { initialLatents: f32(noise.initialLatents), stepNoise: f32(noise.stepNoise) } : undefined,
     };
-    return engine;
-  } catch (e) {
-    engine.dispose();
-    throw signal?.aborted ? cancelled() : e;
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
+    const onAbort = () => { this.call('cancel').catch(() => {}); };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await this.call('decode', { request }, onStep);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
+}
+
+/**
+ * Loads the Kandinsky 2.2 decoder (UNet + MoVQ + scheduler) in a Web Worker of its own, streamed and kept
+ * in the browser cache like the λ model. `model`: a base URL with `unet/`, `movq/`, `scheduler/`, a manifest
+ * `{ unet, movq, scheduler }` or nothing for DEFAULT_DECODER. `weights`: 'f16' (default; on WebGPU the f32
+ * weight matrices are kept as f16, half the memory) | 'f32' (exactly as stored). Other options as `load`.
+ */
+export async function loadDecoder({ model, backend = 'auto', weights, onProgress, signal, cache = true } = {}) {
+  signal?.throwIfAborted();
+  const manifest = resolveDecoderManifest(model);
+  const decoder = new WorkerDecoder(spawnWorker(new URL('./worker.js', import.meta.url)));
+  const info = await loadInWorker(decoder, 'loadDecoder', { manifest, backend, weights, cache }, { onProgress, signal });
+  for (const key of ['backend', 'fallbackReason', 'adapter', 'embeddingDim', 'latentScale', 'sizeMultiple', 'defaultScheduler']) decoder[key] = info[key];
+  decoder.loadInfo = loadInfoOf(info);
+  return decoder;
 }
 
 // ---- Model-free tools, in their own worker (tools-worker.js), started on first use. ----

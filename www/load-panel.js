@@ -31,6 +31,9 @@ export function formatSeconds(s) {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** The header row of a weight-file table (`renderLoadProgress`'s `view.table`). */
+export const LOAD_FILES_HEAD = '<thead><tr><th>Weight file</th><th>Loaded</th><th>Size</th><th>From this browser</th></tr></thead><tbody></tbody>';
+
 const PANEL = `
   <p class="load-source">Model: <span id="load-source"></span></p>
   <p class="load-buttons">
@@ -38,10 +41,7 @@ const PANEL = `
     <button type="button" id="cancel-load" hidden>Cancel</button>
   </p>
   <p id="load-summary" class="load-summary"></p>
-  <table id="load-files" class="load-files" hidden>
-    <thead><tr><th>Weight file</th><th>Loaded</th><th>Size</th><th>From this browser</th></tr></thead>
-    <tbody></tbody>
-  </table>
+  <table id="load-files" class="load-files" hidden>${LOAD_FILES_HEAD}</table>
   <p id="cache-warning" class="status warn" hidden></p>
   <p class="cache-line"><span id="cache-usage">Cached models: …</span>
     <button type="button" id="clear-cache">Clear cached models</button></p>`;
@@ -53,23 +53,27 @@ function status(text, kind = '') {
 
 let lastProgress = null;
 
-/** Shows one progress snapshot (see ModelReader.snapshot in model-reader.js). */
-function showProgress(p) {
-  lastProgress = p;
-  window.__lambdaLoadProgress = p;
+/** What the panel says once every weight is on the device and only the λ engine's last step remains. */
+const MODEL_FINISHING = 'All weights are loaded; the engine is computing its empty-image embedding';
+
+/**
+ * Renders one progress snapshot (see ModelReader.snapshot in model-reader.js) into `view` = `{ bar, summary,
+ * table, warning }` (a <progress>, a <p>, a .load-files <table> with a <tbody>, a <p>): bytes, speed,
+ * cache, ETA and one row per weight file. `finishing`: what to say once every weight is loaded.
+ */
+export function renderLoadProgress(view, p, finishing = MODEL_FINISHING) {
   if (p.total) {
-    $('progress').hidden = false;
-    $('progress').value = p.done / p.total;
+    view.bar.hidden = false;
+    view.bar.value = p.done / p.total;
   }
   const parts = [];
-  if (p.phase === 'finishing') parts.push('All weights are loaded; the engine is computing its empty-image embedding');
+  if (p.phase === 'finishing') parts.push(finishing);
   else if (p.total) parts.push(`${formatBytes(p.done)} of ${formatBytes(p.total)} of weights`);
   else parts.push('reading the model files…');
   if (p.bytesPerSecond && p.phase === 'weights') parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
   if (p.fromCache) parts.push(`${formatBytes(p.fromCache)} from this browser's cache`);
   if (p.phase === 'weights' && p.etaSeconds != null && p.etaSeconds > 0) parts.push(`about ${formatSeconds(p.etaSeconds)} left`);
-  $('load-summary').textContent = parts.join(' · ');
-  const body = $('load-files').tBodies[0];
+  view.summary.textContent = parts.join(' · ');
   const rows = p.files.map((f) => {
     const tr = document.createElement('tr');
     tr.dataset.file = f.file;
@@ -79,14 +83,23 @@ function showProgress(p) {
     tr.children[0].title = f.url;
     return tr;
   });
-  body.replaceChildren(...rows);
-  $('load-files').hidden = rows.length === 0;
+  view.table.tBodies[0].replaceChildren(...rows);
+  view.table.hidden = rows.length === 0;
   const warning = p.cacheWarning ? `${p.cacheWarning[0].toUpperCase()}${p.cacheWarning.slice(1)}.` : '';
-  $('cache-warning').hidden = !warning;
-  $('cache-warning').textContent = warning;
+  view.warning.hidden = !warning;
+  view.warning.textContent = warning;
 }
 
-async function showCacheUsage() {
+/** Shows one progress snapshot of the model's load in the panel. */
+function showProgress(p) {
+  lastProgress = p;
+  window.__lambdaLoadProgress = p;
+  renderLoadProgress({ bar: $('progress'), summary: $('load-summary'), table: $('load-files'), warning: $('cache-warning') }, p);
+}
+
+/** Shows how much this browser keeps (every model, the decoder's files too) beside "Clear cached models". */
+export async function showCacheUsage() {
+  if (!$('cache-usage')) return null;
   try {
     const u = await cacheUsage();
     $('cache-usage').textContent = u.available

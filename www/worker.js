@@ -1,10 +1,15 @@
-// The Web Worker that owns the wasm engine: all model work happens here, so the page never freezes.
+// The Web Worker that owns the wasm engine: all model work happens here, so the page never freezes. One
+// worker holds either the λ model (`load`) or the local decoder (`loadDecoder`): decoding runs in a worker
+// of its own, so computing an embedding and decoding never wait for each other.
 // Protocol: {id, op, args} in; {id, ok: true, result} | {id, ok: false, error, name} | {id, progress} out.
-// `cancel` may arrive while `load` runs: it aborts the load's fetches, and `load` answers with an AbortError.
-import init, { Engine, version } from '../pkg/lambda_eclipse.js';
+// `cancel` may arrive while `load`/`loadDecoder` runs: it aborts the load's fetches, and the load answers
+// with an AbortError; during `decode` it stops the decode before its next step (also an AbortError).
+// `decode` reports each step as a progress message.
+import init, { Decoder, Engine, version } from '../pkg/lambda_eclipse.js';
 import { ModelReader } from './model-reader.js';
 
 let engine = null;
+let decoder = null;
 let reader = null;
 let wasm = null;
 const ready = init().then((exports) => { wasm = exports; });
@@ -12,32 +17,33 @@ const ready = init().then((exports) => { wasm = exports; });
 /** Bytes of the wasm instance's linear memory (it grows and never shrinks: this is its peak). */
 const memoryBytes = () => wasm?.memory?.buffer.byteLength ?? 0;
 
-function transferables(value, out = []) {
-  if (value instanceof Float32Array || value instanceof Int32Array || value instanceof Uint8Array) out.push(value.buffer);
+/** The buffers of the typed arrays in `value`, each once (postMessage rejects a buffer listed twice). */
+function transferables(value, out = new Set()) {
+  if (ArrayBuffer.isView(value)) out.add(value.buffer);
   else if (Array.isArray(value)) value.forEach((v) => transferables(v, out));
   else if (value && typeof value === 'object') Object.values(value).forEach((v) => transferables(v, out));
-  return out;
+  return [...out];
 }
 
-const ops = {
-  async load(id, { manifest, backend, cache = true }) {
-    if (reader) throw new Error('this engine worker has already loaded a model');
-    reader = new ModelReader({ cache, memoryBytes, onProgress: (progress) => postMessage({ id, progress }) });
-    await ready;
-    const t0 = performance.now();
-    try {
-      engine = await Engine.load(manifest, backend, reader);
-    } catch (e) {
-      const message = String(e?.message ?? e);
-      await reader.failed(message);
-      if (reader.cancelled) throw new DOMException('loading was cancelled', 'AbortError');
-      throw e;
-    }
-    const progress = await reader.commit();
-    return {
-      backend: engine.backend,
-      fallbackReason: engine.fallbackReason ?? null,
-      embeddingDim: engine.embeddingDim,
+/** Loads a model through a fresh ModelReader (progress, cache, cancel): `open(reader)` builds the engine. */
+async function loadThrough(id, cache, open) {
+  if (reader) throw new Error('this worker has already loaded a model');
+  reader = new ModelReader({ cache, memoryBytes, onProgress: (progress) => postMessage({ id, progress }) });
+  await ready;
+  const t0 = performance.now();
+  let loaded;
+  try {
+    loaded = await open(reader);
+  } catch (e) {
+    const message = String(e?.message ?? e);
+    await reader.failed(message);
+    if (reader.cancelled) throw new DOMException('loading was cancelled', 'AbortError');
+    throw e;
+  }
+  const progress = await reader.commit();
+  return {
+    loaded,
+    info: {
       version: version(),
       loadSeconds: (performance.now() - t0) / 1000,
       memoryBytes: memoryBytes(),
@@ -45,10 +51,33 @@ const ops = {
       cachedBytes: progress.fromCache,
       weightBytes: progress.total,
       cacheWarning: progress.cacheWarning,
+    },
+  };
+}
+
+const ops = {
+  async load(id, { manifest, backend, cache = true }) {
+    const { loaded, info } = await loadThrough(id, cache, (io) => Engine.load(manifest, backend, io));
+    engine = loaded;
+    return { ...info, backend: engine.backend, fallbackReason: engine.fallbackReason ?? null, embeddingDim: engine.embeddingDim };
+  },
+  async loadDecoder(id, { manifest, backend, weights, cache = true }) {
+    const { loaded, info } = await loadThrough(id, cache, (io) => Decoder.load(manifest, backend, io, weights));
+    decoder = loaded;
+    return {
+      ...info,
+      backend: decoder.backend,
+      fallbackReason: decoder.fallbackReason ?? null,
+      adapter: decoder.backend === 'webgpu' ? await adapterInWords(decoder.adapter) : null,
+      embeddingDim: decoder.embeddingDim,
+      latentScale: decoder.latentScale,
+      sizeMultiple: decoder.sizeMultiple,
+      defaultScheduler: decoder.defaultScheduler,
     };
   },
+  decode: (id, { request }) => decoder.decode(request, (step) => postMessage({ id, progress: step }, transferables(step))),
   cancel() {
-    reader?.cancel();
+    if (decoder) decoder.cancel(); else reader?.cancel();
     return true;
   },
   memoryBytes: () => memoryBytes(),
@@ -70,13 +99,14 @@ async function adapterInWords(fallback) {
   return fallback ?? null;
 }
 
-/** Operations that need no loaded model. */
-const ANYTIME = new Set(['load', 'cancel', 'memoryBytes']);
+/** Operations that need no loaded model, and the one that needs the decoder rather than the λ model. */
+const ANYTIME = new Set(['load', 'loadDecoder', 'cancel', 'memoryBytes']);
+const NEEDS_DECODER = new Set(['decode']);
 
 self.onmessage = async ({ data: { id, op, args } }) => {
   try {
     if (!ops[op]) throw new Error(`unknown operation ${op}`);
-    if (!ANYTIME.has(op) && !engine) throw new Error('the model is not loaded yet');
+    if (NEEDS_DECODER.has(op) ? !decoder : !ANYTIME.has(op) && !engine) throw new Error(`the ${NEEDS_DECODER.has(op) ? 'decoder' : 'model'} is not loaded yet`);
     const result = await ops[op](id, args ?? {});
     postMessage({ id, ok: true, result }, transferables(result));
   } catch (e) {

@@ -17,7 +17,7 @@ use crate::models::conv::{nchw_to_rows, rows_to_nchw};
 use crate::models::movq::{is_decoder_tensor, MoVq, MoVqConfig};
 use crate::models::unet::{UNet, UNetConfig};
 use crate::ops::Backend;
-use crate::timing::now_ms;
+use crate::timing::{now_ms, yield_to_event_loop};
 use crate::weights::{load_component_weights, load_component_weights_where, ModelFiles};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -356,7 +356,8 @@ impl<B: Backend> DecoderEngine<B> {
     }
 
     /// Runs the sampler and the MoVQ. `on_step(step, total, preview)` is called after every denoising step
-    /// (1-based); `cancel` is checked before each step and before the MoVQ ([`Error::Cancelled`]).
+    /// (1-based); `cancel` is checked before each step and before the MoVQ ([`Error::Cancelled`]). Between
+    /// steps the browser's event loop runs once ([`yield_to_event_loop`]), so a cancel request can arrive.
     pub async fn decode(&self, req: &DecodeRequest, on_step: &mut dyn FnMut(usize, usize, &LatentPreview), cancel: &AtomicBool)
         -> Result<DecodedImage> {
         let be = &self.backend;
@@ -404,6 +405,8 @@ impl<B: Backend> DecoderEngine<B> {
             }
             timings.push((format!("step {}/{total} (t={t})", i + 1), now_ms() - t0));
             on_step(i + 1, total, &preview(&latents, c, lh, lw));
+            // In the browser, lets a `cancel` that arrived during the step reach `cancel` before the next one.
+            yield_to_event_loop().await;
         }
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);

@@ -15,6 +15,9 @@ export const OUTPUT = path.join(ROOT, 'tests/output');
 export const SCREENSHOTS = path.join(OUTPUT, 'screenshots');
 export const GOLDENS = path.resolve(ROOT, '../shared/goldens/lambda-tiny');
 export const TINY_MODEL = '/shared/goldens/lambda-tiny/model/';
+/** The tiny Kandinsky 2.2 decoder and its golden cases (`ddpm_nocfg.safetensors`, …). */
+export const DECODER_GOLDENS = path.resolve(ROOT, '../shared/goldens/kandinsky-tiny');
+export const TINY_DECODER = '/shared/goldens/kandinsky-tiny/model/';
 
 export const freePort = () => new Promise((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });

@@ -6,9 +6,10 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { GOLDENS, IMAGES, OUTPUT, TINY_MODEL } from './browser.mjs';
 
-/** Tensor `name` of a lambda-tiny golden file, parsed by hand: `{ shape, data }` (F32 → Float32Array, U8 → Uint8Array, I64 → numbers). */
-export function golden(file, name) {
-  const buf = readFileSync(path.join(GOLDENS, file));
+/** Tensor `name` of a golden file (in lambda-tiny unless `dir` says otherwise), parsed by hand: `{ shape, data }`
+ * (F32 → Float32Array, U8 → Uint8Array, I64 → numbers). */
+export function golden(file, name, dir = GOLDENS) {
+  const buf = readFileSync(path.join(dir, file));
   const n = Number(buf.readBigUInt64LE(0));
   const entry = JSON.parse(buf.subarray(8, 8 + n).toString())[name];
   assert.ok(entry, `${file} has no ${name}`);
