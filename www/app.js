@@ -170,13 +170,13 @@ function setupDecoder() {
 }
 
 /** "Decode locally": the decoder (?decoder=URL, default Kandinsky 2.2 on Hugging Face; &backend= as the
- * model's; &decoder-weights=f32 keeps f32 weights on WebGPU) loads on first use with per-file progress, then
- * decodes with step progress, a live preview and Cancel. */
+ * model's; the weights select, or &decoder-weights=f16|int8|f32, says how WebGPU keeps its weight matrices)
+ * loads on first use with per-file progress, then decodes with step progress, a live preview and Cancel. */
 function setupLocalDecoder() {
   const params = new URLSearchParams(location.search);
   const backend = params.get('backend') || 'auto';
-  const weights = params.get('decoder-weights') || undefined;
   $('decoder-url').value = params.get('decoder') || DEFAULT_DECODER;
+  if (params.get('decoder-weights')) $('decoder-weights').value = params.get('decoder-weights');
   $('decoder-load-files').innerHTML = LOAD_FILES_HEAD;
   const loadView = { bar: $('decoder-progress'), summary: $('decoder-load-summary'), table: $('decoder-load-files'), warning: $('decoder-cache-warning') };
   const local = new LocalDecoder();
@@ -192,6 +192,7 @@ function setupLocalDecoder() {
     if (!decodeInput) { showDecodeStatus('Compute an embedding or choose an embedding file first.', 'error'); return; }
     const input = decodeInput;
     const model = $('decoder-url').value.trim() || DEFAULT_DECODER;
+    const weights = $('decoder-weights').value;
     const { seed, steps, guidance, scheduler } = decoderSettings();
     let { width, height } = decoderSettings();
     controller = new AbortController();

@@ -2,7 +2,7 @@ import type { Engine, EngineDescription, PriorResult } from './lambda-eclipse.js
 
 /**
  * `<lambda-eclipse-widget model="…" prior="…" backend="auto|webgpu|cpu" autoload endpoint="…" token="…"
- * decoder="…" decoder-weights="f16|f32" prompt="…" seed="42" width="512" height="512" steps="50" guidance="4"
+ * decoder="…" decoder-weights="f16|int8|f32" prompt="…" seed="42" width="512" height="512" steps="50" guidance="4"
  * scheduler="ddpm|ddim|dpmpp">`. `decoder` (a decoder folder URL, or empty for Kandinsky 2.2 on Hugging Face)
  * enables "Decode locally".
  */

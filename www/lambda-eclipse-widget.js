@@ -6,7 +6,7 @@
 // Attributes: model, prior (model folders; default: the real Hugging Face files), backend (auto | webgpu |
 // cpu), autoload (load at once instead of on the first click), endpoint + token (a decoder endpoint: enables
 // "Decode"), decoder (a decoder folder, or empty for Kandinsky 2.2 on Hugging Face: enables "Decode locally",
-// on this device) + decoder-weights (f16 | f32), prompt, seed, width, height, steps, guidance, scheduler
+// on this device) + decoder-weights (f16 | int8 | f32), prompt, seed, width, height, steps, guidance, scheduler
 // (decoder settings). Shadow DOM with its own styles; its workers and wasm resolve against this module's URL
 // (another origin works when it sends CORS headers). Model work runs in Web Workers (the decoder in its own).
 // Events: lambda-ready, lambda-result, lambda-decoded, lambda-error (detail: the engine description, the

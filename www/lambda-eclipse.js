@@ -259,7 +259,8 @@ class WorkerDecoder extends WorkerClient {
  * Loads the Kandinsky 2.2 decoder (UNet + MoVQ + scheduler) in a Web Worker of its own, streamed and kept
  * in the browser cache like the λ model. `model`: a base URL with `unet/`, `movq/`, `scheduler/`, a manifest
  * `{ unet, movq, scheduler }` or nothing for DEFAULT_DECODER. `weights`: 'f16' (default; on WebGPU the f32
- * weight matrices are kept as f16, half the memory) | 'f32' (exactly as stored). Other options as `load`.
+ * weight matrices are kept as f16, half the memory) | 'int8' (quantised per output channel at load, a quarter:
+ * the real UNet in 1.26 GB; approximate) | 'f32' (exactly as stored). Other options as `load`.
  */
 export async function loadDecoder({ model, backend = 'auto', weights, onProgress, signal, cache = true } = {}) {
   signal?.throwIfAborted();

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { DECODER_GOLDENS, IMAGES, SCREENSHOTS, TINY_DECODER, TINY_MODEL, openSite } from './browser.mjs';
 import { golden, openApp } from './helpers.mjs';
+import { writeSafetensors } from '../../www/tensor-files.js';
 
 let site, browser, base;
 
@@ -120,6 +121,32 @@ test('an embedding computed in the app decodes locally with a seed; Cancel stops
   assert.match(await page.textContent('#decoded-caption'), /64×128, guidance 4, seed 42; 2 steps of ddpm/);
   assert.ok(new Set(shown.rgb).size > 16, 'a picture, not a flat image');
   await page.screenshot({ path: path.join(SCREENSHOTS, 'local-decoder-computed.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('int8 weights decode on WebGPU; a size above the GPU buffer limit is refused in words before any step', async () => {
+  const { page, errors } = await openApp(browser, base, `&decoder=${TINY_DECODER}`);
+  // The golden's embeddings without its noise: the size is then the fields'.
+  const embeds = {};
+  for (const name of ['image_embeds', 'negative_image_embeds']) embeds[name] = golden('ddim_cfg.safetensors', name, DECODER_GOLDENS);
+  await page.setInputFiles('#embedding-file', { name: 'embeds.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from(writeSafetensors(embeds)) });
+  await page.waitForFunction(() => /embeds\.safetensors/.test(document.getElementById('decode-source').textContent));
+  await page.selectOption('#decoder-weights', 'int8');
+  await setDecoderFields(page, { steps: 2, guidance: 4, width: 64, height: 64, scheduler: 'ddim' });
+  assert.equal(await decodeLocally(page), 'ok', await page.textContent('#decode-status'));
+  assert.match(await page.textContent('#decoder-load-summary'), /Decoder loaded \(WebGPU\)/);
+  const shown = await shownRgb(page);
+  assert.deepEqual([shown.width, shown.height], [64, 64]);
+  assert.ok(new Set(shown.rgb).size > 16, 'a picture, not a flat image');
+
+  // SwiftShader allows 1 GiB per buffer: the tiny MoVQ's last level at 4096×2048 (64 channels) needs 2 GiB.
+  await setDecoderFields(page, { steps: 2, guidance: 4, width: 4096, height: 2048, scheduler: 'ddim' });
+  await recordSteps(page);
+  assert.equal(await decodeLocally(page, 60_000), 'error');
+  const message = await page.textContent('#decode-status');
+  assert.match(message, /a 4096×2048 image needs a 2048 MiB GPU buffer \(the MoVQ's largest feature map\), above this device's 1024 MiB per-buffer limit: the largest square image that fits is 2048×2048/, message);
+  assert.deepEqual((await page.evaluate(() => window.__stepTexts)).filter(Boolean), [], 'refused before the first step');
   assert.deepEqual(errors, []);
   await page.close();
 });
