@@ -96,20 +96,21 @@ pub fn interpolate_grid(corners: Array, steps: f64) -> Result<Array, JsError> {
 /// The folders of a model, each given its own URL by the manifest.
 const MODEL_FOLDERS: [&str; 5] = ["tokenizer", "text_encoder", "image_encoder", "image_processor", "prior"];
 
-/// Every weight file of the model with the bytes of its tensors, in loading order:
-/// `[{ component, file, url, bytes }]`.
-async fn weight_plan<F: ModelFiles>(files: &F) -> crate::Result<Array> {
+/// Every weight file of `components` (`(folder, file stem)`) with the bytes of the tensors that will be
+/// loaded (those `keep(component, tensor)` accepts), in loading order: `[{ component, file, url, bytes }]`.
+async fn weight_plan<F: ModelFiles>(files: &F, components: &[(&str, &str)], keep: fn(&str, &str) -> bool) -> crate::Result<Array> {
     use crate::weights::ByteSource;
     let out = Array::new();
-    for (component, stem) in [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")] {
+    for &(component, stem) in components {
         let (_, weight_files) = open_component(files, component, stem).await?;
         for wf in weight_files {
+            let bytes = wf.tensor_bytes_where(|tensor| keep(component, tensor));
             let o = Object::new();
             let entries: [(&str, JsValue); 4] = [
                 ("component", component.into()),
                 ("file", wf.path.as_str().into()),
                 ("url", wf.source.name().into()),
-                ("bytes", (wf.tensor_bytes() as f64).into()),
+                ("bytes", (bytes as f64).into()),
             ];
             for (k, v) in entries {
                 let _ = Reflect::set(&o, &JsValue::from_str(k), &v);
@@ -184,7 +185,8 @@ impl Engine {
         }
         // The plan reads the weight headers (the loader keeps them for the load proper). When it fails, the
         // load itself reports the same problem in its usual order (tokenizer first), so the error is dropped.
-        if let Ok(plan) = weight_plan(&files).await {
+        const COMPONENTS: [(&str, &str); 3] = [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")];
+        if let Ok(plan) = weight_plan(&files, &COMPONENTS, |_, _| true).await {
             let plan_fn = get(&io, "plan");
             if let Some(f) = plan_fn.dyn_ref::<Function>() {
                 let _ = f.call1(&io, &plan);

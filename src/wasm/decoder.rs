@@ -10,7 +10,6 @@ use crate::ops::Backend;
 use crate::pipeline::{DecodeRequest, DecoderEngine, DecoderNoise, LatentPreview, SchedulerKind};
 use crate::timing::now_ms;
 use crate::weights::http::{HttpFiles, ModelIo};
-use crate::weights::{open_component, ModelFiles};
 use js_sys::{Array, Float32Array, Function, Object, Uint8ClampedArray};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -19,25 +18,6 @@ use wasm_bindgen::prelude::*;
 
 /// The folders of a decoder (`kandinsky-2-2-decoder` layout); a manifest gives each its URL.
 const DECODER_FOLDERS: [&str; 3] = ["unet", "movq", "scheduler"];
-
-/// Every weight file the decoder reads with the bytes it reads from it (the MoVQ's encoder half is skipped):
-/// `[{ component, file, url, bytes }]`, as `io.plan` takes it.
-async fn decoder_weight_plan<F: ModelFiles>(files: &F) -> crate::Result<Array> {
-    let out = Array::new();
-    for component in ["unet", "movq"] {
-        let (_, weight_files) = open_component(files, component, "diffusion_pytorch_model").await?;
-        for wf in weight_files {
-            let bytes: u64 = wf.header.tensors.iter().filter(|t| component != "movq" || is_decoder_tensor(&t.name)).map(|t| t.len as u64).sum();
-            let o = Object::new();
-            let _ = set(&o, "component", component);
-            let _ = set(&o, "file", wf.path.as_str());
-            let _ = set(&o, "url", crate::weights::ByteSource::name(&wf.source));
-            let _ = set(&o, "bytes", bytes as f64);
-            out.push(&o);
-        }
-    }
-    Ok(out)
-}
 
 enum AnyDecoder {
     Cpu(DecoderEngine<CpuBackend>),
@@ -158,7 +138,9 @@ impl Decoder {
         };
         // Configs first: a folder that is not a decoder fails before any weight, with its URL.
         let configs = crate::pipeline::DecoderConfigs::read(&files).await.map_err(js_err)?;
-        if let Ok(plan) = decoder_weight_plan(&files).await {
+        // The MoVQ's encoder half is never loaded, so it is not in the plan.
+        let keep = |component: &str, tensor: &str| component != "movq" || is_decoder_tensor(tensor);
+        if let Ok(plan) = super::weight_plan(&files, &[("unet", "diffusion_pytorch_model"), ("movq", "diffusion_pytorch_model")], keep).await {
             if let Some(f) = get(&io, "plan").dyn_ref::<Function>() {
                 let _ = f.call1(&io, &plan);
             }

@@ -168,9 +168,9 @@ pub struct WeightFile<S> {
 }
 
 impl<S> WeightFile<S> {
-    /// Bytes of the float tensors the engine reads from this file.
-    pub fn tensor_bytes(&self) -> u64 {
-        self.header.tensors.iter().map(|t| t.len as u64).sum()
+    /// Bytes of this file's tensors whose names `keep` accepts (what the engine reads from it).
+    pub fn tensor_bytes_where(&self, keep: impl Fn(&str) -> bool) -> u64 {
+        self.header.tensors.iter().filter(|t| keep(&t.name)).map(|t| t.len as u64).sum()
     }
 }
 
