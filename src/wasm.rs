@@ -97,14 +97,18 @@ pub fn interpolate_grid(corners: Array, steps: f64) -> Result<Array, JsError> {
 const MODEL_FOLDERS: [&str; 5] = ["tokenizer", "text_encoder", "image_encoder", "image_processor", "prior"];
 
 /// Every weight file of `components` (`(folder, file stem)`) with the bytes of the tensors that will be
-/// loaded (those `keep(component, tensor)` accepts), in loading order: `[{ component, file, url, bytes }]`.
-async fn weight_plan<F: ModelFiles>(files: &F, components: &[(&str, &str)], keep: fn(&str, &str) -> bool) -> crate::Result<Array> {
+/// loaded (those `keep(component, tensor)` accepts), in loading order: `[{ component, file, url, bytes }]`;
+/// and the bytes those tensors take as f32 (what the CPU backend holds).
+async fn weight_plan<F: ModelFiles>(files: &F, components: &[(&str, &str)], keep: fn(&str, &str) -> bool)
+    -> crate::Result<(Array, u64)> {
     use crate::weights::ByteSource;
     let out = Array::new();
+    let mut f32_bytes = 0u64;
     for &(component, stem) in components {
         let (_, weight_files) = open_component(files, component, stem).await?;
         for wf in weight_files {
             let bytes = wf.tensor_bytes_where(|tensor| keep(component, tensor));
+            f32_bytes += wf.header.tensors.iter().filter(|t| keep(component, &t.name)).map(|t| 4 * t.shape.iter().product::<usize>() as u64).sum::<u64>();
             let o = Object::new();
             let entries: [(&str, JsValue); 4] = [
                 ("component", component.into()),
@@ -118,7 +122,7 @@ async fn weight_plan<F: ModelFiles>(files: &F, components: &[(&str, &str)], keep
             out.push(&o);
         }
     }
-    Ok(out)
+    Ok((out, f32_bytes))
 }
 
 /// The engine on the backend chosen at load time.
@@ -186,7 +190,7 @@ impl Engine {
         // The plan reads the weight headers (the loader keeps them for the load proper). When it fails, the
         // load itself reports the same problem in its usual order (tokenizer first), so the error is dropped.
         const COMPONENTS: [(&str, &str); 3] = [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")];
-        if let Ok(plan) = weight_plan(&files, &COMPONENTS, |_, _| true).await {
+        if let Ok((plan, _)) = weight_plan(&files, &COMPONENTS, |_, _| true).await {
             let plan_fn = get(&io, "plan");
             if let Some(f) = plan_fn.dyn_ref::<Function>() {
                 let _ = f.call1(&io, &plan);

@@ -50,16 +50,32 @@ fn decode_err(e: Error) -> JsValue {
     }
 }
 
-/// A non-negative integer field of the request, or its default when absent.
-fn count_field(request: &JsValue, key: &str, default: usize) -> Result<usize, JsValue> {
+/// A non-negative integer field of the request (up to 2⁵³, what a JS number holds exactly), or its default
+/// when absent.
+fn integer_field(request: &JsValue, key: &str, default: u64) -> Result<u64, JsValue> {
     let v = get(request, key);
     if v.is_undefined() || v.is_null() {
         return Ok(default);
     }
     match v.as_f64() {
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as usize),
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as u64),
         _ => Err(JsError::new(&format!("{key} must be a non-negative integer")).into()),
     }
+}
+
+/// A count or size field (steps, width, height): [`integer_field`] that must also fit this platform's usize.
+fn count_field(request: &JsValue, key: &str, default: usize) -> Result<usize, JsValue> {
+    let v = integer_field(request, key, default as u64)?;
+    usize::try_from(v).map_err(|_| JsError::new(&format!("{key} = {v} is too large")).into())
+}
+
+/// RGB bytes as RGBA (opaque), what `ImageData` takes.
+fn rgba_of(rgb: &[u8]) -> Uint8ClampedArray {
+    let mut rgba = Vec::with_capacity(rgb.len() / 3 * 4);
+    for px in rgb.chunks_exact(3) {
+        rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
+    }
+    Uint8ClampedArray::from(rgba.as_slice())
 }
 
 fn f32_field(request: &JsValue, key: &str) -> Result<Option<Vec<f32>>, JsValue> {
@@ -71,14 +87,10 @@ fn f32_field(request: &JsValue, key: &str) -> Result<Option<Vec<f32>>, JsValue> 
 }
 
 fn preview_object(p: &LatentPreview) -> Result<Object, JsError> {
-    let mut rgba = Vec::with_capacity(p.width * p.height * 4);
-    for px in p.rgb.chunks_exact(3) {
-        rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
-    }
     let o = Object::new();
     set(&o, "width", p.width)?;
     set(&o, "height", p.height)?;
-    set(&o, "rgba", Uint8ClampedArray::from(rgba.as_slice()))?;
+    set(&o, "rgba", rgba_of(&p.rgb))?;
     Ok(o)
 }
 
@@ -91,9 +103,13 @@ pub struct Decoder {
     /// One decode at a time: a second would interleave with the first on the same device.
     busy: Cell<bool>,
     fallback_reason: Option<String>,
+    /// How the weight matrices are kept (f32 on the CPU whatever was asked).
+    weights: WeightChoice,
 }
 
-/// How the decoder's weight matrices are kept (`Decoder.load`'s `weights`).
+/// How the GPU keeps the decoder's weight matrices (`Decoder.load`'s `weights`). The CPU keeps f32 whatever
+/// is asked: it computes in f32 and has no int8 storage, so int8 there would change the picture and save no
+/// memory.
 #[derive(Clone, Copy)]
 enum WeightChoice {
     F16,
@@ -102,8 +118,6 @@ enum WeightChoice {
 }
 
 impl WeightChoice {
-    /// The backend with this weight rule (`with_f16_weights` is the identity on the CPU, which computes in f32;
-    /// int8 there is quantise-dequantise, the same values as the GPU's).
     fn apply<B: Backend>(self, be: B) -> B {
         match self {
             WeightChoice::F16 => be.with_f16_weights(),
@@ -111,7 +125,19 @@ impl WeightChoice {
             WeightChoice::F32 => be,
         }
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            WeightChoice::F16 => "f16",
+            WeightChoice::Int8 => "int8",
+            WeightChoice::F32 => "f32",
+        }
+    }
 }
+
+/// Bytes of f32 weights above which the wasm CPU fallback refuses a decoder before downloading it: WebAssembly
+/// memory ends at 4 GiB and decoding needs room for activations (the real UNet is 5 GB in f32).
+const CPU_WEIGHT_LIMIT: u64 = 3 << 30;
 
 #[wasm_bindgen]
 impl Decoder {
@@ -120,7 +146,8 @@ impl Decoder {
     /// `io.uploaded(component, done, total)` after each tensor). `backend`: `"auto"`, `"webgpu"` or `"cpu"`.
     /// `weights`: `"f16"` (default: f32 weight matrices kept as f16 on the GPU, half the memory, about 1e-3
     /// relative error), `"int8"` (quantised per output channel at load, a quarter of f32: the real UNet in
-    /// 1.26 GB instead of 2.51) or `"f32"` (as stored; what parity with diffusers' float32 goldens needs). The GPU
+    /// 1.26 GB instead of 2.51) or `"f32"` (as stored; what parity with diffusers' float32 goldens needs); the
+    /// CPU keeps f32 whatever is asked, and refuses (before any download) weights above 3 GiB as f32. The GPU
     /// device is opened with the adapter's own limits: the MoVQ at 512 px needs 256 MiB activations.
     pub async fn load(manifest: JsValue, backend: String, io: ModelIo, weights: Option<String>) -> Result<Decoder, JsError> {
         let mut files = HttpFiles::new(io.clone());
@@ -140,7 +167,9 @@ impl Decoder {
         let configs = crate::pipeline::DecoderConfigs::read(&files).await.map_err(js_err)?;
         // The MoVQ's encoder half is never loaded, so it is not in the plan.
         let keep = |component: &str, tensor: &str| component != "movq" || is_decoder_tensor(tensor);
-        if let Ok(plan) = super::weight_plan(&files, &[("unet", "diffusion_pytorch_model"), ("movq", "diffusion_pytorch_model")], keep).await {
+        let mut cpu_bytes = None;
+        if let Ok((plan, f32_bytes)) = super::weight_plan(&files, &[("unet", "diffusion_pytorch_model"), ("movq", "diffusion_pytorch_model")], keep).await {
+            cpu_bytes = Some(f32_bytes);
             if let Some(f) = get(&io, "plan").dyn_ref::<Function>() {
                 let _ = f.call1(&io, &plan);
             }
@@ -151,13 +180,21 @@ impl Decoder {
                 let _ = f.call3(&io, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
             }
         };
-        let cpu = weights.apply(CpuBackend::new());
-        async fn on_cpu(cpu: CpuBackend, files: &HttpFiles, configs: crate::pipeline::DecoderConfigs, progress: crate::pipeline::Progress<'_>) -> Result<AnyDecoder, JsError> {
+        let cpu = CpuBackend::new();
+        async fn on_cpu(cpu: CpuBackend, cpu_bytes: Option<u64>, files: &HttpFiles, configs: crate::pipeline::DecoderConfigs,
+            progress: crate::pipeline::Progress<'_>) -> Result<AnyDecoder, JsError> {
+            if let Some(bytes) = cpu_bytes.filter(|&b| b > CPU_WEIGHT_LIMIT) {
+                return Err(JsError::new(&format!(
+                    "this decoder's weights take {:.2} GB as f32 on the CPU, more than the WebAssembly CPU fallback can \
+                     hold (its memory ends at 4 GiB): decode it in a browser with WebGPU, or on an endpoint",
+                    bytes as f64 / 1e9
+                )));
+            }
             Ok(AnyDecoder::Cpu(DecoderEngine::load_with(cpu, files, configs, progress).await.map_err(js_err)?))
         }
         let mut fallback_reason = None;
         let inner = match backend.as_str() {
-            "cpu" => on_cpu(cpu, &files, configs, &mut progress).await?,
+            "cpu" => on_cpu(cpu, cpu_bytes, &files, configs, &mut progress).await?,
             #[cfg(feature = "gpu")]
             "webgpu" | "gpu" | "auto" => {
                 use crate::ops::gpu::{GpuBackend, GpuOptions};
@@ -168,7 +205,7 @@ impl Decoder {
                     }
                     Err(e) if backend == "auto" => {
                         fallback_reason = Some(e.to_string());
-                        on_cpu(cpu, &files, configs, &mut progress).await?
+                        on_cpu(cpu, cpu_bytes, &files, configs, &mut progress).await?
                     }
                     Err(e) => return Err(js_err(e)),
                 }
@@ -176,17 +213,24 @@ impl Decoder {
             #[cfg(not(feature = "gpu"))]
             "auto" => {
                 fallback_reason = Some("this build has no WebGPU backend".into());
-                on_cpu(cpu, &files, configs, &mut progress).await?
+                on_cpu(cpu, cpu_bytes, &files, configs, &mut progress).await?
             }
             other => return Err(JsError::new(&format!("backend must be \"auto\", \"webgpu\" or \"cpu\", not \"{other}\""))),
         };
-        Ok(Decoder { inner: Rc::new(inner), cancel: AtomicBool::new(false), busy: Cell::new(false), fallback_reason })
+        let weights = if matches!(inner, AnyDecoder::Cpu(_)) { WeightChoice::F32 } else { weights };
+        Ok(Decoder { inner: Rc::new(inner), cancel: AtomicBool::new(false), busy: Cell::new(false), fallback_reason, weights })
     }
 
     /// `"cpu"` or `"webgpu"`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         on_decoder!(&*self.inner, e => match e.backend.name() { "cpu" => "cpu", _ => "webgpu" }).to_string()
+    }
+
+    /// How the weight matrices are kept: `"f16"`, `"int8"` or `"f32"` (always `"f32"` on the CPU).
+    #[wasm_bindgen(getter)]
+    pub fn weights(&self) -> String {
+        self.weights.name().to_string()
     }
 
     /// Why `auto` fell back to the CPU, if it did.
@@ -274,14 +318,10 @@ impl Decoder {
         let steps = r.timesteps.len();
         let step_ms: Vec<f64> = r.timings.iter().take(steps).map(|(_, ms)| *ms).collect();
         let movq_ms = r.timings.get(steps).map_or(0.0, |(_, ms)| *ms);
-        let mut rgba = Vec::with_capacity(r.width * r.height * 4);
-        for px in r.rgb.chunks_exact(3) {
-            rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
-        }
         let out = Object::new();
         set(&out, "width", r.width)?;
         set(&out, "height", r.height)?;
-        set(&out, "rgba", Uint8ClampedArray::from(rgba.as_slice()))?;
+        set(&out, "rgba", rgba_of(&r.rgb))?;
         set(&out, "steps", steps)?;
         set(&out, "scheduler", scheduler_id(r.scheduler))?;
         set(&out, "msPerStep", if steps > 0 { step_ms.iter().sum::<f64>() / steps as f64 } else { 0.0 })?;
@@ -296,7 +336,7 @@ impl Decoder {
         let image_embeds = f32_field(request, "imageEmbeds")?.ok_or_else(|| JsError::new("imageEmbeds (a Float32Array) is required"))?;
         let negative = f32_field(request, "negativeImageEmbeds")?.unwrap_or_default();
         let noise = match get(request, "noise") {
-            n if n.is_undefined() || n.is_null() => DecoderNoise::Seed(count_field(request, "seed", 0)? as u64),
+            n if n.is_undefined() || n.is_null() => DecoderNoise::Seed(integer_field(request, "seed", 0)?),
             n => DecoderNoise::Explicit {
                 initial_latents: f32_field(&n, "initialLatents")?.ok_or_else(|| JsError::new("noise.initialLatents (a Float32Array) is required"))?,
                 step_noise: f32_field(&n, "stepNoise")?,
