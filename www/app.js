@@ -21,7 +21,7 @@ const status = (text, kind = '') => { $('status').textContent = text; $('status'
 const fact = (list, k, v) => { const dt = document.createElement('dt'); dt.textContent = k; const dd = document.createElement('dd'); dd.textContent = v; list.append(dt, dd); };
 let lastResult = null;
 let lastInfo = null;
-/** What the decoder panel decodes: `{ label, imageEmbeds, negativeImageEmbeds, noise }` (see readDecoderInput). */
+/** What the decoder panel decodes: `{ label, imageEmbeds, negativeImageEmbeds, noise, steps }` (see readDecoderInput). */
 let decodeInput = null;
 
 function setDecodeInput(input) {
@@ -77,12 +77,12 @@ function setupCompose(engine) {
       showResult(r, engine);
       interpolation.addResult(`“${prompt}”${subjects.length ? ` with ${subjects.map((s) => s.keyword).join(', ')}` : ''}, seed ${lastInfo.seed}`, r);
       $('result').hidden = false;
-      setDecodeInput({ label: `the result above (“${prompt}”, seed ${lastInfo.seed})`, imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, noise: null });
+      setDecodeInput({ label: `the result above (“${prompt}”, seed ${lastInfo.seed})`, imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, noise: null, steps: null });
       document.body.dataset.result = 'ready';
       status(r.warnings.length ? `Done, with ${r.warnings.length} warning${r.warnings.length > 1 ? 's' : ''} (see the result).` : 'Done.', r.warnings.length ? 'warn' : 'ok');
     } catch (e) {
       document.body.dataset.result = 'error';
-      status(`Could not compute: ${e.message}`, 'error');
+      status(`Could not compute: ${e.message}${engine.alive ? '' : '. Reload the page to load the model again.'}`, 'error');
     } finally {
       $('compute').disabled = false;
     }
@@ -142,7 +142,7 @@ function setupDecoder() {
     if (!file) return;
     try {
       const input = readDecoderInput(new Uint8Array(await file.arrayBuffer()), file.name);
-      setDecodeInput({ ...input, label: `${file.name} (${input.imageEmbeds.length} values${input.noise ? ', with its noise' : ''})` });
+      setDecodeInput({ ...input, label: `${file.name} (${input.imageEmbeds.length} values${input.noise ? `, with its noise${input.steps ? ` for ${input.steps} steps` : ''}` : ''})` });
     } catch (e) {
       showDecodeStatus(`Cannot use ${file.name}: ${e.message}`, 'error');
     }
@@ -193,8 +193,8 @@ function setupLocalDecoder() {
     const input = decodeInput;
     const model = $('decoder-url').value.trim() || DEFAULT_DECODER;
     const weights = $('decoder-weights').value;
-    const { seed, steps, guidance, scheduler } = decoderSettings();
-    let { width, height } = decoderSettings();
+    const { seed, guidance, scheduler } = decoderSettings();
+    let { width, height, steps } = decoderSettings();
     controller = new AbortController();
     const { signal } = controller;
     $('decode-local').disabled = true;
@@ -202,15 +202,20 @@ function setupLocalDecoder() {
     $('cancel-decode-local').disabled = false;
     $('decode-local-step').textContent = '';
     let phase = 'load';
+    let decoder = null;
     try {
-      const decoder = local.current({ model, backend, weights }) ?? await loadWithProgress();
+      decoder = local.current({ model, backend, weights }) ?? await loadWithProgress();
       phase = 'decode';
       state('pending');
       if (input.noise) {
-        // Given latents fix the size, as the CLI's --noise does.
+        // Given latents fix the size, and given step noise the number of steps, as the CLI's --noise does.
         [width, height] = [input.noise.latentWidth * decoder.latentScale, input.noise.latentHeight * decoder.latentScale];
         $('width').value = width;
         $('height').value = height;
+      }
+      if (input.steps) {
+        steps = input.steps;
+        $('steps').value = steps;
       }
       showDecodeStatus(`Decoding ${input.label} on this device (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'}), ${width}×${height}…`, '');
       const r = await decoder.decode({
@@ -230,7 +235,9 @@ function setupLocalDecoder() {
         showDecodeStatus(phase === 'load' ? 'Loading the decoder cancelled; what was downloaded is kept in this browser.' : 'Decoding cancelled.', 'warn');
         state('cancelled');
       } else {
-        showDecodeStatus(phase === 'load' ? `The decoder at ${model} could not be loaded: ${e.message}` : `Could not decode: ${e.message}`, 'error');
+        // A crashed decoder is gone: the next "Decode locally" loads it anew.
+        const again = decoder && !decoder.alive ? ' “Decode locally” loads it again.' : '';
+        showDecodeStatus(phase === 'load' ? `The decoder at ${model} could not be loaded: ${e.message}` : `Could not decode: ${e.message}${again ? `.${again}` : ''}`, 'error');
         state('error');
       }
     } finally {
@@ -246,7 +253,7 @@ function setupLocalDecoder() {
       const decoder = await local.get({ model, backend, weights, signal, onProgress: (p) => renderLoadProgress(loadView, p, 'All weights are loaded') });
       const info = decoder.loadInfo;
       loadView.bar.hidden = true;
-      loadView.summary.textContent = `Decoder loaded (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'}): ${formatBytes(info.weightBytes)} of weights in ${info.loadSeconds.toFixed(1)} s, `
+      loadView.summary.textContent = `Decoder loaded (${decoder.backend === 'webgpu' ? 'WebGPU' : 'CPU'}, ${decoder.weights} weights): ${formatBytes(info.weightBytes)} of weights in ${info.loadSeconds.toFixed(1)} s, `
         + `${formatBytes(info.downloadedBytes)} downloaded, ${formatBytes(info.cachedBytes)} from this browser's cache.`;
       showCacheUsage();
       return decoder;

@@ -228,15 +228,19 @@ export class LambdaEclipseWidget extends HTMLElement {
   async decodeLocally() {
     if (!this.hasAttribute('decoder')) this.#fail('Cannot decode', new Error('the widget has no decoder attribute'));
     if (this.#decodeController) this.#fail('Cannot decode', new Error('a decode is already running'));
-    const r = this.#result ?? (await this.compute());
-    const settings = this.#decodeSettings();
-    const options = { model: this.getAttribute('decoder') || undefined, backend: this.getAttribute('backend') || 'auto', weights: this.getAttribute('decoder-weights') || undefined };
+    // Claimed before anything is awaited: a second click while the embedding is computed is refused.
     const controller = this.#decodeController = new AbortController();
     const [button, cancel, progress, stepLine, preview] = ['.decode-local', '.cancel-decode', 'progress', '.decode-step', 'canvas.preview'].map((q) => this.#q(q));
     button.disabled = true;
     cancel.hidden = false;
     stepLine.textContent = '';
+    let computing = true;
     try {
+      const r = this.#result ?? (await this.compute());
+      computing = false;
+      controller.signal.throwIfAborted(); // Cancel while the embedding was computed
+      const settings = this.#decodeSettings();
+      const options = { model: this.getAttribute('decoder') || undefined, backend: this.getAttribute('backend') || 'auto', weights: this.getAttribute('decoder-weights') || undefined };
       let decoder = this.#localDecoder.current(options);
       if (!decoder) {
         this.#status(`Loading the decoder from ${options.model || 'Hugging Face'}…`);
@@ -257,6 +261,7 @@ export class LambdaEclipseWidget extends HTMLElement {
       this.dispatchEvent(new CustomEvent('lambda-decoded', { detail }));
       return detail;
     } catch (e) {
+      if (computing) throw e; // compute() has said why
       progress.hidden = true;
       if (e.name === 'AbortError') {
         this.#status('Decoding cancelled.', 'warn');

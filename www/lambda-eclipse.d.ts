@@ -160,6 +160,10 @@ export interface Engine {
   prior(request: PriorRequest): Promise<PriorResult>;
   matchKeywords(prompt: string, keywords: string[]): Promise<KeywordMatch[]>;
   describe(): Promise<EngineDescription>;
+  /** False once its worker crashed (a wasm trap: out of memory, a bug) or it was disposed. Every call then
+   * rejects at once: after a crash with "the model's worker crashed (probably out of memory): …" (load anew). */
+  readonly alive: boolean;
+  /** Stops its worker; calls still pending reject with an AbortError ("the model was disposed"). */
   dispose(): void;
 }
 
@@ -219,7 +223,8 @@ export interface DecodeRequest {
    * [1, C, h, w] and, for DDPM, `stepNoise` [steps, 1, C, h, w], row-major. */
   noise?: { initialLatents: ArrayLike<number>; stepNoise?: ArrayLike<number> };
   onStep?: (s: DecodeStep) => void;
-  /** Aborting stops the decode before its next step (AbortError); the decoder stays loaded. */
+  /** Aborting stops the decode before its next step, and a decode aborted after its last step (during the
+   * MoVQ) returns no image: the promise rejects with an AbortError either way; the decoder stays loaded. */
   signal?: AbortSignal;
 }
 
@@ -247,9 +252,16 @@ export interface Decoder {
   readonly latentScale: number;
   readonly sizeMultiple: number;
   readonly defaultScheduler: 'ddpm' | 'ddim' | 'dpmpp';
+  /** How it keeps its weight matrices: what `weights` asked for on WebGPU; 'f32' on the CPU. */
+  readonly weights: 'f16' | 'int8' | 'f32';
   readonly loadInfo: LoadInfo;
-  /** Rejects with an Error in words (size, embedding length, device limits), or an AbortError. */
+  /** Rejects with an Error in words (size, embedding length, device limits), or an AbortError. When its
+   * worker crashes (a wasm trap: out of memory, a bug) it rejects with "the decoder's worker crashed (probably
+   * out of memory): …" and the decoder is gone (`alive` false): load it again. */
   decode(request: DecodeRequest): Promise<DecodedImage>;
+  /** False once its worker crashed or it was disposed; every call then rejects at once. */
+  readonly alive: boolean;
+  /** Stops its worker; a decode still pending rejects with an AbortError ("the decoder was disposed"). */
   dispose(): void;
 }
 

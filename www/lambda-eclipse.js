@@ -88,13 +88,21 @@ async function toBytes(image, what) {
   throw new TypeError(`${what} must be a Blob, File, ArrayBuffer or Uint8Array`);
 }
 
-/** One worker and its request/answer protocol (see worker.js). */
+/** One worker and its request/answer protocol (see worker.js). `what` names what the worker holds ('the
+ * model', 'the decoder') in errors. A crash of the worker (a wasm trap: out of memory, a bug) leaves its wasm
+ * instance unusable: the client then stops the worker, rejects every pending call with the reason, and
+ * rejects every later call at once (`alive` is false); so does `dispose()`, with an AbortError. */
 class WorkerClient {
-  #worker; #next = 1; #pending = new Map();
+  #worker; #what; #next = 1; #pending = new Map();
+  /** Why the worker is gone (`{ message, name }`), or null while it works. */
+  #gone = null;
 
-  constructor(worker) {
+  constructor(worker, what) {
     this.#worker = worker;
+    this.#what = what;
     worker.onmessage = ({ data }) => {
+      // A fatal answer: the wasm instance trapped (worker.js says so), whatever the call (its id may be null).
+      if (data.fatal) { this.#end({ message: this.#crashed(data.error) }); return; }
       const p = this.#pending.get(data.id);
       if (!p) return;
       if (data.progress) { try { p.onProgress?.(data.progress); } catch (e) { console.error(e); } return; }
@@ -103,21 +111,44 @@ class WorkerClient {
       else p.reject(data.name === 'AbortError' ? new DOMException(data.error, 'AbortError') : new Error(data.error));
     };
     worker.onerror = (e) => {
-      for (const p of this.#pending.values()) p.reject(new Error(`engine worker failed: ${e.message}`));
-      this.#pending.clear();
+      e.preventDefault?.(); // handled: the calls reject with it
+      this.#end({ message: e.message ? this.#crashed(e.message) : `${this.#what}'s worker could not start (is worker.js served, with CORS headers when from another origin?)` });
     };
   }
 
+  #crashed(reason) { return `${this.#what}'s worker crashed (probably out of memory): ${reason}`; }
+
+  #error() { return this.#gone.name ? new DOMException(this.#gone.message, this.#gone.name) : new Error(this.#gone.message); }
+
+  /** Stops the worker for good: every pending call and every later one rejects with `gone`. */
+  #end(gone) {
+    if (this.#gone) return;
+    this.#gone = gone;
+    this.#worker.terminate();
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(this.#error());
+  }
+
+  /** False once the worker crashed or the client was disposed: every call then rejects at once. */
+  get alive() { return !this.#gone; }
+
   call(op, args, onProgress) {
+    if (this.#gone) return Promise.reject(this.#error());
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, onProgress });
-      this.#worker.postMessage({ id, op, args });
+      try {
+        this.#worker.postMessage({ id, op, args });
+      } catch (e) {
+        this.#pending.delete(id);
+        throw e;
+      }
     });
   }
 
-  /** Stops the worker and frees what it holds. */
-  dispose() { this.#worker.terminate(); }
+  /** Stops the worker and frees what it holds; pending calls reject with an AbortError. */
+  dispose() { this.#end({ message: `${this.#what} was disposed`, name: 'AbortError' }); }
 }
 
 /** How a load went: `{ loadSeconds, weightBytes, downloadedBytes, cachedBytes, memoryBytes, cacheWarning }`. */
@@ -206,7 +237,7 @@ class WorkerEngine extends WorkerClient {
 export async function load({ model, prior, backend = 'auto', onProgress, signal, cache = true } = {}) {
   signal?.throwIfAborted();
   const manifest = resolveManifest(model, prior);
-  const engine = new WorkerEngine(spawnWorker(new URL('./worker.js', import.meta.url)));
+  const engine = new WorkerEngine(spawnWorker(new URL('./worker.js', import.meta.url)), 'the model');
   const info = await loadInWorker(engine, 'load', { manifest, backend, cache }, { onProgress, signal });
   engine.backend = info.backend;
   engine.fallbackReason = info.fallbackReason;
@@ -229,6 +260,8 @@ class WorkerDecoder extends WorkerClient {
   sizeMultiple = 0;
   /** The sampler its scheduler config names: 'ddpm' | 'ddim' | 'dpmpp'. */
   defaultScheduler = 'ddpm';
+  /** How it keeps its weight matrices: 'f16' | 'int8' | 'f32' (the CPU keeps f32 whatever was asked). */
+  weights = 'f32';
   loadInfo = null;
 
   /**
@@ -248,7 +281,10 @@ class WorkerDecoder extends WorkerClient {
     const onAbort = () => { this.call('cancel').catch(() => {}); };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      return await this.call('decode', { request }, onStep);
+      const image = await this.call('decode', { request }, onStep);
+      // Cancelled after the last step (during the MoVQ): the caller asked for no image.
+      if (signal?.aborted) throw new DOMException('decoding was cancelled', 'AbortError');
+      return image;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -265,9 +301,9 @@ class WorkerDecoder extends WorkerClient {
 export async function loadDecoder({ model, backend = 'auto', weights, onProgress, signal, cache = true } = {}) {
   signal?.throwIfAborted();
   const manifest = resolveDecoderManifest(model);
-  const decoder = new WorkerDecoder(spawnWorker(new URL('./worker.js', import.meta.url)));
+  const decoder = new WorkerDecoder(spawnWorker(new URL('./worker.js', import.meta.url)), 'the decoder');
   const info = await loadInWorker(decoder, 'loadDecoder', { manifest, backend, weights, cache }, { onProgress, signal });
-  for (const key of ['backend', 'fallbackReason', 'adapter', 'embeddingDim', 'latentScale', 'sizeMultiple', 'defaultScheduler']) decoder[key] = info[key];
+  for (const key of ['backend', 'fallbackReason', 'adapter', 'embeddingDim', 'latentScale', 'sizeMultiple', 'defaultScheduler', 'weights']) decoder[key] = info[key];
   decoder.loadInfo = loadInfoOf(info);
   return decoder;
 }

@@ -26,43 +26,75 @@ export const timingText = (r) => `${r.steps} steps of ${r.scheduler} · ${Math.r
 
 /**
  * The decoder input in an embedding file (a safetensors, .npy or JSON export, or the CLI's `prior` output):
- * `{ imageEmbeds, negativeImageEmbeds (or null), noise }`. `noise` is null, or — when a safetensors file
+ * `{ imageEmbeds, negativeImageEmbeds (or null), noise, steps }`. `noise` is null, or — when a safetensors file
  * holds `initial_latents` [1, C, h, w] (and, for DDPM, `step_noise` [steps, 1, C, h, w]), the CLI's
  * `--noise` layout and that of the decoder goldens — `{ initialLatents, stepNoise, latentHeight, latentWidth }`.
+ * `steps`: the number of steps `step_noise` holds draws for (decode with that many), or null without it.
  */
 export function readDecoderInput(bytes, name) {
   const { embeds, negative } = readEmbedding(bytes, name);
   let noise = null;
+  let steps = null;
   let tensors = null;
   try { ({ tensors } = readSafetensors(bytes, name)); } catch { /* .npy or JSON: embeddings only */ }
   const initial = tensors?.initial_latents;
   if (initial) {
     if (initial.shape.length !== 4 || !(initial.data instanceof Float32Array)) throw new Error(`${name}: initial_latents must be float [1, C, h, w], not ${initial.dtype} ${JSON.stringify(initial.shape)}`);
     const stepNoise = tensors.step_noise;
-    noise = { initialLatents: initial.data, stepNoise: stepNoise?.data instanceof Float32Array ? stepNoise.data : null, latentHeight: initial.shape[2], latentWidth: initial.shape[3] };
+    if (stepNoise) {
+      const [, c, h, w] = initial.shape;
+      const ok = stepNoise.data instanceof Float32Array && stepNoise.shape.length === 5 && stepNoise.shape[0] >= 1
+        && stepNoise.shape[1] === 1 && stepNoise.shape[2] === c && stepNoise.shape[3] === h && stepNoise.shape[4] === w;
+      if (!ok) throw new Error(`${name}: step_noise must be float [steps, 1, ${c}, ${h}, ${w}] (as initial_latents), not ${stepNoise.dtype} ${JSON.stringify(stepNoise.shape)}`);
+      steps = stepNoise.shape[0];
+    }
+    noise = { initialLatents: initial.data, stepNoise: stepNoise ? stepNoise.data : null, latentHeight: initial.shape[2], latentWidth: initial.shape[3] };
   }
-  return { imageEmbeds: embeds, negativeImageEmbeds: negative, noise };
+  return { imageEmbeds: embeds, negativeImageEmbeds: negative, noise, steps };
 }
 
-/** Keeps one loaded decoder, for a given (model, backend, weights); another choice loads anew. */
+/** Keeps one loaded decoder, for a given (model, backend, weights); another choice loads anew, and so does the
+ * next use after its worker crashed. */
 export class LocalDecoder {
   #decoder = null;
   #key = null;
+  /** The load under way: `{ key, promise }`, or null. */
+  #loading = null;
 
-  /** The decoder already loaded for these options, or null. */
+  /** The decoder already loaded for these options (and still alive), or null. */
   current({ model, backend = 'auto', weights }) {
-    return this.#key === JSON.stringify([model, backend, weights]) ? this.#decoder : null;
+    return this.#key === JSON.stringify([model, backend, weights]) && this.#decoder?.alive ? this.#decoder : null;
   }
 
-  /** The decoder for these options, loading it first when needed (`onProgress`, `signal` as loadDecoder's). */
+  /** The decoder for these options, loading it first when needed (`onProgress`, `signal` as loadDecoder's). A
+   * second call for the same options while it loads waits for that load (with the first call's progress and
+   * signal); a load for other options supersedes it: the superseded one rejects with an AbortError. */
   async get({ model, backend = 'auto', weights, onProgress, signal }) {
     const key = JSON.stringify([model, backend, weights]);
-    if (this.#decoder && this.#key === key) return this.#decoder;
+    const ready = this.current({ model, backend, weights });
+    if (ready) return ready;
+    if (this.#loading?.key === key) return this.#loading.promise;
     this.#key = null;
     this.#decoder?.dispose();
     this.#decoder = null;
-    this.#decoder = await loadDecoder({ model, backend, weights, onProgress, signal });
-    this.#key = key;
-    return this.#decoder;
+    const loading = { key, promise: null };
+    loading.promise = (async () => {
+      let decoder;
+      try {
+        decoder = await loadDecoder({ model, backend, weights, onProgress, signal });
+      } finally {
+        if (this.#loading === loading) this.#loading = null;
+      }
+      if (this.#key !== null || this.#loading) {
+        // Another choice was asked for while this one loaded.
+        decoder.dispose();
+        throw new DOMException('loading this decoder was superseded by another decoder choice', 'AbortError');
+      }
+      this.#decoder = decoder;
+      this.#key = key;
+      return decoder;
+    })();
+    this.#loading = loading;
+    return loading.promise;
   }
 }

@@ -1,10 +1,12 @@
 // The Web Worker that owns the wasm engine: all model work happens here, so the page never freezes. One
 // worker holds either the λ model (`load`) or the local decoder (`loadDecoder`): decoding runs in a worker
 // of its own, so computing an embedding and decoding never wait for each other.
-// Protocol: {id, op, args} in; {id, ok: true, result} | {id, ok: false, error, name} | {id, progress} out.
+// Protocol: {id, op, args} in; {id, ok: true, result} | {id, ok: false, error, name, fatal?} | {id, progress} out.
 // `cancel` may arrive while `load`/`loadDecoder` runs: it aborts the load's fetches, and the load answers
 // with an AbortError; during `decode` it stops the decode before its next step (also an AbortError).
-// `decode` reports each step as a progress message.
+// `decode` reports each step as a progress message. A wasm trap (out of memory, a bug) leaves the instance
+// unusable (a decoder stays "busy" for ever): the answer then says `fatal: true` (its id is null when the trap
+// came outside a call's own code) and the client stops this worker.
 import init, { Decoder, Engine, version } from '../pkg/lambda_eclipse.js';
 import { ModelReader } from './model-reader.js';
 
@@ -73,6 +75,7 @@ const ops = {
       latentScale: decoder.latentScale,
       sizeMultiple: decoder.sizeMultiple,
       defaultScheduler: decoder.defaultScheduler,
+      weights: decoder.weights,
     };
   },
   decode: (id, { request }) => decoder.decode(request, (step) => postMessage({ id, progress: step }, transferables(step))),
@@ -110,6 +113,13 @@ self.onmessage = async ({ data: { id, op, args } }) => {
     const result = await ops[op](id, args ?? {});
     postMessage({ id, ok: true, result }, transferables(result));
   } catch (e) {
-    postMessage({ id, ok: false, error: String(e && e.message ? e.message : e), name: e?.name ?? 'Error' });
+    if (e instanceof WebAssembly.RuntimeError) postMessage({ id, ok: false, fatal: true, error: String(e), name: 'RuntimeError' });
+    else postMessage({ id, ok: false, error: String(e && e.message ? e.message : e), name: e?.name ?? 'Error' });
   }
 };
+
+// A trap inside an async wasm call can surface as a rejection no call awaits (an uncaught exception reaches the
+// page's worker.onerror by itself, a rejection does not).
+self.addEventListener('unhandledrejection', (ev) => {
+  if (ev.reason instanceof WebAssembly.RuntimeError) postMessage({ id: null, ok: false, fatal: true, error: String(ev.reason), name: 'RuntimeError' });
+});

@@ -2,8 +2,9 @@
 // streamed into the decoder's own worker and run in headless Chromium (WebGPU on SwiftShader, and the wasm
 // CPU). The golden case ddpm_nocfg goes in as an embedding file (it holds the embeddings and diffusers' own
 // noise, the CLI's --noise layout) and the picture must equal the golden image_uint8; an embedding the app
-// computes decodes with a seed; Cancel stops a decode between steps; a wrong decoder URL is named; the
-// widget decodes locally too.
+// computes decodes with a seed; Cancel stops a decode between steps; int8 weights approximate f32; a crash of
+// the decoder's worker is named and the next decode loads it anew; a wrong decoder URL is named; the widget
+// decodes locally too.
 // Needs pkg/ (bash .ci/build-wasm.sh).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import path from 'node:path';
 import { DECODER_GOLDENS, IMAGES, SCREENSHOTS, TINY_DECODER, TINY_MODEL, openSite } from './browser.mjs';
 import { golden, openApp } from './helpers.mjs';
 import { writeSafetensors } from '../../www/tensor-files.js';
+import { readDecoderInput } from '../../www/local-decoder.js';
 
 let site, browser, base;
 
@@ -56,7 +58,8 @@ for (const backend of ['auto', 'cpu']) {
     const { page, errors } = await openApp(browser, base, `&backend=${backend}&decoder=${TINY_DECODER}&decoder-weights=f32`);
     await page.setInputFiles('#embedding-file', path.join(DECODER_GOLDENS, 'ddpm_nocfg.safetensors'));
     await page.waitForFunction(() => /ddpm_nocfg\.safetensors .*with its noise/.test(document.getElementById('decode-source').textContent));
-    await setDecoderFields(page, { steps: 3, guidance: 1, width: 64, height: 64, scheduler: 'ddpm' });
+    // The file's step_noise holds 3 steps: the Steps field follows it, as the CLI's --noise does.
+    await setDecoderFields(page, { steps: 7, guidance: 1, width: 64, height: 64, scheduler: 'ddpm' });
     await recordSteps(page);
     const t0 = Date.now();
     assert.equal(await decodeLocally(page), 'ok', await page.textContent('#decode-status'));
@@ -64,9 +67,10 @@ for (const backend of ['auto', 'cpu']) {
     const steps = await page.evaluate(() => window.__stepTexts);
     assert.ok(steps.some((s) => /^step 1\/3 · \d+ ms\/step$/.test(s)), `step texts: ${steps}`);
     assert.match(await page.textContent('#decode-local-step'), /^step 3\/3 · \d+ ms\/step$/);
+    assert.equal(await page.inputValue('#steps'), '3');
     assert.equal(await page.locator('#decode-preview').isVisible(), true, 'the latent preview is shown');
     assert.deepEqual(await page.evaluate(() => [document.getElementById('decode-preview').width, document.getElementById('decode-preview').height]), [32, 32]);
-    assert.match(await page.textContent('#decoder-load-summary'), /Decoder loaded \((WebGPU|CPU)\)/);
+    assert.match(await page.textContent('#decoder-load-summary'), /Decoder loaded \((WebGPU|CPU), f32 weights\)/);
     const caption = await page.textContent('#decoded-caption');
     assert.match(caption, /64×64, guidance 1, noise from the file; 3 steps of ddpm · \d+ ms\/step · MoVQ \d+ ms/, caption);
     assert.match(caption, backend === 'cpu' ? /\(CPU\)$/ : /\(WebGPU\)$/, caption);
@@ -125,7 +129,7 @@ test('an embedding computed in the app decodes locally with a seed; Cancel stops
   await page.close();
 });
 
-test('int8 weights decode on WebGPU; a size above the GPU buffer limit is refused in words before any step', async () => {
+test('int8 weights decode on WebGPU close to f32; a size above the GPU buffer limit is refused in words before any step', async () => {
   const { page, errors } = await openApp(browser, base, `&decoder=${TINY_DECODER}`);
   // The golden's embeddings without its noise: the size is then the fields'.
   const embeds = {};
@@ -133,22 +137,91 @@ test('int8 weights decode on WebGPU; a size above the GPU buffer limit is refuse
   await page.setInputFiles('#embedding-file', { name: 'embeds.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from(writeSafetensors(embeds)) });
   await page.waitForFunction(() => /embeds\.safetensors/.test(document.getElementById('decode-source').textContent));
   await page.selectOption('#decoder-weights', 'int8');
-  await setDecoderFields(page, { steps: 2, guidance: 4, width: 64, height: 64, scheduler: 'ddim' });
+  const small = { steps: 2, guidance: 4, width: 64, height: 64, scheduler: 'ddim' };
+  await setDecoderFields(page, small);
   assert.equal(await decodeLocally(page), 'ok', await page.textContent('#decode-status'));
-  assert.match(await page.textContent('#decoder-load-summary'), /Decoder loaded \(WebGPU\)/);
-  const shown = await shownRgb(page);
-  assert.deepEqual([shown.width, shown.height], [64, 64]);
-  assert.ok(new Set(shown.rgb).size > 16, 'a picture, not a flat image');
+  assert.match(await page.textContent('#decoder-load-summary'), /Decoder loaded \(WebGPU, int8 weights\)/);
+  const int8 = await shownRgb(page);
+  assert.deepEqual([int8.width, int8.height], [64, 64]);
+  assert.ok(new Set(int8.rgb).size > 16, 'a picture, not a flat image');
 
   // SwiftShader allows 1 GiB per buffer: the tiny MoVQ's last level at 4096×2048 (64 channels) needs 2 GiB.
-  await setDecoderFields(page, { steps: 2, guidance: 4, width: 4096, height: 2048, scheduler: 'ddim' });
+  await setDecoderFields(page, { ...small, width: 4096, height: 2048 });
   await recordSteps(page);
   assert.equal(await decodeLocally(page, 60_000), 'error');
   const message = await page.textContent('#decode-status');
   assert.match(message, /a 4096×2048 image needs a 2048 MiB GPU buffer \(the MoVQ's largest feature map\), above this device's 1024 MiB per-buffer limit: the largest square image that fits is 2048×2048/, message);
   assert.deepEqual((await page.evaluate(() => window.__stepTexts)).filter(Boolean), [], 'refused before the first step');
+
+  // The same request with f32 weights (the decoder loads anew): int8 approximates it.
+  await page.selectOption('#decoder-weights', 'f32');
+  await setDecoderFields(page, small);
+  assert.equal(await decodeLocally(page), 'ok', await page.textContent('#decode-status'));
+  assert.match(await page.textContent('#decoder-load-summary'), /Decoder loaded \(WebGPU, f32 weights\)/);
+  const f32 = await shownRgb(page);
+  assert.deepEqual([f32.width, f32.height], [64, 64]);
+  let sum = 0;
+  let differ = 0;
+  f32.rgb.forEach((v, i) => { const d = Math.abs(v - int8.rgb[i]); sum += d; if (d) differ++; });
+  const mean = sum / f32.rgb.length;
+  console.log(`# int8 vs f32: ${differ} of ${f32.rgb.length} 8-bit values differ, mean |Δ| ${mean.toFixed(2)}`);
+  assert.ok(differ > 0, 'int8 weights are not f32: some pixel differs');
+  assert.ok(mean <= 0.1 * 255, `int8 approximates f32: mean |Δ| ${mean.toFixed(2)} of 255`);
   assert.deepEqual(errors, []);
   await page.close();
+});
+
+test("a crash of the decoder's worker is named, the panel works again, and the next decode loads the decoder anew", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // worker.js requests: the engine's, then each decoder's. The first decoder's worker traps outside any call
+  // (an uncaught RuntimeError, as a trap in an async wasm call gives), the second answers its decode with a
+  // trap (worker.js's fatal answer); the third is the real worker.
+  const crashes = [
+    "setTimeout(() => { throw new WebAssembly.RuntimeError('unreachable'); });",
+    "postMessage({ id: ev.data.id, ok: false, fatal: true, error: 'RuntimeError: unreachable', name: 'RuntimeError' });",
+  ];
+  let workers = 0;
+  await context.route((url) => url.pathname === '/www/worker.js' && !url.search, (route) => {
+    const crash = crashes[workers++ - 1];
+    if (!crash) return route.continue();
+    return route.fulfill({
+      contentType: 'text/javascript',
+      body: `import './worker.js?real';\nconst real = self.onmessage;\nself.onmessage = (ev) => { if (ev.data.op !== 'decode') return real(ev); ${crash} };\n`,
+    });
+  });
+  await page.goto(`${base}/index.html?model=${TINY_MODEL}&backend=cpu&decoder=${TINY_DECODER}`);
+  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
+  await page.setInputFiles('#embedding-file', path.join(DECODER_GOLDENS, 'ddpm_nocfg.safetensors'));
+  await page.waitForFunction(() => /ddpm_nocfg/.test(document.getElementById('decode-source').textContent));
+  await setDecoderFields(page, { steps: 3, guidance: 1, width: 64, height: 64, scheduler: 'ddpm' });
+  for (const attempt of [1, 2]) {
+    assert.equal(await decodeLocally(page, 60_000), 'error', await page.textContent('#decode-status'));
+    assert.equal(workers, attempt + 1, 'a decoder worker per attempt');
+    const message = await page.textContent('#decode-status');
+    assert.match(message, /^Could not decode: the decoder's worker crashed \(probably out of memory\): .*RuntimeError: unreachable\. “Decode locally” loads it again\.$/, message);
+    assert.equal(await page.isEnabled('#decode-local'), true, 'Decode locally is enabled again');
+    assert.equal(await page.isVisible('#cancel-decode-local'), false);
+  }
+  assert.equal(await decodeLocally(page), 'ok', await page.textContent('#decode-status'));
+  assert.equal(workers, 4);
+  assert.match(await page.textContent('#decoded-caption'), /64×64, guidance 1, noise from the file; 3 steps of ddpm/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('an embedding file: step_noise sets the steps; step_noise that is not float is refused, naming the file', () => {
+  const f32 = (shape) => ({ shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.5) });
+  const tensors = { image_embeds: f32([1, 8]), initial_latents: f32([1, 4, 2, 3]), step_noise: f32([5, 1, 4, 2, 3]) };
+  const input = readDecoderInput(writeSafetensors(tensors), 'noise.safetensors');
+  assert.equal(input.steps, 5);
+  assert.deepEqual([input.noise.latentHeight, input.noise.latentWidth, input.noise.stepNoise.length], [2, 3, 120]);
+  assert.equal(readDecoderInput(writeSafetensors({ image_embeds: tensors.image_embeds, initial_latents: tensors.initial_latents }), 'a.safetensors').steps, null);
+  assert.throws(() => readDecoderInput(writeSafetensors({ ...tensors, step_noise: { shape: [5, 1, 4, 2, 3], data: new Int32Array(120) } }), 'bad.safetensors'),
+    /^Error: bad\.safetensors: step_noise must be float \[steps, 1, 4, 2, 3\] \(as initial_latents\), not I32 \[5,1,4,2,3\]$/);
+  assert.throws(() => readDecoderInput(writeSafetensors({ ...tensors, step_noise: f32([5, 4, 2, 3]) }), 'rank.safetensors'), /rank\.safetensors: step_noise must be float/);
 });
 
 test('a decoder URL that does not exist is named in the message', async () => {
@@ -185,6 +258,14 @@ test('the widget decodes locally: step progress, preview, the image', async () =
   const decoded = page.evaluate((w) => new Promise((resolve) => document.querySelector(w).addEventListener('lambda-decoded', (e) => resolve({ steps: e.detail.steps, local: e.detail.local }), { once: true })), W);
   await page.evaluate((w) => { document.querySelector(w).dataset.status = 'busy'; }, W);
   await page.click(`${W} .decode-local`); // computes the embedding first, then loads the decoder and decodes
+  // A second decode while the first computes its embedding is refused (no second load or decode starts).
+  const second = await page.evaluate((w) => {
+    const el = document.querySelector(w);
+    const p = el.decodeLocally().then(() => 'resolved', (e) => e.message);
+    el.dataset.status = 'busy';
+    return p;
+  }, W);
+  assert.equal(second, 'a decode is already running');
   await page.waitForFunction((w) => /^Decoded on this device/.test(document.querySelector(w).shadowRoot.querySelector('.status').textContent)
     || document.querySelector(w).dataset.status === 'error', W, { timeout: 180_000 });
   assert.equal(await settled(), 'ok', await statusText());
