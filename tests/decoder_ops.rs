@@ -78,6 +78,19 @@ fn conv2d_3x3_matches_naive_loop_with_padding() {
 }
 
 #[test]
+fn conv2d_3x3_over_a_map_whose_patches_exceed_64_mib_is_computed_in_bands_seamlessly() {
+    // 300 rows × 256 × (64·9) patches = 177 MB: three bands of ≤ 64 MiB (113, 113, 74 rows); every output,
+    // the rows at the band edges included, must equal the direct convolution.
+    let (h, w, cin, cout) = (300, 256, 64, 2);
+    let x = values(h * w * cin, 4);
+    let weight = values(cout * cin * 9, 5);
+    let bias = values(cout, 6);
+    let y = be().conv2d(&t(&x, &[h * w, cin]), h, w, &t(&weight, &[cout, cin * 9]), Some(&t(&bias, &[cout])), 3).unwrap();
+    assert_eq!(be().shape(&y), vec![h * w, cout]);
+    close(&read(&y), &naive_conv(&x, h, w, cin, &weight, &bias, cout, 3), 1e-4);
+}
+
+#[test]
 fn conv2d_3x3_on_a_single_row_and_column_sees_only_the_centre_taps() {
     for (h, w) in [(1, 1), (1, 5), (4, 1)] {
         let (cin, cout) = (2, 3);

@@ -40,6 +40,8 @@ fn apply_activation(x: Tensor, act: Activation) -> Result<Tensor> {
 /// Largest scores block (heads × queries × keys f32) the attention materialises at once: queries are
 /// processed in chunks below this (the MoVQ's single-head attention at 768 px has 9216² scores).
 const ATTENTION_SCORES_BYTES: usize = 64 << 20;
+/// Most bytes of one band of a convolution's im2col patches.
+const IM2COL_BYTES: usize = 64 << 20;
 
 /// The values of a tensor as a host vector (a copy), row-major.
 fn host(t: &Tensor) -> Result<Vec<f32>> {
@@ -237,33 +239,41 @@ impl Backend for CpuBackend {
         let y = if kernel == 1 {
             x.matmul(&weight.t()?)?
         } else {
-            // im2col: row (y, x) holds the kernel window around it, column `ci·k² + ky·k + kx` like the weight.
+            // im2col: row (y, x) holds the kernel window around it, column `ci·k² + ky·k + kx` like the weight;
+            // built for a band of output rows at a time so the patches stay ≤ IM2COL_BYTES (a 3×3 conv over
+            // the MoVQ's 512×512×256 map would otherwise need 2.4 GB, half of what wasm can address).
             let src = host(x)?;
             let (k, pad, kk) = (kernel, kernel / 2, kernel * kernel);
             let cols = cin * kk;
-            let mut patches = vec![0f32; height * width * cols];
-            for (p, row) in patches.chunks_exact_mut(cols).enumerate() {
-                let (py, px) = (p / width, p % width);
-                for ky in 0..k {
-                    let sy = py + ky;
-                    if sy < pad || sy - pad >= height {
-                        continue;
-                    }
-                    for kx in 0..k {
-                        let sx = px + kx;
-                        if sx < pad || sx - pad >= width {
+            let band = (IM2COL_BYTES / (4 * width * cols).max(1)).clamp(1, height.max(1));
+            let wt = weight.t()?;
+            let mut outs = Vec::with_capacity(height.div_ceil(band));
+            for y0 in (0..height).step_by(band) {
+                let rows = band.min(height - y0);
+                let mut patches = vec![0f32; rows * width * cols];
+                for (p, row) in patches.chunks_exact_mut(cols).enumerate() {
+                    let (py, px) = (y0 + p / width, p % width);
+                    for ky in 0..k {
+                        let sy = py + ky;
+                        if sy < pad || sy - pad >= height {
                             continue;
                         }
-                        let s = ((sy - pad) * width + (sx - pad)) * cin;
-                        let tap = ky * k + kx;
-                        for (ci, &v) in src[s..s + cin].iter().enumerate() {
-                            row[ci * kk + tap] = v;
+                        for kx in 0..k {
+                            let sx = px + kx;
+                            if sx < pad || sx - pad >= width {
+                                continue;
+                            }
+                            let s = ((sy - pad) * width + (sx - pad)) * cin;
+                            let tap = ky * k + kx;
+                            for (ci, &v) in src[s..s + cin].iter().enumerate() {
+                                row[ci * kk + tap] = v;
+                            }
                         }
                     }
                 }
+                outs.push(Tensor::from_vec(patches, (rows * width, cols), &Device::Cpu)?.matmul(&wt)?);
             }
-            let patches = Tensor::from_vec(patches, (height * width, cols), &Device::Cpu)?;
-            patches.matmul(&weight.t()?)?
+            if outs.len() == 1 { outs.pop().expect("one band") } else { Tensor::cat(&outs, 0)? }
         };
         Ok(match bias {
             Some(b) => y.broadcast_add(b)?,

@@ -9,7 +9,7 @@
 //! diffusers does; each step reads the UNet's output back once (which is also where a progress preview and a
 //! cancellation check happen).
 
-use super::noise::gaussian_noise;
+use super::noise::GaussianStream;
 use super::schedulers::{Scheduler, SchedulerConfig, SchedulerKind};
 use super::{read_config, Progress};
 use crate::error::{Error, Result};
@@ -147,9 +147,26 @@ pub struct Prepared {
     pub scheduler: Scheduler,
     /// `[1, C, h, w]`, already scaled by `init_noise_sigma`.
     pub latents: Vec<f32>,
-    /// DDPM: `[steps, 1, C, h, w]`.
-    pub step_noise: Option<Vec<f32>>,
+    /// DDPM: each step's noise `[1, C, h, w]`.
+    pub step_noise: Option<StepNoise>,
     pub guided: bool,
+}
+
+/// DDPM's per-step noise: given (`[steps, 1, C, h, w]`), or drawn from the seeded stream when the step needs
+/// it (a whole run's noise at once would be steps × the latents).
+pub enum StepNoise {
+    Given(Vec<f32>),
+    Seeded(GaussianStream),
+}
+
+impl StepNoise {
+    /// Step `i`'s `n` values.
+    fn for_step(&mut self, i: usize, n: usize) -> Vec<f32> {
+        match self {
+            StepNoise::Given(all) => all[i * n..(i + 1) * n].to_vec(),
+            StepNoise::Seeded(stream) => stream.take(n),
+        }
+    }
 }
 
 impl DecoderConfigs {
@@ -246,9 +263,8 @@ impl DecoderConfigs {
         let wants_noise = kind == SchedulerKind::Ddpm;
         let (mut latents, step_noise) = match &req.noise {
             DecoderNoise::Seed(seed) => {
-                let mut stream = gaussian_noise(*seed, if wants_noise { n * (total + 1) } else { n });
-                let rest = stream.split_off(n);
-                (stream, wants_noise.then_some(rest))
+                let mut stream = GaussianStream::new(*seed);
+                (stream.take(n), wants_noise.then_some(StepNoise::Seeded(stream)))
             }
             DecoderNoise::Explicit { initial_latents, step_noise } => {
                 if initial_latents.len() != n {
@@ -272,12 +288,12 @@ impl DecoderConfigs {
                     }
                     s => s.clone(),
                 };
-                (initial_latents.clone(), step_noise)
+                if initial_latents.iter().chain(step_noise.iter().flatten()).any(|x| !x.is_finite()) {
+                    return Err(Error::Input("the noise contains NaN or infinity".into()));
+                }
+                (initial_latents.clone(), step_noise.map(StepNoise::Given))
             }
         };
-        if latents.iter().chain(step_noise.iter().flatten()).any(|x| !x.is_finite()) {
-            return Err(Error::Input("the noise contains NaN or infinity".into()));
-        }
         let sigma = scheduler.init_noise_sigma();
         for v in &mut latents {
             *v *= sigma;
@@ -361,9 +377,10 @@ impl<B: Backend> DecoderEngine<B> {
     pub async fn decode(&self, req: &DecodeRequest, on_step: &mut dyn FnMut(usize, usize, &LatentPreview), cancel: &AtomicBool)
         -> Result<DecodedImage> {
         let be = &self.backend;
-        let Prepared { latent_height: lh, latent_width: lw, channels: c, mut scheduler, mut latents, step_noise, guided } =
-            self.configs.prepare(req)?;
+        // The size first: a size that cannot fit is refused before its noise is drawn.
         self.check_fits(req.width, req.height)?;
+        let Prepared { latent_height: lh, latent_width: lw, channels: c, mut scheduler, mut latents, mut step_noise, guided } =
+            self.configs.prepare(req)?;
         let n = c * lh * lw;
         let kind = scheduler.kind();
         let timesteps = scheduler.timesteps().to_vec();
@@ -395,11 +412,11 @@ impl<B: Backend> DecoderEngine<B> {
                 }
                 None => pos,
             };
-            let noise = match (&step_noise, scheduler.needs_noise()) {
-                (Some(s), true) => Some(&s[i * n..(i + 1) * n]),
+            let noise = match (&mut step_noise, scheduler.needs_noise()) {
+                (Some(s), true) => Some(s.for_step(i, n)),
                 _ => None,
             };
-            latents = scheduler.step(&eps, &latents, noise)?;
+            latents = scheduler.step(&eps, &latents, noise.as_deref())?;
             if req.keep_step_latents {
                 step_latents.push(latents.clone());
             }

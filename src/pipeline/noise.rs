@@ -24,22 +24,53 @@ impl SplitMix64 {
 
 /// `n` standard normal f32 values from `seed`.
 pub fn gaussian_noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = SplitMix64(seed);
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let (u1, u2) = (rng.uniform(), rng.uniform());
-        let r = libm::sqrt(-2.0 * libm::log(u1));
-        let theta = 2.0 * std::f64::consts::PI * u2;
-        out.push((r * libm::cos(theta)) as f32);
-        out.push((r * libm::sin(theta)) as f32);
+    GaussianStream::new(seed).take(n)
+}
+
+/// The same values as [`gaussian_noise`], drawn a part at a time: `take(a)` then `take(b)` gives
+/// `gaussian_noise(seed, a + b)` (so a sampler can draw each step's noise when it needs it).
+pub struct GaussianStream {
+    rng: SplitMix64,
+    /// The second value of the last Box–Muller pair, not yet handed out.
+    spare: Option<f32>,
+}
+
+impl GaussianStream {
+    pub fn new(seed: u64) -> Self {
+        GaussianStream { rng: SplitMix64(seed), spare: None }
     }
-    out.truncate(n);
-    out
+
+    /// The next `n` values.
+    pub fn take(&mut self, n: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n + 1);
+        if n > 0 {
+            out.extend(self.spare.take());
+        }
+        while out.len() < n {
+            let (u1, u2) = (self.rng.uniform(), self.rng.uniform());
+            let r = libm::sqrt(-2.0 * libm::log(u1));
+            let theta = 2.0 * std::f64::consts::PI * u2;
+            out.push((r * libm::cos(theta)) as f32);
+            out.push((r * libm::sin(theta)) as f32);
+        }
+        if out.len() > n {
+            self.spare = out.pop();
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_drawn_in_parts_is_the_same_as_drawn_at_once() {
+        let whole = gaussian_noise(9, 23);
+        let mut stream = GaussianStream::new(9);
+        let parts: Vec<f32> = [3, 0, 5, 1, 14].iter().flat_map(|&n| stream.take(n)).collect();
+        assert_eq!(parts, whole);
+    }
 
     #[test]
     fn same_seed_same_bits_and_different_seeds_differ() {

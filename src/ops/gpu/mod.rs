@@ -1151,7 +1151,7 @@ impl Backend for GpuBackend {
                 }),
                 GpuDType::F32 => {}
                 GpuDType::F16 => self.unpack_into(part, 0, &out, offset, n)?,
-                GpuDType::I8 => unreachable!("dequantised above"),
+                GpuDType::I8 => return Err(backend_err("concat_rows: an int8 part was not dequantised")),
             }
             offset += n;
         }
@@ -1176,7 +1176,7 @@ impl Backend for GpuBackend {
             }),
             GpuDType::F32 => {}
             GpuDType::F16 => self.unpack_into(x, start * row, &out, 0, n)?,
-            GpuDType::I8 => unreachable!("dequantised above"),
+            GpuDType::I8 => return Err(backend_err("slice_rows: an int8 tensor was not dequantised")),
         }
         Ok(out)
     }
