@@ -118,6 +118,7 @@ enum WeightChoice {
 }
 
 impl WeightChoice {
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     fn apply<B: Backend>(self, be: B) -> B {
         match self {
             WeightChoice::F16 => be.with_f16_weights(),
