@@ -217,7 +217,7 @@ enum Command {
         #[arg(long, conflicts_with = "int8_weights")]
         f32_weights: bool,
         /// Quantise weight matrices to int8 per output channel at load (a quarter of f32's memory, the real
-        /// UNet in ≈1.2 GB; an approximation, the picture changes slightly). The CPU computes from the same
+        /// UNet in 1.26 GB; an approximation, the picture changes slightly). The CPU computes from the same
         /// values but keeps them in f32.
         #[arg(long)]
         int8_weights: bool,

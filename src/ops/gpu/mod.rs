@@ -873,7 +873,7 @@ impl Backend for GpuBackend {
         GpuBackend { inner: self.inner.clone(), matrices: MatrixStorage::F16 }
     }
 
-    /// Weight matrices as int8 per output channel (the real decoder UNet: 1.25 GB instead of f16's 2.5 GB).
+    /// Weight matrices as int8 per output channel (the real decoder UNet: 1.26 GB instead of f16's 2.51 GB).
     fn with_int8_weights(&self) -> GpuBackend {
         GpuBackend { inner: self.inner.clone(), matrices: MatrixStorage::Int8 }
     }
