@@ -125,6 +125,41 @@ async fn weight_plan<F: ModelFiles>(files: &F, components: &[(&str, &str)], keep
     Ok((out, f32_bytes))
 }
 
+/// The model files behind a manifest `{ folder: URL }` read through `io`; `what` names the manifest in errors.
+pub(crate) fn files_of(io: &ModelIo, manifest: &JsValue, folders: &[&str], what: &str) -> Result<HttpFiles, JsError> {
+    let mut files = HttpFiles::new(io.clone());
+    for &folder in folders {
+        let url = get(manifest, folder).as_string().filter(|u| !u.is_empty()).ok_or_else(|| {
+            JsError::new(&format!("{what} manifest: `{folder}` must be the URL of the folder that holds its files"))
+        })?;
+        files = files.with_folder(folder, &url);
+    }
+    Ok(files)
+}
+
+/// Hands the weight plan to `io.plan` and returns the bytes the weights take as f32. The plan reads the
+/// weight headers (the loader keeps them for the load proper); when it fails, the load itself reports the
+/// same problem in its usual order, so the error is dropped here (`None`).
+pub(crate) async fn announce_plan(io: &ModelIo, files: &HttpFiles, components: &[(&str, &str)], keep: fn(&str, &str) -> bool)
+    -> Option<u64> {
+    let (plan, f32_bytes) = weight_plan(files, components, keep).await.ok()?;
+    if let Some(f) = get(io, "plan").dyn_ref::<Function>() {
+        let _ = f.call1(io, &plan);
+    }
+    Some(f32_bytes)
+}
+
+/// After each tensor upload: `io.uploaded(component, bytesDone, bytesTotal)`, so the page can tell "all
+/// weights are on the device, the engine is finishing" from "still downloading".
+pub(crate) fn upload_progress(io: &ModelIo) -> impl FnMut(&str, u64, u64) + '_ {
+    let uploaded = get(io, "uploaded").dyn_into::<Function>().ok();
+    move |component: &str, done: u64, total: u64| {
+        if let Some(f) = &uploaded {
+            let _ = f.call3(io, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
+        }
+    }
+}
+
 /// The engine on the backend chosen at load time.
 enum AnyEngine {
     Cpu(LambdaEngine<CpuBackend>),
@@ -180,30 +215,10 @@ impl Engine {
     /// file with its tensor bytes; after each tensor upload, `io.uploaded(component, done, total)`.
     /// `backend`: `"auto"` (WebGPU when an adapter exists, else the CPU), `"webgpu"` or `"cpu"`.
     pub async fn load(manifest: JsValue, backend: String, io: ModelIo) -> Result<Engine, JsError> {
-        let mut files = HttpFiles::new(io.clone());
-        for folder in MODEL_FOLDERS {
-            let url = get(&manifest, folder).as_string().filter(|u| !u.is_empty()).ok_or_else(|| {
-                JsError::new(&format!("model manifest: `{folder}` must be the URL of the folder that holds its files"))
-            })?;
-            files = files.with_folder(folder, &url);
-        }
-        // The plan reads the weight headers (the loader keeps them for the load proper). When it fails, the
-        // load itself reports the same problem in its usual order (tokenizer first), so the error is dropped.
+        let files = files_of(&io, &manifest, &MODEL_FOLDERS, "model")?;
         const COMPONENTS: [(&str, &str); 3] = [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")];
-        if let Ok((plan, _)) = weight_plan(&files, &COMPONENTS, |_, _| true).await {
-            let plan_fn = get(&io, "plan");
-            if let Some(f) = plan_fn.dyn_ref::<Function>() {
-                let _ = f.call1(&io, &plan);
-            }
-        }
-        // After each tensor upload: `io.uploaded(component, bytesDone, bytesTotal)`, so the page can tell
-        // "all weights are on the device, the engine is finishing" from "still downloading".
-        let uploaded = get(&io, "uploaded").dyn_into::<Function>().ok();
-        let mut progress = |component: &str, done: u64, total: u64| {
-            if let Some(f) = &uploaded {
-                let _ = f.call3(&io, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
-            }
-        };
+        announce_plan(&io, &files, &COMPONENTS, |_, _| true).await;
+        let mut progress = upload_progress(&io);
         let mut fallback_reason = None;
         let inner = match backend.as_str() {
             "cpu" => AnyEngine::Cpu(LambdaEngine::load(CpuBackend::new(), &files, &mut progress).await.map_err(js_err)?),

@@ -151,13 +151,7 @@ impl Decoder {
     /// CPU keeps f32 whatever is asked, and refuses (before any download) weights above 3 GiB as f32. The GPU
     /// device is opened with the adapter's own limits: the MoVQ at 512 px needs 256 MiB activations.
     pub async fn load(manifest: JsValue, backend: String, io: ModelIo, weights: Option<String>) -> Result<Decoder, JsError> {
-        let mut files = HttpFiles::new(io.clone());
-        for folder in DECODER_FOLDERS {
-            let url = get(&manifest, folder).as_string().filter(|u| !u.is_empty()).ok_or_else(|| {
-                JsError::new(&format!("decoder manifest: `{folder}` must be the URL of the folder that holds its files"))
-            })?;
-            files = files.with_folder(folder, &url);
-        }
+        let files = super::files_of(&io, &manifest, &DECODER_FOLDERS, "decoder")?;
         let weights = match weights.as_deref() {
             None | Some("f16") => WeightChoice::F16,
             Some("int8") => WeightChoice::Int8,
@@ -168,19 +162,9 @@ impl Decoder {
         let configs = crate::pipeline::DecoderConfigs::read(&files).await.map_err(js_err)?;
         // The MoVQ's encoder half is never loaded, so it is not in the plan.
         let keep = |component: &str, tensor: &str| component != "movq" || is_decoder_tensor(tensor);
-        let mut cpu_bytes = None;
-        if let Ok((plan, f32_bytes)) = super::weight_plan(&files, &[("unet", "diffusion_pytorch_model"), ("movq", "diffusion_pytorch_model")], keep).await {
-            cpu_bytes = Some(f32_bytes);
-            if let Some(f) = get(&io, "plan").dyn_ref::<Function>() {
-                let _ = f.call1(&io, &plan);
-            }
-        }
-        let uploaded = get(&io, "uploaded").dyn_into::<Function>().ok();
-        let mut progress = |component: &str, done: u64, total: u64| {
-            if let Some(f) = &uploaded {
-                let _ = f.call3(&io, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
-            }
-        };
+        let components = [("unet", "diffusion_pytorch_model"), ("movq", "diffusion_pytorch_model")];
+        let cpu_bytes = super::announce_plan(&io, &files, &components, keep).await;
+        let mut progress = super::upload_progress(&io);
         let cpu = CpuBackend::new();
         async fn on_cpu(cpu: CpuBackend, cpu_bytes: Option<u64>, files: &HttpFiles, configs: crate::pipeline::DecoderConfigs,
             progress: crate::pipeline::Progress<'_>) -> Result<AnyDecoder, JsError> {
