@@ -183,6 +183,8 @@ enum GemmInput {
 const ACTIVATION_FNS: &str = include_str!("kernels/activation_fns.wgsl");
 const GEMM_PARAMS: &str = include_str!("kernels/gemm_params.wgsl");
 const INT8_FNS: &str = include_str!("kernels/int8_fns.wgsl");
+/// `c = combine(a, b)` over two same-shape tensors: add and mul prepend their `combine`.
+const ELEMENTWISE_PAIR: &str = include_str!("kernels/elementwise_pair.wgsl");
 
 impl Kernel {
     fn name(self) -> &'static str {
@@ -237,14 +239,14 @@ impl Kernel {
             Kernel::Activation => [ACTIVATION_FNS, include_str!("kernels/activation.wgsl")].concat(),
             Kernel::LayerNorm => include_str!("kernels/layer_norm.wgsl").into(),
             Kernel::Attention => [ACTIVATION_FNS, include_str!("kernels/attention.wgsl")].concat(),
-            Kernel::Add => include_str!("kernels/add.wgsl").into(),
+            Kernel::Add => ["fn combine(x: f32, y: f32) -> f32 { return x + y; }\n", ELEMENTWISE_PAIR].concat(),
             Kernel::GatherRows => [INT8_FNS, include_str!("kernels/gather_rows.wgsl")].concat(),
             Kernel::UnpackF16 => include_str!("kernels/unpack_f16.wgsl").into(),
             Kernel::DequantizeI8 => [INT8_FNS, include_str!("kernels/dequantize_i8.wgsl")].concat(),
             Kernel::ImagePatches => include_str!("kernels/image_patches.wgsl").into(),
             Kernel::SoftmaxRows => [ACTIVATION_FNS, include_str!("kernels/softmax_rows.wgsl")].concat(),
             Kernel::GroupNorm => include_str!("kernels/group_norm.wgsl").into(),
-            Kernel::Mul => include_str!("kernels/mul.wgsl").into(),
+            Kernel::Mul => ["fn combine(x: f32, y: f32) -> f32 { return x * y; }\n", ELEMENTWISE_PAIR].concat(),
             Kernel::ScaleShift => include_str!("kernels/scale_shift.wgsl").into(),
             Kernel::AvgPool2x2 => include_str!("kernels/avg_pool_2x2.wgsl").into(),
             Kernel::ResizeNearest => include_str!("kernels/resize_nearest.wgsl").into(),

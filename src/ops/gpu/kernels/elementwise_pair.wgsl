@@ -1,4 +1,4 @@
-// c = a + b elementwise (same shape).
+// c = combine(a, b) elementwise (same shape); `combine` (+ for add, · for mul) is prepended by the host.
 
 struct Params {
     count: u32,
@@ -17,6 +17,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) li: u32) {
     let i = (wg.y * nwg.x + wg.x) * 256u + li;
     if (i < p.count) {
-        c[i] = a[i] + b[i];
+        c[i] = combine(a[i], b[i]);
     }
 }
