@@ -329,8 +329,8 @@ test('Clear cached models empties the cache (cacheUsage() says 0 B) and the next
 });
 
 test('a model on another origin loads when its server allows CORS, and is refused in words naming CORS and the URL when not', async () => {
-  const open = await startStaticServer();
-  const closed = await startStaticServer({ args: ['--no-cors'] });
+  const open = await startStaticServer({ cors: true });
+  const closed = await startStaticServer();
   try {
     let { page, context } = await openApp(`model=${open.base}${MODEL}&backend=cpu`);
     assert.equal(await waitSettled(page), 'true', await page.textContent('#status'));

@@ -15,7 +15,7 @@ let siteA, siteB, decoder, browser, endpoint;
 
 before(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
-  siteA = await startStaticServer();
+  siteA = await startStaticServer({ cors: true }); // serves the widget to siteB's page too
   siteB = await startStaticServer(); // another port: another origin
   const port = await freePort();
   endpoint = `http://127.0.0.1:${port}`;
