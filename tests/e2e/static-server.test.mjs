@@ -48,7 +48,7 @@ function raw(base, target, { method = 'GET', headers = {} } = {}) {
 }
 
 test('the page, its modules, the wasm package, the test pages, the goldens and photos are served (needs pkg/)', async () => {
-  for (const p of ['/', '/index.html', '/www/lambda-eclipse.js', '/pkg/lambda_eclipse.js', '/tests/e2e/pages/api-goldens.html',
+  for (const p of ['/', '/index.html', '/www/lib/lambda-eclipse.js', '/pkg/lambda_eclipse.js', '/tests/e2e/pages/api-goldens.html',
     '/shared/goldens/lambda-tiny/manifest.json', '/shared/goldens/lambda-tiny/model/prior/config.json', '/shared/assets/images/chelsea.png']) {
     const r = await raw(plain.base, p);
     assert.equal(r.status, 200, p);
@@ -56,7 +56,7 @@ test('the page, its modules, the wasm package, the test pages, the goldens and p
   const page = await raw(plain.base, '/');
   assert.equal(page.body, readFileSync(path.join(ROOT, 'index.html'), 'utf8'));
   assert.match(page.headers['content-type'], /^text\/html/);
-  assert.equal((await raw(plain.base, '/www/lambda-eclipse.js')).headers['content-type'], 'text/javascript');
+  assert.equal((await raw(plain.base, '/www/lib/lambda-eclipse.js')).headers['content-type'], 'text/javascript');
   assert.equal((await raw(plain.base, '/pkg/lambda_eclipse_bg.wasm', { method: 'HEAD' })).headers['content-type'], 'application/wasm');
 });
 
@@ -80,7 +80,7 @@ test('paths are URL-decoded: %20 and UTF-8 names of a mounted model folder are f
   const utf8 = await raw(plain.base, `/m/${encodeURIComponent('é')}.json`);
   assert.equal(utf8.status, 200);
   assert.deepEqual(JSON.parse(utf8.body), { utf8: true });
-  assert.equal((await raw(plain.base, '/www/lambda%2Declipse.js')).status, 200);
+  assert.equal((await raw(plain.base, '/www/lib/lambda%2Declipse.js')).status, 200);
   // Bytes that are not a path: 400, and the server answers the next request.
   for (const p of ['/www/%00.js', '/www/%ff.js', '/www/a%5c..%5c..%5cCargo.toml']) assert.equal((await raw(plain.base, p)).status, 400, p);
   assert.equal((await raw(plain.base, '/index.html')).status, 200);
