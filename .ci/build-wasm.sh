@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Release wasm build + wasm-bindgen glue into pkg/ (ES module for the browser).
+# Release wasm build + wasm-bindgen glue into pkg/ (ES module for the browser). The npm package (package.json at
+# the repository root) ships pkg/lambda_eclipse.js and pkg/lambda_eclipse_bg.wasm from here with www/lib, www/ui
+# and www/widget: `npm pack` after this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --target wasm32-unknown-unknown --lib --no-default-features --features gpu

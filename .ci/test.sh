@@ -22,5 +22,8 @@ CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
   cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden --test wasm_decoder
 
 echo "== web app end-to-end (playwright-core driving Debian Chromium against the Range-capable static server)"
+# Also in tests/e2e: static-server.test.mjs (the dev server serves only the app: no dotfiles, listings, CORS
+# or test hooks unless asked) and package.test.mjs (npm pack → installed into a fresh page built by Vite
+# offline → a golden case through `import { load } from 'lambda-eclipse'`; tsc --noEmit of the typings).
 bash .ci/build-wasm.sh
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && node --test)

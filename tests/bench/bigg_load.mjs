@@ -57,7 +57,7 @@ const start = (page, model) => page.evaluate(({ model, backend, cache }) => {
   const run = { weights: null, done: null, error: null, last: null };
   window.__run = run;
   const t0 = performance.now();
-  import('/www/lambda-eclipse.js').then(({ load }) => load({
+  import('/www/lib/lambda-eclipse.js').then(({ load }) => load({
     model, backend, cache,
     onProgress: (p) => {
       run.last = p;
@@ -135,7 +135,7 @@ try {
     console.log(`tiny model: ${MB(results.tiny.weightBytes)} of weights on ${results.tiny.backend} in ${results.tiny.seconds.toFixed(1)} s; wasm memory ${MB(results.tiny.memoryBytes)}`);
     results.bigG = await bigLoad(page, 'bigG model');
     if (cache) {
-      results.cacheUsage = await page.evaluate(async () => (await import('/www/lambda-eclipse.js')).cacheUsage('/bigg/'));
+      results.cacheUsage = await page.evaluate(async () => (await import('/www/lib/lambda-eclipse.js')).cacheUsage('/bigg/'));
       console.log(`browser cache now holds ${MB(results.cacheUsage.bytes)} of the model in ${results.cacheUsage.entries} entries`);
     }
   });

@@ -1,5 +1,5 @@
 // End-to-end: the JS API golden page (tests/e2e/pages/api-goldens.html) reproduces every case of
-// lambda-tiny/manifest.json through www/lambda-eclipse.js — ids exactly, embeddings within 1e-3 on WebGPU and
+// lambda-tiny/manifest.json through www/lib/lambda-eclipse.js — ids exactly, embeddings within 1e-3 on WebGPU and
 // 1e-4 on the CPU, edges exactly — and it does fail when one golden value is off.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

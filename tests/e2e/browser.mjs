@@ -32,12 +32,14 @@ export async function waitFor(url, seconds) {
 }
 
 /** Starts .ci/static_server.py on `port` (default: a free one) with extra `args` (`--mount`, `--throttle`):
- * `{ process, base, port }`. */
-export async function startStaticServer({ port, args = [] } = {}) {
+ * `{ process, base, port }`. `testHooks` (default true): /__stats and /__throttle; `cors`: let pages of other
+ * origins read its files. */
+export async function startStaticServer({ port, args = [], cors = false, testHooks = true } = {}) {
   port ??= await freePort();
-  const process = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(port), ...args], { stdio: 'inherit' });
+  const flags = [...(testHooks ? ['--test-hooks'] : []), ...(cors ? ['--cors'] : []), ...args];
+  const process = spawn('python3', [path.join(ROOT, '.ci/static_server.py'), '--port', String(port), ...flags], { stdio: 'inherit' });
   const base = `http://127.0.0.1:${port}`;
-  await waitFor(`${base}/__stats`, 10);
+  await waitFor(`${base}/index.html`, 10);
   return { process, base, port };
 }
 

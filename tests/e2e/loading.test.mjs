@@ -309,12 +309,12 @@ test('a sharded text encoder loads over HTTP, one progress row per shard, and gi
 test('Clear cached models empties the cache (cacheUsage() says 0 B) and the next load downloads again', async () => {
   const { page, context } = await openApp(`model=${MODEL}&backend=cpu`);
   assert.equal(await waitSettled(page), 'true', await page.textContent('#status'));
-  const usage = () => page.evaluate(async () => (await import('/www/lambda-eclipse.js')).cacheUsage());
+  const usage = () => page.evaluate(async () => (await import('/www/lib/lambda-eclipse.js')).cacheUsage());
   const before = await usage();
   assert.ok(before.bytes >= WEIGHT_BYTES, `${before.bytes} cached bytes`);
-  const ofModel = await page.evaluate(async (m) => (await import('/www/lambda-eclipse.js')).cacheUsage(m), MODEL);
+  const ofModel = await page.evaluate(async (m) => (await import('/www/lib/lambda-eclipse.js')).cacheUsage(m), MODEL);
   assert.equal(ofModel.bytes, before.bytes);
-  const ofOther = await page.evaluate(async () => (await import('/www/lambda-eclipse.js')).cacheUsage('/elsewhere/'));
+  const ofOther = await page.evaluate(async () => (await import('/www/lib/lambda-eclipse.js')).cacheUsage('/elsewhere/'));
   assert.equal(ofOther.bytes, 0);
   await page.click('#clear-cache');
   await page.waitForFunction(() => /: 0 B/.test(document.getElementById('cache-usage').textContent));
@@ -329,8 +329,8 @@ test('Clear cached models empties the cache (cacheUsage() says 0 B) and the next
 });
 
 test('a model on another origin loads when its server allows CORS, and is refused in words naming CORS and the URL when not', async () => {
-  const open = await startStaticServer();
-  const closed = await startStaticServer({ args: ['--no-cors'] });
+  const open = await startStaticServer({ cors: true });
+  const closed = await startStaticServer();
   try {
     let { page, context } = await openApp(`model=${open.base}${MODEL}&backend=cpu`);
     assert.equal(await waitSettled(page), 'true', await page.textContent('#status'));

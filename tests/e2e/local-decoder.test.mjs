@@ -11,8 +11,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { DECODER_GOLDENS, IMAGES, SCREENSHOTS, TINY_DECODER, TINY_MODEL, openSite } from './browser.mjs';
 import { golden, openApp } from './helpers.mjs';
-import { writeSafetensors } from '../../www/tensor-files.js';
-import { readDecoderInput } from '../../www/local-decoder.js';
+import { writeSafetensors } from '../../www/lib/tensor-files.js';
+import { readDecoderInput } from '../../www/ui/local-decoder.js';
 
 let site, browser, base;
 
@@ -184,7 +184,7 @@ test("a crash of the decoder's worker is named, the panel works again, and the n
     "postMessage({ id: ev.data.id, ok: false, fatal: true, error: 'RuntimeError: unreachable', name: 'RuntimeError' });",
   ];
   let workers = 0;
-  await context.route((url) => url.pathname === '/www/worker.js' && !url.search, (route) => {
+  await context.route((url) => url.pathname === '/www/lib/worker.js' && !url.search, (route) => {
     const crash = crashes[workers++ - 1];
     if (!crash) return route.continue();
     return route.fulfill({
@@ -241,7 +241,7 @@ test('the widget decodes locally: step progress, preview, the image', async () =
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   // On the CPU: the app test above covers WebGPU, and SwiftShader would add ~45 s here.
-  await page.goto(`${base}/www/embed-example.html?model=${TINY_MODEL}&decoder=${TINY_DECODER}&backend=cpu&width=64&height=64&steps=2`);
+  await page.goto(`${base}/www/widget/embed-example.html?model=${TINY_MODEL}&decoder=${TINY_DECODER}&backend=cpu&width=64&height=64&steps=2`);
   await page.waitForFunction((w) => customElements.get(w), W);
   const settled = async () => {
     await page.waitForFunction((w) => ['ok', 'warn', 'error'].includes(document.querySelector(w).dataset.status), W, { timeout: 180_000 });

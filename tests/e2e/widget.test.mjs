@@ -1,4 +1,4 @@
-// End-to-end: the <lambda-eclipse-widget> custom element. On www/embed-example.html (tiny model, tiny local
+// End-to-end: the <lambda-eclipse-widget> custom element. On www/widget/embed-example.html (tiny model, tiny local
 // decoder server with a token): load, photos by picker / drop / paste inside its shadow DOM, highlighted
 // keywords, Compute, Decode → the image appears; a wrong token is reported in words. Then the same widget
 // embedded by a page on another origin: its worker and wasm still come from the widget's own origin.
@@ -15,7 +15,7 @@ let siteA, siteB, decoder, browser, endpoint;
 
 before(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
-  siteA = await startStaticServer();
+  siteA = await startStaticServer({ cors: true }); // serves the widget to siteB's page too
   siteB = await startStaticServer(); // another port: another origin
   const port = await freePort();
   endpoint = `http://127.0.0.1:${port}`;
@@ -67,7 +67,7 @@ test('the widget on embed-example.html computes with photos picked, dropped and 
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${siteA.base}/www/embed-example.html?model=${TINY_MODEL}&endpoint=${endpoint}&token=${TOKEN}&width=64&height=64&steps=2`);
+  await page.goto(`${siteA.base}/www/widget/embed-example.html?model=${TINY_MODEL}&endpoint=${endpoint}&token=${TOKEN}&width=64&height=64&steps=2`);
   await page.waitForFunction((w) => customElements.get(w), W);
   assert.equal(await page.locator(`${W} .decode`).isVisible(), false, 'Decode appears once there is a model');
   await page.screenshot({ path: path.join(SCREENSHOTS, '14-widget-before-load.png'), fullPage: true });
@@ -101,7 +101,7 @@ test('a page on another origin embeds the widget with one module script; its wor
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  const q = new URLSearchParams({ widget: `${siteA.base}/www/lambda-eclipse-widget.js`, model: `${siteA.base}${TINY_MODEL}`, endpoint, token: TOKEN, width: '64', height: '64', steps: '2' });
+  const q = new URLSearchParams({ widget: `${siteA.base}/www/widget/lambda-eclipse-widget.js`, model: `${siteA.base}${TINY_MODEL}`, endpoint, token: TOKEN, width: '64', height: '64', steps: '2' });
   await page.goto(`${siteB.base}/tests/e2e/pages/widget-host.html?${q}`);
   await page.waitForFunction((w) => customElements.get(w), W, { timeout: 30_000 });
   await loadWidget(page);
@@ -111,7 +111,7 @@ test('a page on another origin embeds the widget with one module script; its wor
   await computeAndDecode(page, '17-widget-cross-origin.png');
   const a = await (await fetch(`${siteA.base}/__stats`)).json();
   const b = await (await fetch(`${siteB.base}/__stats`)).json();
-  for (const p of ['/www/worker.js', '/www/tools-worker.js', '/pkg/lambda_eclipse.js', '/pkg/lambda_eclipse_bg.wasm']) {
+  for (const p of ['/www/lib/worker.js', '/www/lib/tools-worker.js', '/pkg/lambda_eclipse.js', '/pkg/lambda_eclipse_bg.wasm']) {
     assert.ok(a[p] >= 1, `${p} from the widget's origin: ${JSON.stringify(a)}`);
     assert.equal(b[p], undefined, `${p} must not be fetched from the page's origin`);
   }

@@ -1,7 +1,7 @@
-// Every lambda-tiny golden case through the public JS API (www/lambda-eclipse.js), compared with the golden
-// safetensors parsed in JS (www/tensor-files.js). Result in window.__goldenReport (and the table).
-import { load, cannyPreview } from '../../../www/lambda-eclipse.js';
-import { readSafetensors } from '../../../www/tensor-files.js';
+// Every lambda-tiny golden case through the public JS API (www/lib/lambda-eclipse.js), compared with the golden
+// safetensors parsed in JS (www/lib/tensor-files.js). Result in window.__goldenReport (and the table).
+import { load, cannyPreview } from '../../../www/lib/lambda-eclipse.js';
+import { readSafetensors } from '../../../www/lib/tensor-files.js';
 
 const GOLDENS = '/shared/goldens/lambda-tiny/';
 const IMAGES = '/shared/assets/images/';

@@ -1,8 +1,8 @@
 // "Decode locally", shared by the app and the widget: the decoder kept loaded between decodes (loaded on
 // first use, in its own worker: see loadDecoder in lambda-eclipse.js), an embedding file read as decoder
 // input, and drawing what the decoder returns (step previews, the final RGBA image, its PNG).
-import { loadDecoder } from './lambda-eclipse.js';
-import { readEmbedding, readSafetensors } from './tensor-files.js';
+import { loadDecoder } from '../lib/lambda-eclipse.js';
+import { readEmbedding, readSafetensors } from '../lib/tensor-files.js';
 
 /** Draws `{ width, height, rgba }` (RGBA bytes, as the decoder returns them) on `canvas`, resizing it. */
 export function drawRgba(canvas, { width, height, rgba }) {

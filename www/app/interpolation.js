@@ -2,8 +2,8 @@
 // safetensors, .npy or JSON) → the (n+1)×(n+1) grid of embeddings between them, computed by the engine's wasm
 // with the reference's bilinear rule (pipeline::interpolate). The grid exports like a result, and can be
 // decoded cell by cell (same seed for every cell, as the reference does) when a decoder endpoint is set.
-import { interpolateGrid } from './lambda-eclipse.js';
-import { download, readEmbedding, writeNpy, writeSafetensors } from './tensor-files.js';
+import { interpolateGrid } from '../lib/lambda-eclipse.js';
+import { download, readEmbedding, writeNpy, writeSafetensors } from '../lib/tensor-files.js';
 
 const CORNERS = ['top-left', 'top-right', 'bottom-left', 'bottom-right'];
 const UPLOAD = 'upload';

@@ -8,7 +8,7 @@
 // the model is already in the browser cache; the multi-GB default model otherwise waits for Load).
 // State for tests: body[data-ready] = 'true' | 'error' | 'cancelled' after a load attempt, body[data-loading]
 // during one, window.__lambdaLoadProgress = the latest progress snapshot.
-import { load, cacheUsage, clearCache, resolveManifest } from './lambda-eclipse.js';
+import { load, cacheUsage, clearCache, resolveManifest } from '../lib/lambda-eclipse.js';
 
 const $ = (id) => document.getElementById(id);
 

@@ -2,7 +2,7 @@
 // interpolation grid. Same wasm package as worker.js, no model: usable before (and without) loading one, and
 // never queued behind a long model computation.
 // Protocol: {id, op, args} in; {id, ok: true, result} | {id, ok: false, error, fatal} out.
-import init, { inspectImage, cannyPreview, interpolateGrid } from '../pkg/lambda_eclipse.js';
+import init, { inspectImage, cannyPreview, interpolateGrid } from '../../pkg/lambda_eclipse.js';
 
 const ready = init();
 

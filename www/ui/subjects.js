@@ -3,7 +3,7 @@
 // file is named before anything is computed. `bindKeywordCheck` highlights in the prompt the words each
 // subject replaces and warns about keywords the prompt does not contain, by the engine's own tokenizer rule.
 // Works in the page and inside a shadow root (the widget): it only touches the elements it is given.
-import { inspectImage } from './lambda-eclipse.js';
+import { inspectImage } from '../lib/lambda-eclipse.js';
 
 export const MAX_SUBJECTS = 4;
 /** One colour per slot: its swatch and its highlighted words. */

@@ -1,4 +1,4 @@
-import type { Engine, EngineDescription, PriorResult } from './lambda-eclipse.js';
+import type { Engine, EngineDescription, PriorResult } from '../lib/lambda-eclipse.js';
 
 /**
  * `<lambda-eclipse-widget model="…" prior="…" backend="auto|webgpu|cpu" autoload endpoint="…" token="…"
@@ -20,6 +20,12 @@ export class LambdaEclipseWidget extends HTMLElement {
   /** Decodes the last result (computing one first if needed) on this device with the `decoder` attribute's
    * decoder, with step progress and Cancel; rejects with an AbortError when cancelled. */
   decodeLocally(): Promise<LocalDecodeResult>;
+  addEventListener<K extends keyof LambdaEclipseWidgetEventMap>(type: K, listener: (this: LambdaEclipseWidget, ev: LambdaEclipseWidgetEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
+  addEventListener<K extends keyof HTMLElementEventMap>(type: K, listener: (this: LambdaEclipseWidget, ev: HTMLElementEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof LambdaEclipseWidgetEventMap>(type: K, listener: (this: LambdaEclipseWidget, ev: LambdaEclipseWidgetEventMap[K]) => unknown, options?: boolean | EventListenerOptions): void;
+  removeEventListener<K extends keyof HTMLElementEventMap>(type: K, listener: (this: LambdaEclipseWidget, ev: HTMLElementEventMap[K]) => unknown, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: boolean | EventListenerOptions): void;
 }
 
 export interface LocalDecodeResult {

@@ -1,6 +1,6 @@
 // Export of a computed embedding: safetensors (the CLI's `prior` layout, so `lambda-eclipse decode --embeds`
 // and `interpolate` take it), NumPy .npy (image_embeds, [1, D]) and JSON.
-import { download, writeNpy, writeSafetensors } from './tensor-files.js';
+import { download, writeNpy, writeSafetensors } from '../lib/tensor-files.js';
 
 /**
  * The three files of a result. `info`: `{ prompt, seed, keywords, backend }`, stored as metadata.

@@ -1,17 +1,29 @@
 // λ-ECLIPSE in the browser: the JavaScript API. All model work runs in a Web Worker (worker.js).
 //
-//   import { load, cacheUsage, clearCache } from './www/lambda-eclipse.js';
+//   import { load, cacheUsage, clearCache } from 'lambda-eclipse';   // or './www/lib/lambda-eclipse.js'
 //   const engine = await load({ model: 'https://…/model/', backend: 'auto', onProgress, signal });
 //   const r = await engine.prior({ prompt, subjects: [{ keyword: 'cat', image: blob }], seed: 42 });
 //   const decoder = await loadDecoder({ onProgress, signal });          // Kandinsky 2.2, in its own worker
 //   const img = await decoder.decode({ imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, onStep });
 import { cacheUsage as usageOf, clearCache } from './weight-cache.js';
+import { blobWorker, isCrossOrigin } from './spawn-worker.js';
 
 export { clearCache };
 
 const KANDINSKY = 'https://huggingface.co/kandinsky-community/kandinsky-2-2-prior/resolve/main/';
 
-import { spawnWorker } from './spawn-worker.js';
+// The workers start with the literal `new Worker(new URL('./…', import.meta.url), { type: 'module' })`: bundlers
+// (Vite, webpack 5) recognise exactly this form and bundle the worker with its imports and the wasm. Served
+// from another origin than the page (the widget from a CDN), a blob worker imports the script instead; its
+// URL is built from a variable so that bundlers do not copy the unbundled script as an asset too.
+const ENGINE_WORKER = './worker.js';
+const TOOLS_WORKER = './tools-worker.js';
+const engineWorker = () => (isCrossOrigin(import.meta.url)
+  ? blobWorker(new URL(ENGINE_WORKER, import.meta.url))
+  : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
+const toolsWorker = () => (isCrossOrigin(import.meta.url)
+  ? blobWorker(new URL(TOOLS_WORKER, import.meta.url))
+  : new Worker(new URL('./tools-worker.js', import.meta.url), { type: 'module' }));
 
 /** Default model: the real Hugging Face files. The tokenizer, CLIP towers and image processor come from
  * Kandinsky 2.2's prior repository; the λ prior from its own repository (files at its root). */
@@ -237,7 +249,7 @@ class WorkerEngine extends WorkerClient {
 export async function load({ model, prior, backend = 'auto', onProgress, signal, cache = true } = {}) {
   signal?.throwIfAborted();
   const manifest = resolveManifest(model, prior);
-  const engine = new WorkerEngine(spawnWorker(new URL('./worker.js', import.meta.url)), 'the model');
+  const engine = new WorkerEngine(engineWorker(), 'the model');
   const info = await loadInWorker(engine, 'load', { manifest, backend, cache }, { onProgress, signal });
   engine.backend = info.backend;
   engine.fallbackReason = info.fallbackReason;
@@ -301,7 +313,7 @@ class WorkerDecoder extends WorkerClient {
 export async function loadDecoder({ model, backend = 'auto', weights, onProgress, signal, cache = true } = {}) {
   signal?.throwIfAborted();
   const manifest = resolveDecoderManifest(model);
-  const decoder = new WorkerDecoder(spawnWorker(new URL('./worker.js', import.meta.url)), 'the decoder');
+  const decoder = new WorkerDecoder(engineWorker(), 'the decoder');
   const info = await loadInWorker(decoder, 'loadDecoder', { manifest, backend, weights, cache }, { onProgress, signal });
   for (const key of ['backend', 'fallbackReason', 'adapter', 'embeddingDim', 'latentScale', 'sizeMultiple', 'defaultScheduler', 'weights']) decoder[key] = info[key];
   decoder.loadInfo = loadInfoOf(info);
@@ -314,7 +326,7 @@ let tools = null;
 
 function toolsCall(op, args) {
   if (!tools) {
-    const worker = spawnWorker(new URL('./tools-worker.js', import.meta.url));
+    const worker = toolsWorker();
     const pending = new Map();
     tools = { worker, pending, next: 1 };
     const current = tools;

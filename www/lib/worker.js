@@ -7,7 +7,7 @@
 // `decode` reports each step as a progress message. A wasm trap (out of memory, a bug) leaves the instance
 // unusable (a decoder stays "busy" for ever): the answer then says `fatal: true` (its id is null when the trap
 // came outside a call's own code) and the client stops this worker.
-import init, { Decoder, Engine, version } from '../pkg/lambda_eclipse.js';
+import init, { Decoder, Engine, version } from '../../pkg/lambda_eclipse.js';
 import { ModelReader } from './model-reader.js';
 
 let engine = null;

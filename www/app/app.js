@@ -5,16 +5,16 @@
 //
 // State for tests: body[data-result], body[data-decoded] (endpoint) and body[data-decoded-local] =
 // 'loading' | 'pending' | 'ok' | 'error' | 'cancelled'; #decode-local-step shows the step progress.
-import { decode } from './decoder-client.js';
-import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from './subjects.js';
+import { decode } from '../lib/decoder-client.js';
+import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from '../ui/subjects.js';
 import { EdgeControl } from './control.js';
 import { InterpolationPanel } from './interpolation.js';
 import { exportResult } from './export.js';
 import { showBackend } from './backend.js';
 import { loadModel, renderLoadProgress, showCacheUsage, formatBytes, LOAD_FILES_HEAD } from './load-panel.js';
-import { DEFAULT_DECODER } from './lambda-eclipse.js';
-import { LocalDecoder, drawRgba, pngOf, readDecoderInput, stepText, timingText } from './local-decoder.js';
-import { download } from './tensor-files.js';
+import { DEFAULT_DECODER } from '../lib/lambda-eclipse.js';
+import { LocalDecoder, drawRgba, pngOf, readDecoderInput, stepText, timingText } from '../ui/local-decoder.js';
+import { download } from '../lib/tensor-files.js';
 
 const $ = (id) => document.getElementById(id);
 const status = (text, kind = '') => { $('status').textContent = text; $('status').className = `status ${kind}`; };

@@ -1,7 +1,7 @@
 // The optional edge-control image: its Canny edge map is previewed as soon as it is chosen, computed by the
 // engine's own OpenCV-exact code (wasm, in the tools worker; no model needed), with the thresholds the
 // pipeline will use. A bad file is named at once.
-import { cannyPreview } from './lambda-eclipse.js';
+import { cannyPreview } from '../lib/lambda-eclipse.js';
 
 export class EdgeControl {
   /** Elements: file `input`, threshold inputs `low`/`high`, `canvas`, `status`, `clear` button, drop `zone`. */

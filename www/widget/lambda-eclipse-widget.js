@@ -11,10 +11,10 @@
 // (another origin works when it sends CORS headers). Model work runs in Web Workers (the decoder in its own).
 // Events: lambda-ready, lambda-result, lambda-decoded, lambda-error (detail: the engine description, the
 // result, { blob, … }, { message }). Typed in lambda-eclipse-widget.d.ts.
-import { load } from './lambda-eclipse.js';
-import { decode } from './decoder-client.js';
-import { LocalDecoder, drawRgba, pngOf, stepText, timingText } from './local-decoder.js';
-import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from './subjects.js';
+import { load } from '../lib/lambda-eclipse.js';
+import { decode } from '../lib/decoder-client.js';
+import { LocalDecoder, drawRgba, pngOf, stepText, timingText } from '../ui/local-decoder.js';
+import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from '../ui/subjects.js';
 
 const CSS = `
 :host { display: block; font: 15px/1.45 system-ui, sans-serif; color: #222; border: 1px solid #d0d7de;
