@@ -7,12 +7,13 @@
 //! Tolerances: `unet_out`, `movq_out` ≤ 1e-4 × their max-abs; latents after each step ≤ 1e-3 absolute; the
 //! image (through the MoVQ alone on the golden's final latents, and end to end) ≤ 1e-3 and `image_uint8` equal
 //! or off by one on at most 0.1 % of the values — except where the goldens cannot be reproduced that exactly
-//! at all: the tiny random decoder amplifies float32 rounding ~250×, and diffusers' own float64 run is up to
-//! 2.8e-3 (image) and 37 values (uint8) away from its float32 golden (`tests/fixtures/decoder/
-//! make_reference_floor.py`). There the bound is twice that distance: at least as accurate as diffusers' own
-//! float32. The MoVQ stage is also held to 1e-3 of diffusers' float64 result itself (the exact image), which
-//! it meets where the float32 golden does not. Run with `--nocapture` to see the measured errors and which
-//! bound applied.
+//! by any float32 computation, the reference's included. The tiny random decoder amplifies float32 rounding
+//! ~250×: diffusers' own float64 run is up to 2.8e-3 (image) from its float32 golden, and diffusers' own
+//! float32 run, with other kernels or summation orders (oneDNN on/off, 1 or 2 threads, inputs ±1 ulp — as
+//! another CPU picks other GEMM kernels), lands up to 6.8e-3 from float64 (`tests/fixtures/decoder/
+//! make_reference_floor.py` → `reference_floor.json`). There every bound is derived from those figures (see
+//! `StageReference`): never from what one machine measured. Run with `--nocapture` to see the measured errors
+//! and which bound applied.
 //!
 //! The same checks with int8 weights (`with_int8_weights`) use looser bounds, justified where they are defined.
 
@@ -169,8 +170,11 @@ fn check_cases<B: Backend>(be: B) {
         assert_eq!(lshape[0], case.steps);
         let per = after.len() / case.steps;
         assert_eq!(out.step_latents.len(), case.steps);
+        let reference = CaseReference::of(&case.name);
+        let golden_final = &after[(case.steps - 1) * per..];
+        let latents_bound = reference.latents_vs_golden(golden_final);
         for (i, got) in out.step_latents.iter().enumerate() {
-            assert_abs(&format!("{tag}: latents after step {}", i + 1), got, &after[i * per..(i + 1) * per], 1e-3);
+            assert_abs(&format!("{tag}: latents after step {}", i + 1), got, &after[i * per..(i + 1) * per], latents_bound);
         }
         assert_eq!(seen.len(), case.steps, "{tag}: one progress call per step");
         assert!(seen.iter().enumerate().all(|(i, &(s, t, n))| s == i + 1 && t == case.steps && n == out.latent_width * out.latent_height * 3));
@@ -182,30 +186,24 @@ fn check_cases<B: Backend>(be: B) {
         let want_image = nchw_to_rows(&want_chw, 3, ih, iw);
         let want_u8: Vec<u8> = nchw_to_rows(&g.f32("image_uint8").1, 3, ih, iw).iter().map(|&v| v as u8).collect();
         let want_decoded = g.f32("decoded").1;
-        let floor = reference_floor(&case.name);
-        let golden_final = &after[(case.steps - 1) * per..];
         let stage = pollster::block_on(engine.decode_latents(golden_final, out.latent_height, out.latent_width)).unwrap();
-        let f = &floor["decode_stage"];
+        let r = &reference.decode_stage;
         let tag_s = format!("{tag} (decode stage)");
-        assert_floored(&format!("{tag_s}: decoded"), &stage.decoded, &want_decoded, 1e-4 * max_abs(&want_decoded), f["decoded_max_abs"].as_f64().unwrap());
-        assert_floored(&format!("{tag_s}: image"), &stage.image, &want_image, 1e-3, f["image_max_abs"].as_f64().unwrap());
-        assert_u8_rule(&format!("{tag_s}: image_uint8"), &stage.rgb, &want_u8, f["uint8_off_by_one"].as_u64().unwrap() as usize);
-        // The exact result (diffusers in float64) of the same MoVQ stage: within 1e-3 everywhere, closer than
-        // the float32 golden itself where that is more than 1e-3 from it.
+        assert_bounded(&format!("{tag_s}: decoded"), &stage.decoded, &want_decoded, r.decoded_vs_golden(1e-4 * max_abs(&want_decoded)));
+        assert_bounded(&format!("{tag_s}: image"), &stage.image, &want_image, r.image_vs_golden());
+        assert_u8_rule(&format!("{tag_s}: image_uint8"), &stage.rgb, &want_u8, r);
+        // The exact result (diffusers in float64) of the same MoVQ stage and end to end: within what any float32
+        // run of the reference allows (the golden is one such run).
         let exact = |what: &str| nchw_to_rows(&to_image(&reference_f64(&format!("{}.{what}.decoded", case.name))), 3, ih, iw);
         let (exact_stage, exact_e2e) = (exact("decode_stage"), exact("end_to_end"));
-        let d = assert_abs(&format!("{tag_s}: image vs diffusers in float64"), &stage.image, &exact_stage, 1e-3);
-        let golden_to_exact = max_abs_diff(&want_image, &exact_stage);
-        eprintln!("{tag_s}: the golden image is {golden_to_exact:.3e} from float64, ours {d:.3e}");
-        eprintln!(
-            "{tag} (end to end): image vs float64 {:.3e} (the golden: {:.3e})",
-            max_abs_diff(&out.image, &exact_e2e),
-            max_abs_diff(&want_image, &exact_e2e)
-        );
-        let f = &floor["end_to_end"];
+        let d = assert_bounded(&format!("{tag_s}: image vs diffusers in float64"), &stage.image, &exact_stage, r.image_vs_truth());
+        eprintln!("{tag_s}: the golden image is {:.3e} from float64, ours {d:.3e}", max_abs_diff(&want_image, &exact_stage));
+        let r = &reference.end_to_end;
         let tag_e = format!("{tag} (end to end)");
-        assert_floored(&format!("{tag_e}: image"), &out.image, &want_image, 1e-3, f["image_max_abs"].as_f64().unwrap());
-        assert_u8_rule(&format!("{tag_e}: image_uint8"), &out.rgb, &want_u8, f["uint8_off_by_one"].as_u64().unwrap() as usize);
+        let d = assert_bounded(&format!("{tag_e}: image vs diffusers in float64"), &out.image, &exact_e2e, r.image_vs_truth());
+        eprintln!("{tag_e}: the golden image is {:.3e} from float64, ours {d:.3e}", max_abs_diff(&want_image, &exact_e2e));
+        assert_bounded(&format!("{tag_e}: image"), &out.image, &want_image, r.image_vs_golden());
+        assert_u8_rule(&format!("{tag_e}: image_uint8"), &out.rgb, &want_u8, r);
     }
 }
 
@@ -222,37 +220,140 @@ fn reference_f64(name: &str) -> Vec<f32> {
     tensor_file::read_f32(&bytes, name, "reference_f64.safetensors").expect(name).1
 }
 
-/// diffusers' own float64 run against the float32 golden of a case (`tests/fixtures/decoder/reference_floor.json`,
-/// written by `make_reference_floor.py`): how exactly the golden can be reproduced at all.
-fn reference_floor(case: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoder/reference_floor.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    v["cases"][case].clone()
+/// What the reference itself says about how exactly one stage (`end_to_end` or `decode_stage`) of a case can be
+/// reproduced in float32 (`tests/fixtures/decoder/reference_floor.json`, written by `make_reference_floor.py`).
+///
+/// The argument behind every bound derived here: let T be diffusers' float64 result (the truth) and E the
+/// largest distance from T of any float32 result of the reference — its golden and its 16 other float32 runs
+/// (other convolution kernels, thread counts, inputs ±1 ulp). A correct float32 implementation is one more such
+/// run: its rounding errors are of the same kind and size, summed in yet another order. So it is held to
+/// `2E` of T — a factor 2 of honest margin, because 17 samples estimate the worst case only roughly and our
+/// op structure differs (fused GEMM epilogues, group norm as scale + shift) — and, by the triangle inequality,
+/// to `g + 2E` of the golden, g being the golden's own distance from T. Never below the literal tolerance:
+/// where the reference reproduces itself within it (ddpm_nocfg), the literal tolerance is the bound.
+struct StageReference {
+    /// The golden's distance from float64: image and decoded max-abs, 8-bit values off by one.
+    golden_image: f32,
+    golden_decoded: f32,
+    golden_off_by_one: usize,
+    /// The worst of the reference's other float32 runs against float64 (image, decoded) and against the golden
+    /// (8-bit values off by one, off by more).
+    runs_image: f32,
+    runs_decoded: f32,
+    runs_off_by_one: usize,
+    runs_off_by_more: usize,
 }
 
-/// `got` within `tol` of `want` — or, where diffusers' exact (float64) result is itself further than `tol` from
-/// its float32 golden (`floor`), within twice that: an implementation at least as accurate as the golden
-/// (|ours − truth| ≤ |golden − truth|) is within 2·|golden − truth| of it by the triangle inequality.
+impl StageReference {
+    fn from_json(v: &serde_json::Value) -> Self {
+        let (f, r) = (|k: &str| v[k].as_f64().unwrap() as f32, |k: &str| v["f32_runs"][k].as_f64().unwrap() as f32);
+        let n = |x: &serde_json::Value| x.as_u64().unwrap() as usize;
+        StageReference {
+            golden_image: f("image_max_abs"),
+            golden_decoded: f("decoded_max_abs"),
+            golden_off_by_one: n(&v["uint8_off_by_one"]),
+            runs_image: r("image_max_abs_vs_f64"),
+            runs_decoded: r("decoded_max_abs_vs_f64"),
+            runs_off_by_one: n(&v["f32_runs"]["uint8_off_by_one"]),
+            runs_off_by_more: n(&v["f32_runs"]["uint8_off_by_more"]),
+        }
+    }
+    /// E for the image: the reference's worst float32 image error.
+    fn image_error(&self) -> f32 {
+        self.golden_image.max(self.runs_image)
+    }
+    /// The image against diffusers' float64 result: `2E`, or 1e-3.
+    fn image_vs_truth(&self) -> Bound {
+        Bound::derived(1e-3, 2.0 * self.image_error(), "2 × the reference's worst float32 error")
+    }
+    /// The image against the golden: `g + 2E`, or 1e-3.
+    fn image_vs_golden(&self) -> Bound {
+        Bound::derived(1e-3, self.golden_image + 2.0 * self.image_error(), "the golden's error + 2 × the reference's worst float32 error")
+    }
+    /// The MoVQ's output before clamping against the golden: `g + 2E` on that tensor, or `tol`.
+    fn decoded_vs_golden(&self, tol: f32) -> Bound {
+        let e = self.golden_decoded.max(self.runs_decoded);
+        Bound::derived(tol, self.golden_decoded + 2.0 * e, "the golden's error + 2 × the reference's worst float32 error")
+    }
+    /// 8-bit values off by one: 0.1 % of them, or twice as many as the reference's own float32 results show.
+    fn off_by_one_allowed(&self, values: usize) -> usize {
+        (values / 1000).max(2 * self.golden_off_by_one.max(self.runs_off_by_one))
+    }
+    /// 8-bit values off by more than one: none, unless the reference's own float32 runs show some (twice that).
+    fn off_by_more_allowed(&self) -> usize {
+        2 * self.runs_off_by_more
+    }
+}
+
+/// The reference's figures for one case: both stages, and the sampler's final latents.
+struct CaseReference {
+    name: String,
+    end_to_end: StageReference,
+    decode_stage: StageReference,
+    /// The worst distance of the reference's float32 runs' final latents from float64.
+    runs_final_latents: f32,
+}
+
+impl CaseReference {
+    fn of(case: &str) -> Self {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoder/reference_floor.json");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let c = &v["cases"][case];
+        assert!(c.is_object(), "reference_floor.json has no case {case}: run make_reference_floor.py");
+        CaseReference {
+            name: case.to_string(),
+            end_to_end: StageReference::from_json(&c["end_to_end"]),
+            decode_stage: StageReference::from_json(&c["decode_stage"]),
+            runs_final_latents: c["end_to_end"]["f32_runs"]["final_latents_max_abs_vs_f64"].as_f64().unwrap() as f32,
+        }
+    }
+    /// Latents after each step against the golden's: 1e-3, or `g + 2E` of the final latents (the error grows
+    /// with the steps, so the last step's figures bound every step's). The reference's own float32 runs stay
+    /// within 1.4e-4 of float64 here, so 1e-3 applies in every case; the rule keeps the test honest if a case
+    /// is added where it does not.
+    fn latents_vs_golden(&self, golden_final: &[f32]) -> f32 {
+        let g = max_abs_diff(golden_final, &reference_f64(&format!("{}.final_latents", self.name)));
+        let e = g.max(self.runs_final_latents);
+        1e-3f32.max(g + 2.0 * e)
+    }
+}
+
+/// A max-abs bound and where it comes from.
+struct Bound {
+    value: f32,
+    why: String,
+}
+
+impl Bound {
+    /// `literal`, or `derived` where the reference itself cannot be reproduced within `literal`.
+    fn derived(literal: f32, derived: f32, why: &str) -> Self {
+        if derived > literal {
+            Bound { value: derived, why: format!("{why}, {derived:.3e}") }
+        } else {
+            Bound { value: literal, why: format!("{literal:.1e}") }
+        }
+    }
+}
+
+/// `got` within `bound` of `want` (max-abs); returns the error.
 #[track_caller]
-fn assert_floored(what: &str, got: &[f32], want: &[f32], tol: f32, floor: f64) -> f32 {
+fn assert_bounded(what: &str, got: &[f32], want: &[f32], bound: Bound) -> f32 {
     let d = max_abs_diff(got, want);
-    let bound = tol.max(2.0 * floor as f32);
-    let why = if bound > tol { format!("2 × the float64 reference's own error {floor:.3e}") } else { format!("{tol:.1e}") };
-    eprintln!("{what}: max-abs error {d:.3e} (bound {bound:.3e}: {why})");
-    assert!(d <= bound, "{what}: max-abs error {d:e} exceeds {bound:e} ({why})");
+    eprintln!("{what}: max-abs error {d:.3e} (bound {:.3e}: {})", bound.value, bound.why);
+    assert!(d <= bound.value, "{what}: max-abs error {d:e} exceeds {:e} ({})", bound.value, bound.why);
     d
 }
 
-/// `got` equals `want`, or differs by one level on at most 0.1 % of the values (or, where diffusers' float64
-/// run is itself off by one on more, on at most twice its count); never by more than one.
+/// `got` equals `want`, or differs by one level on at most as many values as `StageReference` allows, and by
+/// more than one on none (unless the reference's own float32 runs do).
 #[track_caller]
-fn assert_u8_rule(what: &str, got: &[u8], want: &[u8], floor_off_by_one: usize) {
+fn assert_u8_rule(what: &str, got: &[u8], want: &[u8], reference: &StageReference) {
     assert_eq!(got.len(), want.len());
     let off = got.iter().zip(want).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect::<Vec<_>>();
     let (big, ones) = (off.iter().filter(|&&d| d > 1).count(), off.iter().filter(|&&d| d == 1).count());
-    let allowed = (off.len() / 1000).max(2 * floor_off_by_one);
-    eprintln!("{what}: {ones} of {} values off by one (allowed {allowed}), {big} off by more", off.len());
-    assert_eq!(big, 0, "{what}: values off by more than one");
+    let (allowed, allowed_big) = (reference.off_by_one_allowed(off.len()), reference.off_by_more_allowed());
+    eprintln!("{what}: {ones} of {} values off by one (allowed {allowed}), {big} off by more (allowed {allowed_big})", off.len());
+    assert!(big <= allowed_big, "{what}: {big} values off by more than one (allowed {allowed_big})");
     assert!(ones <= allowed, "{what}: {ones} of {} values off by one (allowed {allowed})", off.len());
 }
 
@@ -352,11 +453,10 @@ fn gpu_int8_weights_stay_near_the_goldens_and_decode_like_the_cpu() {
     let gpu = check_int8_cases(be);
     let cpu = check_int8_cases(lambda_eclipse::ops::cpu::CpuBackend::new());
     // Same quantised values on both: only f32 rounding differs, amplified as with f32 weights. Each backend is
-    // allowed the goldens' end-to-end bound from the exact result (1e-3, or twice diffusers' own float64-vs-
-    // float32 distance), so the two may be twice that apart.
+    // allowed the goldens' end-to-end bound from the exact result (`StageReference::image_vs_truth`: 1e-3, or
+    // twice the reference's worst float32 error), so the two may be twice that apart.
     for ((g, c), case) in gpu.iter().zip(&cpu).zip(decoder_cases()) {
-        let floor = reference_floor(&case.name)["end_to_end"]["image_max_abs"].as_f64().unwrap() as f32;
-        let bound = 2.0 * 1e-3f32.max(2.0 * floor);
+        let bound = 2.0 * CaseReference::of(&case.name).end_to_end.image_vs_truth().value;
         let (max, (mean, _)) = (max_abs_diff(g, c), image_agreement(g, c));
         eprintln!("[int8] {}: GPU vs CPU image max-abs {max:.3e} (bound {bound:.3e}), mean-abs {mean:.3e}", case.name);
         assert!(max <= bound, "[int8] {}: GPU and CPU images differ by {max:e} > {bound:e}", case.name);
