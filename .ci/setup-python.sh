@@ -3,7 +3,7 @@
 # step, skipped when they are already importable. torch is the large part (~4 min the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if python3 -c "import torch, diffusers, transformers, safetensors, fastapi, uvicorn, PIL, pytest, httpx, psutil" 2>/dev/null; then
+if python3 -c "import torch, diffusers, transformers, safetensors, fastapi, uvicorn, PIL, pytest, httpx, psutil, yaml, hypothesis" 2>/dev/null; then
   echo "== python deps for server/ already installed"
   exit 0
 fi

@@ -17,7 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lambda_decoder.config import Settings  # noqa: E402
-from lambda_decoder.decoder import ApiError, Decoder, parse_request  # noqa: E402
+from lambda_decoder.decoder import Decoder  # noqa: E402
+from lambda_decoder.validation import ApiError, parse_request  # noqa: E402
 
 
 class EndpointHandler:
@@ -26,6 +27,7 @@ class EndpointHandler:
         model = path if path and os.path.isdir(os.path.join(path, "unet")) else None
         self.settings = Settings.from_env(model=model)
         self.decoder = Decoder.load(self.settings)
+        self.limits = self.decoder.limits(self.settings)
 
     def __call__(self, data: dict):
         """Returns a PIL image (the toolkit encodes it); raises ValueError with {"error": ...} JSON on bad input."""
@@ -33,12 +35,7 @@ class EndpointHandler:
         if not isinstance(payload, dict):
             payload = {"image_embeds": payload, **(data.get("parameters") or {})}
         try:
-            params = parse_request(
-                payload,
-                embed_dim=self.decoder.embed_dim,
-                max_side=self.settings.max_side,
-                max_steps=self.settings.max_steps,
-            )
+            params = parse_request(payload, self.limits)
         except ApiError as e:
             raise ValueError(json.dumps(e.body())) from None
         image, _seed, _source = self.decoder.render(params)

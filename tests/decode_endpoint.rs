@@ -153,8 +153,9 @@ fn prior_then_decode_writes_the_requested_image() {
 
     // The server's own validation message, in one line with its status.
     fails_clearly(
-        decode(&server.url, &embeds, &dir.join("x.png"), &["--token", TOKEN, "--width", "100"]).output().unwrap(),
-        &["422", "invalid_size", "width must be a positive multiple of 64, got 100"],
+        // The tiny random decoder's MoVQ downsamples by 2: sides are multiples of 2² (the real one's of 64).
+        decode(&server.url, &embeds, &dir.join("x.png"), &["--token", TOKEN, "--width", "66"]).output().unwrap(),
+        &["422", "invalid_size", "width must be a positive multiple of 4, got 66"],
     );
     fails_clearly(
         decode(&server.url, &embeds, &dir.join("x.png"), &["--token", TOKEN, "--steps", "1000"]).output().unwrap(),

@@ -1,8 +1,10 @@
 """Reference GPU decoder endpoint for lambda-eclipse: λ-ECLIPSE image embedding → Kandinsky 2.2 image.
 
-Protocol: ../README.md and ../openapi.yaml. Modules: `config` (settings and limits), `decoder` (request
-validation, the diffusers pipeline, image encoding), `app` (the FastAPI app: auth, CORS, bounded queue,
-errors), `__main__` (the command line, graceful shutdown).
+Protocol: ../README.md and ../openapi.yaml. Modules: `config` (settings, limits, per-device caps), `validation`
+(Content-Type, JSON and fields → DecodeParams or ApiError; shared by every front end), `decoder` (the diffusers
+pipeline, cancellable between steps, and image encoding), `decode_queue` (one decode at a time, bounded waiting,
+cancellation, Retry-After), `app` (the FastAPI app: auth, CORS, errors), `http_guard` (header/body timeouts and
+the connection cap uvicorn lacks), `__main__` (the command line, bounded graceful shutdown).
 """
 
 PROTOCOL_VERSION = "1"

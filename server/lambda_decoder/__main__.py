@@ -6,13 +6,17 @@ Every option also has a LAMBDA_DECODER_* environment variable (see config.Settin
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import math
 import sys
 
 import uvicorn
 
+from . import config as C
 from .app import create_app
 from .config import DEFAULT_MODEL, Settings
+from .http_guard import GuardedH11Protocol
 
 
 def parse_args(argv=None) -> Settings:
@@ -29,10 +33,22 @@ def parse_args(argv=None) -> Settings:
     p.add_argument("--token", help="require Authorization: Bearer TOKEN (or LAMBDA_DECODER_TOKEN)")
     p.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (repeatable; '*' allows any)")
-    p.add_argument("--max-side", type=int, help="largest width/height in pixels (default 1024)")
-    p.add_argument("--max-steps", type=int, help="largest num_inference_steps (default 100)")
+    gpu, cpu = C.DEVICE_CAPS["gpu"], C.DEVICE_CAPS["cpu"]
+    p.add_argument("--max-side", type=int,
+                   help=f"largest width/height in pixels (default {gpu['max_side']} on a GPU, {cpu['max_side']} on the CPU)")
+    p.add_argument("--max-steps", type=int,
+                   help=f"largest num_inference_steps (default {gpu['max_steps']} on a GPU, {cpu['max_steps']} on the CPU)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
     p.add_argument("--max-waiting", type=int, help="requests allowed to wait behind the running decode (default 8)")
+    p.add_argument("--header-timeout", type=float,
+                   help=f"seconds a request line and headers may take to arrive (default {C.DEFAULT_HEADER_TIMEOUT_S:g})")
+    p.add_argument("--body-timeout", type=float,
+                   help=f"seconds a request body may take to arrive (default {C.DEFAULT_BODY_TIMEOUT_S:g})")
+    p.add_argument("--max-connections", type=int,
+                   help=f"open connections at most; more are closed at once (default {C.DEFAULT_MAX_CONNECTIONS})")
+    p.add_argument("--shutdown-grace", type=float,
+                   help=f"seconds the running decode may take to finish after SIGTERM before it is cancelled "
+                        f"(default {C.DEFAULT_SHUTDOWN_GRACE_S:g}; the process exits at most {C.SHUTDOWN_MARGIN_S:g} s later)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in the Docker image)")
     p.add_argument("--port", type=int, help="port (default 8765)")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
@@ -44,24 +60,46 @@ def parse_args(argv=None) -> Settings:
 
 
 class GracefulServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: requests still waiting get 503 at once, the running decode finishes and is sent,
-    then uvicorn closes (it waits for in-flight requests: timeout_graceful_shutdown is None)."""
+    """On SIGTERM/SIGINT: requests still waiting get 503 at once; the running decode gets `shutdown_grace`
+    seconds to finish and be sent, then it is cancelled at its next step (its client gets 503); uvicorn stops
+    waiting for in-flight requests SHUTDOWN_MARGIN_S after that (timeout_graceful_shutdown), whatever they are
+    doing, and the decode thread (a daemon) does not hold the process. So the process is gone within
+    shutdown_grace + SHUTDOWN_MARGIN_S seconds (10 s by default)."""
 
     def __init__(self, config: uvicorn.Config, state):
         super().__init__(config)
         self.lambda_state = state
 
     def handle_exit(self, sig, frame):
-        self.lambda_state.queue.draining = True
+        if not self.should_exit:
+            self.lambda_state.begin_shutdown()
         super().handle_exit(sig, frame)
+
+
+def uvicorn_config(app, settings: Settings) -> uvicorn.Config:
+    """uvicorn with its own h11 protocol plus the slow-client guard (http_guard.py)."""
+    protocol = functools.partial(
+        GuardedH11Protocol,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http=protocol,
+        timeout_keep_alive=5,  # uvicorn's default, stated: idle keep-alive connections close after 5 s
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace + C.SHUTDOWN_MARGIN_S),
+    )
 
 
 def main(argv=None) -> int:
     settings = parse_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-    server = GracefulServer(config, app.state.lambda_state)
+    server = GracefulServer(uvicorn_config(app, settings), app.state.lambda_state)
     server.run()
     return 0
 

@@ -1,7 +1,8 @@
 """The HTTP side: FastAPI app with bearer auth, CORS, body limit, bounded decode queue and JSON errors.
 
 Order of checks on POST /v1/decode (cheapest first, nothing queued that will be rejected):
-auth (401) → model ready (503) → body size (413) → JSON (400) → fields (422) → queue room (429) → decode.
+auth (401) → Content-Type (415) → model ready (503) → body size and time (413, 408) → JSON (400) → fields (422)
+→ queue room (429) → decode, cancelled between steps if the client goes away.
 """
 
 from __future__ import annotations
@@ -10,117 +11,116 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from . import PROTOCOL_VERSION
 from . import config as C
-from .decoder import ApiError, Decoder, parse_request
+from .decode_queue import DecodeCancelled, DecodeQueue, Job, shutting_down
+from .decoder import Decoder
+from .validation import ApiError, RequestLimits, check_content_type, one_line, parse_json, parse_request
 
 log = logging.getLogger("lambda_decoder")
 
 # Reply headers a browser page may read (CORS hides all but a few by default).
 EXPOSED_HEADERS = ["X-Seed", "X-Decode-Ms", "X-Queue-Ms", "X-Negative-Embeds", "Retry-After"]
-
-
-class DecodeQueue:
-    """One decode at a time (one pipeline per device), at most `max_waiting` more waiting; beyond: 429.
-
-    The single-thread executor is what really serialises decodes: even if an awaiting request is cancelled
-    its decode finishes before the next starts. The lock only orders the waiters and keeps the counts.
-    """
-
-    def __init__(self, max_waiting: int):
-        self.max_waiting = max_waiting
-        self.running = 0
-        self.waiting = 0
-        self.draining = False
-        self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
-        self._avg_s: float | None = None  # moving average of decode time, for Retry-After
-
-    @property
-    def length(self) -> int:
-        return self.running + self.waiting
-
-    @property
-    def capacity(self) -> int:
-        return 1 + self.max_waiting
-
-    def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the queue ahead times the average decode."""
-        return max(1, math.ceil((self._avg_s or 1.0) * max(1, self.length)))
-
-    async def run(self, fn, *args):
-        if self.draining:
-            raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "10"})
-        if self.length >= self.capacity:
-            raise ApiError(
-                429,
-                "queue_full",
-                f"{self.running} decode running and {self.waiting} waiting (limit {self.max_waiting}); retry later",
-                {"Retry-After": str(self.retry_after())},
-            )
-        self.waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            if self.draining:  # shutdown began while this request waited: only the running decode finishes
-                raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "10"})
-            self.running += 1
-            t0 = time.perf_counter()
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-            finally:
-                self.running -= 1
-                dt = time.perf_counter() - t0
-                self._avg_s = dt if self._avg_s is None else 0.8 * self._avg_s + 0.2 * dt
-        finally:
-            self._lock.release()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+# Logged, never sent: the client closed its connection (nginx's "client closed request").
+CLIENT_CLOSED_REQUEST = 499
 
 
 class State:
-    """What the app holds: settings, the decoder (None while loading) and the queue."""
+    """What the app holds: settings, the decoder (None while loading) and its limits, and the queue."""
 
     def __init__(self, settings: C.Settings, decoder: Decoder | None):
         self.settings = settings
-        self.decoder = decoder
+        self.decoder: Decoder | None = None
+        self.limits: RequestLimits | None = None
         self.load_error: str | None = None
         self.queue = DecodeQueue(settings.max_waiting)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        if decoder is not None:
+            self._use(decoder)
+
+    def _use(self, decoder) -> None:
+        self.limits = C.resolve_limits(
+            self.settings, device=decoder.device, embed_dim=decoder.embed_dim, side_multiple=decoder.size_multiple
+        )
+        self.decoder = decoder
 
     def load(self) -> None:
         try:
-            self.decoder = Decoder.load(self.settings)
+            self._use(Decoder.load(self.settings))
         except Exception as e:  # reported by /v1/health and every decode, not a crash loop
             log.exception("cannot load the decoder")
             self.load_error = f"{type(e).__name__}: {e}"
 
-    def ready_decoder(self) -> Decoder:
-        if self.decoder is not None:
-            return self.decoder
+    def ready(self) -> tuple[Decoder, RequestLimits]:
+        if self.decoder is not None and self.limits is not None:
+            return self.decoder, self.limits
         if self.load_error:
             raise ApiError(503, "model_failed", f"the model could not be loaded: {self.load_error}")
         raise ApiError(503, "loading", "the model is still loading", {"Retry-After": "5"})
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM/SIGINT (called from the signal handler): waiting requests get 503 now, the running decode
+        `shutdown_grace` seconds to finish."""
+        if self.loop is None or self.loop.is_closed():
+            self.queue.draining = True
+            return
+        self.loop.call_soon_threadsafe(self.queue.drain, self.settings.shutdown_grace)
+
+
+class ErrorJSONResponse(JSONResponse):
+    """ASCII JSON: a message quoting a hostile value (a lone surrogate, say) can always be encoded."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def error_response(e: ApiError) -> JSONResponse:
     headers = dict(e.headers)
     if e.status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
-    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+    return ErrorJSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
+class CatchAll:
+    """Turns any exception nothing else handled into the documented JSON 500 `decode_failed`. It sits inside the
+    CORS middleware, so that reply carries the CORS headers too: Starlette's own handler for unexpected errors sits
+    outside every middleware and answers text/plain, which a browser page cannot even read."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as e:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # too late for an error reply; uvicorn closes the connection
+                raise
+            try:
+                message = one_line(str(e)) or "no message"
+            except Exception:  # an exception whose __str__ fails
+                message = "no message"
+            await error_response(ApiError(500, "decode_failed", f"unexpected error: {type(e).__name__}: {message}"))(
+                scope, receive, send
+            )
 
 
 def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
@@ -130,6 +130,7 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state.loop = asyncio.get_running_loop()
         if state.decoder is None:
             threading.Thread(target=state.load, name="load-model", daemon=True).start()
         yield
@@ -139,6 +140,8 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
     app = FastAPI(title="lambda-eclipse decoder", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.lambda_state = state
 
+    # Added first, so it runs inside CORS (Starlette: the last added middleware is the outermost).
+    app.add_middleware(CatchAll)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -178,12 +181,44 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
                 raise too_big
         # Chunked bodies have no Content-Length: count while reading.
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(settings.body_timeout):  # nginx's client_body_timeout, for the whole body
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_big
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"the body did not arrive within {settings.body_timeout:g} s ({size} bytes received)",
+                {"Connection": "close"},
+            ) from None
+        except ClientDisconnect:  # nobody will read the reply
+            raise ApiError(400, "invalid_request", "the client closed the connection before the body was complete") from None
         return b"".join(chunks)
+
+    async def wait_for_disconnect(request: Request) -> None:
+        """Returns when the client has gone (the body has been read: the only message left is the disconnect)."""
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def run_while_connected(request: Request, job: Job, fn):
+        """Runs the job in the queue; if the client disconnects first, cancels it: a waiting job leaves the queue
+        at once, a running one stops at its next step."""
+        work = asyncio.ensure_future(state.queue.run(job, fn))
+        gone = asyncio.ensure_future(wait_for_disconnect(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                job.cancel(DecodeCancelled.CLIENT_GONE)
+            return await work
+        except asyncio.CancelledError:  # this request's task was cancelled (shutdown timeout): stop the decode too
+            work.cancel()
+            raise
+        finally:
+            gone.cancel()
 
     @app.get("/v1/health")
     async def health():
@@ -198,7 +233,7 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
     @app.get("/v1/info")
     async def info(request: Request):
         check_auth(request)
-        d, q = state.decoder, state.queue
+        d, q, lim = state.decoder, state.queue, state.limits
         return {
             "protocol": PROTOCOL_VERSION,
             "ready": d is not None,
@@ -215,51 +250,55 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
                 "guidance_scale": C.DEFAULT_GUIDANCE,
                 "format": C.DEFAULT_FORMAT,
             },
+            # Model- and device-dependent values are null until the model is loaded.
             "limits": {
-                "min_side": C.SIDE_MULTIPLE,
-                "side_multiple": C.SIDE_MULTIPLE,
-                "max_side": settings.max_side,
-                "max_steps": settings.max_steps,
+                "min_side": lim.min_side if lim else None,
+                "side_multiple": lim.side_multiple if lim else None,
+                "max_side": lim.max_side if lim else settings.max_side,
+                "max_steps": lim.max_steps if lim else settings.max_steps,
                 "max_guidance_scale": C.MAX_GUIDANCE,
                 "max_body_bytes": settings.max_body_bytes,
                 "max_waiting": settings.max_waiting,
+                "max_connections": settings.max_connections,
+                "header_timeout_s": settings.header_timeout,
+                "body_timeout_s": settings.body_timeout,
+                "shutdown_grace_s": settings.shutdown_grace,
             },
             "queue_length": q.length,
-            "queue": {"running": q.running, "waiting": q.waiting, "capacity": q.capacity},
+            "queue": {
+                "running": q.running,
+                "waiting": q.waiting,
+                "capacity": q.capacity,
+                "estimated_wait_s": round(q.estimated_wait_s(), 3),
+                "seconds_per_megapixel_step": q.model.seconds_per_megapixel_step,
+            },
             "auth": bool(settings.token),
         }
 
     @app.post("/v1/decode")
     async def decode(request: Request):
         check_auth(request)
-        decoder = state.ready_decoder()
-        raw = await read_body(request)
+        check_content_type(request.headers.get("content-type"))
+        decoder, limits = state.ready()
+        params = parse_request(parse_json(await read_body(request)), limits)
+        job = Job(params.work, params.num_inference_steps)
+        queued_at = state.queue.clock()
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
-        params = parse_request(
-            body, embed_dim=decoder.embed_dim, max_side=settings.max_side, max_steps=settings.max_steps
-        )
-        queued_at = time.perf_counter()
-        started: list[float] = []
-
-        def work():
-            started.append(time.perf_counter())
-            return decoder.decode(params)
-
-        try:
-            result = await state.queue.run(work)
+            result = await run_while_connected(request, job, lambda: decoder.decode(params, job.step_done))
+        except DecodeCancelled as e:
+            if e.reason == DecodeCancelled.SHUTDOWN:
+                raise shutting_down() from None
+            log.info("client gone: decode cancelled after %d of %d steps", e.steps_done, job.steps)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         except ApiError:
             raise
         except Exception as e:
-            # Caught here, not by a global handler: Starlette sends unhandled errors from outside the CORS
-            # middleware, and a browser could then not read the message.
+            # Caught here to say what failed; anything else unexpected is CatchAll's.
             if type(e).__name__ == "OutOfMemoryError":
                 raise ApiError(503, "out_of_memory", "the GPU ran out of memory; try a smaller image", {"Retry-After": "5"}) from e
             log.exception("decode failed")
-            raise ApiError(500, "decode_failed", f"the decode failed: {type(e).__name__}: {e}") from e
-        queue_ms = ((started[0] if started else queued_at) - queued_at) * 1000
+            raise ApiError(500, "decode_failed", f"the decode failed: {type(e).__name__}: {one_line(str(e))}") from e
+        queue_ms = ((job.started_at or queued_at) - queued_at) * 1000
         return Response(
             content=result.image_bytes,
             media_type=result.content_type,

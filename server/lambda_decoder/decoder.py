@@ -1,164 +1,34 @@
-"""The decode itself: request validation, the diffusers Kandinsky 2.2 pipeline, image encoding.
+"""The decode itself: the diffusers Kandinsky 2.2 pipeline, cancellable between steps, and image encoding.
 
-Nothing here knows about HTTP except `ApiError` (status + code + message), which both the FastAPI app and the
-Hugging Face handler turn into their own error replies.
+Request validation lives in `validation` (shared with every front end); nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import config as C
+from .validation import DecodeParams, RequestLimits
 
 log = logging.getLogger("lambda_decoder")
-
-
-class ApiError(Exception):
-    """An error reply: HTTP status, a stable machine-readable code, a message for humans."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Request validation
-
-
-@dataclass(frozen=True)
-class DecodeParams:
-    image_embeds: np.ndarray  # float32 [D]
-    negative_image_embeds: np.ndarray | None  # float32 [D], None: the server's default
-    seed: int | None
-    width: int
-    height: int
-    num_inference_steps: int
-    guidance_scale: float
-    format: str
-
-
-FIELDS = {
-    "image_embeds",
-    "negative_image_embeds",
-    "seed",
-    "width",
-    "height",
-    "num_inference_steps",
-    "guidance_scale",
-    "format",
-}
-
-
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, f"invalid_{field}", f"{field}: {message}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def parse_embedding(value, field: str, dim: int) -> np.ndarray:
-    """A list of D numbers, or base64 of D little-endian f32 (4·D bytes); finite values only."""
-    if isinstance(value, str):
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise _invalid(field, "not valid base64 (standard alphabet, padded)") from None
-        if len(raw) != 4 * dim:
-            raise _invalid(field, f"expected {dim} little-endian f32 ({4 * dim} bytes), got {len(raw)} bytes")
-        arr = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    elif isinstance(value, list):
-        if len(value) != dim:
-            raise _invalid(field, f"expected {dim} numbers, got {len(value)}")
-        if not all(_is_number(x) for x in value):
-            raise _invalid(field, "every element must be a number")
-        arr = np.asarray(value, dtype=np.float64)
-        # Values beyond f32's range would become ±inf below; say so rather than decoding garbage.
-        if np.isfinite(arr).all() and np.abs(arr).max(initial=0.0) > np.finfo(np.float32).max:
-            raise _invalid(field, "a value is outside the f32 range")
-        arr = arr.astype(np.float32)
-    else:
-        raise _invalid(field, f"expected a list of {dim} numbers or a base64 string of {dim} f32")
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise _invalid(field, f"element {bad} is {arr[bad]} (NaN and ±Infinity are not accepted)")
-    return arr
-
-
-def _side(body: dict, name: str, max_side: int) -> int:
-    v = body.get(name, C.DEFAULT_SIDE)
-    if not _is_int(v):
-        raise _invalid("size", f"{name} must be an integer, got {v!r}")
-    if v < C.SIDE_MULTIPLE or v % C.SIDE_MULTIPLE:
-        raise _invalid("size", f"{name} must be a positive multiple of {C.SIDE_MULTIPLE}, got {v}")
-    if v > max_side:
-        raise _invalid("size", f"{name} {v} is over this server's limit of {max_side}")
-    return v
-
-
-def parse_request(body, *, embed_dim: int, max_side: int, max_steps: int) -> DecodeParams:
-    """Validates a decoded JSON body; every problem is an ApiError (422, or 400 when it is not an object)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    unknown = sorted(set(body) - FIELDS)
-    if unknown:
-        # Strict on purpose: a misspelt "steps" would otherwise silently decode 50 steps.
-        raise ApiError(422, "unknown_field", f"unknown field(s): {', '.join(unknown)}")
-    if "image_embeds" not in body:
-        raise _invalid("image_embeds", "required")
-    image = parse_embedding(body["image_embeds"], "image_embeds", embed_dim)
-    negative = None
-    if body.get("negative_image_embeds") is not None:
-        negative = parse_embedding(body["negative_image_embeds"], "negative_image_embeds", embed_dim)
-
-    seed = body.get("seed")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed <= C.MAX_SEED):
-        raise _invalid("seed", f"must be an integer in [0, 2^63-1], got {seed!r}")
-
-    width = _side(body, "width", max_side)
-    height = _side(body, "height", max_side)
-
-    steps = body.get("num_inference_steps", C.DEFAULT_STEPS)
-    if not _is_int(steps) or not 1 <= steps <= max_steps:
-        raise _invalid("num_inference_steps", f"must be an integer in [1, {max_steps}], got {steps!r}")
-
-    guidance = body.get("guidance_scale", C.DEFAULT_GUIDANCE)
-    if not _is_number(guidance) or not math.isfinite(guidance) or not 0 <= guidance <= C.MAX_GUIDANCE:
-        raise _invalid("guidance_scale", f"must be a number in [0, {C.MAX_GUIDANCE:g}], got {guidance!r}")
-
-    fmt = body.get("format", C.DEFAULT_FORMAT)
-    if fmt not in C.FORMATS:
-        raise _invalid("format", f"must be one of {', '.join(C.FORMATS)}, got {fmt!r}")
-
-    return DecodeParams(image, negative, seed, width, height, steps, float(guidance), fmt)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Models
 
 
-def tiny_random_components(embed_dim: int = 32, seed: int = 0):
+def tiny_random_components(embed_dim: int = 32, seed: int = 0, movq_channels: tuple[int, ...] = (32, 64)):
     """A tiny random Kandinsky 2.2 decoder (same classes and config style as the real one) for tests and
-    offline demos. The same seed (and torch version) builds the same weights."""
+    offline demos. The same seed (and torch version) builds the same weights. `movq_channels` has one entry per
+    MoVQ level: 2 levels downsample by 2 (size multiple 4), 3 by 4 (size multiple 16)."""
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
@@ -182,10 +52,11 @@ def tiny_random_components(embed_dim: int = 32, seed: int = 0):
         only_cross_attention=False,
         class_embed_type=None,
     )
+    levels = len(movq_channels)
     movq = VQModel(
-        block_out_channels=[32, 64],
-        down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
-        up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+        block_out_channels=list(movq_channels),
+        down_block_types=["DownEncoderBlock2D"] * (levels - 1) + ["AttnDownEncoderBlock2D"],
+        up_block_types=["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * (levels - 1),
         in_channels=3,
         out_channels=3,
         latent_channels=4,
@@ -222,6 +93,17 @@ def pick_device(choice: str) -> str:
     return choice
 
 
+def size_multiple(pipe) -> int:
+    """Image sides must be multiples of this. diffusers' Kandinsky 2.2 pipeline computes the latent size with
+    downscale_height_and_width, which rounds the image up to a multiple of movq_scale_factor² (other sizes would
+    come back larger than asked), and the UNet halves the latents once per down block but the last. The same
+    rule as the wasm decoder's sizeMultiple (src/pipeline/decoder.rs): 64 for the real decoder (MoVQ ×8, 4-level
+    UNet), 16 for a MoVQ that downsamples by 4, 4 for --tiny-random."""
+    f = pipe.movq_scale_factor  # 2 ** (len(movq.config.block_out_channels) - 1), as diffusers sets it
+    unet_halvings = len(pipe.unet.config.block_out_channels) - 1
+    return math.lcm(f * f, f * 2**unet_halvings)
+
+
 @dataclass
 class DecodeResult:
     image_bytes: bytes
@@ -240,6 +122,7 @@ class Decoder:
         self.device = device
         self.dtype = str(pipe.unet.dtype).removeprefix("torch.")
         self.embed_dim = int(pipe.unet.config.encoder_hid_dim)
+        self.size_multiple = size_multiple(pipe)
         if default_negative is not None and default_negative.shape != (self.embed_dim,):
             raise ValueError(f"the negative embedding has {default_negative.size} values, the model takes {self.embed_dim}")
         self.default_negative = default_negative
@@ -279,8 +162,15 @@ class Decoder:
     def negative_default_source(self) -> str:
         return "configured" if self.default_negative is not None else "zeros"
 
-    def render(self, p: DecodeParams):
-        """Runs the pipeline; returns (PIL image, seed used, source of the negative embedding)."""
+    def limits(self, settings: C.Settings) -> RequestLimits:
+        """What requests to this decoder may ask for (validation.parse_request's limits)."""
+        return C.resolve_limits(settings, device=self.device, embed_dim=self.embed_dim, side_multiple=self.size_multiple)
+
+    def render(self, p: DecodeParams, on_step: Callable[[int], None] | None = None):
+        """Runs the pipeline; returns (PIL image, seed used, source of the negative embedding).
+
+        on_step(steps_done) runs after every denoising step, in the decoding thread; whatever it raises stops the
+        decode there (decode_queue.Job uses it to cancel abandoned work and to report progress)."""
         import torch
 
         seed = p.seed if p.seed is not None else secrets.randbelow(C.MAX_CHOSEN_SEED + 1)
@@ -303,15 +193,25 @@ class Decoder:
             guidance_scale=p.guidance_scale,
             generator=generator,
             output_type="pil",
+            callback_on_step_end=_step_callback(on_step) if on_step else None,
+            callback_on_step_end_tensor_inputs=[],
         )
         return out.images[0], seed, source
 
-    def decode(self, p: DecodeParams) -> DecodeResult:
+    def decode(self, p: DecodeParams, on_step: Callable[[int], None] | None = None) -> DecodeResult:
         t0 = time.perf_counter()
-        image, seed, source = self.render(p)
+        image, seed, source = self.render(p, on_step)
         data = encode_image(image, p.format)
         ms = (time.perf_counter() - t0) * 1000
         return DecodeResult(data, C.FORMATS[p.format], seed, ms, source)
+
+
+def _step_callback(on_step: Callable[[int], None]):
+    def callback(_pipe, i: int, _t, callback_kwargs: dict) -> dict:
+        on_step(i + 1)
+        return callback_kwargs
+
+    return callback
 
 
 def load_negative(path: str) -> np.ndarray:

@@ -66,17 +66,23 @@ def client(make_client) -> TestClient:
 
 
 class GatedDecoder:
-    """Stands in for Decoder: each decode blocks until `gate` is set, so queue states can be held."""
+    """Stands in for Decoder: each decode blocks until `gate` is set, so queue states can be held. While it
+    waits it calls on_step(0) every 10 ms: no progress, but a cancelled job stops there as a real one would."""
 
     model_id, device, dtype, embed_dim, negative_default_source = "gated-fake", "cpu", "float32", DIM, "zeros"
+    size_multiple = 64
 
     def __init__(self):
         self.gate = threading.Event()
         self.started = threading.Semaphore(0)
 
-    def decode(self, p):
+    def decode(self, p, on_step=None):
         self.started.release()
-        assert self.gate.wait(30), "test never opened the gate"
+        deadline = time.monotonic() + 30
+        while not self.gate.wait(0.01):
+            assert time.monotonic() < deadline, "test never opened the gate"
+            if on_step:
+                on_step(0)
         buf = io.BytesIO()
         Image.new("RGB", (p.width, p.height), (10, 20, 30)).save(buf, format="PNG")
         return DecodeResult(buf.getvalue(), FORMATS["png"], p.seed or 0, 1.0, "zeros")
@@ -91,13 +97,14 @@ def free_port() -> int:
 class ServerProcess:
     """`python3 -m lambda_decoder --tiny-random` on a free loopback port, as users run it."""
 
-    def __init__(self, *args: str, startup_timeout: float = 120):
+    def __init__(self, *args: str, startup_timeout: float = 120, env: dict[str, str] | None = None):
+        """env: extra LAMBDA_DECODER_* variables (settings a server without that option simply ignores)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(os.devnull, "w") if os.environ.get("QUIET_SERVER") else None
         cmd = [sys.executable, "-m", "lambda_decoder", "--tiny-random", "--device", "cpu",
                "--port", str(self.port), "--log-level", "warning", *args]
-        self.proc = subprocess.Popen(cmd, cwd=SERVER_DIR, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, cwd=SERVER_DIR, stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + startup_timeout
         while True:
             if self.proc.poll() is not None:
@@ -131,8 +138,8 @@ def server_process():
     """start(*extra_args) → a running ServerProcess, stopped at the end of the test."""
     started: list[ServerProcess] = []
 
-    def start(*args: str) -> ServerProcess:
-        s = ServerProcess(*args)
+    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        s = ServerProcess(*args, env=env)
         started.append(s)
         return s
 
