@@ -173,14 +173,22 @@ function setupCompose(engine) {
   $('compose').hidden = false;
   $('examples').hidden = false;
   let busy = false;
+  let computing = false;
+  // Busy buttons are marked aria-disabled, not disabled: a disabled button loses the keyboard focus.
+  const markBusy = () => {
+    $('compute').setAttribute('aria-disabled', String(computing));
+    $('create').setAttribute('aria-disabled', String(computing || busy));
+  };
 
   /** Computes the embedding of the form; resolves the history entry, or null (the status says why). */
   async function compute() {
     const { subjects, problems } = list.collect();
     if (problems.length) { status(problems.join(' '), 'error'); return null; }
+    if (computing) return null;
     const prompt = $('prompt').value;
     const seed = Number($('seed').value);
-    $('compute').disabled = $('create').disabled = true;
+    computing = true;
+    markBusy();
     document.body.dataset.result = 'pending';
     setStage('computing');
     status('Computing the embedding…');
@@ -208,7 +216,8 @@ function setupCompose(engine) {
       status(`Could not compute: ${withAdvice(e.message)}${engine.alive ? '' : ' Reload the page to load the model again.'}`, 'error');
       return null;
     } finally {
-      $('compute').disabled = $('create').disabled = false;
+      computing = false;
+      markBusy();
     }
   }
 
@@ -216,6 +225,7 @@ function setupCompose(engine) {
   async function create() {
     if (busy) return;
     busy = true;
+    markBusy();
     document.body.dataset.created = 'pending';
     try {
       const entry = await compute();
@@ -229,6 +239,7 @@ function setupCompose(engine) {
       document.body.dataset.created = ok ? 'ok' : 'error';
     } finally {
       busy = false;
+      markBusy();
     }
   }
 
@@ -353,7 +364,8 @@ async function decodeOnEndpoint() {
   const { endpoint, token, scheduler, ...settings } = decoderSettings();
   if (!endpoint) { showDecodeStatus('Enter the decoder endpoint URL first (Picture settings).', 'error'); return false; }
   const input = decodeInput;
-  $('decode').disabled = true;
+  if ($('decode').getAttribute('aria-disabled') === 'true') return false;
+  $('decode').setAttribute('aria-disabled', 'true');
   document.body.dataset.decoded = 'pending';
   showDecodeStatus(`Decoding on ${endpoint}…`, '');
   try {
@@ -367,7 +379,7 @@ async function decodeOnEndpoint() {
     document.body.dataset.decoded = 'error';
     return false;
   } finally {
-    $('decode').disabled = false;
+    $('decode').setAttribute('aria-disabled', 'false');
   }
 }
 
@@ -424,7 +436,7 @@ async function decodeLocally() {
   const state = (s) => { document.body.dataset.decodedLocal = s; };
   localController = new AbortController();
   const { signal } = localController;
-  $('decode-local').disabled = true;
+  $('decode-local').setAttribute('aria-disabled', 'true');
   $('cancel-decode-local').hidden = false;
   $('cancel-decode-local').disabled = false;
   $('decode-local-step').textContent = '';
@@ -478,7 +490,7 @@ async function decodeLocally() {
     return false;
   } finally {
     localController = null;
-    $('decode-local').disabled = false;
+    $('decode-local').setAttribute('aria-disabled', 'false');
     $('cancel-decode-local').hidden = true;
     $('decoder-progress').hidden = true;
     updateCreateHint();
