@@ -156,7 +156,7 @@ export function loadModel({ params = new URLSearchParams(location.search), picke
         const engine = await load({ model, prior, backend, signal: controller.signal, onProgress: showProgress });
         const info = engine.loadInfo;
         loaded = true;
-        status('Model loaded.', 'ok');
+        status('Model loaded. Try an example, or type a prompt and give a photo for each subject.', 'ok');
         $('progress').hidden = true;
         $('cancel-load').hidden = true;
         $('load-summary').textContent = `Loaded ${formatBytes(info.weightBytes)} of weights in ${info.loadSeconds.toFixed(1)} s: `
