@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { IMAGES, ROOT, SCREENSHOTS, freePort, launchChromium, startStaticServer, waitFor } from './browser.mjs';
+import { openPanel } from './helpers.mjs';
 
 let staticServer, decoder, browser, base, endpoint;
 
@@ -38,6 +39,7 @@ test('the app decodes its embedding on the endpoint, then reports the endpoint g
   await page.click('#compute');
   await page.waitForFunction(() => document.body.dataset.result === 'ready', null, { timeout: 120_000 });
 
+  await openPanel(page, 'settings-panel');
   await page.fill('#endpoint', endpoint);
   await page.fill('#width', '64');
   await page.fill('#height', '128');
@@ -84,6 +86,8 @@ test('the interpolation grid decodes cell by cell on the endpoint with the same 
       await page.click('#compute');
       await page.waitForFunction(() => document.body.dataset.result === 'ready', null, { timeout: 120_000 });
     }
+    await openPanel(page, 'settings-panel');
+    await openPanel(page, 'interpolation-panel');
     await page.fill('#endpoint', url);
     await page.fill('#width', '64');
     await page.fill('#height', '64');

@@ -99,3 +99,10 @@ print(json.dumps(out))
   assert.equal(r.status, 0, `python could not read ${file}: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
+
+/** Opens a panel of the studio (a <details>: 'setup', 'control-panel', 'settings-panel', 'interpolation-panel',
+ * 'details') as a click on its summary does; an open one stays open. */
+export async function openPanel(page, id) {
+  const panel = page.locator(`#${id}`);
+  if (!(await panel.evaluate((d) => d.open))) await panel.locator(':scope > summary').click();
+}

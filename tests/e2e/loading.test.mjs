@@ -9,6 +9,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync
 import os from 'node:os';
 import path from 'node:path';
 import { IMAGES, OUTPUT, ROOT, launchChromium, startStaticServer } from './browser.mjs';
+import { openPanel } from './helpers.mjs';
 
 const TINY = path.resolve(ROOT, '../shared/goldens/lambda-tiny/model');
 const MODEL = '/shared/goldens/lambda-tiny/model/';
@@ -316,6 +317,7 @@ test('Clear cached models empties the cache (cacheUsage() says 0 B) and the next
   assert.equal(ofModel.bytes, before.bytes);
   const ofOther = await page.evaluate(async () => (await import('/www/lib/lambda-eclipse.js')).cacheUsage('/elsewhere/'));
   assert.equal(ofOther.bytes, 0);
+  await openPanel(page, 'setup');
   await page.click('#clear-cache');
   await page.waitForFunction(() => /: 0 B/.test(document.getElementById('cache-usage').textContent));
   assert.equal((await usage()).bytes, 0);

@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { DECODER_GOLDENS, IMAGES, SCREENSHOTS, TINY_DECODER, TINY_MODEL, openSite } from './browser.mjs';
-import { golden, openApp } from './helpers.mjs';
+import { golden, openApp, openPanel } from './helpers.mjs';
 import { writeSafetensors } from '../../www/lib/tensor-files.js';
 import { readDecoderInput } from '../../www/ui/local-decoder.js';
 
@@ -45,6 +45,7 @@ const shownRgb = (page) => page.evaluate(() => {
 });
 
 async function setDecoderFields(page, { steps, guidance, width, height, scheduler }) {
+  await openPanel(page, 'settings-panel');
   await page.fill('#steps', String(steps));
   await page.fill('#guidance', String(guidance));
   await page.fill('#width', String(width));
@@ -136,6 +137,7 @@ test('int8 weights decode on WebGPU close to f32; a size above the GPU buffer li
   for (const name of ['image_embeds', 'negative_image_embeds']) embeds[name] = golden('ddim_cfg.safetensors', name, DECODER_GOLDENS);
   await page.setInputFiles('#embedding-file', { name: 'embeds.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from(writeSafetensors(embeds)) });
   await page.waitForFunction(() => /embeds\.safetensors/.test(document.getElementById('decode-source').textContent));
+  await openPanel(page, 'settings-panel');
   await page.selectOption('#decoder-weights', 'int8');
   const small = { steps: 2, guidance: 4, width: 64, height: 64, scheduler: 'ddim' };
   await setDecoderFields(page, small);

@@ -51,9 +51,9 @@ test('npm pack ships the JS API, the widget, their typings and the wasm package,
   const files = packed.files.map((f) => f.path).sort();
   for (const f of ['package.json', 'README.md', 'www/lib/lambda-eclipse.js', 'www/lib/lambda-eclipse.d.ts', 'www/lib/worker.js',
     'www/lib/tools-worker.js', 'www/lib/model-reader.js', 'www/lib/weight-cache.js', 'www/lib/tensor-files.js', 'www/lib/tensor-files.d.ts',
-    'www/ui/subjects.js', 'www/ui/local-decoder.js', 'www/widget/lambda-eclipse-widget.js', 'www/widget/lambda-eclipse-widget.d.ts',
+    'www/ui/subjects.js', 'www/ui/local-decoder.js', 'www/ui/tokens.css', 'www/widget/lambda-eclipse-widget.js', 'www/widget/lambda-eclipse-widget.d.ts',
     'pkg/lambda_eclipse.js', 'pkg/lambda_eclipse_bg.wasm']) assert.ok(files.includes(f), `${f} is missing from ${packed.filename}: ${files.join(', ')}`);
-  const stray = files.filter((f) => !/^(package\.json|README\.md|www\/(lib|ui|widget)\/[\w.-]+\.(js|d\.ts)|pkg\/(lambda_eclipse\.js|lambda_eclipse_bg\.wasm|snippets\/.+\.js))$/.test(f));
+  const stray = files.filter((f) => !/^(package\.json|README\.md|www\/(lib|ui|widget)\/[\w.-]+\.(js|d\.ts)|www\/ui\/[\w.-]+\.css|pkg\/(lambda_eclipse\.js|lambda_eclipse_bg\.wasm|snippets\/.+\.js))$/.test(f));
   assert.deepEqual(stray, [], 'files that are not part of the package');
   // Every file the package's modules import is in the package.
   const manifest = JSON.parse(readFileSync(path.join(app, 'node_modules/lambda-eclipse/package.json'), 'utf8'));

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { IMAGES, SCREENSHOTS, openSite } from './browser.mjs';
-import { downloadOf, dropFiles, golden, imageFile, maxDiff, openApp, pasteFiles, photoStates, readWithPython } from './helpers.mjs';
+import { downloadOf, dropFiles, golden, imageFile, maxDiff, openApp, openPanel, pasteFiles, photoStates, readWithPython } from './helpers.mjs';
 import { chromium } from 'playwright-core';
 
 let site, browser, base;
@@ -178,6 +178,7 @@ test('the interpolation grid takes corners from results and files and blends the
     if (seed === 2) npyFile = (await downloadOf(page, '#export-npy', 'corner-seed2')).file;
     if (seed === 3) jsonFile = (await downloadOf(page, '#export-json', 'corner-seed3')).file;
   }
+  await openPanel(page, 'interpolation-panel');
   const corner = (name) => page.locator(`#interpolation .corner[data-corner="${name}"]`);
   assert.equal(await corner('top-left').locator('select').inputValue(), '0');
   assert.equal(await corner('top-right').locator('select').inputValue(), '1');
@@ -228,6 +229,7 @@ test('forcing the CPU shows a notice, and the switch reloads on WebGPU', async (
   assert.match(await page.textContent('#backend-notice'), /Computing on the CPU \(WebAssembly\), as chosen/);
   assert.equal(await page.inputValue('#backend-choice'), 'cpu');
   await shot(page, '07-cpu-forced');
+  await openPanel(page, 'setup');
   await Promise.all([page.waitForNavigation(), page.selectOption('#backend-choice', 'auto')]);
   await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
   assert.match(page.url(), /backend=auto/);

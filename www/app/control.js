@@ -2,11 +2,12 @@
 // engine's own OpenCV-exact code (wasm, in the tools worker; no model needed), with the thresholds the
 // pipeline will use. A bad file is named at once.
 import { cannyPreview } from '../lib/lambda-eclipse.js';
+import { withAdvice } from '../ui/advice.js';
 
 export class EdgeControl {
   /** Elements: file `input`, threshold inputs `low`/`high`, `canvas`, `status`, `clear` button, drop `zone`. */
   constructor({ input, low, high, canvas, status, clear, zone }) {
-    Object.assign(this, { input, low, high, canvas, status, clear });
+    Object.assign(this, { input, low, high, canvas, status, clear, zone });
     this.file = null;
     input.addEventListener('change', () => this.set(input.files[0] ?? null, { fromInput: true }));
     for (const el of [low, high]) el.addEventListener('change', () => this.refresh());
@@ -29,6 +30,8 @@ export class EdgeControl {
       if (file) { try { const dt = new DataTransfer(); dt.items.add(file); this.input.files = dt.files; } catch { /* display only */ } } else this.input.value = '';
     }
     this.clear.hidden = !file;
+    // An edge image given by drop or by an example: open its panel, so its preview and Remove are in view.
+    if (file) this.zone?.closest('details')?.setAttribute('open', '');
     return this.refresh();
   }
 
@@ -58,7 +61,7 @@ export class EdgeControl {
       if (this.token !== token) return;
       this.canvas.hidden = true;
       this.canvas.dataset.state = 'error';
-      show(`${this.file.name || 'This file'} cannot be used as the edge-control image: ${e.message}`, 'error');
+      show(`${this.file.name || 'This file'} cannot be used as the edge-control image: ${withAdvice(e.message)}`, 'error');
     }
   }
 

@@ -3,33 +3,19 @@
 // once a load succeeds; a cancelled or failed load leaves the panel ready to load again (resuming from what
 // the cache kept).
 //
+// What it loads is the model picker's choice (welcome.js: a variant of models.js, or the ?model= address).
 // Page options: ?model=BASE_URL (a folder in the Hugging Face layout; default: the real model on Hugging
 // Face), &prior=URL, &backend=auto|webgpu|cpu, &autoload=0|1 (default: load at once when ?model= is given or
-// the model is already in the browser cache; the multi-GB default model otherwise waits for Load).
+// the model is already in the browser cache; the multi-GB default model otherwise waits for the user's click).
 // State for tests: body[data-ready] = 'true' | 'error' | 'cancelled' after a load attempt, body[data-loading]
 // during one, window.__lambdaLoadProgress = the latest progress snapshot.
-import { load, cacheUsage, clearCache, resolveManifest } from '../lib/lambda-eclipse.js';
+import { load, cacheUsage, clearCache } from '../lib/lambda-eclipse.js';
+import { formatBytes, formatSeconds, rememberSpeed } from '../ui/capability.js';
+import { withAdvice } from '../ui/advice.js';
+
+export { formatBytes, formatSeconds };
 
 const $ = (id) => document.getElementById(id);
-
-/** 1234567 → "1.2 MB" (SI units, like download tools). */
-export function formatBytes(n) {
-  if (!Number.isFinite(n)) return '?';
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let i = 0;
-  while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
-  return `${i ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
-}
-
-/** 75 → "1 min 15 s". */
-export function formatSeconds(s) {
-  if (!Number.isFinite(s)) return '?';
-  s = Math.max(0, Math.round(s));
-  if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min${s % 60 ? ` ${s % 60} s` : ''}`;
-  return `${Math.floor(m / 60)} h ${m % 60} min`;
-}
 
 /** The header row of a weight-file table (`renderLoadProgress`'s `view.table`). */
 export const LOAD_FILES_HEAD = '<thead><tr><th>Weight file</th><th>Loaded</th><th>Size</th><th>From this browser</th></tr></thead><tbody></tbody>';
@@ -37,12 +23,11 @@ export const LOAD_FILES_HEAD = '<thead><tr><th>Weight file</th><th>Loaded</th><t
 const PANEL = `
   <p class="load-source">Model: <span id="load-source"></span></p>
   <p class="load-buttons">
-    <button type="button" id="load-model">Load the model</button>
+    <button type="button" id="load-model" class="primary">Load the model</button>
     <button type="button" id="cancel-load" hidden>Cancel</button>
   </p>
   <p id="load-summary" class="load-summary"></p>
   <table id="load-files" class="load-files" hidden>${LOAD_FILES_HEAD}</table>
-  <p id="cache-warning" class="status warn" hidden></p>
   <p class="cache-line"><span id="cache-usage">Cached models: …</span>
     <button type="button" id="clear-cache">Clear cached models</button></p>`;
 
@@ -113,40 +98,72 @@ export async function showCacheUsage() {
   }
 }
 
-/** Renders the panel into the #model section (after #progress) and resolves with the loaded engine. */
-export function loadModel({ params = new URLSearchParams(location.search) } = {}) {
-  const model = params.get('model') || undefined;
+/** The text of the Load button for a picker choice: what a click downloads. */
+function loadLabel(variant, assessment) {
+  if (!variant) return 'Nothing here can run';
+  if (variant.bytes == null) return 'Load the model';
+  const left = assessment?.toDownload ?? variant.bytes;
+  return left > 0 ? `Download ${formatBytes(left)} and start` : 'Start (already in this browser)';
+}
+
+/**
+ * Renders the panel into the #model section (after #progress) and resolves with the loaded engine. `picker`
+ * (welcome.js) says which model to load; `onCacheChange()` is called after a load or a clear (the pickers'
+ * cached amounts change).
+ */
+export function loadModel({ params = new URLSearchParams(location.search), picker, onCacheChange = () => {} } = {}) {
   const prior = params.get('prior') || undefined;
   const backend = params.get('backend') || 'auto';
-  const manifest = resolveManifest(model, prior);
   const panel = Object.assign(document.createElement('div'), { id: 'load-panel', className: 'load-panel', innerHTML: PANEL });
   $('progress').after(panel);
-  $('load-source').textContent = model ?? 'λ-ECLIPSE on Hugging Face (Kandinsky 2.2 prior repository + Lambda-ECLIPSE-Prior-v1.0)';
-  $('load-source').title = Object.entries(manifest).map(([k, v]) => `${k}: ${v}`).join('\n');
   let controller = null;
+  let loaded = false;
+
+  /** The chosen variant: `{ variant, model, name }` (model: what load() takes). */
+  const choice = () => {
+    const variant = picker.selected;
+    return { variant, model: variant?.url ?? undefined, name: variant?.id === 'custom' ? variant.url : variant?.name };
+  };
+  const showChoice = () => {
+    if (controller || loaded) return;
+    const { variant, name } = choice();
+    $('load-source').textContent = name ?? 'none';
+    $('load-model').disabled = !variant;
+    const label = loadLabel(variant, variant && picker.assessments.get(variant.id));
+    if ($('load-model').dataset.again !== 'true') $('load-model').textContent = label;
+    $('load-model').title = label;
+  };
+  picker.addEventListener('change', showChoice);
+  showChoice();
 
   return new Promise((resolve) => {
     async function start() {
+      const { variant, model, name } = choice();
+      if (!variant) return;
       controller = new AbortController();
       lastProgress = null;
       delete document.body.dataset.ready;
       document.body.dataset.loading = 'true';
+      picker.disabled = true;
       $('load-model').hidden = true;
       $('cancel-load').hidden = false;
       $('cancel-load').disabled = false;
       $('clear-cache').disabled = true;
       $('load-files').hidden = true;
       $('load-summary').textContent = '';
-      status(`Loading the model from ${model || 'Hugging Face'}…`);
+      status(variant.id === 'custom' ? `Loading the model from ${name}…` : `Loading ${name}: it downloads once, then stays in this browser. You can keep this tab in the background.`);
       try {
         const engine = await load({ model, prior, backend, signal: controller.signal, onProgress: showProgress });
         const info = engine.loadInfo;
-        status('Model loaded.', 'ok');
+        loaded = true;
+        status('Model loaded. Try an example, or type a prompt and give a photo for each subject.', 'ok');
         $('progress').hidden = true;
         $('cancel-load').hidden = true;
         $('load-summary').textContent = `Loaded ${formatBytes(info.weightBytes)} of weights in ${info.loadSeconds.toFixed(1)} s: `
           + `${formatBytes(info.downloadedBytes)} downloaded, ${formatBytes(info.cachedBytes)} from this browser's cache. `
           + `Engine memory (wasm): ${formatBytes(info.memoryBytes)}.`;
+        // A real download's speed makes the next estimate of the wait (small ones say little about the line).
+        if (info.downloadedBytes > 20e6) rememberSpeed(info.downloadedBytes / info.loadSeconds);
         document.body.dataset.ready = 'true';
         // Ask the browser not to evict the cached model under storage pressure (it may say no).
         navigator.storage?.persist?.().catch(() => {});
@@ -155,19 +172,22 @@ export function loadModel({ params = new URLSearchParams(location.search) } = {}
         $('cancel-load').hidden = true;
         $('load-model').hidden = false;
         $('load-model').textContent = 'Load again';
+        $('load-model').dataset.again = 'true';
+        picker.disabled = false;
         const p = lastProgress;
         $('load-summary').textContent = p?.total ? `Stopped at ${formatBytes(p.done)} of ${formatBytes(p.total)} of weights.` : '';
         if (e.name === 'AbortError') {
           status('Loading cancelled. What was already downloaded is kept in this browser: Load again continues from there.', 'warn');
           document.body.dataset.ready = 'cancelled';
         } else {
-          status(`The model failed to load: ${e.message}`, 'error');
+          status(`The model failed to load: ${withAdvice(e.message).replace(/[.\s]*$/, '.')} Then press Load again.`, 'error');
           document.body.dataset.ready = 'error';
         }
       } finally {
         delete document.body.dataset.loading;
         controller = null;
         await showCacheUsage();
+        onCacheChange();
       }
     }
 
@@ -186,16 +206,17 @@ export function loadModel({ params = new URLSearchParams(location.search) } = {}
         status(`Could not clear the cached models: ${e.message}`, 'error');
       }
       await showCacheUsage();
+      onCacheChange();
     };
 
     (async () => {
-      const usage = await showCacheUsage();
+      await showCacheUsage();
       const auto = params.get('autoload');
-      const cached = usage ? (await cacheUsage(manifest)).bytes > 0 : false;
-      if (auto === '1' || (auto !== '0' && (model || cached))) start();
-      else {
-        status('Press Load to download the model (several GB, once: it is then kept in this browser).');
-      }
+      const { variant } = choice();
+      const cached = variant ? (picker.assessments.get(variant.id)?.cachedBytes ?? 0) > 0 : false;
+      if (variant && (auto === '1' || (auto !== '0' && (variant.id === 'custom' || cached)))) start();
+      else if (!variant) status('None of the models can run on this device: see why under each of them below.', 'error');
+      else status(`Nothing is downloaded yet. Check what this device can run, choose a model, then press “${$('load-model').textContent}”.`);
     })();
   });
 }

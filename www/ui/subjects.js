@@ -4,34 +4,50 @@
 // subject replaces and warns about keywords the prompt does not contain, by the engine's own tokenizer rule.
 // Works in the page and inside a shadow root (the widget): it only touches the elements it is given.
 import { inspectImage } from '../lib/lambda-eclipse.js';
+import { withAdvice } from './advice.js';
 
 export const MAX_SUBJECTS = 4;
-/** One colour per slot: its swatch and its highlighted words. */
+/** One colour per slot: its card's edge, its keyword chip and its highlighted words (light: dark text on them). */
 export const SUBJECT_COLORS = ['#ffe082', '#90caf9', '#c5e1a5', '#f48fb1'];
 
 export const SUBJECTS_CSS = `
-.subject { display: grid; grid-template-columns: 1rem minmax(5rem, 9rem) 1fr auto; gap: .25rem .5rem; align-items: center;
-  margin: .35rem 0; padding: .35rem .5rem; border: 1px dashed #bbb; border-radius: 6px; }
-.subject.dragover { border-color: #1565c0; background: #e3f2fd; }
-.subject:focus-within { border-style: solid; }
-.subject .swatch { width: 1rem; height: 1rem; border-radius: 3px; }
-.subject .keyword { min-width: 0; }
-.subject .drop { display: flex; gap: .5rem; align-items: center; min-width: 0; font-size: .9em; color: #555; }
-.subject .thumb { width: 48px; height: 48px; object-fit: cover; border-radius: 4px; border: 1px solid #ccc; }
-.subject .image { max-width: 14rem; }
-.subject .drop-hint { white-space: nowrap; font-size: .85em; }
-.subject[data-image] .drop-hint { display: none; }
-.subject .notes { grid-column: 2 / -1; font-size: .9em; }
-.subject .notes:empty { display: none; }
+.subject { --subject-color: #ccc; display: grid; grid-template-columns: 72px minmax(0, 1fr) auto; gap: .35rem .75rem; align-items: center;
+  margin: .5rem 0; padding: .6rem .7rem; background: var(--le-surface, #fff); border: 1px solid var(--le-border, #ccc);
+  border-left: 6px solid var(--subject-color); border-radius: var(--le-radius-sm, 8px); }
+.subject.dragover { border-style: dashed; border-color: var(--le-accent, #5335c9); background: var(--le-accent-soft, #ebe7fc); }
+.subject .drop { grid-row: 1 / span 2; width: 72px; height: 72px; border-radius: var(--le-radius-sm, 8px); cursor: pointer; position: relative;
+  display: grid; place-items: center; background: var(--le-surface-2, #eee); border: 2px dashed var(--le-border, #ccc); overflow: hidden; box-sizing: border-box; }
+.subject[data-image] .drop { border-style: solid; }
+.subject .thumb { width: 100%; height: 100%; object-fit: cover; display: block; }
+.subject .thumb-empty { font-size: 1.6rem; color: var(--le-muted, #555); line-height: 1; }
+.subject[data-image="ok"] .thumb-empty, .subject[data-image="checking"] .thumb-empty { display: none; }
+.subject .head { display: flex; gap: .5rem; align-items: center; min-width: 0; }
+.subject .keyword { min-width: 0; flex: 1 1 8rem; font-weight: 600; color: var(--le-mark-text, #15171d);
+  background: color-mix(in srgb, var(--subject-color) 55%, #fff); border-color: transparent; border-radius: 999px; padding-inline: .8rem; }
+.subject .keyword::placeholder { color: #3d4250; font-weight: 400; }
+.subject .photo-row { display: flex; flex-wrap: wrap; gap: .25rem .6rem; align-items: center; font-size: .88rem; color: var(--le-muted, #555); min-width: 0; }
+.subject .choose { min-height: 2.2rem; padding: .25rem .7rem; }
+.subject .remove { grid-column: 3; grid-row: 1; }
+.subject .drop-hint { font-size: .85rem; }
+.subject[data-image="ok"] .drop-hint { display: none; }
+.subject .notes { grid-column: 1 / -1; font-size: .88rem; }
+.subject .notes:empty, .subject .notes:not(:has(.note:not(:empty))) { display: none; }
 .subject .note { display: block; }
-.subject .note.warn { color: #8a4b00; }
-.subject .note.error { color: #b00020; font-weight: 600; }
-.subject .note.ok { color: #2e7d32; }
-.prompt-preview { margin: .25rem 0 .5rem; padding: .4rem .6rem; background: #fafafa; border-radius: 6px;
-  font-size: .95em; white-space: pre-wrap; word-break: break-word; min-height: 1.5em; }
-.prompt-preview mark { border-radius: 3px; padding: 0 .1em; color: inherit; }
-.keyword-warnings { margin: .25rem 0; padding-left: 1.2rem; color: #8a4b00; }
+.subject .note.warn { color: var(--le-warn, #6e4300); }
+.subject .note.error { color: var(--le-error, #9c1419); font-weight: 600; }
+.subject .note.ok { color: var(--le-ok, #17692f); }
+.prompt-preview { margin: .35rem 0 .5rem; padding: .45rem .7rem; background: var(--le-surface-2, #f3f3f3); border-radius: var(--le-radius-sm, 8px);
+  font-size: .98em; white-space: pre-wrap; word-break: break-word; min-height: 1.5em; }
+.prompt-preview mark { border-radius: 4px; padding: 0 .15em; color: var(--le-mark-text, #15171d); font-weight: 600; }
+.keyword-warnings { margin: .25rem 0; padding-left: 1.2rem; color: var(--le-warn, #6e4300); }
 .keyword-warnings:empty { display: none; }
+.subjects { border: none; padding: 0; margin: .75rem 0 0; min-width: 0; }
+.subjects > legend { font-weight: 600; padding: 0; }
+.visually-hidden { position: absolute !important; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; border: 0; }
+@media (max-width: 420px) {
+  .subject { grid-template-columns: 56px minmax(0, 1fr) auto; gap: .3rem .5rem; padding: .5rem; }
+  .subject .drop { width: 56px; height: 56px; }
+}
 `;
 
 let uid = 0;
@@ -59,21 +75,32 @@ export class SubjectList extends EventTarget {
     const slot = document.createElement('div');
     slot.className = 'subject';
     const id = `subject-image-${++uid}`;
-    slot.innerHTML = `<span class="swatch" aria-hidden="true"></span>
-      <input class="keyword" placeholder="keyword in the prompt" autocomplete="off">
-      <label class="drop" for="${id}" tabindex="0" title="Choose, drop or paste a photo">
-        <img class="thumb" alt="" hidden><input class="image" id="${id}" type="file" accept="image/*">
-        <span class="drop-hint">or drop / paste a photo</span>
+    slot.setAttribute('role', 'group');
+    slot.innerHTML = `<label class="drop" for="${id}" title="Choose, drop or paste a photo">
+        <img class="thumb" alt="" hidden><span class="thumb-empty" aria-hidden="true">+</span>
+        <input class="image visually-hidden" id="${id}" type="file" accept="image/*" tabindex="-1">
       </label>
+      <div class="head"><input class="keyword" placeholder="keyword in the prompt" autocomplete="off"></div>
+      <div class="photo-row"><button type="button" class="choose">Choose a photo</button><span class="drop-hint">or drop / paste one here</span></div>
       <button type="button" class="remove">Remove</button>
       <div class="notes" role="status"><span class="note kw"></span><span class="note img"></span></div>`;
+    // Keyboard users open the file picker with this button (the drop area is a mouse target).
+    slot.querySelector('.choose').addEventListener('click', () => slot.querySelector('.image').click());
     slot.querySelector('.keyword').value = keyword;
     slot.querySelector('.keyword').addEventListener('input', () => this.#changed());
     slot.querySelector('.image').addEventListener('change', (e) => {
       const file = e.target.files[0];
       if (file) this.setImage(slot, file, { fromInput: true }); else this.clearImage(slot);
     });
-    slot.querySelector('.remove').onclick = () => { this.clearImage(slot); slot.remove(); this.#relabel(); this.#changed(); };
+    slot.querySelector('.remove').onclick = () => {
+      const at = this.slots.indexOf(slot);
+      this.clearImage(slot);
+      slot.remove();
+      this.#relabel();
+      this.#changed();
+      // Keep the keyboard focus in the list: on the next slot's keyword (or the previous one's).
+      this.slots[Math.min(at, this.slots.length - 1)]?.querySelector('.keyword').focus();
+    };
     slot.addEventListener('dragover', (e) => { if (hasFiles(e)) { e.preventDefault(); slot.classList.add('dragover'); } });
     slot.addEventListener('dragleave', () => slot.classList.remove('dragover'));
     slot.addEventListener('drop', (e) => {
@@ -87,6 +114,17 @@ export class SubjectList extends EventTarget {
     this.#relabel();
     this.#changed();
     return slot;
+  }
+
+  /** Replaces every slot by `subjects` ([{ keyword, file }], a file may be null); resolves once the photos are checked. */
+  async setSubjects(subjects) {
+    for (const slot of this.slots) { this.clearImage(slot); slot.remove(); }
+    const checks = subjects.slice(0, MAX_SUBJECTS).map(({ keyword, file }) => {
+      const slot = this.add(keyword);
+      return file ? this.setImage(slot, file) : null;
+    });
+    if (!subjects.length) this.#changed();
+    await Promise.all(checks);
   }
 
   /** Puts files into `slot` (then into the next empty slots, adding slots up to the maximum). */
@@ -146,7 +184,7 @@ export class SubjectList extends EventTarget {
     } catch (e) {
       if (slot.checkToken !== token) return;
       slot.dataset.image = 'error';
-      this.#note(slot, 'img', `${file.name || 'This file'} cannot be used as a photo: ${e.message}`, 'error');
+      this.#note(slot, 'img', `${file.name || 'This file'} cannot be used as a photo: ${withAdvice(e.message)}`, 'error');
     }
     this.#changed();
   }
@@ -197,10 +235,13 @@ export class SubjectList extends EventTarget {
 
   #relabel() {
     this.slots.forEach((slot, i) => {
-      slot.querySelector('.swatch').style.background = SUBJECT_COLORS[i];
+      slot.style.setProperty('--subject-color', SUBJECT_COLORS[i]);
       slot.dataset.index = String(i);
+      slot.setAttribute('aria-label', `Subject ${i + 1}`);
       slot.querySelector('.keyword').setAttribute('aria-label', `Subject ${i + 1} keyword`);
       slot.querySelector('.image').setAttribute('aria-label', `Subject ${i + 1} photo`);
+      slot.querySelector('.choose').setAttribute('aria-label', `Choose a photo for subject ${i + 1}`);
+      slot.querySelector('.remove').setAttribute('aria-label', `Remove subject ${i + 1}`);
     });
   }
 

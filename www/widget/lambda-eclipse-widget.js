@@ -15,50 +15,63 @@ import { load } from '../lib/lambda-eclipse.js';
 import { decode } from '../lib/decoder-client.js';
 import { LocalDecoder, drawRgba, pngOf, stepText, timingText } from '../ui/local-decoder.js';
 import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from '../ui/subjects.js';
+import { formatBytes } from '../ui/capability.js';
+import { MODEL_VARIANTS } from '../ui/models.js';
+import { withAdvice } from '../ui/advice.js';
+
+// The shared look: design tokens and control styles (www/ui/tokens.css, also the page's), linked inside the
+// shadow root from next to this module, so it works from any origin and bundlers copy it as an asset.
+const TOKENS_URL = new URL('../ui/tokens.css', import.meta.url).href;
 
 const CSS = `
-:host { display: block; font: 15px/1.45 system-ui, sans-serif; color: #222; border: 1px solid #d0d7de;
-  border-radius: 10px; padding: .9rem 1rem; max-width: 40rem; background: #fff; }
+:host { display: block; font: 15px/1.5 var(--le-font, system-ui, sans-serif); color: var(--le-text, #1a1e29);
+  background: var(--le-surface, #fff); border: 1px solid var(--le-border, #cfd4df); border-radius: var(--le-radius, 12px);
+  box-shadow: var(--le-shadow, none); padding: 1rem; max-width: 40rem; box-sizing: border-box; }
 :host([hidden]) { display: none; }
-h2 { font-size: 1.05rem; margin: 0 0 .5rem; }
+h2 { font-size: 1.1rem; margin: 0 0 .5rem; }
+h2 small { font-weight: 400; color: var(--le-muted, #4f5769); font-size: .8em; }
 label { display: block; margin: .4rem 0; }
-input.prompt { width: 100%; box-sizing: border-box; }
-.row { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; margin: .5rem 0; }
-.status { padding: .5rem .75rem; border-radius: 6px; background: #eef3fb; margin: .5rem 0; }
-.status.ok { background: #eef6ee; } .status.warn { background: #fff4e0; } .status.error { background: #fbeaea; }
-progress { width: 100%; }
-.warnings { color: #8a4b00; margin: .25rem 0; padding-left: 1.2rem; }
+label.field { font-weight: 600; }
+input.prompt { width: 100%; box-sizing: border-box; font-weight: 400; margin-top: .2rem; }
+.row { display: flex; gap: .5rem; align-items: flex-end; flex-wrap: wrap; margin: .6rem 0; }
+.row label { margin: 0; font-size: .85rem; color: var(--le-muted, #4f5769); display: flex; flex-direction: column; }
+.status { margin: .5rem 0; }
+.warnings { color: var(--le-warn, #6e4300); margin: .25rem 0; padding-left: 1.2rem; }
 .warnings:empty { display: none; }
-.timings { font-size: .85em; color: #555; }
-figure { margin: .5rem 0; } figure img { max-width: 100%; min-width: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
-.decode-step { font-size: .85em; font-variant-numeric: tabular-nums; color: #555; margin: .25rem 0; }
+.timings { font-size: .85em; color: var(--le-muted, #4f5769); margin: 0; }
+figure { margin: .5rem 0; }
+figure img { display: block; width: 100%; max-width: 28rem; margin: 0 auto; border-radius: var(--le-radius-sm, 8px); image-rendering: pixelated; background: var(--le-surface-2, #eee); }
+figcaption { font-size: .85em; color: var(--le-muted, #4f5769); text-align: center; margin-top: .3rem; }
+.progress-row { display: flex; gap: .6rem; align-items: center; }
+.decode-step { font-size: .85em; font-variant-numeric: tabular-nums; color: var(--le-muted, #4f5769); margin: .25rem 0; }
 .decode-step:empty { display: none; }
-canvas.preview { width: 96px; image-rendering: pixelated; border: 1px solid #ccc; display: block; }
+canvas.preview { width: 64px; image-rendering: pixelated; border-radius: 6px; display: block; }
+details.panel { margin: .5rem 0 0; }
+details.panel > .panel-body { padding: 0 1rem .75rem; }
 [hidden] { display: none !important; }
 `;
 
 const TEMPLATE = `
 <h2>λ-ECLIPSE <small class="backend"></small></h2>
 <div class="status" role="status">Photos stay on this device.</div>
-<progress max="1" value="0" hidden></progress>
-<div class="row"><button type="button" class="load">Load the model</button></div>
+<progress max="1" value="0" hidden aria-label="Model download"></progress>
+<div class="row"><button type="button" class="load primary">Load the model</button></div>
+<figure hidden><img class="result-image" alt="decoded image"><figcaption></figcaption></figure>
+<div class="progress-row"><canvas class="preview" hidden role="img" aria-label="The picture forming (a rough preview)"></canvas><p class="decode-step" aria-live="polite"></p></div>
+<ul class="warnings"></ul>
 <form class="compose" hidden>
-  <label>Prompt <input class="prompt" autocomplete="off"></label>
-  <div class="prompt-preview" aria-label="The prompt with the words each subject replaces highlighted"></div>
-  <ul class="keyword-warnings"></ul>
-  <div class="subjects"></div>
+  <label class="field">Prompt <input class="prompt" autocomplete="off"></label>
+  <p class="prompt-preview"></p>
+  <ul class="keyword-warnings" aria-live="polite"></ul>
+  <div class="subjects" role="group" aria-label="Subjects: a keyword of the prompt and its photo"></div>
   <div class="row">
     <button type="button" class="add">Add a subject</button>
     <label>Seed <input class="seed" type="number" min="0" step="1" value="42" style="width:7rem"></label>
   </div>
-  <div class="row"><button type="submit" class="compute">Compute</button><button type="button" class="decode" hidden>Decode</button>
+  <div class="row"><button type="submit" class="compute primary">Compute</button><button type="button" class="decode" hidden>Decode</button>
     <button type="button" class="decode-local" hidden>Decode locally</button><button type="button" class="cancel-decode" hidden>Cancel</button></div>
 </form>
-<p class="decode-step" aria-live="polite"></p>
-<canvas class="preview" hidden title="The latents during sampling"></canvas>
-<ul class="warnings"></ul>
-<div class="timings"></div>
-<figure hidden><img class="result-image" alt="decoded image"><figcaption></figcaption></figure>
+<details class="panel details" hidden><summary>Details <span class="summary-note">timings</span></summary><div class="panel-body"><p class="timings"></p></div></details>
 `;
 
 export class LambdaEclipseWidget extends HTMLElement {
@@ -69,7 +82,7 @@ export class LambdaEclipseWidget extends HTMLElement {
   constructor() {
     super();
     this.#root = this.attachShadow({ mode: 'open' });
-    this.#root.innerHTML = `<style>${CSS}${SUBJECTS_CSS}</style>${TEMPLATE}`;
+    this.#root.innerHTML = `<link rel="stylesheet" href="${TOKENS_URL}"><style>${CSS}${SUBJECTS_CSS}</style>${TEMPLATE}`;
     this.#q('.load').addEventListener('click', () => this.load().catch(() => {}));
     this.#q('.compose').addEventListener('submit', (e) => { e.preventDefault(); this.compute().catch(() => {}); });
     this.#q('.decode').addEventListener('click', () => this.decode().catch(() => {}));
@@ -79,6 +92,8 @@ export class LambdaEclipseWidget extends HTMLElement {
   }
 
   connectedCallback() {
+    // The default model is the multi-GB one: the button says what a click downloads.
+    if (!this.getAttribute('model') && !this.#engine) this.#q('.load').textContent = `Load the model (${formatBytes(MODEL_VARIANTS[0].bytes)} download, once)`;
     this.#q('.prompt').value ||= this.getAttribute('prompt') ?? 'a cat wearing glasses at a park';
     if (this.hasAttribute('seed')) this.#q('.seed').value = this.getAttribute('seed');
     this.#q('.decode').hidden = !this.getAttribute('endpoint');
@@ -108,7 +123,7 @@ export class LambdaEclipseWidget extends HTMLElement {
   }
 
   #fail(prefix, e) {
-    this.#status(`${prefix}: ${e.message}`, 'error');
+    this.#status(`${prefix}: ${withAdvice(e.message)}`, 'error');
     this.dispatchEvent(new CustomEvent('lambda-error', { detail: { message: e.message } }));
     throw e;
   }
@@ -172,6 +187,7 @@ export class LambdaEclipseWidget extends HTMLElement {
       this.#result = r;
       this.#q('.warnings').replaceChildren(...r.warnings.map((w) => Object.assign(document.createElement('li'), { textContent: w })));
       const total = Object.values(r.timings).reduce((a, b) => a + b, 0);
+      this.#q('.details').hidden = false;
       this.#q('.timings').textContent = `${Object.entries(r.timings).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(' · ')} · total ${total.toFixed(0)} ms`;
       this.#status(`Embedding ready (${r.imageEmbeds.length} values).${this.getAttribute('endpoint') || this.hasAttribute('decoder') ? ' Decode it into an image.' : ''}`, r.warnings.length ? 'warn' : 'ok');
       this.dispatchEvent(new CustomEvent('lambda-result', { detail: r }));
@@ -215,6 +231,7 @@ export class LambdaEclipseWidget extends HTMLElement {
     const img = this.#q('.result-image');
     if (img.src) URL.revokeObjectURL(img.src);
     img.src = URL.createObjectURL(blob);
+    img.alt = `The picture made from “${this.#q('.prompt').value}”`;
     await img.decode();
     this.#q('figcaption').textContent = caption;
     this.#q('figure').hidden = false;
