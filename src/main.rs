@@ -373,6 +373,7 @@ fn run(cli: Cli) -> Result<()> {
             run_bench(&only, iters, dtype, size, GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits })
         }
         Command::Canny { image, out, low, high } => {
+            lambda_eclipse::pipeline::lambda::check_canny_thresholds(low, high)?;
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
                 .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
             let edges = lambda_eclipse::image::canny::canny(&gray, low, high)?;
