@@ -26,6 +26,24 @@ impl ImageFormat {
         }
     }
 
+    /// Whether `bytes` begin with this format's signature (PNG's 8-byte signature, JPEG's SOI marker, WebP's
+    /// `RIFF….WEBP`): what a reply must hold before it is saved under a name that promises the format.
+    pub fn is_signature_of(self, bytes: &[u8]) -> bool {
+        match self {
+            ImageFormat::Png => bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            ImageFormat::Jpeg => bytes.starts_with(&[0xFF, 0xD8, 0xFF]),
+            ImageFormat::Webp => bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "PNG",
+            ImageFormat::Webp => "WebP",
+            ImageFormat::Jpeg => "JPEG",
+        }
+    }
+
     /// The format a file name asks for by its extension (`.png`, `.webp`, `.jpg`/`.jpeg`), if any.
     pub fn from_extension(ext: &str) -> Option<Self> {
         match ext.to_ascii_lowercase().as_str() {
@@ -168,6 +186,17 @@ impl DecoderClient {
                 reply.body.len()
             )));
         }
+        // The Content-Type is only a claim (an `image/svg+xml` reply with a script in it is an "image" too): the
+        // bytes must be the format asked for, or nothing is saved.
+        if !request.format.is_signature_of(&reply.body) {
+            return Err(Error::Input(format!(
+                "the decoder endpoint at {url} answered {} ({} bytes) that is not a {} image: it begins with {}; nothing was saved",
+                reply.content_type,
+                reply.body.len(),
+                request.format.label(),
+                describe_start(&reply.body)
+            )));
+        }
         let seed = reply.header("x-seed").and_then(|s| s.parse().ok());
         let decode_ms = reply.header("x-decode-ms").and_then(|s| s.parse().ok());
         Ok(Decoded { bytes: reply.body, content_type: reply.content_type, seed, decode_ms })
@@ -246,6 +275,18 @@ fn header_str(headers: &ureq::http::HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
 }
 
+/// The first bytes of a reply in words: as text when they are printable (`<svg …`, `<!DOCTYPE html>`), else in hex.
+fn describe_start(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(24)];
+    // The valid UTF-8 prefix: 24 bytes may end inside a character.
+    let text = std::str::from_utf8(head).unwrap_or_else(|e| std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default());
+    if !text.is_empty() && text.chars().all(|c| !c.is_control() || c.is_whitespace()) {
+        format!("\"{}\"", one_line(text))
+    } else {
+        format!("the bytes {:02X?}", &head[..head.len().min(8)])
+    }
+}
+
 /// Keeps error messages to one line (the CLI prints exactly one).
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -288,6 +329,22 @@ mod tests {
         assert_eq!(enc(b"abcdefgh"), "YWJjZGVmZ2g=");
         assert_eq!(enc(b"abcdefghijkl"), "YWJjZGVmZ2hpamts");
         assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+    }
+
+    #[test]
+    fn signatures_tell_the_three_formats_apart() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0, 16];
+        let webp = b"RIFF\x10\0\0\0WEBPVP8 ";
+        for (format, good) in [(ImageFormat::Png, &png[..]), (ImageFormat::Jpeg, &jpeg[..]), (ImageFormat::Webp, &webp[..])] {
+            assert!(format.is_signature_of(good), "{format:?}");
+            let all: [&[u8]; 6] = [&png[..], &jpeg[..], &webp[..], b"<svg xmlns=\"http://www.w3.org/2000/svg\">", b"", b"RIFF"];
+            for other in all {
+                assert_eq!(format.is_signature_of(other), std::ptr::eq(other, good), "{format:?} vs {other:?}");
+            }
+        }
+        assert_eq!(describe_start(b"<svg onload=\"alert(1)\">\n</svg>"), "\"<svg onload=\"alert(1)\">\"");
+        assert_eq!(describe_start(&[0, 1, 2]), "the bytes [00, 01, 02]");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum Error {
     /// A backend failure (shape mismatch inside an op, device lost, ...).
     #[error("backend: {0}")]
     Backend(String),
+    /// A stage computed NaN or infinity (corrupt weights, a config value out of range, an overflow): refused
+    /// rather than handed on as a NaN embedding or a black image.
+    #[error("{stage}: {count} of the {total} values computed are NaN or infinite (corrupt weights, a config value out of range, or an overflow)")]
+    NonFinite { stage: String, count: usize, total: usize },
     /// The caller cancelled a long computation (e.g. a decode between two denoising steps).
     #[error("cancelled")]
     Cancelled,

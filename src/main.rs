@@ -311,7 +311,43 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn write_tensors(path: &Path, tensors: BTreeMap<String, OutTensor>) -> Result<()> {
-    std::fs::write(path, to_bytes(&tensors)?).map_err(|e| Error::io(path.display(), e))
+    write_output(path, &to_bytes(&tensors)?)
+}
+
+/// Writes an output file whole or not at all: the bytes go to a temporary file in the same folder, which is
+/// flushed to disk and then renamed over `path`. A failed write (disk full, no permission, the file-size limit)
+/// leaves the previous file as it was and removes the temporary one. Every file the CLI writes goes through here.
+fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let fail = |e: &dyn std::fmt::Display| Error::io(path.display(), format!("cannot write the output: {e} (an existing file there is unchanged)"));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // As `std::fs::write` would create it: 0o666 less the umask (tempfile's own default is 0o600).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    // On any error below, dropping `tmp` deletes the temporary file.
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| fail(&e))?;
+    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(|e| fail(&e))?;
+    tmp.persist(path).map_err(|e| fail(&e.error))?;
+    Ok(())
+}
+
+/// `image` encoded in the format `format`, in memory (then written with [`write_output`]).
+fn encode_image<P, C>(image: &image::ImageBuffer<P, C>, format: image::ImageFormat, out: &Path) -> Result<Vec<u8>>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+    C: std::ops::Deref<Target = [P::Subpixel]>,
+{
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, format).map_err(|e| Error::io(out.display(), format!("cannot encode the image: {e}")))?;
+    Ok(bytes.into_inner())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -337,10 +373,13 @@ fn run(cli: Cli) -> Result<()> {
             run_bench(&only, iters, dtype, size, GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits })
         }
         Command::Canny { image, out, low, high } => {
+            lambda_eclipse::pipeline::lambda::check_canny_thresholds(low, high)?;
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
                 .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
             let edges = lambda_eclipse::image::canny::canny(&gray, low, high)?;
-            edges.save(&out).map_err(|e| Error::io(out.display(), e))
+            let format = image::ImageFormat::from_path(&out)
+                .map_err(|_| Error::Input(format!("--out {}: the extension must name an image format (.png, .jpg, .webp, .bmp, .gif)", out.display())))?;
+            write_output(&out, &encode_image(&edges, format, &out)?)
         }
         Command::Decode { endpoint, token, embeds, out, seed, steps, guidance, width, height, timeout } => {
             use lambda_eclipse::decoder_client::{DecodeRequest, DecoderClient, ImageFormat, DEFAULT_CONNECT_TIMEOUT};
@@ -373,7 +412,7 @@ fn run(cli: Cli) -> Result<()> {
             let token = token.or_else(|| std::env::var("LAMBDA_DECODER_TOKEN").ok());
             let client = DecoderClient::with_timeouts(&endpoint, token, DEFAULT_CONNECT_TIMEOUT, timeout);
             let decoded = client.decode(&req)?;
-            std::fs::write(&out, &decoded.bytes).map_err(|e| Error::io(out.display(), e))?;
+            write_output(&out, &decoded.bytes)?;
             let seed = decoded.seed.map_or("?".to_string(), |s| s.to_string());
             let ms = decoded.decode_ms.map_or("?".to_string(), |m| format!("{m:.0}"));
             println!("{}: {} bytes of {}, seed {seed}, decoded in {ms} ms", out.display(), decoded.bytes.len(), decoded.content_type);
@@ -426,7 +465,7 @@ fn run(cli: Cli) -> Result<()> {
             let grid = interpolate::bilinear_grid(&a?, &b?, &c?, &d?, steps)?;
             if out.extension().is_some_and(|e| e == "json") {
                 let json = serde_json::json!({"rows": steps + 1, "cols": steps + 1, "embeddings": grid});
-                std::fs::write(&out, json.to_string()).map_err(|e| Error::io(out.display(), e))
+                write_output(&out, json.to_string().as_bytes())
             } else {
                 let dim = grid[0].len();
                 let mut t = BTreeMap::new();
@@ -532,7 +571,7 @@ fn decode_local<B: Backend>(be: B, model: &Path, args: DecodeArgs, out: &Path) -
         OutputFormat::Image(format) => {
             let img = image::RgbImage::from_raw(r.width as u32, r.height as u32, r.rgb)
                 .ok_or_else(|| Error::Input("decoded image has the wrong size".into()))?;
-            img.save_with_format(out, format).map_err(|e| Error::io(out.display(), e))
+            write_output(out, &encode_image(&img, format, out)?)
         }
     }
 }

@@ -51,9 +51,6 @@ pub fn inspect_image(bytes: &[u8]) -> Result<JsValue, JsError> {
 /// Uint8ClampedArray (for an ImageData) }`. Needs no model.
 #[wasm_bindgen(js_name = cannyPreview)]
 pub fn canny_preview(bytes: &[u8], low: f64, high: f64) -> Result<JsValue, JsError> {
-    if !low.is_finite() || !high.is_finite() {
-        return Err(JsError::new("the Canny thresholds must be finite numbers"));
-    }
     let edges = pipeline::lambda::control_edges(bytes, low, high, &crate::image::decode::DecodeLimits::default()).map_err(js_err)?;
     let (w, h) = edges.dimensions();
     let gray = edges.into_raw();
@@ -69,16 +66,14 @@ pub fn canny_preview(bytes: &[u8], low: f64, high: f64) -> Result<JsValue, JsErr
     Ok(out.into())
 }
 
-/// Most interpolation steps accepted (a (steps+1)² grid of embeddings).
-const MAX_INTERPOLATION_STEPS: f64 = 64.0;
-
 /// The bilinear grid between four corner embeddings (`[topLeft, topRight, bottomLeft, bottomRight]`, equal
 /// length Float32Arrays), exactly as the reference interpolates (see `pipeline::interpolate`): `(steps+1)²`
 /// Float32Arrays, row-major; row i blends top → bottom at i/steps, column j left → right at j/steps.
 #[wasm_bindgen(js_name = interpolateGrid)]
 pub fn interpolate_grid(corners: Array, steps: f64) -> Result<Array, JsError> {
-    if !(steps >= 1.0 && steps <= MAX_INTERPOLATION_STEPS && steps.fract() == 0.0) {
-        return Err(JsError::new(&format!("steps must be an integer from 1 to {MAX_INTERPOLATION_STEPS}, not {steps}")));
+    use pipeline::interpolate::MAX_STEPS;
+    if !(steps >= 1.0 && steps <= MAX_STEPS as f64 && steps.fract() == 0.0) {
+        return Err(JsError::new(&format!("steps must be an integer from 1 to {MAX_STEPS}, not {steps}")));
     }
     if corners.length() != 4 {
         return Err(JsError::new(&format!("interpolation needs 4 corner embeddings, got {}", corners.length())));

@@ -54,6 +54,29 @@ pub struct ClipVisionConfig {
     pub layer_norm_eps: f64,
 }
 
+impl ClipTextConfig {
+    /// Checks, before any weight is read, the values that would make the tower compute nonsense or NaN.
+    pub fn validate(&self, path: &str) -> Result<()> {
+        super::check_norm_eps(path, "layer_norm_eps", self.layer_norm_eps)?;
+        check_heads(self.hidden_size, self.num_attention_heads).map_err(|e| Error::config(path, e))?;
+        activation(&self.hidden_act).map_err(|e| Error::config(path, e))?;
+        Ok(())
+    }
+}
+
+impl ClipVisionConfig {
+    /// Checks, before any weight is read, the values that would make the tower compute nonsense or NaN.
+    pub fn validate(&self, path: &str) -> Result<()> {
+        super::check_norm_eps(path, "layer_norm_eps", self.layer_norm_eps)?;
+        check_heads(self.hidden_size, self.num_attention_heads).map_err(|e| Error::config(path, e))?;
+        activation(&self.hidden_act).map_err(|e| Error::config(path, e))?;
+        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+            return Err(Error::config(path, format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size)));
+        }
+        Ok(())
+    }
+}
+
 fn activation(name: &str) -> Result<Activation> {
     Activation::from_hf_name(name)
         .ok_or_else(|| Error::Input(format!("unsupported hidden_act `{name}` (expected `gelu` or `quick_gelu`)")))

@@ -84,7 +84,7 @@ impl PriorConfig {
         if self.width() == 0 || self.num_layers == 0 {
             return Err(Error::config(path, "num_attention_heads, attention_head_dim and num_layers must be positive"));
         }
-        Ok(())
+        super::check_norm_eps(path, "layer_norm_eps", self.layer_norm_eps)
     }
 }
 

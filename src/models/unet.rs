@@ -193,6 +193,7 @@ impl UNetConfig {
         if n == 0 || self.block_out_channels.contains(&0) {
             return bad("block_out_channels", "must list at least one positive width".into());
         }
+        super::check_norm_eps(path, "norm_eps", self.norm_eps)?;
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return bad(
                 "down_block_types",

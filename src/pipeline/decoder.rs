@@ -417,6 +417,8 @@ impl<B: Backend> DecoderEngine<B> {
                 _ => None,
             };
             latents = scheduler.step(&eps, &latents, noise.as_deref())?;
+            // A NaN never recovers: stop at the step that made it instead of decoding a black image.
+            super::ensure_finite(&format!("decoder step {}/{total} (t={t}): the latents", i + 1), &latents)?;
             if req.keep_step_latents {
                 step_latents.push(latents.clone());
             }
@@ -470,6 +472,8 @@ impl<B: Backend> DecoderEngine<B> {
         let x = be.from_f32(&nchw_to_rows(latents, c, lh, lw), &[lh * lw, c])?;
         let out = self.movq.decode(be, &x, lh, lw)?;
         let rows = be.read_f32(&out).await?;
+        // clamp() keeps a NaN and `as u8` turns it into 0: check before either.
+        super::ensure_finite("MoVQ decode", &rows)?;
         let f = self.latent_scale();
         let (h, w, oc) = (lh * f, lw * f, self.movq.config.out_channels);
         if rows.len() != h * w * oc {

@@ -2,6 +2,10 @@
 
 use crate::error::{Error, Result};
 
+/// Most interpolation steps accepted, by the CLI and the JS API alike: a (steps+1)² grid of embeddings
+/// (4,225 of them at 64; the real model's 1280-wide embeddings then take 22 MB).
+pub const MAX_STEPS: usize = 64;
+
 fn lerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x * (1.0 - t) + y * t).collect()
 }
@@ -12,11 +16,16 @@ fn lerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
 pub fn bilinear_grid(top_left: &[f32], top_right: &[f32], bottom_left: &[f32], bottom_right: &[f32], n: usize)
     -> Result<Vec<Vec<f32>>> {
     let d = top_left.len();
-    if n == 0 {
-        return Err(Error::Input("interpolation needs at least 1 step (n ≥ 1)".into()));
+    if n == 0 || n > MAX_STEPS {
+        return Err(Error::Input(format!("interpolation steps must be an integer from 1 to {MAX_STEPS}, not {n}")));
     }
     if d == 0 || [top_right, bottom_left, bottom_right].iter().any(|c| c.len() != d) {
         return Err(Error::Input("the four corner embeddings must be non-empty and of equal length".into()));
+    }
+    for (name, corner) in ["top-left", "top-right", "bottom-left", "bottom-right"].iter().zip([top_left, top_right, bottom_left, bottom_right]) {
+        if corner.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Input(format!("the {name} corner embedding contains NaN or infinity")));
+        }
     }
     let mut grid = Vec::with_capacity((n + 1) * (n + 1));
     for i in 0..=n {
@@ -27,6 +36,8 @@ pub fn bilinear_grid(top_left: &[f32], top_right: &[f32], bottom_left: &[f32], b
             grid.push(lerp(&left, &right, j as f32 / n as f32));
         }
     }
+    // Blends of finite values can still overflow (corners near ±f32::MAX).
+    super::ensure_finite("interpolation", grid.iter().flatten())?;
     Ok(grid)
 }
 
@@ -50,5 +61,15 @@ mod tests {
     fn mismatched_corners_are_an_error() {
         assert!(bilinear_grid(&[1.0], &[1.0, 2.0], &[1.0], &[1.0], 2).is_err());
         assert!(bilinear_grid(&[1.0], &[1.0], &[1.0], &[1.0], 0).is_err());
+    }
+
+    #[test]
+    fn steps_are_bounded_and_corners_must_be_finite() {
+        assert!(bilinear_grid(&[1.0], &[1.0], &[1.0], &[1.0], MAX_STEPS).is_ok());
+        let e = bilinear_grid(&[1.0], &[1.0], &[1.0], &[1.0], MAX_STEPS + 1).unwrap_err().to_string();
+        assert!(e.contains("from 1 to 64"), "{e}");
+        assert!(bilinear_grid(&[1.0], &[1.0], &[1.0], &[1.0], usize::MAX).is_err());
+        let e = bilinear_grid(&[1.0], &[f32::NAN], &[1.0], &[1.0], 2).unwrap_err().to_string();
+        assert!(e.contains("top-right"), "{e}");
     }
 }

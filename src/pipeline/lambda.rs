@@ -103,9 +103,20 @@ pub struct KeywordMatch {
 /// an edge-control image is refused before decoding when this times its pixels exceeds the decode budget.
 const CANNY_BYTES_PER_PIXEL: u64 = 16;
 
+/// Canny's hysteresis thresholds must be numbers: OpenCV floors them to integers, and a NaN would silently
+/// become 0 (every gradient an edge).
+pub fn check_canny_thresholds(low: f64, high: f64) -> Result<()> {
+    if low.is_finite() && high.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Input(format!("the Canny thresholds must be finite numbers, got low {low} and high {high}")))
+    }
+}
+
 /// The Canny edges of an edge-control image (OpenCV-exact, see [`crate::image::canny`]) after checking its
 /// header's size against `limits`, so that an oversized image is a clear error instead of exhausting memory.
 pub fn control_edges(image: &[u8], low: f64, high: f64, limits: &DecodeLimits) -> Result<image::GrayImage> {
+    check_canny_thresholds(low, high)?;
     if let Some((w, h)) = crate::image::decode::header_dimensions(image) {
         let needed = u64::from(w) * u64::from(h) * CANNY_BYTES_PER_PIXEL;
         if w > limits.max_width || h > limits.max_height || needed > limits.max_alloc_bytes {
@@ -310,6 +321,7 @@ impl<B: Backend> LambdaEngine<B> {
 
         let text = self.text.forward(be, &encoded.input_ids, Some(&encoded.attention_mask))?;
         let text_embeds = be.read_f32(&text.text_embeds).await?;
+        super::ensure_finite("text encoder", &text_embeds)?;
         lap("text encoder".into(), &mut timings);
 
         // Substitution: row i of the result is row `source[i]` of [hidden states; subject embeddings].
@@ -377,6 +389,8 @@ impl<B: Backend> LambdaEngine<B> {
         let out = self.prior.forward(be, &inputs)?;
         let image_embeds = be.read_f32(&out).await?;
         let encoder_hidden_states = be.read_f32(&hidden).await?;
+        super::ensure_finite("text encoder (hidden states)", &encoder_hidden_states)?;
+        super::ensure_finite("prior", &image_embeds)?;
         lap("prior".into(), &mut timings);
         Ok(PriorOutput {
             input_ids: encoded.input_ids,

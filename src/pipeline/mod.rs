@@ -27,6 +27,7 @@ async fn read_config<F: ModelFiles, T: serde::de::DeserializeOwned>(files: &F, p
 
 pub async fn load_text_encoder<B: Backend, F: ModelFiles>(be: &B, files: &F, progress: Progress<'_>) -> Result<ClipTextModel<B>> {
     let cfg: ClipTextConfig = read_config(files, "text_encoder/config.json").await?;
+    cfg.validate("text_encoder/config.json")?;
     let store = load_component_weights(be, files, "text_encoder", "model", |d, t| progress("text_encoder", d, t)).await?;
     let model = ClipTextModel::new(&store.root(), &cfg)?;
     store.finish(CLIP_UNUSED)?;
@@ -35,6 +36,7 @@ pub async fn load_text_encoder<B: Backend, F: ModelFiles>(be: &B, files: &F, pro
 
 pub async fn load_image_encoder<B: Backend, F: ModelFiles>(be: &B, files: &F, progress: Progress<'_>) -> Result<ClipVisionModel<B>> {
     let cfg: ClipVisionConfig = read_config(files, "image_encoder/config.json").await?;
+    cfg.validate("image_encoder/config.json")?;
     let store = load_component_weights(be, files, "image_encoder", "model", |d, t| progress("image_encoder", d, t)).await?;
     let model = ClipVisionModel::new(be, &store.root(), &cfg)?;
     store.finish(CLIP_UNUSED)?;
@@ -64,12 +66,10 @@ pub struct TextEmbedding {
 pub async fn embed_text<B: Backend>(be: &B, tok: &ClipTokenizer, model: &ClipTextModel<B>, prompt: &str) -> Result<TextEmbedding> {
     let encoded = tok.encode(prompt)?;
     let out = model.forward(be, &encoded.input_ids, Some(&encoded.attention_mask))?;
-    Ok(TextEmbedding {
-        last_hidden_state: be.read_f32(&out.last_hidden_state).await?,
-        text_embeds: be.read_f32(&out.text_embeds).await?,
-        hidden_size: model.config.hidden_size,
-        encoded,
-    })
+    let last_hidden_state = be.read_f32(&out.last_hidden_state).await?;
+    let text_embeds = be.read_f32(&out.text_embeds).await?;
+    ensure_finite("text encoder", last_hidden_state.iter().chain(&text_embeds))?;
+    Ok(TextEmbedding { last_hidden_state, text_embeds, hidden_size: model.config.hidden_size, encoded })
 }
 
 /// Decodes (with Pillow's RGB conversion) and preprocesses an encoded image file.
@@ -81,13 +81,30 @@ pub fn pixel_values_from_bytes(bytes: &[u8], cfg: &ImageProcessorConfig) -> Resu
 /// `image_embeds` of one preprocessed image.
 pub async fn embed_pixels<B: Backend>(be: &B, model: &ClipVisionModel<B>, pixel_values: &[f32]) -> Result<Vec<f32>> {
     let out = model.forward(be, pixel_values)?;
-    be.read_f32(&out).await
+    let embeds = be.read_f32(&out).await?;
+    ensure_finite("image encoder", &embeds)?;
+    Ok(embeds)
 }
 
 /// The embedding of an all-zero, already normalised image: the negative embedding handed to the decoder.
 pub async fn zero_image_embeds<B: Backend>(be: &B, model: &ClipVisionModel<B>) -> Result<Vec<f32>> {
     let s = model.config.image_size;
     embed_pixels(be, model, &vec![0f32; model.config.num_channels * s * s]).await
+}
+
+/// [`Error::NonFinite`] naming `stage` when any of `values` is NaN or ±∞: a result is refused rather than
+/// handed on (a NaN embedding, a black image) with success. Used after every stage that reads back.
+pub fn ensure_finite<'a>(stage: &str, values: impl IntoIterator<Item = &'a f32>) -> Result<()> {
+    let (mut total, mut count) = (0usize, 0usize);
+    for v in values {
+        total += 1;
+        count += usize::from(!v.is_finite());
+    }
+    if count == 0 {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { stage: stage.to_string(), count, total })
+    }
 }
 
 /// Checks that a processor config produces what the vision tower takes.

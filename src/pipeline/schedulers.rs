@@ -62,20 +62,29 @@ impl FromStr for SchedulerKind {
     }
 }
 
+/// Most training timesteps a config may give (the schedule is a table of this many f32; diffusers' models
+/// use 1000, some 4000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// The keys of a diffusers `scheduler_config.json` (any of the three classes). Absent keys are `None` and take
-/// the default of the class that is built.
+/// the default of the class that is built. Float keys may hold Python's `NaN`/`Infinity` literals (read as
+/// such, then refused by [`Scheduler::new`] by field name where they make no sense).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct SchedulerConfig {
     #[serde(rename = "_class_name", default)]
     pub class_name: Option<String>,
     pub num_train_timesteps: Option<usize>,
+    #[serde(default, deserialize_with = "py_float")]
     pub beta_start: Option<f64>,
+    #[serde(default, deserialize_with = "py_float")]
     pub beta_end: Option<f64>,
     pub beta_schedule: Option<String>,
+    #[serde(default, deserialize_with = "py_floats")]
     pub trained_betas: Option<Vec<f64>>,
     pub prediction_type: Option<String>,
     pub variance_type: Option<String>,
     pub clip_sample: Option<bool>,
+    #[serde(default, deserialize_with = "py_float")]
     pub clip_sample_range: Option<f64>,
     pub thresholding: Option<bool>,
     pub timestep_spacing: Option<String>,
@@ -94,15 +103,80 @@ pub struct SchedulerConfig {
     pub use_flow_sigmas: Option<bool>,
     pub use_dynamic_shifting: Option<bool>,
     pub final_sigmas_type: Option<String>,
-    /// `-Infinity` in the file (not JSON) is read as `null`, i.e. −∞.
+    /// `-Infinity` in the file (not JSON: what diffusers writes) is read as `None`, i.e. −∞.
+    #[serde(default, deserialize_with = "py_float")]
     pub lambda_min_clipped: Option<f64>,
 }
 
+/// A float as Python's `json` writes it: a number, or `NaN`/`Infinity`/`-Infinity` (turned into strings by
+/// [`quote_python_literals`] before parsing).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PyFloat {
+    Number(f64),
+    Literal(String),
+}
+
+impl PyFloat {
+    fn value<E: serde::de::Error>(self) -> std::result::Result<f64, E> {
+        match self {
+            PyFloat::Number(v) => Ok(v),
+            PyFloat::Literal(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                _ => Err(E::custom(format!("expected a number, got the string {s:?}"))),
+            },
+        }
+    }
+}
+
+fn py_float<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    Option::<PyFloat>::deserialize(d)?.map(PyFloat::value).transpose()
+}
+
+fn py_floats<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Vec<f64>>, D::Error> {
+    Option::<Vec<PyFloat>>::deserialize(d)?.map(|v| v.into_iter().map(PyFloat::value).collect()).transpose()
+}
+
+/// JSON text with Python's bare `NaN`, `Infinity` and `-Infinity` literals (outside strings) quoted, so a
+/// JSON parser reads them as strings.
+fn quote_python_literals(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(lit) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|l| rest.starts_with(l)) {
+            out.push('"');
+            out.push_str(lit);
+            out.push('"');
+            rest = &rest[lit.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 impl SchedulerConfig {
-    /// Parses a `scheduler_config.json` (Python's `-Infinity`/`Infinity`/`NaN` literals are accepted as null).
+    /// Parses a `scheduler_config.json` (Python's `-Infinity`/`Infinity`/`NaN` literals are read as floats).
     pub fn parse(text: &str, path: &str) -> Result<Self> {
-        let text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null");
-        serde_json::from_str(&text).map_err(|e| Error::config(path, format!("invalid scheduler config: {e}")))
+        let mut cfg: SchedulerConfig = serde_json::from_str(&quote_python_literals(text))
+            .map_err(|e| Error::config(path, format!("invalid scheduler config: {e}")))?;
+        if cfg.lambda_min_clipped == Some(f64::NEG_INFINITY) {
+            cfg.lambda_min_clipped = None;
+        }
+        Ok(cfg)
     }
 
     /// The sampler the config's `_class_name` names.
@@ -202,20 +276,42 @@ impl Scheduler {
     /// Builds `kind` from a config (diffusers' `from_config`: the config's keys, else `kind`'s defaults).
     pub fn new(kind: SchedulerKind, cfg: &SchedulerConfig, path: &str) -> Result<Self> {
         let bad = |field: &str, what: String| Err(Error::config(path, format!("unsupported scheduler config: `{field}` {what}")));
+        // Values that make no schedule at all (diffusers would compute NaN from them, or run out of memory).
+        let invalid = |field: &str, what: String| Err(Error::config(path, format!("invalid scheduler config: `{field}` {what}")));
         let n = cfg.num_train_timesteps.unwrap_or(1000);
-        if n < 2 {
-            return bad("num_train_timesteps", format!("{n} (must be at least 2)"));
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
+            return invalid("num_train_timesteps", format!("{n} (must be from 2 to {MAX_TRAIN_TIMESTEPS})"));
         }
         let (start, end) = (cfg.beta_start.unwrap_or(0.0001), cfg.beta_end.unwrap_or(0.02));
+        let is_beta = |b: f64| b > 0.0 && b < 1.0;
+        if cfg.trained_betas.is_none() {
+            // DDPM's betas are probabilities, and the linear schedules rise from beta_start to beta_end.
+            for (field, v) in [("beta_start", start), ("beta_end", end)] {
+                if !is_beta(v) {
+                    return invalid(field, format!("{v} (must be between 0 and 1, exclusive)"));
+                }
+            }
+            if start > end {
+                return invalid("beta_start", format!("{start} is above `beta_end` {end} (the noise schedule must not decrease)"));
+            }
+        }
         let betas: Vec<f32> = match (&cfg.trained_betas, cfg.beta_schedule.as_deref().unwrap_or("linear")) {
-            (Some(b), _) if b.len() == n => b.iter().map(|&x| x as f32).collect(),
-            (Some(b), _) => return bad("trained_betas", format!("has {} values for {n} training steps", b.len())),
+            (Some(b), _) if b.len() == n => {
+                if let Some((i, v)) = b.iter().enumerate().find(|(_, &v)| !is_beta(v)) {
+                    return invalid("trained_betas", format!("value {i} is {v} (each must be between 0 and 1, exclusive)"));
+                }
+                b.iter().map(|&x| x as f32).collect()
+            }
+            (Some(b), _) => return invalid("trained_betas", format!("has {} values for {n} training steps", b.len())),
             (None, "linear") => torch_linspace_f32(start as f32, end as f32, n),
             (None, "scaled_linear") => {
                 torch_linspace_f32(start.sqrt() as f32, end.sqrt() as f32, n).into_iter().map(|b| b * b).collect()
             }
             (None, other) => return bad("beta_schedule", format!("{other:?} (supported: linear, scaled_linear)")),
         };
+        if let Some((i, b)) = betas.iter().enumerate().find(|(_, &b)| !(b > 0.0 && b < 1.0)) {
+            return invalid("beta_end", format!("gives β = {b} at timestep {i} in float32 (each β must be between 0 and 1)"));
+        }
         // torch.cumprod on the CPU accumulates float32 in double and rounds each output.
         let mut acc = 1f64;
         let alphas_cumprod: Vec<f32> = betas
@@ -225,6 +321,21 @@ impl Scheduler {
                 acc as f32
             })
             .collect();
+        // ᾱ = 0 divides by zero in every sampler (x̂₀ = (x − √(1−ᾱ)·ε)/√ᾱ).
+        if let Some(t) = alphas_cumprod.iter().position(|&a| a <= 0.0) {
+            return invalid(
+                "beta_end",
+                format!("with {n} training steps makes ᾱ underflow to 0 at timestep {t} (the betas are too large for so many steps)"),
+            );
+        }
+        let steps_offset = cfg.steps_offset.unwrap_or(0);
+        if !(0..n as i64).contains(&steps_offset) {
+            return invalid("steps_offset", format!("{steps_offset} (must be from 0 to num_train_timesteps − 1)"));
+        }
+        let clip_range = cfg.clip_sample_range.unwrap_or(1.0);
+        if cfg.clip_sample.unwrap_or(true) && !(clip_range.is_finite() && clip_range > 0.0) {
+            return invalid("clip_sample_range", format!("{clip_range} (must be a positive number)"));
+        }
         if let Some(p) = cfg.prediction_type.as_deref().filter(|p| *p != "epsilon") {
             return bad("prediction_type", format!("{p:?} (supported: epsilon)"));
         }
@@ -248,14 +359,14 @@ impl Scheduler {
             "trailing" => Spacing::Trailing,
             other => return bad("timestep_spacing", format!("{other:?} (supported: linspace, leading, trailing)")),
         };
-        let clip = cfg.clip_sample.unwrap_or(true).then(|| cfg.clip_sample_range.unwrap_or(1.0) as f32);
+        let clip = cfg.clip_sample.unwrap_or(true).then_some(clip_range as f32);
         let mut s = Scheduler {
             kind,
             num_train_timesteps: n,
             final_alpha_cumprod: if cfg.set_alpha_to_one.unwrap_or(true) { 1.0 } else { alphas_cumprod[0] },
             alphas_cumprod,
             spacing,
-            steps_offset: cfg.steps_offset.unwrap_or(0),
+            steps_offset,
             clip_sample: if kind == SchedulerKind::DpmSolverPP { None } else { clip },
             variance: Variance::FixedSmall,
             solver_order: 2,
@@ -303,7 +414,7 @@ impl Scheduler {
                     "sigma_min" => false,
                     other => return bad("final_sigmas_type", format!("{other:?} (supported: zero, sigma_min)")),
                 };
-                if let Some(l) = cfg.lambda_min_clipped.filter(|l| l.is_finite()) {
+                if let Some(l) = cfg.lambda_min_clipped.filter(|&l| l != f64::NEG_INFINITY) {
                     return bad("lambda_min_clipped", format!("{l} (supported: -inf)"));
                 }
             }

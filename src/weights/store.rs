@@ -2,7 +2,7 @@
 //! `VarBuilder`. After a model is built, [`WeightStore::finish`] reports any tensor the model did not use.
 
 use super::files::{ByteSource, ModelFiles, TensorBytes};
-use super::safetensors::{read_header, Header};
+use super::safetensors::{check_finite, read_header, Header};
 use crate::error::{Error, Result};
 use crate::ops::{Backend, WeightDType};
 use std::cell::{Cell, RefCell};
@@ -257,8 +257,13 @@ pub async fn load_component_weights_where<B: Backend, F: ModelFiles>(
                 format!("tensor `{}`: got {} bytes, expected {}", entry.name, chunk.len(), entry.len),
             ));
         }
+        // Scanned in host memory on every backend, before the GPU ever sees the bytes: a NaN weight would
+        // otherwise surface only as a NaN result.
         let tensor = chunk
-            .with_bytes(|raw| backend.upload_weight(raw, entry.dtype, &entry.shape))
+            .with_bytes(|raw| {
+                check_finite(raw, entry.dtype)?;
+                backend.upload_weight(raw, entry.dtype, &entry.shape)
+            })
             .map_err(|e| Error::weights(&file.header.source_name, format!("tensor `{}`: {e}", entry.name)))?;
         done += entry.len as u64;
         on_tensor(done, total);

@@ -9,6 +9,9 @@ import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { IMAGES, SCREENSHOTS, openSite } from './browser.mjs';
 import { dropFiles, golden, imageFile, maxDiff, openApp, pasteFiles, photoStates } from './helpers.mjs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { GOLDENS, TINY_MODEL, startStaticServer } from './browser.mjs';
 
 let site, browser, base;
 
@@ -169,4 +172,87 @@ test('a photo without a keyword is refused before computing with words saying wh
   await catGlassesWorks(page);
   assert.deepEqual(errors, []);
   await page.close();
+});
+
+// ---- A corrupt safetensors header through the JS API (issue 12, defect 6) ----
+
+/** `file` rewritten with its data offsets or header length doctored by `edit(tensors, header)`: returns the
+ * new file's bytes. `edit` may return a length-prefix delta (default 0). */
+function doctoredSafetensors(file, edit) {
+  const buf = readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const tensors = JSON.parse(buf.subarray(8, 8 + n).toString());
+  const delta = edit(tensors) ?? 0;
+  const text = JSON.stringify(tensors);
+  // Padded with spaces to a multiple of 8, as safetensors writers do (so a short length prefix still parses).
+  const head = Buffer.from(text.padEnd(Math.ceil(text.length / 8) * 8 + 8, ' '));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(head.length + delta));
+  return Buffer.concat([len, head, buf.subarray(8 + n)]);
+}
+
+test('a model whose safetensors header is corrupt fails to load with the file and tensor named; a good load on the same page then computes cat_glasses', async () => {
+  const tiny = path.join(GOLDENS, 'model');
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'lambda-bad-header-'));
+  const weights = 'text_encoder/model.safetensors';
+  const copies = {
+    // The length prefix one byte short: the JSON still parses, every tensor would be read one byte early.
+    'length-short': () => -1,
+    // The projection's range moved 4 bytes back over the tensor before it.
+    overlapping: (t) => { t['text_projection.weight'].data_offsets = t['text_projection.weight'].data_offsets.map((o) => o - 4); },
+  };
+  for (const [name, edit] of Object.entries(copies)) {
+    for (const folder of readdirSync(tiny)) {
+      mkdirSync(path.join(tmp, name, folder), { recursive: true });
+      for (const f of readdirSync(path.join(tiny, folder))) symlinkSync(path.join(tiny, folder, f), path.join(tmp, name, folder, f));
+    }
+    unlinkSync(path.join(tmp, name, weights));
+    writeFileSync(path.join(tmp, name, weights), doctoredSafetensors(path.join(tiny, weights), edit));
+  }
+  writeFileSync(path.join(tmp, 'blank.html'), '<!doctype html><meta charset="utf-8"><title>JS API</title><link rel="icon" href="data:,">');
+  const { process: server, base: mounted } = await startStaticServer({ args: ['--mount', `/tmp-models=${tmp}`] });
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${mounted}/tmp-models/blank.html`);
+    const tryLoad = (model) => page.evaluate(async (m) => {
+      const api = await import('/www/lambda-eclipse.js');
+      try {
+        const engine = await api.load({ model: m, backend: 'cpu' });
+        engine.dispose();
+        return 'loaded';
+      } catch (e) {
+        return e.message;
+      }
+    }, model);
+    const url = (name) => `${mounted}/tmp-models/${name}/${weights}`;
+    const short = await tryLoad('/tmp-models/length-short/');
+    assert.ok(short.includes(url('length-short')), short);
+    assert.match(short, /corrupt safetensors: the tensors' data ends at byte \d+ \(the last, `text_projection\.weight`,\) but the file has \d+ data bytes/);
+    const overlapping = await tryLoad('/tmp-models/overlapping/');
+    assert.ok(overlapping.includes(url('overlapping')), overlapping);
+    assert.match(overlapping, /tensor `text_projection\.weight`: data offsets \d+\.\.\d+ do not follow on from the previous tensor: they overlap tensor `text_model\.final_layer_norm\.weight`/);
+
+    // The same page: the good model loads and computes the golden embedding.
+    const noise = Array.from(golden('cat_glasses.safetensors', 'noise').data);
+    const got = await page.evaluate(async ({ model, noise }) => {
+      const api = await import('/www/lambda-eclipse.js');
+      const engine = await api.load({ model, backend: 'cpu' });
+      const bytes = async (f) => new Uint8Array(await (await fetch(`/shared/assets/images/${f}`)).arrayBuffer());
+      const r = await engine.prior({
+        prompt: 'a cat wearing glasses at a park',
+        subjects: [{ keyword: 'cat', image: await bytes('chelsea.png') }, { keyword: 'glasses', image: await bytes('coffee.png') }],
+        noise: Float32Array.from(noise),
+      });
+      return Array.from(r.imageEmbeds);
+    }, { model: TINY_MODEL, noise });
+    const diff = maxDiff(got, golden('cat_glasses.safetensors', 'image_embeds').data);
+    assert.ok(diff <= 1e-4, `after the corrupt headers, cat_glasses differs from the golden by ${diff}`);
+    assert.deepEqual(errors, []);
+    await page.close();
+  } finally {
+    server.kill();
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });
