@@ -93,6 +93,11 @@ impl ClipTokenizer {
 
         let inner = if files.exists(&path("tokenizer.json")).await {
             let bytes = files.read(&path("tokenizer.json")).await?;
+            // The tokenizers crate panics (`expect("Helper")`) on any JSON error inside the `decoder` value (bad
+            // syntax, invalid UTF-8 in a string) instead of returning it (found by fuzz/tokenizer_folder): parse
+            // the JSON first, fully (`IgnoredAny` would skip strings without checking them).
+            serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| Error::config(path("tokenizer.json"), format!("invalid JSON: {e}")))?;
             Tokenizer::from_bytes(&bytes).map_err(|e| Error::config(path("tokenizer.json"), format!("cannot load: {e}")))?
         } else {
             let vocab_text = files.read_text(&path("vocab.json")).await?;

@@ -8,10 +8,10 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use lambda_eclipse::image::jpeg::{decode_jpeg_like_pillow, decode_jpeg_luma};
+use lambda_eclipse::image::limits::DecodeLimits;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/");
 const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/assets/images/");
-const LIMIT: u64 = 1 << 26;
 
 fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
@@ -45,7 +45,7 @@ fn differing_pixels(a: &[u8], b: &[u8], channels: usize) -> usize {
 fn fixtures_decode_byte_identical_to_pillow_convert_rgb() {
     let mut failures = Vec::new();
     for name in supported_fixture_names() {
-        let got = decode_jpeg_like_pillow(&read(&format!("{FIXTURES}{name}.jpg")), LIMIT)
+        let got = decode_jpeg_like_pillow(&read(&format!("{FIXTURES}{name}.jpg")), &DecodeLimits::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .unwrap_or_else(|| panic!("{name}: decoder returned Ok(None) (unsupported)"));
         let want = image::open(format!("{FIXTURES}{name}.rgb.png")).expect("expected PNG").to_rgb8();
@@ -64,7 +64,7 @@ fn fixtures_luma_byte_identical_to_opencv_imread_grayscale() {
     let mut checked = 0;
     for name in supported_fixture_names() {
         let bytes = read(&format!("{FIXTURES}{name}.jpg"));
-        let got = decode_jpeg_luma(&bytes, LIMIT).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = decode_jpeg_luma(&bytes, &DecodeLimits::default(), 0).unwrap_or_else(|e| panic!("{name}: {e}"));
         let png = format!("{FIXTURES}{name}.luma.png");
         if !std::path::Path::new(&png).exists() {
             // CMYK/YCCK: libjpeg cannot give grayscale directly, so neither does this decoder.
@@ -102,7 +102,7 @@ fn shared_photos_decode_byte_identical_to_pillow() {
     let photos = shared_photo_hashes();
     assert_eq!(photos.len(), 3);
     for (name, w, h, rgb_hash, _) in photos {
-        let img = decode_jpeg_like_pillow(&read(&format!("{PHOTOS}{name}")), LIMIT)
+        let img = decode_jpeg_like_pillow(&read(&format!("{PHOTOS}{name}")), &DecodeLimits::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .unwrap_or_else(|| panic!("{name}: Ok(None)"));
         assert_eq!(img.dimensions(), (w, h), "{name}");
@@ -113,7 +113,7 @@ fn shared_photos_decode_byte_identical_to_pillow() {
 #[test]
 fn shared_photos_luma_byte_identical_to_opencv_imread_grayscale() {
     for (name, w, h, _, luma_hash) in shared_photo_hashes() {
-        let img = decode_jpeg_luma(&read(&format!("{PHOTOS}{name}")), LIMIT)
+        let img = decode_jpeg_luma(&read(&format!("{PHOTOS}{name}")), &DecodeLimits::default(), 0)
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .unwrap_or_else(|| panic!("{name}: Ok(None)"));
         assert_eq!(img.dimensions(), (w, h), "{name}");
@@ -127,29 +127,39 @@ fn arithmetic_coded_and_unrefined_progressive_jpegs_return_none_for_fallback() {
     assert!(names.len() >= 2);
     for name in names {
         let bytes = read(&format!("{FIXTURES}{name}.jpg"));
-        assert!(matches!(decode_jpeg_like_pillow(&bytes, LIMIT), Ok(None)), "{name}: expected Ok(None)");
-        assert!(matches!(decode_jpeg_luma(&bytes, LIMIT), Ok(None)), "{name}: luma: expected Ok(None)");
+        assert!(matches!(decode_jpeg_like_pillow(&bytes, &DecodeLimits::default()), Ok(None)), "{name}: expected Ok(None)");
+        assert!(matches!(decode_jpeg_luma(&bytes, &DecodeLimits::default(), 0), Ok(None)), "{name}: luma: expected Ok(None)");
     }
 }
 
 #[test]
-fn pixel_limit_is_enforced_before_decoding() {
+fn the_decode_budget_is_checked_from_the_sof_header_before_decoding() {
     let bytes = read(&format!("{FIXTURES}baseline_420_q75.jpg")); // 37x29
-    assert!(decode_jpeg_like_pillow(&bytes, 37 * 29).unwrap().is_some());
-    assert!(decode_jpeg_like_pillow(&bytes, 37 * 29 - 1).is_err());
-    assert!(decode_jpeg_luma(&bytes, 100).is_err());
+    let pixels = |n| DecodeLimits { max_pixels: n, ..DecodeLimits::default() };
+    assert!(decode_jpeg_like_pillow(&bytes, &pixels(37 * 29)).unwrap().is_some());
+    let e = decode_jpeg_like_pillow(&bytes, &pixels(37 * 29 - 1)).expect_err("one pixel over").to_string();
+    assert!(e.contains("JPEG image is 37×29") && e.contains("Mpx"), "unclear message: {e}");
+    // The peak memory (coefficients, planes, upsampled chroma, RGB) is several bytes a pixel.
+    let memory = |bytes| DecodeLimits { max_alloc_bytes: bytes, ..DecodeLimits::default() };
+    let e = decode_jpeg_like_pillow(&bytes, &memory(37 * 29 * 3)).expect_err("RGB alone fills it").to_string();
+    assert!(e.contains("JPEG image is 37×29") && e.contains("it would need"), "unclear message: {e}");
+    assert!(decode_jpeg_like_pillow(&bytes, &memory(37 * 29 * 12)).unwrap().is_some());
+    // What the caller holds per pixel afterwards (Canny) counts too.
+    assert!(decode_jpeg_luma(&bytes, &memory(37 * 29 * 20), 19).unwrap().is_some());
+    assert!(decode_jpeg_luma(&bytes, &memory(37 * 29 * 20), 21).is_err());
     // a header claiming 65535x65535 is refused without allocating
     let mut huge = bytes.clone();
     let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
     huge[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
-    assert!(decode_jpeg_like_pillow(&huge, LIMIT).is_err());
+    let e = decode_jpeg_like_pillow(&huge, &DecodeLimits::default()).expect_err("65535²").to_string();
+    assert!(e.contains("65535×65535") && e.contains("wider than 16384 px"), "unclear message: {e}");
 }
 
 #[test]
 fn non_jpeg_and_empty_input_is_an_error() {
     for bytes in [&b""[..], b"\xFF", b"\xFF\xD8", b"\x89PNG\r\n\x1a\n", b"\xFF\xD8\xFF\xD9"] {
-        assert!(decode_jpeg_like_pillow(bytes, LIMIT).is_err(), "{bytes:?}");
-        assert!(decode_jpeg_luma(bytes, LIMIT).is_err(), "{bytes:?}");
+        assert!(decode_jpeg_like_pillow(bytes, &DecodeLimits::default()).is_err(), "{bytes:?}");
+        assert!(decode_jpeg_luma(bytes, &DecodeLimits::default(), 0).is_err(), "{bytes:?}");
     }
 }
 
@@ -158,8 +168,8 @@ fn truncated_files_give_an_error_and_never_panic() {
     for name in ["baseline_420_q75", "progressive_420", "restart_every_mcu_420", "cmyk_progressive", "sampling_411"] {
         let bytes = read(&format!("{FIXTURES}{name}.jpg"));
         for cut in 0..bytes.len() {
-            let r = decode_jpeg_like_pillow(&bytes[..cut], LIMIT);
-            let _ = decode_jpeg_luma(&bytes[..cut], LIMIT);
+            let r = decode_jpeg_like_pillow(&bytes[..cut], &DecodeLimits::default());
+            let _ = decode_jpeg_luma(&bytes[..cut], &DecodeLimits::default(), 0);
             // Up to 90% of the file the entropy-coded data is certainly incomplete.
             if cut * 10 < bytes.len() * 9 {
                 assert!(r.is_err(), "{name} cut at {cut}/{}: expected an error, got {r:?}", bytes.len());
@@ -189,10 +199,10 @@ fn bit_flipped_and_garbled_files_never_panic() {
                     _ => d[i] = 0xFF,
                 }
             }
-            if let Ok(Some(img)) = decode_jpeg_like_pillow(&d, LIMIT) {
+            if let Ok(Some(img)) = decode_jpeg_like_pillow(&d, &DecodeLimits::default()) {
                 assert_eq!(img.as_raw().len(), img.width() as usize * img.height() as usize * 3);
             }
-            let _ = decode_jpeg_luma(&d, LIMIT);
+            let _ = decode_jpeg_luma(&d, &DecodeLimits::default(), 0);
         }
     }
 }

@@ -88,3 +88,18 @@ fn missing_tokenizer_files_are_a_clear_error() {
     let err = pollster::block_on(ClipTokenizer::load(&MemFiles::new(), "tokenizer")).err().expect("must fail");
     assert!(err.to_string().contains("tokenizer/vocab.json"), "{err}");
 }
+
+/// Found by fuzz/tokenizer_folder (corpus/tokenizer_folder/crash-decoder-json-syntax.folder): the tokenizers
+/// crate panics (`expect("Helper")`) on a JSON syntax error inside the `decoder` value of `tokenizer.json`; the
+/// CLI exited 101 with a panic, and in the browser it is a wasm trap. It must be a clear error.
+#[test]
+fn a_tokenizer_json_with_a_syntax_error_in_its_decoder_is_a_clear_error_not_a_panic() {
+    // Bad syntax, and invalid UTF-8 in a key (crash-decoder-invalid-utf8.folder).
+    for json in [&br#"{"version": "1.0", "decoder": {"type": "ByteLevel", "trim_offsets": tru}}"#[..], b"{\"decoder\": {\"type\": \"ByteLevel\", \"add\xff\xff\": true}}"] {
+        let mut files = MemFiles::new();
+        files.insert("tokenizer/tokenizer.json", json.to_vec());
+        let err = pollster::block_on(ClipTokenizer::load(&files, "tokenizer")).err().expect("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("tokenizer/tokenizer.json") && msg.contains("invalid JSON") && msg.contains("line 1"), "{msg}");
+    }
+}

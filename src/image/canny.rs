@@ -24,31 +24,33 @@
 //!   asymmetric `>` / `>=` non-maximum suppression, `cvFloor`ed thresholds (swapped when
 //!   low > high), 8-connected hysteresis, output 0/255.
 
+use super::decode::{open_checked, sniff_format};
+use super::limits::DecodeLimits;
 use crate::error::{Error, Result};
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, RgbImage};
 use std::io::Cursor;
 
-/// Largest accepted image, in pixels (OpenCV's default `CV_IO_MAX_IMAGE_PIXELS` is 1 << 30).
-const MAX_PIXELS: u64 = 1 << 30;
+/// Memory a Canny run holds per pixel at its peak: the gray input (1), Sobel dx and dy (2 + 2), the
+/// magnitude (4), the map (1), the edge stack (up to one 8-byte index per pixel) and the output (1). Decoding
+/// the gray image holds less (a ≤ 6-byte RGB copy and the gray result besides the decoder's buffer). The
+/// budget check counts this on top of the decoder's own bytes per pixel — an upper bound, as the decoded
+/// image is freed before Canny runs — so a gray image is only decoded when Canny can afford it (see
+/// [`grayscale_for_canny`]).
+pub const CANNY_BYTES_PER_PIXEL: u64 = 19;
 
 /// Decode file bytes (PNG, JPEG, WebP, BMP, GIF) into exactly the gray image that
-/// `cv2.imread(path, cv2.IMREAD_GRAYSCALE)` returns (OpenCV 4.x/5.x with libpng 1.6).
+/// `cv2.imread(path, cv2.IMREAD_GRAYSCALE)` returns (OpenCV 4.x/5.x with libpng 1.6), within the default
+/// [`DecodeLimits`] for a Canny run on it (see [`grayscale_for_canny`]).
 pub fn grayscale_like_opencv(bytes: &[u8]) -> Result<GrayImage> {
-    if bytes.is_empty() {
-        return Err(Error::Image("cannot decode an empty byte buffer".into()));
-    }
-    let format = image::guess_format(bytes)
-        .map_err(|e| Error::Image(format!("unrecognised image format: {e}")))?;
-    match format {
-        ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Bmp | ImageFormat::Gif => {}
-        other => {
-            return Err(Error::Image(format!(
-                "unsupported image format {other:?} (expected PNG, JPEG, WebP, BMP or GIF)"
-            )))
-        }
-    }
+    grayscale_for_canny(bytes, &DecodeLimits::default())
+}
+
+/// [`grayscale_like_opencv`] for an image Canny will run on: the size in the file's header is checked against
+/// `limits` with Canny's working memory ([`CANNY_BYTES_PER_PIXEL`]) before anything is decoded.
+pub fn grayscale_for_canny(bytes: &[u8], limits: &DecodeLimits) -> Result<GrayImage> {
+    let format = sniff_format(bytes)?;
     if format == ImageFormat::Jpeg {
-        if let Some(luma) = super::jpeg::decode_jpeg_luma(bytes, MAX_PIXELS)? {
+        if let Some(luma) = super::jpeg::decode_jpeg_luma(bytes, limits, CANNY_BYTES_PER_PIXEL)? {
             let orientation = image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes))
                 .ok()
                 .and_then(|mut d| d.orientation().ok());
@@ -59,14 +61,9 @@ pub fn grayscale_like_opencv(bytes: &[u8]) -> Result<GrayImage> {
             return Ok(gray.into_luma8());
         }
     }
-    let (img, orientation) = decode(bytes, format)?;
-    let (w, h) = (img.width(), img.height());
-    if w == 0 || h == 0 {
-        return Err(Error::Image(format!("decoded image is empty ({w}x{h})")));
-    }
-    if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(Error::Image(format!("image too large ({w}x{h} pixels)")));
-    }
+    // The decoder's buffer plus Canny's peak (see CANNY_BYTES_PER_PIXEL).
+    let decoder = open_checked(format, bytes, limits, CANNY_BYTES_PER_PIXEL)?;
+    let (img, orientation) = decode(decoder, format)?;
     let gray = match format {
         ImageFormat::Png => png_gray(&img, &png_color_info(bytes)),
         ImageFormat::Bmp => cvt_color_gray(&img, gray14),
@@ -74,6 +71,7 @@ pub fn grayscale_like_opencv(bytes: &[u8]) -> Result<GrayImage> {
         // with the 15-bit luma weights is the closest we get (not exact, see module docs).
         _ => cvt_color_gray(&img, gray15),
     };
+    drop(img);
     let mut gray = DynamicImage::ImageLuma8(gray);
     // imread applies the EXIF orientation unless IMREAD_IGNORE_ORIENTATION is given.
     if let Some(o) = orientation {
@@ -82,21 +80,7 @@ pub fn grayscale_like_opencv(bytes: &[u8]) -> Result<GrayImage> {
     Ok(gray.into_luma8())
 }
 
-fn decode(bytes: &[u8], format: ImageFormat) -> Result<(DynamicImage, Option<image::metadata::Orientation>)> {
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(4 << 30);
-    reader.limits(limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| Error::Image(format!("cannot decode {format:?} image: {e}")))?;
-    let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(Error::Image(format!("{format:?} image is empty ({w}x{h})")));
-    }
-    if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(Error::Image(format!("{format:?} image too large ({w}x{h} pixels)")));
-    }
+fn decode(mut decoder: Box<dyn ImageDecoder + '_>, format: ImageFormat) -> Result<(DynamicImage, Option<image::metadata::Orientation>)> {
     let orientation = decoder.orientation().ok();
     let img = DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::Image(format!("cannot decode {format:?} image: {e}")))?;
@@ -416,9 +400,7 @@ pub fn canny(gray: &GrayImage, low: f64, high: f64) -> Result<GrayImage> {
     if w == 0 || h == 0 {
         return Err(Error::Input(format!("canny: input image is empty ({w}x{h})")));
     }
-    if (w as u64) * (h as u64) > MAX_PIXELS {
-        return Err(Error::Input(format!("canny: input image too large ({w}x{h})")));
-    }
+    DecodeLimits::default().check_per_pixel("canny: the input image", w as u32, h as u32, CANNY_BYTES_PER_PIXEL)?;
     let (mut low, mut high) = (low, high);
     if low > high {
         std::mem::swap(&mut low, &mut high);

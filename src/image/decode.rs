@@ -32,22 +32,7 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, RgbImage};
 
 use crate::error::{Error, Result};
 
-/// Size limits applied before and while decoding (decompression-bomb protection).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeLimits {
-    /// Widest image accepted, in pixels.
-    pub max_width: u32,
-    /// Tallest image accepted, in pixels.
-    pub max_height: u32,
-    /// Most bytes the decoder may allocate for pixel data (decoded buffer plus RGB output).
-    pub max_alloc_bytes: u64,
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        DecodeLimits { max_width: 16384, max_height: 16384, max_alloc_bytes: 512 * 1024 * 1024 }
-    }
-}
+pub use super::limits::DecodeLimits;
 
 fn err(message: impl Into<String>) -> Error {
     Error::Image(message.into())
@@ -74,15 +59,6 @@ fn read_png_header(bytes: &[u8]) -> Result<PngHeader> {
     }
     let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     Ok(PngHeader { width: be32(&ihdr[8..12]), height: be32(&ihdr[12..16]), bit_depth: ihdr[16], color_type: ihdr[17] })
-}
-
-/// Width and height from the file's header alone (PNG read by hand as above, other formats through the
-/// `image` crate's header parsing), or `None` when the header cannot be read. For size checks before decoding.
-pub fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return read_png_header(bytes).ok().map(|h| (h.width, h.height));
-    }
-    image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
 }
 
 /// The format whose signature starts a file too short to be recognised, such as the first 4 bytes of a PNG.
@@ -121,41 +97,26 @@ fn describe(format: ImageFormat, e: ImageError) -> Error {
     }
 }
 
-fn check_size(format: ImageFormat, width: u32, height: u32, bytes_per_pixel: u64, limits: &DecodeLimits) -> Result<()> {
-    let name = format_name(format);
-    if width == 0 || height == 0 {
-        return Err(err(format!("{name} image is {width}×{height}: it has no pixels")));
-    }
-    // The decoder's own buffer plus the RGB copy we return.
-    let pixels = u64::from(width) * u64::from(height);
-    let needed = pixels.saturating_mul(bytes_per_pixel.saturating_add(3));
-    if width > limits.max_width || height > limits.max_height || needed > limits.max_alloc_bytes {
-        return Err(err(format!(
-            "{name} image is {width}×{height}, more than the {}×{} / {} MiB decode limit",
-            limits.max_width,
-            limits.max_height,
-            limits.max_alloc_bytes / (1024 * 1024)
-        )));
-    }
-    Ok(())
+/// The decoded bytes per pixel of a PNG from its IHDR (after the `image` crate's expansion of palettes and
+/// sub-byte depths; tRNS alpha not counted, the decoder's own header check below counts it).
+fn png_bytes_per_pixel(h: &PngHeader) -> u64 {
+    let channels: u64 = match h.color_type {
+        0 => 1,
+        2 | 3 => 3,
+        4 => 2,
+        _ => 4,
+    };
+    channels * if h.bit_depth == 16 { 2 } else { 1 }
 }
 
-/// Decodes PNG, JPEG, WebP, GIF (first frame) or BMP bytes to 8-bit RGB exactly as Pillow's
-/// `Image.open(f).convert("RGB")` does (JPEG aside: see the module docs).
-///
-/// The format is guessed from the content, never from a file name. The header's dimensions are
-/// checked against `limits` before any pixel buffer is allocated.
-pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+/// The format of `bytes` from its content (never a file name), or the error that names what the file is.
+pub(crate) fn sniff_format(bytes: &[u8]) -> Result<ImageFormat> {
     if bytes.is_empty() {
         return Err(err("empty file (0 bytes)"));
     }
-    let format = match image::guess_format(bytes) {
-        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Bmp)) => f,
-        Ok(other) => {
-            return Err(err(format!(
-                "unsupported format {other:?}: only PNG, JPEG, WebP, GIF and BMP are accepted"
-            )))
-        }
+    match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Bmp)) => Ok(f),
+        Ok(other) => Err(err(format!("unsupported format {other:?}: only PNG, JPEG, WebP, GIF and BMP are accepted"))),
         Err(_) => {
             if let Some(name) = truncated_signature(bytes) {
                 return Err(err(format!(
@@ -164,53 +125,74 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
                 )));
             }
             let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            return Err(err(format!(
+            Err(err(format!(
                 "unsupported format: the file starts with bytes [{}], which is not PNG, JPEG, WebP, GIF or BMP",
                 head.join(" ")
-            )));
-        }
-    };
-
-    if format == ImageFormat::Jpeg {
-        let max_pixels = (u64::from(limits.max_width) * u64::from(limits.max_height)).min(limits.max_alloc_bytes / 3);
-        if let Some(rgb) = super::jpeg::decode_jpeg_like_pillow(bytes, max_pixels)? {
-            check_size(format, rgb.width(), rgb.height(), 3, limits)?;
-            return Ok(rgb);
+            )))
         }
     }
+}
 
-    // PNG: refuse an over-limit header before the png crate reads any further (a header with no
-    // image data must still be reported as too large, not as truncated).
-    let png_header = if format == ImageFormat::Png {
+/// A decoder of the `image` crate for `bytes` of `format`, after the checks every decode path shares: the
+/// metadata and structure (`super::precheck`), a PNG's IHDR, and the header's size with `then_bytes_per_pixel` more bytes a
+/// pixel for what the caller does next (the decoder's own buffer is counted here). Only the header has been
+/// read when this returns; the decoder enforces the same limits while it decodes.
+pub(crate) fn open_checked<'a>(
+    format: ImageFormat,
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+    then_bytes_per_pixel: u64,
+) -> Result<Box<dyn ImageDecoder + 'a>> {
+    let name = format_name(format);
+    let what = format!("{name} image");
+    super::precheck::check_before_decoding(format, bytes, limits)?;
+    // PNG: refuse an over-limit header before the png crate reads any further (a header with no image data
+    // must still be reported as too large, not as truncated).
+    if format == ImageFormat::Png {
         let h = read_png_header(bytes)?;
-        check_size(format, h.width, h.height, 0, limits)?;
-        Some(h)
-    } else {
-        None
-    };
-
-    let mut image_limits = image::Limits::default();
-    image_limits.max_image_width = Some(limits.max_width);
-    image_limits.max_image_height = Some(limits.max_height);
-    image_limits.max_alloc = Some(limits.max_alloc_bytes);
-
+        limits.check_per_pixel(&what, h.width, h.height, png_bytes_per_pixel(&h) + then_bytes_per_pixel)?;
+    }
     let describe = |e| describe(format, e);
     let reader = Cursor::new(bytes);
     // Constructing a decoder reads the header only.
     let mut decoder: Box<dyn ImageDecoder> = match format {
-        ImageFormat::Png => Box::new(PngDecoder::with_limits(reader, image_limits.clone()).map_err(describe)?),
+        ImageFormat::Png => Box::new(PngDecoder::with_limits(reader, limits.image_crate_limits()).map_err(describe)?),
         ImageFormat::Jpeg => Box::new(JpegDecoder::new(reader).map_err(describe)?),
         ImageFormat::WebP => Box::new(WebPDecoder::new(reader).map_err(describe)?),
         ImageFormat::Gif => Box::new(GifDecoder::new(reader).map_err(describe)?),
         _ => Box::new(BmpDecoder::new(reader).map_err(describe)?),
     };
     let (width, height) = decoder.dimensions();
-    check_size(format, width, height, u64::from(decoder.color_type().bytes_per_pixel()), limits)?;
-    image_limits.reserve(decoder.total_bytes()).map_err(describe)?;
-    decoder.set_limits(image_limits).map_err(describe)?;
-    let image = DynamicImage::from_decoder(decoder).map_err(describe)?;
+    // zune-jpeg (the JPEGs our decoder hands on: progressive ones with unrefined coefficients, ...) keeps a
+    // progressive file's coefficients besides its output: 2 bytes a sample for up to 3 full-size components.
+    let decoder_extra = if format == ImageFormat::Jpeg { 6 } else { 0 };
+    let bytes_per_pixel = u64::from(decoder.color_type().bytes_per_pixel()) + decoder_extra;
+    limits.check_per_pixel(&what, width, height, bytes_per_pixel + then_bytes_per_pixel)?;
+    // The output buffer is reserved, so the decoder's own allocations count against what remains.
+    let mut crate_limits = limits.image_crate_limits();
+    crate_limits.reserve(decoder.total_bytes()).map_err(describe)?;
+    decoder.set_limits(crate_limits).map_err(describe)?;
+    Ok(decoder)
+}
 
-    let gray16 = matches!(png_header, Some(PngHeader { bit_depth: 16, color_type: 0, .. }));
+/// Decodes PNG, JPEG, WebP, GIF (first frame) or BMP bytes to 8-bit RGB exactly as Pillow's
+/// `Image.open(f).convert("RGB")` does (JPEG aside: see the module docs).
+///
+/// The format is guessed from the content, never from a file name. The memory the decode needs is worked
+/// out from the header and checked against `limits` before any pixel buffer is allocated.
+pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    let format = sniff_format(bytes)?;
+    if format == ImageFormat::Jpeg {
+        // Our decoder checks its own peak memory, RGB output included, from the SOF header.
+        if let Some(rgb) = super::jpeg::decode_jpeg_like_pillow(bytes, limits)? {
+            return Ok(rgb);
+        }
+    }
+    // The decoder's buffer plus the RGB copy we return.
+    let decoder = open_checked(format, bytes, limits, 3)?;
+    let gray16 = format == ImageFormat::Png
+        && matches!(read_png_header(bytes), Ok(PngHeader { bit_depth: 16, color_type: 0, .. }));
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| describe(format, e))?;
     let mut rgb = to_rgb_like_pillow(image, gray16)?;
     if format == ImageFormat::Bmp {
         if let Some(green_bits) = bmp_16bit_green_bits(bytes) {

@@ -16,20 +16,23 @@
 //! hierarchical and 12/16-bit JPEGs, 2-component files, fractional sampling ratios or more than 10 blocks per
 //! MCU, a height defined by a DNL marker, and progressive files whose low-frequency AC coefficients are left
 //! unrefined (libjpeg then applies inter-block smoothing, which is not reproduced). Malformed or truncated data
-//! gives `Err(Error::Image)`; nothing here panics and nothing is allocated before the frame size is checked
-//! against the caller's `max_pixels`. One leniency: a sequential file missing only its final EOI marker decodes
+//! gives `Err(Error::Image)`; nothing here panics and nothing is allocated before the memory the frame needs
+//! (worked out from its SOF header) is checked against the caller's [`DecodeLimits`]. One leniency: a sequential file missing only its final EOI marker decodes
 //! (Pillow calls it truncated unless `ImageFile.LOAD_TRUNCATED_IMAGES`, and then gives the same pixels).
 //!
 //! Verified byte-identical to Pillow 13 (libjpeg-turbo 3.2.0) `convert("RGB")` and to OpenCV 5.0
 //! (libjpeg-turbo 3.1.2) `IMREAD_GRAYSCALE` on ~1,800 generated JPEGs; tests/jpeg_parity.rs keeps a set.
 
+use super::limits::DecodeLimits;
 use crate::error::{Error, Result};
 
 /// Decodes a JPEG exactly as Pillow (libjpeg-turbo, islow, fancy upsampling) to 8-bit RGB (gray replicated).
-/// Ok(None) = a JPEG variant this decoder does not handle (the caller falls back). `max_pixels` is checked
-/// against the SOF dimensions before any allocation.
-pub fn decode_jpeg_like_pillow(bytes: &[u8], max_pixels: u64) -> Result<Option<image::RgbImage>> {
-    let Some(frame) = decode_frame(bytes, max_pixels, false)? else { return Ok(None) };
+/// Ok(None) = a JPEG variant this decoder does not handle (the caller falls back). The memory the decode will
+/// hold at its peak is worked out from the SOF header and checked against `limits` before any allocation.
+pub fn decode_jpeg_like_pillow(bytes: &[u8], limits: &DecodeLimits) -> Result<Option<image::RgbImage>> {
+    let Some(frame) = decode_frame(bytes, &Budget { limits, luma_only: false, then_bytes_per_pixel: 0 })? else {
+        return Ok(None);
+    };
     let (w, h) = (frame.width, frame.height);
     let rgb = frame.to_rgb();
     image::RgbImage::from_raw(w as u32, h as u32, rgb).map(Some).ok_or_else(|| err("internal buffer size mismatch"))
@@ -40,11 +43,22 @@ pub fn decode_jpeg_like_pillow(bytes: &[u8], max_pixels: u64) -> Result<Option<i
 /// For YCbCr and grayscale files this is the Y component alone (upsampled only if Y itself is subsampled);
 /// for RGB-coded files (Adobe transform 0 or 'R','G','B' ids) libjpeg's fixed-point RGB→Y. CMYK/YCCK files
 /// give `Ok(None)` (libjpeg cannot produce grayscale from them; OpenCV converts CMYK itself).
-pub fn decode_jpeg_luma(bytes: &[u8], max_pixels: u64) -> Result<Option<image::GrayImage>> {
-    let Some(frame) = decode_frame(bytes, max_pixels, true)? else { return Ok(None) };
+/// `then_bytes_per_pixel`: what the caller will hold per pixel once it has the plane (Canny's working memory),
+/// so that the whole job is checked against `limits` from the SOF header, before any allocation.
+pub fn decode_jpeg_luma(bytes: &[u8], limits: &DecodeLimits, then_bytes_per_pixel: u64) -> Result<Option<image::GrayImage>> {
+    let Some(frame) = decode_frame(bytes, &Budget { limits, luma_only: true, then_bytes_per_pixel })? else {
+        return Ok(None);
+    };
     let (w, h) = (frame.width, frame.height);
     let Some(luma) = frame.to_luma() else { return Ok(None) };
     image::GrayImage::from_raw(w as u32, h as u32, luma).map(Some).ok_or_else(|| err("internal buffer size mismatch"))
+}
+
+/// What a decode may hold: the limits, the output wanted, and the caller's memory per pixel afterwards.
+struct Budget<'a> {
+    limits: &'a DecodeLimits,
+    luma_only: bool,
+    then_bytes_per_pixel: u64,
 }
 
 fn err(msg: impl std::fmt::Display) -> Error {
@@ -195,11 +209,28 @@ struct BitReader<'a> {
     at_eof: bool,
     /// Zero fill past the end of the file was consumed: the file is truncated.
     overran_eof: bool,
+    /// Zero fill after a marker was consumed (libjpeg's `insufficient_data`): the rest of the segment (up to
+    /// the next restart) is left as it is, as libjpeg leaves it, instead of being decoded from zeros.
+    insufficient: bool,
+    /// A restart found a marker that is not a restart marker and left it unread: every later restart of this
+    /// scan stops at the same marker, so the whole rest of the scan is left as it is.
+    stuck: bool,
 }
 
 impl<'a> BitReader<'a> {
     fn new(data: &'a [u8], pos: usize) -> Self {
-        BitReader { data, pos, acc: 0, nbits: 0, real: 0, at_marker: false, at_eof: false, overran_eof: false }
+        BitReader {
+            data,
+            pos,
+            acc: 0,
+            nbits: 0,
+            real: 0,
+            at_marker: false,
+            at_eof: false,
+            overran_eof: false,
+            insufficient: false,
+            stuck: false,
+        }
     }
 
     #[inline]
@@ -267,6 +298,7 @@ impl<'a> BitReader<'a> {
             if self.at_eof {
                 self.overran_eof = true;
             }
+            self.insufficient = true;
             self.real = 0;
         } else {
             self.real -= n;
@@ -336,6 +368,8 @@ impl<'a> BitReader<'a> {
             match action {
                 1 => {
                     self.pos = marker_pos + 2;
+                    // libjpeg's process_restart: data follows again (unless a marker was left unread).
+                    self.insufficient = false;
                     return;
                 }
                 2 => {
@@ -344,6 +378,7 @@ impl<'a> BitReader<'a> {
                 _ => {
                     self.pos = marker_pos;
                     self.at_marker = true;
+                    self.stuck = !(0xD0..=0xD7).contains(&marker);
                     return;
                 }
             }
@@ -457,7 +492,8 @@ fn segment(data: &[u8], pos: usize) -> Result<(&[u8], usize)> {
     Ok((&data[pos + 2..end], end))
 }
 
-fn decode_frame(data: &[u8], max_pixels: u64, luma_only: bool) -> Result<Option<Frame>> {
+fn decode_frame(data: &[u8], budget: &Budget) -> Result<Option<Frame>> {
+    let luma_only = budget.luma_only;
     if data.len() < 2 || data[0] != 0xFF || data[1] != 0xD8 {
         return Err(err("not a JPEG file (no SOI marker)"));
     }
@@ -491,7 +527,7 @@ fn decode_frame(data: &[u8], max_pixels: u64, luma_only: bool) -> Result<Option<
                 if frame.is_some() {
                     return Err(err("more than one SOF marker"));
                 }
-                match parse_sof(seg, marker == 0xC2, max_pixels)? {
+                match parse_sof(seg, marker == 0xC2, budget)? {
                     Some(f) => frame = Some(f),
                     None => return Ok(None),
                 }
@@ -598,12 +634,21 @@ fn decode_frame(data: &[u8], max_pixels: u64, luma_only: bool) -> Result<Option<
     if luma_only && matches!(f.color, ColorSpace::Cmyk | ColorSpace::Ycck) {
         return Ok(None);
     }
-    f.planes =
-        f.comps.iter().zip(&needed).map(|(c, &need)| if need { Some(idct_component(c)) } else { None }).collect();
+    // Each component's coefficients are freed once its plane exists (the peak `peak_bytes` assumes).
+    f.planes = f
+        .comps
+        .iter_mut()
+        .zip(&needed)
+        .map(|(c, &need)| {
+            let plane = need.then(|| idct_component(c));
+            c.coefs = Vec::new();
+            plane
+        })
+        .collect();
     Ok(Some(f))
 }
 
-fn parse_sof(seg: &[u8], progressive: bool, max_pixels: u64) -> Result<Option<Frame>> {
+fn parse_sof(seg: &[u8], progressive: bool, budget: &Budget) -> Result<Option<Frame>> {
     if seg.len() < 6 {
         return Err(err("bad SOF marker"));
     }
@@ -626,9 +671,8 @@ fn parse_sof(seg: &[u8], progressive: bool, max_pixels: u64) -> Result<Option<Fr
     if width == 0 {
         return Err(err("image width is zero"));
     }
-    if (width as u64) * (height as u64) > max_pixels {
-        return Err(err(format!("JPEG image is {width}×{height}, more than the decode limit of {max_pixels} pixels")));
-    }
+    // The side and pixel limits first: they bound the figures `peak_bytes` multiplies.
+    budget.limits.check("JPEG image", width as u64, height as u64, 0)?;
     let mut raw = Vec::with_capacity(nc);
     for i in 0..nc {
         let id = seg[6 + 3 * i];
@@ -650,6 +694,10 @@ fn parse_sof(seg: &[u8], progressive: bool, max_pixels: u64) -> Result<Option<Fr
     }
     let mcux = width.div_ceil(8 * max_h);
     let mcuy = height.div_ceil(8 * max_v);
+    let padded: Vec<(usize, usize, u64)> =
+        raw.iter().map(|r| (r.1, r.2, (mcux * r.1 * 8) as u64 * (mcuy * r.2 * 8) as u64)).collect();
+    let peak = peak_bytes(&padded, (max_h, max_v), width as u64 * height as u64, budget);
+    budget.limits.check("JPEG image", width as u64, height as u64, peak)?;
     let comps = raw
         .into_iter()
         .map(|(id, h, v, tq)| {
@@ -683,6 +731,23 @@ fn parse_sof(seg: &[u8], progressive: bool, max_pixels: u64) -> Result<Option<Fr
         color: ColorSpace::YCbCr,
         planes: Vec::new(),
     }))
+}
+
+/// The most memory a decode holds at once, from the SOF alone: `padded` is each component's (h, v, samples
+/// in its MCU-padded coefficient array). Phase 1 (entropy decoding, then the IDCT component by component):
+/// every component's coefficients (2 bytes a sample) until its plane (1 byte a sample) is made. Phase 2
+/// (upsampling and colour conversion): the planes, a full-size copy of each subsampled plane, the output.
+/// Components that a luma decode skips are counted anyway (an upper bound).
+fn peak_bytes(padded: &[(usize, usize, u64)], (max_h, max_v): (usize, usize), pixels: u64, budget: &Budget) -> u64 {
+    let samples: Vec<u64> = padded.iter().map(|p| p.2).collect();
+    let phase1 = (0..samples.len())
+        .map(|k| 2 * samples[k..].iter().sum::<u64>() + samples[..=k].iter().sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let upsampled = padded.iter().filter(|p| p.0 != max_h || p.1 != max_v).count() as u64;
+    let out = if budget.luma_only { 1 } else { 3 };
+    let phase2 = samples.iter().sum::<u64>() + (upsampled + out) * pixels;
+    phase1.max(phase2).max(pixels.saturating_mul(budget.then_bytes_per_pixel))
 }
 
 fn parse_dht(mut seg: &[u8], t: &mut Tables) -> Result<()> {
@@ -828,7 +893,8 @@ fn decode_scan(data: &[u8], start: usize, seg: &[u8], f: &mut Frame, t: &Tables)
     let restart = t.restart_interval;
     let mut next_rst: u8 = 0;
     let mut eobrun: u32 = 0;
-    for m in 0..total {
+    let mut m = 0;
+    while m < total {
         if restart > 0 && m > 0 && m % restart == 0 {
             br.restart(next_rst);
             next_rst = (next_rst + 1) & 7;
@@ -839,6 +905,16 @@ fn decode_scan(data: &[u8], start: usize, seg: &[u8], f: &mut Frame, t: &Tables)
         }
         if br.overran_eof {
             return Err(err("truncated file (entropy-coded data ends early)"));
+        }
+        if br.insufficient {
+            // libjpeg (decode_mcu, "if we've run out of data, just leave the MCU set to zeroes") leaves every
+            // MCU up to the next restart as it is. Jumping there keeps a file of empty scans from costing a pass
+            // over the whole image each (a time bomb: 1000 scans × millions of blocks).
+            if restart == 0 || br.stuck {
+                break;
+            }
+            m = (m / restart + 1) * restart;
+            continue;
         }
         let (mxi, myi) = (m % mx, m / mx);
         for (si, &(ci, _, _)) in scomp.iter().enumerate() {
@@ -883,6 +959,7 @@ fn decode_scan(data: &[u8], start: usize, seg: &[u8], f: &mut Frame, t: &Tables)
                 }
             }
         }
+        m += 1;
     }
     if br.overran_eof {
         return Err(err("truncated file (entropy-coded data ends early)"));

@@ -4,5 +4,7 @@
 pub mod canny;
 pub mod decode;
 pub mod jpeg;
+pub mod limits;
+mod precheck;
 pub mod preprocess;
 pub mod resize;

@@ -4,7 +4,7 @@
 use super::noise::gaussian_noise;
 use super::{load_image_encoder, load_image_processor, load_text_encoder, load_tokenizer, read_config, Progress};
 use crate::error::{Error, Result};
-use crate::image::canny::{canny, edges_to_rgb, grayscale_like_opencv};
+use crate::image::canny::{canny, edges_to_rgb};
 use crate::image::decode::{decode_rgb, DecodeLimits};
 use crate::image::preprocess::{preprocess, ImageProcessorConfig};
 use crate::models::clip::{ClipTextModel, ClipVisionModel};
@@ -99,10 +99,6 @@ pub struct KeywordMatch {
     pub spans: Vec<(usize, usize)>,
 }
 
-/// Working memory of Canny per pixel (gray, Sobel dx and dy, magnitude, map, output, a decoded RGBA copy):
-/// an edge-control image is refused before decoding when this times its pixels exceeds the decode budget.
-const CANNY_BYTES_PER_PIXEL: u64 = 16;
-
 /// Canny's hysteresis thresholds must be numbers: OpenCV floors them to integers, and a NaN would silently
 /// become 0 (every gradient an edge).
 pub fn check_canny_thresholds(low: f64, high: f64) -> Result<()> {
@@ -113,24 +109,12 @@ pub fn check_canny_thresholds(low: f64, high: f64) -> Result<()> {
     }
 }
 
-/// The Canny edges of an edge-control image (OpenCV-exact, see [`crate::image::canny`]) after checking its
-/// header's size against `limits`, so that an oversized image is a clear error instead of exhausting memory.
+/// The Canny edges of an edge-control image (OpenCV-exact, see [`crate::image::canny`]). The thresholds must be
+/// finite, and the image's header is checked against `limits` with Canny's working memory before anything is
+/// decoded, so an oversized image is a clear error instead of exhausting memory.
 pub fn control_edges(image: &[u8], low: f64, high: f64, limits: &DecodeLimits) -> Result<image::GrayImage> {
     check_canny_thresholds(low, high)?;
-    if let Some((w, h)) = crate::image::decode::header_dimensions(image) {
-        let needed = u64::from(w) * u64::from(h) * CANNY_BYTES_PER_PIXEL;
-        if w > limits.max_width || h > limits.max_height || needed > limits.max_alloc_bytes {
-            return Err(Error::Image(format!(
-                "the image is {w}×{h}: edge detection takes at most {}×{} and {} MiB ({} MiB needed)",
-                limits.max_width,
-                limits.max_height,
-                limits.max_alloc_bytes >> 20,
-                needed >> 20
-            )));
-        }
-    }
-    // Unreadable headers fall through: the decoder names what is wrong with the file.
-    let gray = grayscale_like_opencv(image)?;
+    let gray = crate::image::canny::grayscale_for_canny(image, limits)?;
     canny(&gray, low, high)
 }
 

@@ -1,17 +1,15 @@
 // End-to-end: bad inputs in the app — a file that is not an image, a corrupt PNG, a 12000×12000 image (as a
-// subject photo and as the edge-control image) and a keyword missing from the prompt. Each is named in the UI
+// subject photo and as the edge-control image), decode bombs through the JS API, and a keyword missing from the prompt. Each is named in the UI
 // as soon as it is given, computing with it gives a clear message (or the engine's warning), and the next good
 // action — the cat_glasses case — computes the golden embedding. Screenshots in tests/output/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { IMAGES, SCREENSHOTS, openSite } from './browser.mjs';
+import { GOLDENS, IMAGES, ROOT, SCREENSHOTS, TINY_MODEL, openSite, startStaticServer } from './browser.mjs';
 import { dropFiles, golden, imageFile, maxDiff, openApp, pasteFiles, photoStates } from './helpers.mjs';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import { GOLDENS, TINY_MODEL, startStaticServer } from './browser.mjs';
 
 let site, browser, base;
 
@@ -128,11 +126,11 @@ test('a 12000×12000 edge-control image is refused in the preview and on Compute
   const { page, errors } = await openApp(browser, base, '&backend=cpu');
   await dropFiles(page, page.locator('#control-zone'), [{ name: 'huge-edges.png', bytes: blackPng(12000, 12000), type: 'image/png' }]);
   await page.waitForFunction(() => ['ok', 'error'].includes(document.getElementById('canny-preview').dataset.state), null, { timeout: 60_000 });
-  assert.match(await page.textContent('#control-status'), /huge-edges\.png cannot be used as the edge-control image: image: the image is 12000×12000: edge detection takes at most 16384×16384 and 512 MiB/);
+  assert.match(await page.textContent('#control-status'), /huge-edges\.png cannot be used as the edge-control image: image: PNG image is 12000×12000, more than the 16384×16384 \/ 512 MiB decode limit \(it would need 2747 MiB\)/);
   assert.equal(await page.isVisible('#canny-preview'), false);
   const { result, status } = await computeStatus(page);
   assert.equal(result, 'error');
-  assert.match(status, /Could not compute: control image: image: the image is 12000×12000/);
+  assert.match(status, /Could not compute: control image: image: PNG image is 12000×12000/);
   await page.screenshot({ path: path.join(SCREENSHOTS, '12-error-huge-control.png'), fullPage: true });
   // Removing it brings the page back to a good state.
   await page.click('#control-clear');
@@ -217,7 +215,7 @@ test('a model whose safetensors header is corrupt fails to load with the file an
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`${mounted}/tmp-models/blank.html`);
     const tryLoad = (model) => page.evaluate(async (m) => {
-      const api = await import('/www/lambda-eclipse.js');
+      const api = await import('/www/lib/lambda-eclipse.js');
       try {
         const engine = await api.load({ model: m, backend: 'cpu' });
         engine.dispose();
@@ -237,7 +235,7 @@ test('a model whose safetensors header is corrupt fails to load with the file an
     // The same page: the good model loads and computes the golden embedding.
     const noise = Array.from(golden('cat_glasses.safetensors', 'noise').data);
     const got = await page.evaluate(async ({ model, noise }) => {
-      const api = await import('/www/lambda-eclipse.js');
+      const api = await import('/www/lib/lambda-eclipse.js');
       const engine = await api.load({ model, backend: 'cpu' });
       const bytes = async (f) => new Uint8Array(await (await fetch(`/shared/assets/images/${f}`)).arrayBuffer());
       const r = await engine.prior({
@@ -255,4 +253,79 @@ test('a model whose safetensors header is corrupt fails to load with the file an
     server.kill();
     rmSync(tmp, { recursive: true, force: true });
   }
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Decode bombs through the JS API (issue 12, defect 7): small files claiming huge images or metadata are
+// refused from their header by inspectImage and as a subject photo, without the engine's wasm memory growing,
+// and the same engine then computes cat_glasses.
+
+/** The 982-byte 37×29 4:2:0 JPEG fixture with its SOF claiming width × height (its data runs out at once). */
+function jpegClaiming(width, height) {
+  const jpg = Buffer.from(readFileSync(path.join(ROOT, 'tests/fixtures/jpeg/baseline_420_q75.jpg')));
+  const sof = jpg.indexOf(Buffer.from([0xff, 0xc0]));
+  jpg.writeUInt16BE(height, sof + 5);
+  jpg.writeUInt16BE(width, sof + 7);
+  return jpg;
+}
+
+/** A 1×1 grey PNG whose iCCP colour profile inflates to `bytes` (64 MiB of zeros deflate to 64 KB). */
+function profileBombPng(bytes) {
+  const ihdr = Buffer.from([0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]);
+  const iccp = Buffer.concat([Buffer.from('bomb\0\0', 'latin1'), deflateSync(Buffer.alloc(bytes), { level: 9 })]);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('iCCP', iccp),
+    chunk('IDAT', deflateSync(Buffer.alloc(2))), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** A PNG header claiming 30000×30000 followed by a few bytes of image data. */
+function headerBombPng() {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(30000, 0);
+  ihdr.writeUInt32BE(30000, 4);
+  ihdr[8] = 8;
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(4096))), chunk('IEND', Buffer.alloc(0))]);
+}
+
+const BOMBS = [
+  { name: '1 KB JPEG of 16384×8192 (134 Mpx)', bytes: jpegClaiming(16384, 8192), error: /JPEG image is 16384×8192, more than the 16384×16384 \/ 512 MiB decode limit \(it would need \d+ MiB\)/ },
+  { name: '1 KB JPEG of 10000×9000 (90 Mpx)', bytes: jpegClaiming(10000, 9000), error: /JPEG image is 10000×9000, more than the 16384×16384 \/ 512 MiB decode limit/ },
+  { name: '1×1 PNG whose colour profile inflates to 64 MiB', bytes: profileBombPng(64 << 20), error: /PNG colour profile \(iCCP chunk\) inflates to more than 1024 KiB, the metadata limit/ },
+  { name: 'PNG header claiming 30000×30000', bytes: headerBombPng(), error: /PNG image is 30000×30000, more than the 16384×16384 \/ 512 MiB decode limit \(wider than 16384 px\)/ },
+];
+
+test('decode bombs are refused in words by inspectImage and as subject photos, the engine memory stays put, and the same engine computes cat_glasses', async () => {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${base}/tests/e2e/pages/blank.html`);
+  const result = await page.evaluate(async ({ bombs, model, noise }) => {
+    const api = await import('/www/lib/lambda-eclipse.js');
+    const message = (p) => p.then(() => 'accepted', (e) => e.message);
+    const inspected = [];
+    for (const b of bombs) inspected.push(await message(api.inspectImage(new Uint8Array(b))));
+    const engine = await api.load({ model, backend: 'cpu' });
+    const photo = async (name) => new Uint8Array(await (await fetch(`/shared/assets/images/${name}`)).arrayBuffer());
+    const [chelsea, coffee] = [await photo('chelsea.png'), await photo('coffee.png')];
+    const before = await engine.memoryBytes();
+    const asPhoto = [];
+    for (const b of bombs) {
+      asPhoto.push(await message(engine.prior({ prompt: 'a cat wearing glasses at a park', subjects: [{ keyword: 'cat', image: chelsea }, { keyword: 'glasses', image: new Uint8Array(b) }], noise: Float32Array.from(noise) })));
+    }
+    const after = await engine.memoryBytes();
+    const good = await engine.prior({ prompt: 'a cat wearing glasses at a park', subjects: [{ keyword: 'cat', image: chelsea }, { keyword: 'glasses', image: coffee }], noise: Float32Array.from(noise) });
+    const inspectGood = await api.inspectImage(chelsea);
+    return { inspected, asPhoto, before, after, imageEmbeds: Array.from(good.imageEmbeds), inspectGood };
+  }, { bombs: BOMBS.map((b) => Array.from(b.bytes)), model: TINY_MODEL, noise: Array.from(golden('cat_glasses.safetensors', 'noise').data) });
+  BOMBS.forEach((b, i) => {
+    assert.match(result.inspected[i], b.error, `inspectImage, ${b.name}`);
+    assert.match(result.asPhoto[i], new RegExp(`subject 2 \\("glasses"\\): image: ${b.error.source}`), `as a subject photo, ${b.name}`);
+  });
+  // wasm memory never shrinks, so its size is the peak: a decode of any of these needs ≥ 64 MiB more.
+  const grew = (result.after - result.before) / 2 ** 20;
+  assert.ok(grew < 16, `the engine's wasm memory grew by ${grew.toFixed(1)} MiB while refusing the bombs`);
+  assert.deepEqual(result.inspectGood, { width: 451, height: 300 });
+  const diff = maxDiff(result.imageEmbeds, golden('cat_glasses.safetensors', 'image_embeds').data);
+  assert.ok(diff <= 1e-4, `after the bombs, cat_glasses differs from the golden by ${diff}`);
+  assert.deepEqual(errors, []);
+  await page.close();
 });
