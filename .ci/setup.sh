@@ -6,6 +6,8 @@ set -euo pipefail
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets (fuzz/ci.sh).
+command -v c++ >/dev/null || need_apt+=(g++)
 # lavapipe: Vulkan on the CPU, so the WebGPU backend's tests run natively without a GPU.
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || need_apt+=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0)
 if [ ${#need_apt[@]} -gt 0 ]; then

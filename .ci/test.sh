@@ -10,6 +10,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 echo "== native tests"
 cargo test --quiet
 
+echo "== fuzz targets: replay the committed corpus (seeds + known crashers), then 5 s of fuzzing each (fuzz/README.md)"
+bash fuzz/ci.sh
+
 bash .ci/test-server.sh
 
 echo "== wasm32 check (library without the GPU backend: the CPU-only build must compile)"

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lambda_eclipse_fuzz::image(data, image::ImageFormat::Gif));
