@@ -1,5 +1,5 @@
 //! The JavaScript API (wasm32). Errors cross the boundary as JS `Error`s carrying the engine's message;
-//! panics are routed to the console and never unwind into JS. The ES module `www/lambda-eclipse.js` wraps
+//! panics are routed to the console and never unwind into JS. The ES module `www/lib/lambda-eclipse.js` wraps
 //! this in a Web Worker with the documented `load()` / `engine.prior()` contract; `decoder` is the local
 //! Kandinsky decoder (`loadDecoder()` / `decoder.decode()`).
 
@@ -205,7 +205,7 @@ pub struct Engine {
 impl Engine {
     /// Loads the model whose component folders are at the URLs of `manifest` (`{ tokenizer, text_encoder,
     /// image_encoder, image_processor, prior }`, each a folder in the Hugging Face layout) through `io`, the
-    /// page's loader (`ModelReader` of `www/model-reader.js`: Range requests, browser cache, progress,
+    /// page's loader (`ModelReader` of `www/lib/model-reader.js`: Range requests, browser cache, progress,
     /// cancellation). Before the weights, `io.plan([{ component, file, url, bytes }])` receives every weight
     /// file with its tensor bytes; after each tensor upload, `io.uploaded(component, done, total)`.
     /// `backend`: `"auto"` (WebGPU when an adapter exists, else the CPU), `"webgpu"` or `"cpu"`.
@@ -391,7 +391,7 @@ impl Engine {
     }
 }
 
-/// Benchmarks in the browser (`www/bench.html`): the same measurements as `lambda-eclipse bench`.
+/// Benchmarks in the browser (`www/app/bench.html`): the same measurements as `lambda-eclipse bench`.
 /// `backend`: `"webgpu"` or `"cpu"`; `what`: `"matmul:M,K,N"`, `"text"`, `"vision"` or `"prior"`;
 /// `dtype`: `"f32"` or `"f16"`. Returns GFLOP/s for a matmul, milliseconds for a model.
 #[wasm_bindgen(js_name = benchmark)]

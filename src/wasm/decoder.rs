@@ -1,6 +1,6 @@
 //! The local decoder in JavaScript: `Decoder` loads the Kandinsky 2.2 decoder (UNet + MoVQ + scheduler)
 //! through the same `ModelIo` as the λ model (streamed, cached, cancellable) and decodes image embeddings
-//! to pictures with step progress and cancellation. `www/worker.js` runs it in a decoder worker of its own.
+//! to pictures with step progress and cancellation. `www/lib/worker.js` runs it in a decoder worker of its own.
 
 use super::{get, js_err, set};
 use crate::error::Error;

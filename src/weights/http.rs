@@ -1,6 +1,6 @@
 //! Model files over HTTP in the browser. The engine decides *what* to read (configs whole, a safetensors
 //! header, then each tensor's byte range, a few at once); the page's JavaScript decides *how*: a
-//! [`ModelIo`] object (`ModelReader` in `www/model-reader.js`) answers every read with a `fetch` carrying a
+//! [`ModelIo`] object (`ModelReader` in `www/lib/model-reader.js`) answers every read with a `fetch` carrying a
 //! `Range` header, keeps tensors in the browser cache so a reload or a resumed download does not fetch them
 //! again, reports progress, and aborts everything when the user cancels. A multi-GB safetensors file is
 //! never read whole (wasm memory ≤ 4 GiB), and tensors waiting for their turn stay in JS buffers.
@@ -14,7 +14,7 @@ use wasm_bindgen_futures::JsFuture;
 
 #[wasm_bindgen]
 extern "C" {
-    /// The browser side of loading (see `www/model-reader.js`). Its promises reject with an `Error` whose
+    /// The browser side of loading (see `www/lib/model-reader.js`). Its promises reject with an `Error` whose
     /// message says what went wrong in words (`file not found (HTTP 404)`, `download interrupted …`); the
     /// engine prefixes the URL.
     #[derive(Clone, Debug)]
