@@ -96,7 +96,8 @@ class FakeGpuDecoder:
     size_multiple = 64
 
 
-def test_cpu_servers_get_smaller_default_caps(make_client):
+def test_cpu_servers_get_smaller_default_caps(make_local_client):
+    make_client = make_local_client
     cpu = make_client()
     limits = cpu.get("/v1/info").json()["limits"]
     assert (limits["max_side"], limits["max_steps"]) == (512, 50)

@@ -1,0 +1,102 @@
+"""A local Ray with Serve for the tests (started once per session, 127.0.0.1), and the apps the tests talk to.
+
+Each distinct configuration is its own Serve application at its own route prefix (the default one at "/"), kept
+for the session: a protocol test that needs a token or a smaller limit gets that app without redeploying the
+others. Apps of the protocol suite run CPU replicas of the tiny random decoder, one torch thread each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+TESTS_DIR = Path(__file__).resolve().parent
+SERVER_DIR = TESTS_DIR.parent
+# Logical CPUs Ray schedules: the apps of a session together (their replicas reserve a fraction each); the
+# machine's real cores are what they share.
+RAY_NUM_CPUS = 8
+OBJECT_STORE_MB = 128
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayServe:
+    def __init__(self):
+        import ray
+        from ray import serve
+
+        sys.path.insert(0, str(SERVER_DIR))
+        from lambda_decoder.serve import start_local_ray
+
+        # Workers import lambda_decoder and the tests' fakes (ray_fakes) by name.
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH")) if p)
+        t0 = time.monotonic()
+        start_local_ray(RAY_NUM_CPUS, OBJECT_STORE_MB, "warning")
+        self.port = free_port()
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port})
+        self.started_s = time.monotonic() - t0
+        self.ray, self.serve = ray, serve
+        self.apps: dict[str, str] = {}  # key → base URL
+        self.clients: list[httpx.Client] = []
+
+    def deploy(self, name: str, settings, opts, decoder_factory=None, route_prefix: str | None = None) -> str:
+        """Deploys (or redeploys) application `name`; returns its base URL once its ingress sees a replica."""
+        from lambda_decoder.ray_app import build_app
+
+        prefix = route_prefix or f"/{name}"
+        self.serve.run(build_app(settings, opts, decoder_factory), name=name, route_prefix=prefix)
+        url = f"http://127.0.0.1:{self.port}{'' if prefix == '/' else prefix}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the ingress reads the replicas' reports every 0.25 s
+            try:
+                if httpx.get(url + "/v1/health", timeout=10).json().get("status") != "loading":
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"app {name} did not leave the loading state within 60 s")
+
+    def protocol_app(self, decoder="tiny", **settings) -> str:
+        """The app for a protocol test: the tiny random decoder (or settings['model']) with these settings; the
+        default settings get 2 decoder replicas at "/", others 1 replica at their own prefix."""
+        from lambda_decoder.config import Settings
+        from lambda_decoder.ray_app import RayOptions
+
+        if decoder not in ("tiny", None):
+            raise TypeError("the Ray kind builds its decoders from settings; pass settings, not a decoder object")
+        key = repr(sorted(settings.items()))
+        if key not in self.apps:
+            default = not settings
+            name = "protocol" if default else "p" + hashlib.sha256(key.encode()).hexdigest()[:10]
+            s = Settings(**{"tiny_random": "model" not in settings, "device": "cpu", "threads": 1, **settings})
+            opts = RayOptions(replicas=2 if default else 1, replica_gpus=0, replica_cpus=0.25)
+            self.apps[key] = self.deploy(name, s, opts, route_prefix="/" if default else None)
+        return self.apps[key]
+
+    def client(self, url: str) -> httpx.Client:
+        c = httpx.Client(base_url=url, timeout=120)
+        self.clients.append(c)
+        return c
+
+    def decoder_replica_actors(self, app: str) -> list:
+        """The live Decoder replica actors of an application (for killing one)."""
+        names = [a["name"] for a in self.ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith(f"SERVE_REPLICA::{app}#Decoder#")]
+        return [self.ray.get_actor(n, namespace="serve") for n in names]
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.serve.shutdown()
+        self.ray.shutdown()
