@@ -320,6 +320,8 @@ class RayBackend:
                  "capacity": s["capacity"], "estimated_wait_s": s["estimated_wait_s"]}
                 for s in self.view
             ],
+            # Requests this ingress sent again because their replica was lost (killed, OOM, node gone).
+            "retried_after_lost_replica": self.lost_replica_retries,
         }
 
     def retry_after(self) -> str:
@@ -414,6 +416,12 @@ def deploy_id_of(settings: C.Settings, decoder_factory=None) -> str:
     return hashlib.sha256(repr((sorted(decoder_side.items()), repr(decoder_factory))).encode()).hexdigest()[:12]
 
 
+def serve_logging(log_level: str) -> dict:
+    """Serve's logging at our level; its per-request access log (an INFO line in every process a request
+    crosses) only at info and below."""
+    return {"log_level": log_level.upper(), "enable_access_log": log_level.lower() in ("debug", "info")}
+
+
 def build_app(settings: C.Settings, opts: RayOptions | None = None, decoder_factory=None):
     """The Serve application: Ingress → Decoder (N replicas). `decoder_factory` (tests): a picklable callable
     returning a decoder object, used instead of loading one from the settings."""
@@ -439,6 +447,7 @@ def build_app(settings: C.Settings, opts: RayOptions | None = None, decoder_fact
         else {"num_replicas": opts.replicas}
     )
     env = {"OMP_NUM_THREADS": str(settings.threads)} if settings.threads else {}
+    logging_config = serve_logging(settings.log_level)
     decoder = serve.deployment(
         DecoderReplica,
         name="Decoder",
@@ -447,6 +456,7 @@ def build_app(settings: C.Settings, opts: RayOptions | None = None, decoder_fact
         max_queued_requests=-1,
         # Long enough for a full queue of 512 px decodes (9 × 1.3 s on an H200) to finish on a scale-down.
         graceful_shutdown_timeout_s=60,
+        logging_config=logging_config,
         ray_actor_options={"num_gpus": gpus, "num_cpus": opts.replica_cpus, "runtime_env": {"env_vars": env}},
         **scaling,
     ).bind(settings, deploy_id_of(settings, decoder_factory), decoder_factory)
@@ -456,6 +466,7 @@ def build_app(settings: C.Settings, opts: RayOptions | None = None, decoder_fact
         num_replicas=opts.ingress_replicas,
         # Requests one ingress replica handles at once (most just wait for a decoder): the connection cap's analogue.
         max_ongoing_requests=settings.max_connections,
+        logging_config=logging_config,
         ray_actor_options={"num_cpus": 0},
     )
     return ingress.bind(decoder, settings, deploy_id_of(settings, decoder_factory), opts.ingress_replicas)

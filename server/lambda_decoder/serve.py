@@ -79,9 +79,10 @@ def start_serve(settings: Settings, opts, *, app_name: str | None = None, decode
     """Serve's HTTP proxy on settings.host:port (one, on this node), and the application, waiting until it runs."""
     from ray import serve
 
-    from .ray_app import APP_NAME, build_app
+    from .ray_app import APP_NAME, build_app, serve_logging
 
-    serve.start(proxy_location="HeadOnly", http_options={"host": settings.host, "port": settings.port})
+    serve.start(proxy_location="HeadOnly", http_options={"host": settings.host, "port": settings.port},
+                logging_config=serve_logging(settings.log_level))
     serve.run(build_app(settings, opts, decoder_factory), name=app_name or APP_NAME, route_prefix=route_prefix)
 
 

@@ -75,6 +75,15 @@ def make_local_client(tiny_decoder):
 SERVER_KINDS = ["local", "ray"]
 
 
+def pytest_collection_modifyitems(items):
+    """Marks everything that needs Ray (`-m ray` / `-m "not ray"`): the Ray kind of the protocol suite and
+    test_ray_serve.py."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (callspec and callspec.params.get("server_kind") == "ray") or item.path.name == "test_ray_serve.py":
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session", params=SERVER_KINDS)
 def server_kind(request) -> str:
     if request.param == "ray" and not os.environ.get("LAMBDA_DECODER_REQUIRE_RAY"):

@@ -44,7 +44,10 @@ class RayServe:
         t0 = time.monotonic()
         start_local_ray(RAY_NUM_CPUS, OBJECT_STORE_MB, "warning")
         self.port = free_port()
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port})
+        from lambda_decoder.ray_app import serve_logging
+
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.port},
+                    logging_config=serve_logging("warning"))
         self.started_s = time.monotonic() - t0
         self.ray, self.serve = ray, serve
         self.apps: dict[str, str] = {}  # key → base URL
@@ -79,7 +82,8 @@ class RayServe:
         if key not in self.apps:
             default = not settings
             name = "protocol" if default else "p" + hashlib.sha256(key.encode()).hexdigest()[:10]
-            s = Settings(**{"tiny_random": "model" not in settings, "device": "cpu", "threads": 1, **settings})
+            s = Settings(**{"tiny_random": "model" not in settings, "device": "cpu", "threads": 1,
+                            "log_level": "warning", **settings})
             opts = RayOptions(replicas=2 if default else 1, replica_gpus=0, replica_cpus=0.25)
             self.apps[key] = self.deploy(name, s, opts, route_prefix="/" if default else None)
         return self.apps[key]
