@@ -63,6 +63,8 @@ def start_local_ray(num_cpus: int, object_store_mb: int, log_level: str = "warni
     import ray
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray starts its workers at nice 15 (background work); here they are the service itself.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     pythonpath = os.pathsep.join(p for p in (SERVER_DIR, os.environ.get("PYTHONPATH")) if p)
     ray.init(
         num_cpus=num_cpus,

@@ -21,6 +21,7 @@ SERVER_DIR = TESTS_DIR.parent
 # machine's real cores are what they share.
 RAY_NUM_CPUS = 8
 OBJECT_STORE_MB = 128
+MAX_VARIANT_APPS = 2
 
 
 def free_port() -> int:
@@ -50,25 +51,32 @@ class RayServe:
                     logging_config=serve_logging("warning"))
         self.started_s = time.monotonic() - t0
         self.ray, self.serve = ray, serve
-        self.apps: dict[str, str] = {}  # key → base URL
+        self.apps: dict[str, str] = {}  # key → base URL, oldest first
+        self.app_names: dict[str, str] = {}
         self.clients: list[httpx.Client] = []
 
     def deploy(self, name: str, settings, opts, decoder_factory=None, route_prefix: str | None = None) -> str:
-        """Deploys (or redeploys) application `name`; returns its base URL once its ingress sees a replica."""
+        """Deploys (or redeploys) application `name`; returns its base URL once its ingress sees every replica
+        ready (or the model failed to load)."""
         from lambda_decoder.ray_app import build_app
 
         prefix = route_prefix or f"/{name}"
         self.serve.run(build_app(settings, opts, decoder_factory), name=name, route_prefix=prefix)
         url = f"http://127.0.0.1:{self.port}{'' if prefix == '/' else prefix}"
+        auth = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the ingress reads the replicas' reports every 0.25 s
+        while time.monotonic() < deadline:  # replicas report every 0.5 s, the ingress reads them every 0.25 s
             try:
-                if httpx.get(url + "/v1/health", timeout=10).json().get("status") != "loading":
+                status = httpx.get(url + "/v1/health", timeout=10).json().get("status")
+                if status == "error":
+                    return url
+                replicas = httpx.get(url + "/v1/info", headers=auth, timeout=10).json()["replicas"]
+                if status == "ok" and sum(r["ready"] for r in replicas) == opts.replicas:
                     return url
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"app {name} did not leave the loading state within 60 s")
+        raise RuntimeError(f"app {name}: not all {opts.replicas} replicas ready within 60 s")
 
     def protocol_app(self, decoder="tiny", **settings) -> str:
         """The app for a protocol test: the tiny random decoder (or settings['model']) with these settings; the
@@ -85,7 +93,14 @@ class RayServe:
             s = Settings(**{"tiny_random": "model" not in settings, "device": "cpu", "threads": 1,
                             "log_level": "warning", **settings})
             opts = RayOptions(replicas=2 if default else 1, replica_gpus=0, replica_cpus=0.25)
+            # A decoder replica holds ~0.9 GB (torch, diffusers): keep the default app and the last variants only.
+            variants = [k for k in self.apps if k != repr([])]
+            while not default and len(variants) >= MAX_VARIANT_APPS:
+                old = variants.pop(0)
+                self.serve.delete(self.app_names.pop(old))
+                del self.apps[old]
             self.apps[key] = self.deploy(name, s, opts, route_prefix="/" if default else None)
+            self.app_names[key] = name
         return self.apps[key]
 
     def client(self, url: str) -> httpx.Client:
