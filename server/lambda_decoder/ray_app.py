@@ -83,8 +83,10 @@ class RayOptions:
             raise ValueError(f"replicas must be at least 1, not {self.replicas}")
         if (self.min_replicas is None) != (self.max_replicas is None):
             raise ValueError("autoscaling needs both min_replicas and max_replicas")
-        if self.max_replicas is not None and not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas == 0:
-            raise ValueError(f"need 0 <= min_replicas <= max_replicas, max_replicas >= 1; got {self.min_replicas}, {self.max_replicas}")
+        # No scaling to zero: a cold start loads the model (minutes for the real one), and the ingress admits only
+        # what running replicas hold, so with none it could only answer 503 `loading`.
+        if self.autoscaling and not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {self.min_replicas} and {self.max_replicas}")
         if not self.target_ongoing_requests > 0:
             raise ValueError("target_ongoing_requests must be more than 0")
         if self.ingress_replicas < 1:
@@ -438,7 +440,6 @@ def build_app(settings: C.Settings, opts: RayOptions | None = None, decoder_fact
         {"autoscaling_config": {
             "min_replicas": opts.min_replicas,
             "max_replicas": opts.max_replicas,
-            "initial_replicas": max(opts.min_replicas, 1),
             "target_ongoing_requests": opts.target_ongoing_requests,
             "upscale_delay_s": opts.upscale_delay_s,
             "downscale_delay_s": opts.downscale_delay_s,

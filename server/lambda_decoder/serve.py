@@ -26,7 +26,8 @@ from .config import Settings
 SERVER_DIR = str(Path(__file__).resolve().parents[1])
 
 
-def parse(argv=None) -> tuple[Settings, "RayOptions", argparse.Namespace]:  # noqa: F821
+def parse(argv=None):
+    """(Settings, RayOptions, the parsed arguments); errors exit 2."""
     p = build_parser("lambda_decoder.serve", "λ-ECLIPSE decoder endpoint on Ray Serve (N decoder replicas)")
     g = p.add_argument_group("Ray Serve")
     g.add_argument("--replicas", type=int, default=1, help="decoder replicas (one per GPU; default 1)")

@@ -215,6 +215,55 @@ def test_killed_replica_is_replaced_and_no_request_is_lost(ray_serve):
     ray_serve.serve.delete("kill")
 
 
+# --- autoscaling -----------------------------------------------------------------------------------------------------
+
+
+def test_autoscaling_adds_a_replica_when_requests_pile_up(ray_serve):
+    """min 1, max 2 replicas, target 1 ongoing request per replica: 6 requests kept in flight on one replica make
+    Serve start a second, which then serves (and the ingress admits what both hold)."""
+    url = ray_serve.deploy("autoscale", Settings(**TINY), RayOptions(
+        min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=0, downscale_delay_s=600,
+        replica_gpus=0, replica_cpus=0.25))
+    assert len(info(url)["replicas"]) == 1
+    served: list = []
+    stop = threading.Event()
+
+    def client(k: int):
+        i = 0
+        while not stop.is_set():
+            status, headers, _ = post(url, small(seed=1000 * k + i, num_inference_steps=4))
+            assert status == 200, status
+            served.append(headers["x-replica"])
+            i += 1
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        clients = [pool.submit(client, k) for k in range(6)]
+        try:
+            wait_for(lambda: sum(r["ready"] for r in info(url)["replicas"]) == 2, 120, "a second replica")
+            scaled_after = time.monotonic() - t0
+            before = len(served)
+            wait_for(lambda: len(set(served[before:])) == 2, 30, "both replicas serving")
+        finally:
+            stop.set()
+        for c in clients:
+            c.result(timeout=120)
+    i = info(url)
+    print(f"\nautoscaling: 2nd replica ready {scaled_after:.1f} s into the load; {len(served)} decodes, capacity now "
+          f"{i['queue']['capacity']}")
+    assert i["queue"]["capacity"] == 18
+    ray_serve.serve.delete("autoscale")
+
+
+def test_ray_options_are_checked():
+    for bad, needle in [(dict(replicas=0), "replicas"), (dict(min_replicas=1), "both"),
+                        (dict(min_replicas=0, max_replicas=2), "1 <= min_replicas"),
+                        (dict(min_replicas=3, max_replicas=2), "1 <= min_replicas"),
+                        (dict(target_ongoing_requests=0), "target"), (dict(ingress_replicas=0), "ingress")]:
+        with pytest.raises(ValueError, match=needle):
+            RayOptions(**bad).validate()
+
+
 # --- the command line --------------------------------------------------------------------------------------------------
 
 
