@@ -2,7 +2,7 @@
 # Tests of the reference decoder server (server/): the protocol suite against the tiny random decoder, then the
 # bounded load test (200 requests at concurrency 20 on 127.0.0.1), then the Ray Serve deployment (a local Ray on
 # 127.0.0.1: the same protocol suite against it, bursts on 1 and 2 replicas, a killed replica, the command line).
-# CPU only; about 2 minutes + the Ray part (~5 minutes) once installed.
+# CPU only; about 3 minutes + the Ray part (5-7 minutes on 2 cores) once installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup-python.sh
