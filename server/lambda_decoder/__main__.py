@@ -19,8 +19,9 @@ from .config import DEFAULT_MODEL, Settings
 from .http_guard import GuardedH11Protocol
 
 
-def parse_args(argv=None) -> Settings:
-    p = argparse.ArgumentParser(prog="lambda_decoder", description="λ-ECLIPSE decoder endpoint (Kandinsky 2.2)")
+def build_parser(prog: str = "lambda_decoder", description: str = "λ-ECLIPSE decoder endpoint (Kandinsky 2.2)"):
+    """The options every way of running the server shares (lambda_decoder.serve adds the Ray Serve ones)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--model", help=f"hub id or local folder with unet/ movq/ scheduler/ (default: {DEFAULT_MODEL})")
     p.add_argument("--tiny-random", action="store_true", default=None,
                    help="build a tiny random decoder instead of loading one (tests, offline demos)")
@@ -52,11 +53,20 @@ def parse_args(argv=None) -> Settings:
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in the Docker image)")
     p.add_argument("--port", type=int, help="port (default 8765)")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
-    args = vars(p.parse_args(argv))
+    return p
+
+
+def settings_from(p: argparse.ArgumentParser, args: dict) -> Settings:
+    """Settings from the parsed options (those that are Settings fields), env and defaults; errors exit 2."""
     try:
-        return Settings.from_env(**args)
+        return Settings.from_env(**{k: v for k, v in args.items() if k in Settings.__dataclass_fields__})
     except ValueError as e:
         p.error(str(e))
+
+
+def parse_args(argv=None) -> Settings:
+    p = build_parser()
+    return settings_from(p, vars(p.parse_args(argv)))
 
 
 class GracefulServer(uvicorn.Server):

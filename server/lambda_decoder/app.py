@@ -3,6 +3,11 @@
 Order of checks on POST /v1/decode (cheapest first, nothing queued that will be rejected):
 auth (401) → Content-Type (415) → model ready (503) → body size and time (413, 408) → JSON (400) → fields (422)
 → queue room (429) → decode, cancelled between steps if the client goes away.
+
+The app is the same for every way of running the decoder: what runs the decode is a backend. `LocalBackend` (here)
+holds the pipeline and its queue in this process (`python3 -m lambda_decoder`); `ray_app.RayBackend` sends each
+decode to one of N decoder replicas of a Ray Serve deployment (`python3 -m lambda_decoder.serve`). Auth, CORS,
+body limits, validation, errors and /v1/info are this module's, for both.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import logging
 import threading
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -23,19 +29,33 @@ from starlette.requests import ClientDisconnect
 from . import PROTOCOL_VERSION
 from . import config as C
 from .decode_queue import DecodeCancelled, DecodeQueue, Job, shutting_down
-from .decoder import Decoder
-from .validation import ApiError, RequestLimits, check_content_type, one_line, parse_json, parse_request
+from .decoder import Decoder, DecodeResult
+from .validation import ApiError, DecodeParams, RequestLimits, check_content_type, one_line, parse_json, parse_request
 
 log = logging.getLogger("lambda_decoder")
 
 # Reply headers a browser page may read (CORS hides all but a few by default).
-EXPOSED_HEADERS = ["X-Seed", "X-Decode-Ms", "X-Queue-Ms", "X-Negative-Embeds", "Retry-After"]
+EXPOSED_HEADERS = ["X-Seed", "X-Decode-Ms", "X-Queue-Ms", "X-Negative-Embeds", "X-Replica", "Retry-After"]
 # Logged, never sent: the client closed its connection (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST = 499
 
 
-class State:
-    """What the app holds: settings, the decoder (None while loading) and its limits, and the queue."""
+@dataclass
+class Decoded:
+    """A finished decode as a backend hands it to the app: the image, the time it waited for a device, and extra
+    reply headers (X-Replica from the Ray backend)."""
+
+    result: DecodeResult
+    queue_ms: float
+    headers: dict[str, str]
+
+
+class LocalBackend:
+    """The decoder in this process: settings, the decoder (None while loading) and its limits, and the queue.
+    A Ray Serve decoder replica (ray_app.DecoderReplica) holds one of these too.
+
+    The backend interface the app uses: `ready()`, `health()`, `model`, `limits`, `queue_info()`, `extra_info()`,
+    `decode(params, job)`, `start(loop)`, `stop()`."""
 
     def __init__(self, settings: C.Settings, decoder: Decoder | None):
         self.settings = settings
@@ -60,12 +80,58 @@ class State:
             log.exception("cannot load the decoder")
             self.load_error = f"{type(e).__name__}: {e}"
 
+    # --- the backend interface --------------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At app startup: without a decoder the model loads in a background thread (health says 503 until then),
+        so the port answers at once even when the real model takes minutes to load."""
+        self.loop = loop
+        if self.decoder is None and self.load_error is None:
+            threading.Thread(target=self.load, name="load-model", daemon=True).start()
+
+    def stop(self) -> None:
+        self.queue.close()
+
+    @property
+    def model(self):
+        """The loaded decoder's description (model_id, embed_dim, device, dtype, negative_default_source), or None."""
+        return self.decoder
+
     def ready(self) -> tuple[Decoder, RequestLimits]:
         if self.decoder is not None and self.limits is not None:
             return self.decoder, self.limits
         if self.load_error:
             raise ApiError(503, "model_failed", f"the model could not be loaded: {self.load_error}")
         raise ApiError(503, "loading", "the model is still loading", {"Retry-After": "5"})
+
+    def health(self) -> tuple[int, dict, dict[str, str]]:
+        if self.queue.draining:
+            return 503, {"status": "shutting_down"}, {}
+        if self.decoder is not None:
+            return 200, {"status": "ok"}, {}
+        if self.load_error:
+            return 503, {"status": "error", "message": self.load_error}, {}
+        return 503, {"status": "loading"}, {"Retry-After": "5"}
+
+    def queue_info(self) -> dict:
+        q = self.queue
+        return {
+            "running": q.running,
+            "waiting": q.waiting,
+            "capacity": q.capacity,
+            "estimated_wait_s": round(q.estimated_wait_s(), 3),
+            "seconds_per_megapixel_step": q.model.seconds_per_megapixel_step,
+        }
+
+    def extra_info(self) -> dict:
+        return {}
+
+    async def decode(self, params: DecodeParams, job: Job) -> Decoded:
+        """Waits for the device, decodes, stops between steps once `job` is cancelled (DecodeCancelled)."""
+        decoder, _ = self.ready()
+        queued_at = self.queue.clock()
+        result = await self.queue.run(job, lambda: decoder.decode(params, job.step_done))
+        return Decoded(result, ((job.started_at or queued_at) - queued_at) * 1000, {})
 
     def begin_shutdown(self) -> None:
         """SIGTERM/SIGINT (called from the signal handler): waiting requests get 503 now, the running decode
@@ -123,18 +189,16 @@ class CatchAll:
             )
 
 
-def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
-    """The app. Without `decoder` the model loads in a background thread at startup (health says 503 until
-    then), so the port answers at once even when the real model takes minutes to load."""
-    state = State(settings, decoder)
+def create_app(settings: C.Settings, decoder: Decoder | None = None, *, backend=None) -> FastAPI:
+    """The app. `backend` runs the decodes (default: a LocalBackend around `decoder`; without `decoder` the model
+    loads in a background thread at startup, health saying 503 until then)."""
+    state = backend if backend is not None else LocalBackend(settings, decoder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.loop = asyncio.get_running_loop()
-        if state.decoder is None:
-            threading.Thread(target=state.load, name="load-model", daemon=True).start()
+        state.start(asyncio.get_running_loop())
         yield
-        state.queue.close()
+        state.stop()
 
     # The protocol is documented by hand in openapi.yaml; FastAPI's generated schema would describe less.
     app = FastAPI(title="lambda-eclipse decoder", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -204,10 +268,10 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    async def run_while_connected(request: Request, job: Job, fn):
-        """Runs the job in the queue; if the client disconnects first, cancels it: a waiting job leaves the queue
-        at once, a running one stops at its next step."""
-        work = asyncio.ensure_future(state.queue.run(job, fn))
+    async def run_while_connected(request: Request, job: Job, decoding):
+        """Awaits the backend's decode; if the client disconnects first, cancels the job: a waiting job leaves the
+        queue at once, a running one stops at its next step."""
+        work = asyncio.ensure_future(decoding)
         gone = asyncio.ensure_future(wait_for_disconnect(request))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -222,18 +286,14 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
 
     @app.get("/v1/health")
     async def health():
-        if state.queue.draining:
-            return JSONResponse({"status": "shutting_down"}, status_code=503)
-        if state.decoder is not None:
-            return {"status": "ok"}
-        if state.load_error:
-            return JSONResponse({"status": "error", "message": state.load_error}, status_code=503)
-        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "5"})
+        status, body, headers = state.health()
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.get("/v1/info")
     async def info(request: Request):
         check_auth(request)
-        d, q, lim = state.decoder, state.queue, state.limits
+        d, lim = state.model, state.limits
+        queue = state.queue_info()
         return {
             "protocol": PROTOCOL_VERSION,
             "ready": d is not None,
@@ -264,27 +324,21 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
                 "body_timeout_s": settings.body_timeout,
                 "shutdown_grace_s": settings.shutdown_grace,
             },
-            "queue_length": q.length,
-            "queue": {
-                "running": q.running,
-                "waiting": q.waiting,
-                "capacity": q.capacity,
-                "estimated_wait_s": round(q.estimated_wait_s(), 3),
-                "seconds_per_megapixel_step": q.model.seconds_per_megapixel_step,
-            },
+            "queue_length": queue["running"] + queue["waiting"],
+            "queue": queue,
             "auth": bool(settings.token),
+            **state.extra_info(),
         }
 
     @app.post("/v1/decode")
     async def decode(request: Request):
         check_auth(request)
         check_content_type(request.headers.get("content-type"))
-        decoder, limits = state.ready()
+        _, limits = state.ready()
         params = parse_request(parse_json(await read_body(request)), limits)
         job = Job(params.work, params.num_inference_steps)
-        queued_at = state.queue.clock()
         try:
-            result = await run_while_connected(request, job, lambda: decoder.decode(params, job.step_done))
+            decoded = await run_while_connected(request, job, state.decode(params, job))
         except DecodeCancelled as e:
             if e.reason == DecodeCancelled.SHUTDOWN:
                 raise shutting_down() from None
@@ -298,16 +352,17 @@ def create_app(settings: C.Settings, decoder: Decoder | None = None) -> FastAPI:
                 raise ApiError(503, "out_of_memory", "the GPU ran out of memory; try a smaller image", {"Retry-After": "5"}) from e
             log.exception("decode failed")
             raise ApiError(500, "decode_failed", f"the decode failed: {type(e).__name__}: {one_line(str(e))}") from e
-        queue_ms = ((job.started_at or queued_at) - queued_at) * 1000
+        result = decoded.result
         return Response(
             content=result.image_bytes,
             media_type=result.content_type,
             headers={
                 "X-Seed": str(result.seed),
                 "X-Decode-Ms": f"{result.decode_ms:.1f}",
-                "X-Queue-Ms": f"{queue_ms:.1f}",
+                "X-Queue-Ms": f"{decoded.queue_ms:.1f}",
                 "X-Negative-Embeds": result.negative_source,
                 "Cache-Control": "no-store",
+                **decoded.headers,
             },
         )
 

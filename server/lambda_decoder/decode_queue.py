@@ -1,7 +1,8 @@
 """The decode queue: one decode at a time per device, a bounded FIFO of waiting requests, cancellation of
 abandoned work (client gone, shutdown), and Retry-After estimated from the queued requests' own work.
 
-Nothing here knows about HTTP except ApiError. Used by the FastAPI app; a Ray Serve deployment can use it too.
+Nothing here knows about HTTP except ApiError. Used by the FastAPI app's LocalBackend, in this process or in each
+Ray Serve decoder replica (ray_app.DecoderReplica).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class DecodeCancelled(Exception):
         self.reason = reason
         self.steps_done = steps_done
 
+    def __reduce__(self):  # pickled whole: a Ray Serve replica raises it for the ingress
+        return DecodeCancelled, (self.reason, self.steps_done)
+
 
 def shutting_down() -> ApiError:
     return ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "10"})
@@ -53,6 +57,7 @@ class Job:
         self.cancel_reason: str | None = None
         self._turn: asyncio.Future | None = None  # set while waiting; resolved when this job may run
         self._queue: DecodeQueue | None = None
+        self._on_cancel: list[Callable[[], object]] = []
 
     def cancel(self, reason: str) -> None:
         if self.cancel_reason is not None:
@@ -60,6 +65,16 @@ class Job:
         self.cancel_reason = reason
         if self._queue is not None:
             self._queue._forget_waiting(self)
+        for callback in self._on_cancel:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], object]) -> None:
+        """Also run `callback` when the job is cancelled (at once if it already is): the Ray backend cancels the
+        call to the decoder replica that runs this job."""
+        if self.cancel_reason is not None:
+            callback()
+        else:
+            self._on_cancel.append(callback)
 
     def check(self) -> None:
         if self.cancel_reason is not None:

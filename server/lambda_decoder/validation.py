@@ -30,6 +30,9 @@ class ApiError(Exception):
     def body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}
 
+    def __reduce__(self):  # pickled whole: a Ray Serve replica raises it for the ingress to answer
+        return ApiError, (self.status, self.code, self.message, self.headers)
+
 
 @dataclass(frozen=True)
 class RequestLimits:

@@ -42,14 +42,23 @@ def tiny_decoder() -> Decoder:
     return Decoder.load(Settings(tiny_random=True, device="cpu"))
 
 
+# Settings that change the decoder itself: with one of these a test gets a decoder of its own.
+DECODER_SETTINGS = {"model", "negative_embeds", "tiny_seed", "embed_dim"}
+
+
 @pytest.fixture
-def make_client(tiny_decoder):
-    """make_client(**settings) → a TestClient on an app with those settings around the shared tiny decoder."""
+def make_local_client(tiny_decoder):
+    """make_local_client(decoder="tiny", **settings) → a TestClient on an in-process app with those settings.
+    decoder: "tiny" (the shared one, or one built from the decoder settings given), an object (a fake), or None
+    (load from the settings at startup)."""
     clients = []
 
     def make(decoder="tiny", **settings) -> TestClient:
-        """decoder: "tiny" (the shared one), an object, or None (load from the settings at startup)."""
-        decoder = tiny_decoder if decoder == "tiny" else decoder
+        if decoder == "tiny":
+            if DECODER_SETTINGS & set(settings):
+                decoder = Decoder.load(Settings(**{"tiny_random": "model" not in settings, "device": "cpu", **settings}))
+            else:
+                decoder = tiny_decoder
         client = TestClient(create_app(Settings(**settings), decoder=decoder))
         client.__enter__()  # runs the lifespan
         clients.append(client)
@@ -60,8 +69,51 @@ def make_client(tiny_decoder):
         c.__exit__(None, None, None)
 
 
+# The protocol suite runs against every kind of server: the single-process app (in-process, FastAPI's TestClient)
+# and the Ray Serve app (a local Ray on 127.0.0.1, over HTTP). Tests that need the in-process app (fake decoders,
+# its queue internals) use make_local_client instead.
+SERVER_KINDS = ["local", "ray"]
+
+
+def pytest_collection_modifyitems(items):
+    """Marks everything that needs Ray (`-m ray` / `-m "not ray"`): the Ray kind of the protocol suite and
+    test_ray_serve.py."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (callspec and callspec.params.get("server_kind") == "ray") or item.path.name == "test_ray_serve.py":
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def server_kind(request) -> str:
+    if request.param == "ray" and not os.environ.get("LAMBDA_DECODER_REQUIRE_RAY"):
+        pytest.importorskip("ray.serve", reason="ray[serve] is not installed (CI installs it and requires it)")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def ray_serve():
+    """A local Ray with Serve (started once; see ray_support.py)."""
+    from ray_support import RayServe
+
+    rs = RayServe()
+    print(f"\nlocal Ray + Serve started in {rs.started_s:.1f} s")
+    yield rs
+    rs.close()
+
+
 @pytest.fixture
-def client(make_client) -> TestClient:
+def make_client(server_kind, request):
+    """make_client(decoder="tiny", **settings) → a client of a server with those settings, of the kind under test.
+    Both answer like httpx (TestClient is httpx's)."""
+    if server_kind == "local":
+        return request.getfixturevalue("make_local_client")
+    rs = request.getfixturevalue("ray_serve")
+    return lambda decoder="tiny", **settings: rs.client(rs.protocol_app(decoder, **settings))
+
+
+@pytest.fixture
+def client(make_client):
     return make_client()
 
 

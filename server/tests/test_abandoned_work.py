@@ -1,6 +1,7 @@
 """Issue 12, defect 3: abandoned work is cancelled. A client that disconnects has its decode stopped at the next
 step (running) or its queue slot freed at once (waiting); CPU servers cap the work per request lower; SIGTERM
-stops the server within a stated bound. Real uvicorn processes, raw sockets to disconnect for real.
+stops the server within a stated bound. Real uvicorn processes, raw sockets to disconnect for real; the
+disconnect tests run against the Ray Serve app too (Serve's proxy cancels the call to the decoder replica).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+
+from urllib.parse import urlsplit
 
 from conftest import DIM, ServerProcess, small
 from lambda_decoder.config import SHUTDOWN_MARGIN_S
@@ -39,25 +42,40 @@ def wait_for(condition, timeout: float, what: str) -> float:
     return time.monotonic() - t0
 
 
-def send_decode(port: int, body: dict) -> socket.socket:
+def send_decode(url: str, body: dict) -> socket.socket:
     """Sends a whole POST /v1/decode and returns the socket without reading the reply (close it to leave)."""
     data = json.dumps(body).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    head = (f"POST /v1/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    where = urlsplit(url)
+    s = socket.create_connection((where.hostname, where.port), timeout=10)
+    head = (f"POST {where.path}/v1/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n").encode()
     s.sendall(head + data)
     return s
 
 
+class RayApp:
+    """The Ray Serve app with one decoder replica (so that a second request waits behind the first)."""
+
+    def __init__(self, ray_serve):
+        from lambda_decoder.config import Settings
+        from lambda_decoder.ray_app import RayOptions
+
+        self.url = ray_serve.deploy("abandoned", Settings(tiny_random=True, device="cpu", threads=1, log_level="warning"),
+                                    RayOptions(replicas=1, replica_gpus=0, replica_cpus=0.25))
+
+
 @pytest.fixture(scope="module")
-def server():
+def server(server_kind, request):
+    if server_kind == "ray":
+        yield RayApp(request.getfixturevalue("ray_serve"))
+        return
     srv = ServerProcess()
     yield srv
     srv.stop()
 
 
 def test_client_that_disconnects_has_its_running_decode_cancelled(server):
-    a = send_decode(server.port, LONG)
+    a = send_decode(server.url, LONG)
     wait_for(lambda: info(server.url)["queue"]["running"] == 1, 60, "the long decode started")
     # Once a step is done the estimate is the decode's own pace; before, it is at most UNKNOWN_DECODE_S (1 s).
     wait_for(lambda: info(server.url)["queue"]["estimated_wait_s"] > 3, 60, "the long decode has a few seconds left")
@@ -75,9 +93,9 @@ def test_client_that_disconnects_has_its_running_decode_cancelled(server):
 
 
 def test_client_that_disconnects_while_waiting_frees_its_slot_at_once(server):
-    a = send_decode(server.port, LONG)
+    a = send_decode(server.url, LONG)
     wait_for(lambda: info(server.url)["queue"]["running"] == 1, 60, "the long decode started")
-    b = send_decode(server.port, small(num_inference_steps=1))
+    b = send_decode(server.url, small(num_inference_steps=1))
     wait_for(lambda: info(server.url)["queue"]["waiting"] == 1, 10, "the second request waits")
     b.close()
     freed = wait_for(lambda: info(server.url)["queue"]["waiting"] == 0, 10, "the abandoned slot was freed")
@@ -96,7 +114,8 @@ class FakeGpuDecoder:
     size_multiple = 64
 
 
-def test_cpu_servers_get_smaller_default_caps(make_client):
+def test_cpu_servers_get_smaller_default_caps(make_local_client):
+    make_client = make_local_client
     cpu = make_client()
     limits = cpu.get("/v1/info").json()["limits"]
     assert (limits["max_side"], limits["max_steps"]) == (512, 50)

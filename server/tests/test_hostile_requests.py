@@ -255,8 +255,7 @@ def movq_by_4_folder(tmp_path_factory):
 
 
 def test_decoder_whose_movq_downsamples_by_4_decodes_96_by_64(make_client, movq_by_4_folder):
-    decoder = Decoder.load(Settings(model=str(movq_by_4_folder), device="cpu"))
-    c = make_client(decoder=decoder)
+    c = make_client(model=str(movq_by_4_folder))
     limits = c.get("/v1/info").json()["limits"]
     assert limits["side_multiple"] == 16 and limits["min_side"] == 16
     r = c.post("/v1/decode", json=small(width=96, height=64))

@@ -91,9 +91,9 @@ def hold_queue(c, fake, body) -> list[threading.Thread]:
     return threads
 
 
-def test_small_requests_are_not_told_to_wait_for_a_big_decode(make_client):
+def test_small_requests_are_not_told_to_wait_for_a_big_decode(make_local_client):
     fake = SizedDecoder()
-    c = make_client(decoder=fake, max_waiting=1)
+    c = make_local_client(decoder=fake, max_waiting=1)
     assert c.post("/v1/decode", json=small(width=512, height=512, num_inference_steps=50)).status_code == 200
 
     # A queue of 64 px, 2-step requests: each is ~1/3000 of that 512 px decode.

@@ -50,7 +50,9 @@ def test_health_and_info(client):
     # The tiny MoVQ has 2 levels (scale 2): sides are multiples of 2² (the real decoder's: 8² = 64).
     assert info["limits"]["side_multiple"] == 4 and info["limits"]["min_side"] == 4
     assert info["defaults"] == {"width": 512, "height": 512, "num_inference_steps": 50, "guidance_scale": 4.0, "format": "png"}
-    assert info["queue_length"] == 0 and info["queue"]["capacity"] == 9
+    # 1 running + 8 waiting per decoder replica (a Ray Serve app lists its replicas; the single process is one).
+    replicas = len(info.get("replicas", [None]))
+    assert info["queue_length"] == 0 and info["queue"]["capacity"] == 9 * replicas
     assert info["queue"]["estimated_wait_s"] == 0
     assert info["formats"] == ["png", "webp", "jpeg"]
     assert info["negative_default"] == "zeros"
@@ -125,13 +127,10 @@ def test_configured_negative_is_the_default(make_client, tmp_path):
     import numpy as np
     from safetensors.numpy import save_file
 
-    from lambda_decoder.config import Settings
-    from lambda_decoder.decoder import Decoder
-
     negative = embeds(-0.2)
     path = tmp_path / "embeds.safetensors"  # as `lambda-eclipse prior` writes it: [1, D]
     save_file({"negative_image_embeds": np.asarray([negative], dtype=np.float32)}, str(path))
-    c = make_client(decoder=Decoder.load(Settings(tiny_random=True, device="cpu", negative_embeds=str(path))))
+    c = make_client(negative_embeds=str(path))
     assert c.get("/v1/info").json()["negative_default"] == "configured"
     implicit = c.post("/v1/decode", json=small())
     assert implicit.headers["x-negative-embeds"] == "configured"
@@ -149,12 +148,10 @@ def test_other_formats(client, fmt, ctype, magic):
 
 def test_local_model_folder_loads(make_client):
     """A folder with only unet/ movq/ scheduler/ (no model_index.json) works as --model."""
-    from lambda_decoder.config import Settings
-    from lambda_decoder.decoder import Decoder
-
-    decoder = Decoder.load(Settings(model=str(SHARED_TINY_DECODER), device="cpu"))
-    assert decoder.embed_dim == 32
-    r = make_client(decoder=decoder).post("/v1/decode", json=small())
+    c = make_client(model=str(SHARED_TINY_DECODER))
+    info = c.get("/v1/info").json()
+    assert info["embedding_dim"] == 32 and info["model"] == str(SHARED_TINY_DECODER)
+    r = c.post("/v1/decode", json=small())
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (64, 64)
 
 
@@ -315,9 +312,10 @@ def test_no_cors_origins_means_no_cors_headers(client):
 # --- queue --------------------------------------------------------------------------------------------------------
 
 
-def test_queue_full_is_429_with_retry_after(make_client):
+def test_queue_full_is_429_with_retry_after(make_local_client):
+    """The single process's queue (the Ray app's: test_ray_serve.py)."""
     fake = GatedDecoder()
-    c = make_client(decoder=fake, max_waiting=1)
+    c = make_local_client(decoder=fake, max_waiting=1)
     results = {}
 
     def post(name):
