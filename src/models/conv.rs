@@ -34,47 +34,6 @@ impl<B: Backend> Conv2d<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize) -> Result<B::Tensor> {
         be.conv2d(x, h, w, &self.weight, self.bias.as_ref(), self.kernel)
     }
-
-    /// One forward on an `h×w` map: multiply-adds × 2, and the larger of its input and output.
-    pub fn cost(&self, h: usize, w: usize) -> Cost {
-        Cost {
-            flops: 2.0 * (h * w * self.in_channels * self.kernel * self.kernel * self.out_channels) as f64,
-            largest_activation: h * w * self.in_channels.max(self.out_channels),
-        }
-    }
-}
-
-/// What one forward of a layer or model costs: floating-point operations (for the benchmark's FLOP/s) and
-/// the largest single activation in elements (checked against the GPU's per-buffer limit before a decode
-/// starts, so a size that cannot fit fails at once instead of after the UNet steps).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Cost {
-    pub flops: f64,
-    pub largest_activation: usize,
-}
-
-impl Cost {
-    /// Both run: FLOPs add up, the largest activation is the larger.
-    pub fn then(self, other: Cost) -> Cost {
-        Cost { flops: self.flops + other.flops, largest_activation: self.largest_activation.max(other.largest_activation) }
-    }
-}
-
-impl std::iter::Sum for Cost {
-    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
-        iter.fold(Cost::default(), Cost::then)
-    }
-}
-
-/// A linear layer on `rows` rows: 2·rows·in·out FLOPs; input or output, whichever is larger.
-pub fn linear_cost(rows: usize, inputs: usize, outputs: usize) -> Cost {
-    Cost { flops: 2.0 * (rows * inputs * outputs) as f64, largest_activation: rows * inputs.max(outputs) }
-}
-
-/// The two products of attention, `q·kᵀ` and `p·v`, for `queries` × `keys` with width `c`. The scores are not
-/// counted as an activation: the GPU computes them in blocks of at most 64 MiB (or never stores them).
-pub fn attention_products_cost(queries: usize, keys: usize, c: usize) -> Cost {
-    Cost { flops: 4.0 * (queries * keys * c) as f64, largest_activation: queries.max(keys) * c }
 }
 
 /// `nn.GroupNorm(groups, c, eps)` with affine weight and bias.

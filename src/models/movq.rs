@@ -6,10 +6,11 @@
 //! codebook of the checkpoint are not loaded.
 
 use super::clip::Linear;
-use super::conv::{attention_products_cost, linear_cost, Conv2d, Cost, GroupNorm};
+use super::conv::{Conv2d, GroupNorm};
 use crate::error::{Error, Result};
+use crate::ops::meta::{Cost, MetaBackend, MetaTensor};
 use crate::ops::{Activation, Backend};
-use crate::weights::Weights;
+use crate::weights::{WeightStore, Weights};
 use serde::Deserialize;
 
 /// `SpatialNorm`'s group norm: fixed in diffusers, not `norm_num_groups`.
@@ -73,6 +74,17 @@ impl MoVqConfig {
         self.vq_embed_dim.unwrap_or(self.latent_channels)
     }
 
+    /// What one [`MoVq::decode`] of `lh×lw` latents computes (FLOPs, largest activation: the nearest ×2
+    /// upsample into the last level at full size), found by running that decode on shapes ([`MetaBackend`]):
+    /// no weight is read or made. Call [`MoVqConfig::validate`] first.
+    pub fn decode_cost(&self, lh: usize, lw: usize) -> Result<Cost> {
+        let be = MetaBackend::new();
+        let store = WeightStore::placeholders(MetaTensor::weight);
+        let movq = MoVq::new(&be, &store.root(), self)?;
+        let latents = be.input(&[lh * lw, self.vq_dim()]);
+        be.measure(|| movq.decode(&be, &latents, lh, lw))
+    }
+
     /// Refuses every option this decoder does not compute, naming the field.
     pub fn validate(&self, path: &str) -> Result<()> {
         let bad = |field: &str, what: String| Err(Error::config(path, format!("unsupported MoVQ config: `{field}` {what}")));
@@ -132,12 +144,6 @@ impl<B: Backend> SpatialNorm<B> {
         })
     }
 
-    /// `conv_y` and `conv_b` at latent resolution, then resized to the `h×w` map.
-    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
-        let resized = Cost { flops: 0.0, largest_activation: h * w * self.conv_y.out_channels };
-        self.conv_y.cost(lh, lw).then(self.conv_b.cost(lh, lw)).then(resized)
-    }
-
     fn forward(&self, be: &B, f: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
         let resize = |t: B::Tensor| -> Result<B::Tensor> {
             if (zq.h, zq.w) == (h, w) { Ok(t) } else { be.resize_nearest(&t, zq.h, zq.w, h, w) }
@@ -168,13 +174,6 @@ impl<B: Backend> Resnet<B> {
         })
     }
 
-    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
-        let shortcut = self.shortcut.as_ref().map_or(Cost::default(), |c| c.cost(h, w));
-        [self.norm1.cost(h, w, lh, lw), self.conv1.cost(h, w), self.norm2.cost(h, w, lh, lw), self.conv2.cost(h, w), shortcut]
-            .into_iter()
-            .sum()
-    }
-
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
         let hs = be.activation(&self.norm1.forward(be, x, h, w, zq)?, Activation::Silu)?;
         let hs = self.conv1.forward(be, &hs, h, w)?;
@@ -196,7 +195,6 @@ struct Attention<B: Backend> {
     to_v: Linear<B>,
     to_out: Linear<B>,
     scale: f32,
-    channels: usize,
 }
 
 impl<B: Backend> Attention<B> {
@@ -208,16 +206,7 @@ impl<B: Backend> Attention<B> {
             to_v: Linear::new(&vb.pp("to_v"), channels, channels, true)?,
             to_out: Linear::new(&vb.pp("to_out").pp(0), channels, channels, true)?,
             scale: (channels as f32).powf(-0.5),
-            channels,
         })
-    }
-
-    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
-        let (c, tokens) = (self.channels, h * w);
-        let projections = linear_cost(tokens, c, c);
-        [self.norm.cost(h, w, lh, lw), projections, projections, projections, projections, attention_products_cost(tokens, tokens, c)]
-            .into_iter()
-            .sum()
     }
 
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
@@ -301,30 +290,6 @@ impl<B: Backend> MoVq<B> {
             conv_out: Conv2d::new(be, &dec.pp("conv_out"), ch[0], cfg.out_channels, 3)?,
             config: cfg.clone(),
         })
-    }
-
-    /// One [`MoVq::decode`] of `lh×lw` latents: FLOPs of the convolutions, linear layers and attention
-    /// products, and the largest activation (the nearest ×2 upsample into the last level at full size).
-    pub fn cost(&self, lh: usize, lw: usize) -> Cost {
-        let (mut h, mut w) = (lh, lw);
-        let mut total = self.post_quant_conv.cost(h, w).then(self.conv_in.cost(h, w));
-        total = total.then(self.mid_first.cost(h, w, lh, lw)).then(self.mid_second.cost(h, w, lh, lw));
-        if let Some(a) = &self.mid_attention {
-            total = total.then(a.cost(h, w, lh, lw));
-        }
-        for block in &self.up {
-            for (j, resnet) in block.resnets.iter().enumerate() {
-                total = total.then(resnet.cost(h, w, lh, lw));
-                if let Some(a) = block.attentions.get(j) {
-                    total = total.then(a.cost(h, w, lh, lw));
-                }
-            }
-            if let Some(conv) = &block.upsample_conv {
-                (h, w) = (2 * h, 2 * w);
-                total = total.then(conv.cost(h, w));
-            }
-        }
-        total.then(self.norm_out.cost(h, w, lh, lw)).then(self.conv_out.cost(h, w))
     }
 
     /// `latents [h·w, latent_channels]` (channels-last) → the raw decoder output `[H·W, out_channels]` with

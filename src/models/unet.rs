@@ -8,10 +8,11 @@
 //! One call of [`UNet::forward`] is one sample; classifier-free guidance is two calls.
 
 use super::clip::{LayerNorm, Linear};
-use super::conv::{attention_products_cost, linear_cost, Conv2d, Cost, GroupNorm, PerBlock};
+use super::conv::{Conv2d, GroupNorm, PerBlock};
 use crate::error::{Error, Result};
+use crate::ops::meta::{Cost, MetaBackend, MetaTensor};
 use crate::ops::{Activation, Backend};
-use crate::weights::Weights;
+use crate::weights::{WeightStore, Weights};
 use serde::Deserialize;
 
 /// Context tokens made from the image embedding (`ImageProjection.num_image_text_embeds`, fixed in diffusers).
@@ -186,6 +187,16 @@ impl UNetConfig {
         if self.up_block_types[i] == "SimpleCrossAttnUpBlock2D" { BlockKind::CrossAttn } else { BlockKind::Resnet }
     }
 
+    /// What one [`UNet::forward`] on an `h×w` latent computes (FLOPs, largest activation), found by running
+    /// that forward on shapes ([`MetaBackend`]): no weight is read or made. Call [`UNetConfig::validate`] first.
+    pub fn forward_cost(&self, h: usize, w: usize) -> Result<Cost> {
+        let be = MetaBackend::new();
+        let store = WeightStore::placeholders(MetaTensor::weight);
+        let unet = UNet::new(&be, &store.root(), self)?;
+        let (sample, image_embeds) = (be.input(&[h * w, self.in_channels]), be.input(&[1, self.image_embed_dim()]));
+        be.measure(|| unet.forward(&be, &sample, h, w, 0.0, &image_embeds))
+    }
+
     /// Refuses every `UNet2DConditionModel` option this implementation does not compute, naming the field.
     pub fn validate(&self, path: &str) -> Result<()> {
         let bad = |field: &str, what: String| Err(Error::config(path, format!("unsupported UNet config: `{field}` {what}")));
@@ -356,17 +367,6 @@ impl<B: Backend> Resnet<B> {
         })
     }
 
-    /// Cost on an `h×w` input (convolutions) and the output size.
-    fn cost(&self, h: usize, w: usize) -> (Cost, usize, usize) {
-        let (h2, w2) = match self.resample {
-            Resample::None => (h, w),
-            Resample::Down => (h / 2, w / 2),
-            Resample::Up => (2 * h, 2 * w),
-        };
-        let shortcut = self.shortcut.as_ref().map_or(Cost::default(), |c| c.cost(h2, w2));
-        (self.conv1.cost(h2, w2).then(self.conv2.cost(h2, w2)).then(shortcut), h2, w2)
-    }
-
     /// `x [h·w, cin]` → (`[h'·w', cout]`, h', w').
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, temb: &TimeInputs<B>) -> Result<(B::Tensor, usize, usize)> {
         let mut hs = self.norm1.forward_act(be, x, Activation::Silu)?;
@@ -420,18 +420,9 @@ struct AddedKvAttention<B: Backend> {
     to_out: Linear<B>,
     heads: usize,
     scale: f32,
-    channels: usize,
-    cross_dim: usize,
 }
 
 impl<B: Backend> AddedKvAttention<B> {
-    /// Cost on `tokens` positions: the six projections, scores and weighted sum over 32 + tokens keys.
-    fn cost(&self, tokens: usize) -> Cost {
-        let (c, ctx) = (self.channels, IMAGE_CONTEXT_TOKENS);
-        let (own, added) = (linear_cost(tokens, c, c), linear_cost(ctx, self.cross_dim, c));
-        [own, own, own, own, added, added, attention_products_cost(tokens, ctx + tokens, c)].into_iter().sum()
-    }
-
     fn new(vb: &Weights<B>, channels: usize, head_dim: usize, cross_dim: usize, groups: usize) -> Result<Self> {
         Ok(AddedKvAttention {
             group_norm: GroupNorm::new(&vb.pp("group_norm"), groups, channels, ATTENTION_NORM_EPS)?,
@@ -443,8 +434,6 @@ impl<B: Backend> AddedKvAttention<B> {
             to_out: Linear::new(&vb.pp("to_out").pp(0), channels, channels, true)?,
             heads: channels / head_dim,
             scale: (head_dim as f32).powf(-0.5),
-            channels,
-            cross_dim,
         })
     }
 
@@ -622,34 +611,6 @@ impl<B: Backend> UNet<B> {
             conv_out: Conv2d::new(be, &vb.pp("conv_out"), ch[0], cfg.out_channels, cfg.conv_out_kernel)?,
             config: cfg.clone(),
         })
-    }
-
-    /// One [`UNet::forward`] on an `h×w` latent: floating-point operations (convolutions, linear layers and
-    /// attention products; norms and pointwise ops are not counted) and the largest activation.
-    pub fn cost(&self, h: usize, w: usize) -> Cost {
-        let (mut h, mut w) = (h, w);
-        let mut total = self.conv_in.cost(h, w);
-        let attn = |a: &Option<AddedKvAttention<B>>, tokens: usize| a.as_ref().map_or(Cost::default(), |a| a.cost(tokens));
-        for block in self.down.iter() {
-            for layer in &block.layers {
-                total = total.then(layer.resnet.cost(h, w).0).then(attn(&layer.attention, h * w));
-            }
-            if let Some(ds) = &block.downsampler {
-                let (c, h2, w2) = ds.cost(h, w);
-                (total, h, w) = (total.then(c), h2, w2);
-            }
-        }
-        total = total.then(self.mid_first.cost(h, w).0).then(self.mid_attention.cost(h * w)).then(self.mid_second.cost(h, w).0);
-        for block in self.up.iter() {
-            for layer in &block.layers {
-                total = total.then(layer.resnet.cost(h, w).0).then(attn(&layer.attention, h * w));
-            }
-            if let Some(us) = &block.upsampler {
-                let (c, h2, w2) = us.cost(h, w);
-                (total, h, w) = (total.then(c), h2, w2);
-            }
-        }
-        total.then(self.conv_out.cost(h, w))
     }
 
     /// One sample: `sample [h·w, in_channels]` (channels-last), the timestep, `image_embeds [1, D]` →
