@@ -5,8 +5,7 @@
 //! nearest resize of `zq` to `f`'s size. Attentions are single-head over all positions. The encoder and the
 //! codebook of the checkpoint are not loaded.
 
-use super::clip::Linear;
-use super::conv::{Conv2d, GroupNorm};
+use super::layers::{AttentionProjections, Conv2d, GroupNorm, Shortcut};
 use crate::error::{Error, Result};
 use crate::ops::meta::{Cost, MetaBackend, MetaTensor};
 use crate::ops::{Activation, Backend};
@@ -160,7 +159,7 @@ struct Resnet<B: Backend> {
     conv1: Conv2d<B>,
     norm2: SpatialNorm<B>,
     conv2: Conv2d<B>,
-    shortcut: Option<Conv2d<B>>,
+    shortcut: Shortcut<B>,
 }
 
 impl<B: Backend> Resnet<B> {
@@ -170,7 +169,7 @@ impl<B: Backend> Resnet<B> {
             conv1: Conv2d::new(be, &vb.pp("conv1"), cin, cout, 3)?,
             norm2: SpatialNorm::new(be, &vb.pp("norm2"), cout, zq_c)?,
             conv2: Conv2d::new(be, &vb.pp("conv2"), cout, cout, 3)?,
-            shortcut: if cin != cout { Some(Conv2d::new(be, &vb.pp("conv_shortcut"), cin, cout, 1)?) } else { None },
+            shortcut: Shortcut::new(be, vb, cin, cout)?,
         })
     }
 
@@ -179,21 +178,14 @@ impl<B: Backend> Resnet<B> {
         let hs = self.conv1.forward(be, &hs, h, w)?;
         let hs = be.activation(&self.norm2.forward(be, &hs, h, w, zq)?, Activation::Silu)?;
         let hs = self.conv2.forward(be, &hs, h, w)?;
-        let skip = match &self.shortcut {
-            Some(conv) => conv.forward(be, x, h, w)?,
-            None => x.clone(),
-        };
-        be.add(&skip, &hs)
+        be.add(&self.shortcut.forward(be, x, h, w)?, &hs)
     }
 }
 
 /// `Attention` with a spatial norm and `residual_connection=True`: one head of the full width.
 struct Attention<B: Backend> {
     norm: SpatialNorm<B>,
-    to_q: Linear<B>,
-    to_k: Linear<B>,
-    to_v: Linear<B>,
-    to_out: Linear<B>,
+    proj: AttentionProjections<B>,
     scale: f32,
 }
 
@@ -201,20 +193,14 @@ impl<B: Backend> Attention<B> {
     fn new(be: &B, vb: &Weights<B>, channels: usize, zq_c: usize) -> Result<Self> {
         Ok(Attention {
             norm: SpatialNorm::new(be, &vb.pp("spatial_norm"), channels, zq_c)?,
-            to_q: Linear::new(&vb.pp("to_q"), channels, channels, true)?,
-            to_k: Linear::new(&vb.pp("to_k"), channels, channels, true)?,
-            to_v: Linear::new(&vb.pp("to_v"), channels, channels, true)?,
-            to_out: Linear::new(&vb.pp("to_out").pp(0), channels, channels, true)?,
+            proj: AttentionProjections::diffusers(vb, channels)?,
             scale: (channels as f32).powf(-0.5),
         })
     }
 
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
-        let id = Activation::Identity;
         let hs = self.norm.forward(be, x, h, w, zq)?;
-        let (q, k, v) = (self.to_q.forward(be, &hs, id)?, self.to_k.forward(be, &hs, id)?, self.to_v.forward(be, &hs, id)?);
-        let a = be.attention(&q, &k, &v, 1, self.scale, None)?;
-        be.add(&self.to_out.forward(be, &a, id)?, x)
+        be.add(&self.proj.self_attention(be, &hs, 1, self.scale, None)?, x)
     }
 }
 

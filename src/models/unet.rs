@@ -7,8 +7,8 @@
 //!
 //! One call of [`UNet::forward`] is one sample; classifier-free guidance is two calls.
 
-use super::clip::{LayerNorm, Linear};
-use super::conv::{Conv2d, GroupNorm, PerBlock};
+use super::conv::PerBlock;
+use super::layers::{AttentionProjections, Conv2d, GroupNorm, LayerNorm, Linear, Shortcut};
 use crate::error::{Error, Result};
 use crate::ops::meta::{Cost, MetaBackend, MetaTensor};
 use crate::ops::{Activation, Backend};
@@ -335,7 +335,7 @@ struct Resnet<B: Backend> {
     time_emb_proj: Linear<B>,
     norm2: GroupNorm<B>,
     conv2: Conv2d<B>,
-    shortcut: Option<Conv2d<B>>,
+    shortcut: Shortcut<B>,
     out_channels: usize,
     cond: TimeCond,
     resample: Resample,
@@ -359,7 +359,7 @@ impl<B: Backend> Resnet<B> {
             time_emb_proj: Linear::new(&vb.pp("time_emb_proj"), d.temb, proj_out, true)?,
             norm2: GroupNorm::new(&vb.pp("norm2"), d.groups, cout, d.eps)?,
             conv2: Conv2d::new(be, &vb.pp("conv2"), cout, cout, 3)?,
-            shortcut: if cin != cout { Some(Conv2d::new(be, &vb.pp("conv_shortcut"), cin, cout, 1)?) } else { None },
+            shortcut: Shortcut::new(be, vb, cin, cout)?,
             out_channels: cout,
             cond: d.cond,
             resample,
@@ -400,11 +400,7 @@ impl<B: Backend> Resnet<B> {
             }
         };
         hs = self.conv2.forward(be, &hs, h2, w2)?;
-        let skip = match &self.shortcut {
-            Some(conv) => conv.forward(be, &input, h2, w2)?,
-            None => input,
-        };
-        Ok((be.add(&skip, &hs)?, h2, w2))
+        Ok((be.add(&self.shortcut.forward(be, &input, h2, w2)?, &hs)?, h2, w2))
     }
 }
 
@@ -412,12 +408,9 @@ impl<B: Backend> Resnet<B> {
 /// from the context tokens (first) and the map, one softmax, output projection, residual. No feed-forward.
 struct AddedKvAttention<B: Backend> {
     group_norm: GroupNorm<B>,
-    to_q: Linear<B>,
-    to_k: Linear<B>,
-    to_v: Linear<B>,
+    proj: AttentionProjections<B>,
     add_k_proj: Linear<B>,
     add_v_proj: Linear<B>,
-    to_out: Linear<B>,
     heads: usize,
     scale: f32,
 }
@@ -426,12 +419,9 @@ impl<B: Backend> AddedKvAttention<B> {
     fn new(vb: &Weights<B>, channels: usize, head_dim: usize, cross_dim: usize, groups: usize) -> Result<Self> {
         Ok(AddedKvAttention {
             group_norm: GroupNorm::new(&vb.pp("group_norm"), groups, channels, ATTENTION_NORM_EPS)?,
-            to_q: Linear::new(&vb.pp("to_q"), channels, channels, true)?,
-            to_k: Linear::new(&vb.pp("to_k"), channels, channels, true)?,
-            to_v: Linear::new(&vb.pp("to_v"), channels, channels, true)?,
+            proj: AttentionProjections::diffusers(vb, channels)?,
             add_k_proj: Linear::new(&vb.pp("add_k_proj"), cross_dim, channels, true)?,
             add_v_proj: Linear::new(&vb.pp("add_v_proj"), cross_dim, channels, true)?,
-            to_out: Linear::new(&vb.pp("to_out").pp(0), channels, channels, true)?,
             heads: channels / head_dim,
             scale: (head_dim as f32).powf(-0.5),
         })
@@ -440,11 +430,11 @@ impl<B: Backend> AddedKvAttention<B> {
     fn forward(&self, be: &B, x: &B::Tensor, context: &B::Tensor) -> Result<B::Tensor> {
         let id = Activation::Identity;
         let hs = self.group_norm.forward(be, x)?;
-        let q = self.to_q.forward(be, &hs, id)?;
-        let k = be.concat_rows(&[&self.add_k_proj.forward(be, context, id)?, &self.to_k.forward(be, &hs, id)?])?;
-        let v = be.concat_rows(&[&self.add_v_proj.forward(be, context, id)?, &self.to_v.forward(be, &hs, id)?])?;
+        let q = self.proj.q.forward(be, &hs, id)?;
+        let k = be.concat_rows(&[&self.add_k_proj.forward(be, context, id)?, &self.proj.k.forward(be, &hs, id)?])?;
+        let v = be.concat_rows(&[&self.add_v_proj.forward(be, context, id)?, &self.proj.v.forward(be, &hs, id)?])?;
         let a = be.attention(&q, &k, &v, self.heads, self.scale, None)?;
-        be.add(&self.to_out.forward(be, &a, id)?, x)
+        be.add(&self.proj.out.forward(be, &a, id)?, x)
     }
 }
 
