@@ -204,6 +204,33 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+/// `UNetMidBlock2D`: a resnet, the attention (unless `mid_block_add_attention` is off), a resnet.
+struct MidBlock<B: Backend> {
+    first: Resnet<B>,
+    attention: Option<Attention<B>>,
+    second: Resnet<B>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    fn new(be: &B, vb: &Weights<B>, c: usize, zq_c: usize, attention: bool) -> Result<Self> {
+        Ok(MidBlock {
+            first: Resnet::new(be, &vb.pp("resnets").pp(0), c, c, zq_c)?,
+            attention: if attention { Some(Attention::new(be, &vb.pp("attentions").pp(0), c, zq_c)?) } else { None },
+            second: Resnet::new(be, &vb.pp("resnets").pp(1), c, c, zq_c)?,
+        })
+    }
+
+    fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
+        let mut x = self.first.forward(be, x, h, w, zq)?;
+        if let Some(a) = &self.attention {
+            x = a.forward(be, &x, h, w, zq)?;
+        }
+        self.second.forward(be, &x, h, w, zq)
+    }
+}
+
+/// `UpDecoderBlock2D` / `AttnUpDecoderBlock2D`: resnets (each followed by an attention in the latter), then
+/// every block but the last doubles the map.
 struct UpBlock<B: Backend> {
     resnets: Vec<Resnet<B>>,
     attentions: Vec<Attention<B>>,
@@ -211,12 +238,39 @@ struct UpBlock<B: Backend> {
     upsample_conv: Option<Conv2d<B>>,
 }
 
+impl<B: Backend> UpBlock<B> {
+    fn new(be: &B, vb: &Weights<B>, (cin, cout): (usize, usize), cfg: &MoVqConfig, attention: bool, last: bool) -> Result<Self> {
+        let zc = cfg.latent_channels;
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for j in 0..cfg.layers_per_block + 1 {
+            resnets.push(Resnet::new(be, &vb.pp("resnets").pp(j), if j == 0 { cin } else { cout }, cout, zc)?);
+            if attention {
+                attentions.push(Attention::new(be, &vb.pp("attentions").pp(j), cout, zc)?);
+            }
+        }
+        let upsample_conv = if last { None } else { Some(Conv2d::new(be, &vb.pp("upsamplers").pp(0).pp("conv"), cout, cout, 3)?) };
+        Ok(UpBlock { resnets, attentions, upsample_conv })
+    }
+
+    /// `x` at `h×w` → the block's output and its size.
+    fn forward(&self, be: &B, mut x: B::Tensor, (h, w): (usize, usize), zq: &Zq<B>) -> Result<(B::Tensor, (usize, usize))> {
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            x = resnet.forward(be, &x, h, w, zq)?;
+            if let Some(a) = self.attentions.get(j) {
+                x = a.forward(be, &x, h, w, zq)?;
+            }
+        }
+        let Some(conv) = &self.upsample_conv else { return Ok((x, (h, w))) };
+        let x = be.resize_nearest(&x, h, w, 2 * h, 2 * w)?;
+        Ok((conv.forward(be, &x, 2 * h, 2 * w)?, (2 * h, 2 * w)))
+    }
+}
+
 pub struct MoVq<B: Backend> {
     post_quant_conv: Conv2d<B>,
     conv_in: Conv2d<B>,
-    mid_first: Resnet<B>,
-    mid_attention: Option<Attention<B>>,
-    mid_second: Resnet<B>,
+    mid: MidBlock<B>,
     up: Vec<UpBlock<B>>,
     norm_out: SpatialNorm<B>,
     conv_out: Conv2d<B>,
@@ -237,40 +291,17 @@ impl<B: Backend> MoVq<B> {
         let zc = cfg.latent_channels;
         let dec = vb.pp("decoder");
         let last = ch[n - 1];
-        let mid = dec.pp("mid_block");
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up = Vec::with_capacity(n);
-        let mut out_c = rev[0];
-        for i in 0..n {
-            let vb = dec.pp("up_blocks").pp(i);
-            let prev = out_c;
-            out_c = rev[i];
-            let attn = cfg.up_block_types[i] == "AttnUpDecoderBlock2D";
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for j in 0..cfg.layers_per_block + 1 {
-                resnets.push(Resnet::new(be, &vb.pp("resnets").pp(j), if j == 0 { prev } else { out_c }, out_c, zc)?);
-                if attn {
-                    attentions.push(Attention::new(be, &vb.pp("attentions").pp(j), out_c, zc)?);
-                }
-            }
-            let upsample_conv = if i + 1 < n {
-                Some(Conv2d::new(be, &vb.pp("upsamplers").pp(0).pp("conv"), out_c, out_c, 3)?)
-            } else {
-                None
-            };
-            up.push(UpBlock { resnets, attentions, upsample_conv });
-        }
+        let up = (0..n)
+            .map(|i| {
+                let attention = cfg.up_block_types[i] == "AttnUpDecoderBlock2D";
+                UpBlock::new(be, &dec.pp("up_blocks").pp(i), (rev[i.saturating_sub(1)], rev[i]), cfg, attention, i + 1 == n)
+            })
+            .collect::<Result<_>>()?;
         Ok(MoVq {
             post_quant_conv: Conv2d::new(be, &vb.pp("post_quant_conv"), cfg.vq_dim(), zc, 1)?,
             conv_in: Conv2d::new(be, &dec.pp("conv_in"), zc, last, 3)?,
-            mid_first: Resnet::new(be, &mid.pp("resnets").pp(0), last, last, zc)?,
-            mid_attention: if cfg.mid_block_add_attention {
-                Some(Attention::new(be, &mid.pp("attentions").pp(0), last, zc)?)
-            } else {
-                None
-            },
-            mid_second: Resnet::new(be, &mid.pp("resnets").pp(1), last, last, zc)?,
+            mid: MidBlock::new(be, &dec.pp("mid_block"), last, zc, cfg.mid_block_add_attention)?,
             up,
             norm_out: SpatialNorm::new(be, &dec.pp("conv_norm_out"), ch[0], zc)?,
             conv_out: Conv2d::new(be, &dec.pp("conv_out"), ch[0], cfg.out_channels, 3)?,
@@ -287,26 +318,13 @@ impl<B: Backend> MoVq<B> {
         }
         let zq = Zq { x: latents, h, w };
         let x = self.post_quant_conv.forward(be, latents, h, w)?;
-        let mut x = self.conv_in.forward(be, &x, h, w)?;
-        let (mut h, mut w) = (h, w);
-        x = self.mid_first.forward(be, &x, h, w, &zq)?;
-        if let Some(a) = &self.mid_attention {
-            x = a.forward(be, &x, h, w, &zq)?;
-        }
-        x = self.mid_second.forward(be, &x, h, w, &zq)?;
+        let x = self.conv_in.forward(be, &x, h, w)?;
+        let mut x = self.mid.forward(be, &x, h, w, &zq)?;
+        let mut size = (h, w);
         for block in &self.up {
-            for (j, resnet) in block.resnets.iter().enumerate() {
-                x = resnet.forward(be, &x, h, w, &zq)?;
-                if let Some(a) = block.attentions.get(j) {
-                    x = a.forward(be, &x, h, w, &zq)?;
-                }
-            }
-            if let Some(conv) = &block.upsample_conv {
-                x = be.resize_nearest(&x, h, w, 2 * h, 2 * w)?;
-                (h, w) = (2 * h, 2 * w);
-                x = conv.forward(be, &x, h, w)?;
-            }
+            (x, size) = block.forward(be, x, size, &zq)?;
         }
+        let (h, w) = size;
         let x = be.activation(&self.norm_out.forward(be, &x, h, w, &zq)?, Activation::Silu)?;
         self.conv_out.forward(be, &x, h, w)
     }
