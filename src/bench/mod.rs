@@ -179,7 +179,8 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
                 be.read_f32(&b).await.map(|_| ())
             })
             .await?;
-            Ok(DecoderTiming { ms, flops: 2.0 * m.cost(latent, latent).flops, weight_bytes: store.device_bytes(be) })
+            // Two UNet forwards a step (classifier-free guidance); FLOPs from the forward run on shapes.
+            Ok(DecoderTiming { ms, flops: 2.0 * cfg.forward_cost(latent, latent)?.flops, weight_bytes: store.device_bytes(be) })
         }
         DecoderPart::MovqDecode => {
             let cfg: MoVqConfig = parse_config("real movq config", MOVQ_CONFIG)?;
@@ -192,7 +193,7 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
                 be.read_f32(&y).await.map(|_| ())
             })
             .await?;
-            Ok(DecoderTiming { ms, flops: m.cost(latent, latent).flops, weight_bytes: store.device_bytes(be) })
+            Ok(DecoderTiming { ms, flops: cfg.decode_cost(latent, latent)?.flops, weight_bytes: store.device_bytes(be) })
         }
     }
 }

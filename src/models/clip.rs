@@ -1,6 +1,7 @@
 //! CLIP text and vision towers with projection (transformers' `CLIPTextModelWithProjection` and
 //! `CLIPVisionModelWithProjection`), pre-LN encoder layers, HF weight names.
 
+use super::layers::{AttentionProjections, LayerNorm, Linear};
 use crate::error::{Error, Result};
 use crate::ops::{Activation, Backend, CLIP_MASKED};
 use crate::weights::Weights;
@@ -57,24 +58,27 @@ pub struct ClipVisionConfig {
 impl ClipTextConfig {
     /// Checks, before any weight is read, the values that would make the tower compute nonsense or NaN.
     pub fn validate(&self, path: &str) -> Result<()> {
-        super::check_norm_eps(path, "layer_norm_eps", self.layer_norm_eps)?;
-        check_heads(self.hidden_size, self.num_attention_heads).map_err(|e| Error::config(path, e))?;
-        activation(&self.hidden_act).map_err(|e| Error::config(path, e))?;
-        Ok(())
+        validate_encoder(path, self.layer_norm_eps, self.hidden_size, self.num_attention_heads, &self.hidden_act)
     }
 }
 
 impl ClipVisionConfig {
     /// Checks, before any weight is read, the values that would make the tower compute nonsense or NaN.
     pub fn validate(&self, path: &str) -> Result<()> {
-        super::check_norm_eps(path, "layer_norm_eps", self.layer_norm_eps)?;
-        check_heads(self.hidden_size, self.num_attention_heads).map_err(|e| Error::config(path, e))?;
-        activation(&self.hidden_act).map_err(|e| Error::config(path, e))?;
+        validate_encoder(path, self.layer_norm_eps, self.hidden_size, self.num_attention_heads, &self.hidden_act)?;
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return Err(Error::config(path, format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size)));
         }
         Ok(())
     }
+}
+
+/// The checks both towers' encoders need: a positive norm epsilon, whole heads, a known activation.
+fn validate_encoder(path: &str, eps: f64, hidden: usize, heads: usize, act: &str) -> Result<()> {
+    super::check_norm_eps(path, "layer_norm_eps", eps)?;
+    check_heads(hidden, heads).map_err(|e| Error::config(path, e))?;
+    activation(act).map_err(|e| Error::config(path, e))?;
+    Ok(())
 }
 
 fn activation(name: &str) -> Result<Activation> {
@@ -89,44 +93,9 @@ fn check_heads(hidden: usize, heads: usize) -> Result<()> {
     Ok(())
 }
 
-pub struct Linear<B: Backend> {
-    weight: B::Tensor,
-    bias: Option<B::Tensor>,
-}
-
-impl<B: Backend> Linear<B> {
-    pub fn new(vb: &Weights<B>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        Ok(Linear {
-            weight: vb.get("weight", &[out_dim, in_dim])?,
-            bias: if bias { Some(vb.get("bias", &[out_dim])?) } else { None },
-        })
-    }
-    pub fn forward(&self, be: &B, x: &B::Tensor, act: Activation) -> Result<B::Tensor> {
-        be.linear(x, &self.weight, self.bias.as_ref(), act)
-    }
-}
-
-pub struct LayerNorm<B: Backend> {
-    gamma: B::Tensor,
-    beta: B::Tensor,
-    eps: f64,
-}
-
-impl<B: Backend> LayerNorm<B> {
-    pub fn new(vb: &Weights<B>, dim: usize, eps: f64) -> Result<Self> {
-        Ok(LayerNorm { gamma: vb.get("weight", &[dim])?, beta: vb.get("bias", &[dim])?, eps })
-    }
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        be.layer_norm(x, &self.gamma, &self.beta, self.eps)
-    }
-}
-
 /// One pre-LN transformer layer: `x += attn(ln1(x))`, `x += fc2(act(fc1(ln2(x))))`.
 struct EncoderLayer<B: Backend> {
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
-    out: Linear<B>,
+    attn: AttentionProjections<B>,
     ln1: LayerNorm<B>,
     ln2: LayerNorm<B>,
     fc1: Linear<B>,
@@ -138,12 +107,8 @@ struct EncoderLayer<B: Backend> {
 
 impl<B: Backend> EncoderLayer<B> {
     fn new(vb: &Weights<B>, hidden: usize, inter: usize, heads: usize, eps: f64, act: Activation) -> Result<Self> {
-        let attn = vb.pp("self_attn");
         Ok(EncoderLayer {
-            q: Linear::new(&attn.pp("q_proj"), hidden, hidden, true)?,
-            k: Linear::new(&attn.pp("k_proj"), hidden, hidden, true)?,
-            v: Linear::new(&attn.pp("v_proj"), hidden, hidden, true)?,
-            out: Linear::new(&attn.pp("out_proj"), hidden, hidden, true)?,
+            attn: AttentionProjections::clip(&vb.pp("self_attn"), hidden)?,
             ln1: LayerNorm::new(&vb.pp("layer_norm1"), hidden, eps)?,
             ln2: LayerNorm::new(&vb.pp("layer_norm2"), hidden, eps)?,
             fc1: Linear::new(&vb.pp("mlp").pp("fc1"), hidden, inter, true)?,
@@ -156,13 +121,7 @@ impl<B: Backend> EncoderLayer<B> {
 
     fn forward(&self, be: &B, x: &B::Tensor, bias: Option<&B::Tensor>) -> Result<B::Tensor> {
         let h = self.ln1.forward(be, x)?;
-        let (q, k, v) = (
-            self.q.forward(be, &h, Activation::Identity)?,
-            self.k.forward(be, &h, Activation::Identity)?,
-            self.v.forward(be, &h, Activation::Identity)?,
-        );
-        let a = be.attention(&q, &k, &v, self.heads, self.scale, bias)?;
-        let x = be.add(x, &self.out.forward(be, &a, Activation::Identity)?)?;
+        let x = be.add(x, &self.attn.self_attention(be, &h, self.heads, self.scale, bias)?)?;
         let h = self.ln2.forward(be, &x)?;
         let h = self.fc1.forward(be, &h, self.act)?;
         be.add(&x, &self.fc2.forward(be, &h, Activation::Identity)?)

@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod conv;
+pub mod layers;
 pub mod movq;
 pub mod prior;
 pub mod unet;

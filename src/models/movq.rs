@@ -5,11 +5,11 @@
 //! nearest resize of `zq` to `f`'s size. Attentions are single-head over all positions. The encoder and the
 //! codebook of the checkpoint are not loaded.
 
-use super::clip::Linear;
-use super::conv::{attention_products_cost, linear_cost, Conv2d, Cost, GroupNorm};
+use super::layers::{AttentionProjections, Conv2d, GroupNorm, Shortcut};
 use crate::error::{Error, Result};
+use crate::ops::meta::{Cost, MetaBackend, MetaTensor};
 use crate::ops::{Activation, Backend};
-use crate::weights::Weights;
+use crate::weights::{WeightStore, Weights};
 use serde::Deserialize;
 
 /// `SpatialNorm`'s group norm: fixed in diffusers, not `norm_num_groups`.
@@ -73,6 +73,17 @@ impl MoVqConfig {
         self.vq_embed_dim.unwrap_or(self.latent_channels)
     }
 
+    /// What one [`MoVq::decode`] of `lh×lw` latents computes (FLOPs, largest activation: the nearest ×2
+    /// upsample into the last level at full size), found by running that decode on shapes ([`MetaBackend`]):
+    /// no weight is read or made. Call [`MoVqConfig::validate`] first.
+    pub fn decode_cost(&self, lh: usize, lw: usize) -> Result<Cost> {
+        let be = MetaBackend::new();
+        let store = WeightStore::placeholders(MetaTensor::weight);
+        let movq = MoVq::new(&be, &store.root(), self)?;
+        let latents = be.input(&[lh * lw, self.vq_dim()]);
+        be.measure(|| movq.decode(&be, &latents, lh, lw))
+    }
+
     /// Refuses every option this decoder does not compute, naming the field.
     pub fn validate(&self, path: &str) -> Result<()> {
         let bad = |field: &str, what: String| Err(Error::config(path, format!("unsupported MoVQ config: `{field}` {what}")));
@@ -132,12 +143,6 @@ impl<B: Backend> SpatialNorm<B> {
         })
     }
 
-    /// `conv_y` and `conv_b` at latent resolution, then resized to the `h×w` map.
-    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
-        let resized = Cost { flops: 0.0, largest_activation: h * w * self.conv_y.out_channels };
-        self.conv_y.cost(lh, lw).then(self.conv_b.cost(lh, lw)).then(resized)
-    }
-
     fn forward(&self, be: &B, f: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
         let resize = |t: B::Tensor| -> Result<B::Tensor> {
             if (zq.h, zq.w) == (h, w) { Ok(t) } else { be.resize_nearest(&t, zq.h, zq.w, h, w) }
@@ -154,7 +159,7 @@ struct Resnet<B: Backend> {
     conv1: Conv2d<B>,
     norm2: SpatialNorm<B>,
     conv2: Conv2d<B>,
-    shortcut: Option<Conv2d<B>>,
+    shortcut: Shortcut<B>,
 }
 
 impl<B: Backend> Resnet<B> {
@@ -164,15 +169,8 @@ impl<B: Backend> Resnet<B> {
             conv1: Conv2d::new(be, &vb.pp("conv1"), cin, cout, 3)?,
             norm2: SpatialNorm::new(be, &vb.pp("norm2"), cout, zq_c)?,
             conv2: Conv2d::new(be, &vb.pp("conv2"), cout, cout, 3)?,
-            shortcut: if cin != cout { Some(Conv2d::new(be, &vb.pp("conv_shortcut"), cin, cout, 1)?) } else { None },
+            shortcut: Shortcut::new(be, vb, cin, cout)?,
         })
-    }
-
-    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
-        let shortcut = self.shortcut.as_ref().map_or(Cost::default(), |c| c.cost(h, w));
-        [self.norm1.cost(h, w, lh, lw), self.conv1.cost(h, w), self.norm2.cost(h, w, lh, lw), self.conv2.cost(h, w), shortcut]
-            .into_iter()
-            .sum()
     }
 
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
@@ -180,55 +178,59 @@ impl<B: Backend> Resnet<B> {
         let hs = self.conv1.forward(be, &hs, h, w)?;
         let hs = be.activation(&self.norm2.forward(be, &hs, h, w, zq)?, Activation::Silu)?;
         let hs = self.conv2.forward(be, &hs, h, w)?;
-        let skip = match &self.shortcut {
-            Some(conv) => conv.forward(be, x, h, w)?,
-            None => x.clone(),
-        };
-        be.add(&skip, &hs)
+        be.add(&self.shortcut.forward(be, x, h, w)?, &hs)
     }
 }
 
 /// `Attention` with a spatial norm and `residual_connection=True`: one head of the full width.
 struct Attention<B: Backend> {
     norm: SpatialNorm<B>,
-    to_q: Linear<B>,
-    to_k: Linear<B>,
-    to_v: Linear<B>,
-    to_out: Linear<B>,
+    proj: AttentionProjections<B>,
     scale: f32,
-    channels: usize,
 }
 
 impl<B: Backend> Attention<B> {
     fn new(be: &B, vb: &Weights<B>, channels: usize, zq_c: usize) -> Result<Self> {
         Ok(Attention {
             norm: SpatialNorm::new(be, &vb.pp("spatial_norm"), channels, zq_c)?,
-            to_q: Linear::new(&vb.pp("to_q"), channels, channels, true)?,
-            to_k: Linear::new(&vb.pp("to_k"), channels, channels, true)?,
-            to_v: Linear::new(&vb.pp("to_v"), channels, channels, true)?,
-            to_out: Linear::new(&vb.pp("to_out").pp(0), channels, channels, true)?,
+            proj: AttentionProjections::diffusers(vb, channels)?,
             scale: (channels as f32).powf(-0.5),
-            channels,
         })
     }
 
-    fn cost(&self, h: usize, w: usize, lh: usize, lw: usize) -> Cost {
-        let (c, tokens) = (self.channels, h * w);
-        let projections = linear_cost(tokens, c, c);
-        [self.norm.cost(h, w, lh, lw), projections, projections, projections, projections, attention_products_cost(tokens, tokens, c)]
-            .into_iter()
-            .sum()
-    }
-
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
-        let id = Activation::Identity;
         let hs = self.norm.forward(be, x, h, w, zq)?;
-        let (q, k, v) = (self.to_q.forward(be, &hs, id)?, self.to_k.forward(be, &hs, id)?, self.to_v.forward(be, &hs, id)?);
-        let a = be.attention(&q, &k, &v, 1, self.scale, None)?;
-        be.add(&self.to_out.forward(be, &a, id)?, x)
+        be.add(&self.proj.self_attention(be, &hs, 1, self.scale, None)?, x)
     }
 }
 
+/// `UNetMidBlock2D`: a resnet, the attention (unless `mid_block_add_attention` is off), a resnet.
+struct MidBlock<B: Backend> {
+    first: Resnet<B>,
+    attention: Option<Attention<B>>,
+    second: Resnet<B>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    fn new(be: &B, vb: &Weights<B>, c: usize, zq_c: usize, attention: bool) -> Result<Self> {
+        Ok(MidBlock {
+            first: Resnet::new(be, &vb.pp("resnets").pp(0), c, c, zq_c)?,
+            attention: if attention { Some(Attention::new(be, &vb.pp("attentions").pp(0), c, zq_c)?) } else { None },
+            second: Resnet::new(be, &vb.pp("resnets").pp(1), c, c, zq_c)?,
+        })
+    }
+
+    fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
+        let mut x = self.first.forward(be, x, h, w, zq)?;
+        if let Some(a) = &self.attention {
+            x = a.forward(be, &x, h, w, zq)?;
+        }
+        self.second.forward(be, &x, h, w, zq)
+    }
+}
+
+/// `UpDecoderBlock2D` / `AttnUpDecoderBlock2D`: resnets (each followed by an attention in the latter), then
+/// every block but the last doubles the map.
 struct UpBlock<B: Backend> {
     resnets: Vec<Resnet<B>>,
     attentions: Vec<Attention<B>>,
@@ -236,12 +238,39 @@ struct UpBlock<B: Backend> {
     upsample_conv: Option<Conv2d<B>>,
 }
 
+impl<B: Backend> UpBlock<B> {
+    fn new(be: &B, vb: &Weights<B>, (cin, cout): (usize, usize), cfg: &MoVqConfig, attention: bool, last: bool) -> Result<Self> {
+        let zc = cfg.latent_channels;
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for j in 0..cfg.layers_per_block + 1 {
+            resnets.push(Resnet::new(be, &vb.pp("resnets").pp(j), if j == 0 { cin } else { cout }, cout, zc)?);
+            if attention {
+                attentions.push(Attention::new(be, &vb.pp("attentions").pp(j), cout, zc)?);
+            }
+        }
+        let upsample_conv = if last { None } else { Some(Conv2d::new(be, &vb.pp("upsamplers").pp(0).pp("conv"), cout, cout, 3)?) };
+        Ok(UpBlock { resnets, attentions, upsample_conv })
+    }
+
+    /// `x` at `h×w` → the block's output and its size.
+    fn forward(&self, be: &B, mut x: B::Tensor, (h, w): (usize, usize), zq: &Zq<B>) -> Result<(B::Tensor, (usize, usize))> {
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            x = resnet.forward(be, &x, h, w, zq)?;
+            if let Some(a) = self.attentions.get(j) {
+                x = a.forward(be, &x, h, w, zq)?;
+            }
+        }
+        let Some(conv) = &self.upsample_conv else { return Ok((x, (h, w))) };
+        let x = be.resize_nearest(&x, h, w, 2 * h, 2 * w)?;
+        Ok((conv.forward(be, &x, 2 * h, 2 * w)?, (2 * h, 2 * w)))
+    }
+}
+
 pub struct MoVq<B: Backend> {
     post_quant_conv: Conv2d<B>,
     conv_in: Conv2d<B>,
-    mid_first: Resnet<B>,
-    mid_attention: Option<Attention<B>>,
-    mid_second: Resnet<B>,
+    mid: MidBlock<B>,
     up: Vec<UpBlock<B>>,
     norm_out: SpatialNorm<B>,
     conv_out: Conv2d<B>,
@@ -262,69 +291,22 @@ impl<B: Backend> MoVq<B> {
         let zc = cfg.latent_channels;
         let dec = vb.pp("decoder");
         let last = ch[n - 1];
-        let mid = dec.pp("mid_block");
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up = Vec::with_capacity(n);
-        let mut out_c = rev[0];
-        for i in 0..n {
-            let vb = dec.pp("up_blocks").pp(i);
-            let prev = out_c;
-            out_c = rev[i];
-            let attn = cfg.up_block_types[i] == "AttnUpDecoderBlock2D";
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for j in 0..cfg.layers_per_block + 1 {
-                resnets.push(Resnet::new(be, &vb.pp("resnets").pp(j), if j == 0 { prev } else { out_c }, out_c, zc)?);
-                if attn {
-                    attentions.push(Attention::new(be, &vb.pp("attentions").pp(j), out_c, zc)?);
-                }
-            }
-            let upsample_conv = if i + 1 < n {
-                Some(Conv2d::new(be, &vb.pp("upsamplers").pp(0).pp("conv"), out_c, out_c, 3)?)
-            } else {
-                None
-            };
-            up.push(UpBlock { resnets, attentions, upsample_conv });
-        }
+        let up = (0..n)
+            .map(|i| {
+                let attention = cfg.up_block_types[i] == "AttnUpDecoderBlock2D";
+                UpBlock::new(be, &dec.pp("up_blocks").pp(i), (rev[i.saturating_sub(1)], rev[i]), cfg, attention, i + 1 == n)
+            })
+            .collect::<Result<_>>()?;
         Ok(MoVq {
             post_quant_conv: Conv2d::new(be, &vb.pp("post_quant_conv"), cfg.vq_dim(), zc, 1)?,
             conv_in: Conv2d::new(be, &dec.pp("conv_in"), zc, last, 3)?,
-            mid_first: Resnet::new(be, &mid.pp("resnets").pp(0), last, last, zc)?,
-            mid_attention: if cfg.mid_block_add_attention {
-                Some(Attention::new(be, &mid.pp("attentions").pp(0), last, zc)?)
-            } else {
-                None
-            },
-            mid_second: Resnet::new(be, &mid.pp("resnets").pp(1), last, last, zc)?,
+            mid: MidBlock::new(be, &dec.pp("mid_block"), last, zc, cfg.mid_block_add_attention)?,
             up,
             norm_out: SpatialNorm::new(be, &dec.pp("conv_norm_out"), ch[0], zc)?,
             conv_out: Conv2d::new(be, &dec.pp("conv_out"), ch[0], cfg.out_channels, 3)?,
             config: cfg.clone(),
         })
-    }
-
-    /// One [`MoVq::decode`] of `lh×lw` latents: FLOPs of the convolutions, linear layers and attention
-    /// products, and the largest activation (the nearest ×2 upsample into the last level at full size).
-    pub fn cost(&self, lh: usize, lw: usize) -> Cost {
-        let (mut h, mut w) = (lh, lw);
-        let mut total = self.post_quant_conv.cost(h, w).then(self.conv_in.cost(h, w));
-        total = total.then(self.mid_first.cost(h, w, lh, lw)).then(self.mid_second.cost(h, w, lh, lw));
-        if let Some(a) = &self.mid_attention {
-            total = total.then(a.cost(h, w, lh, lw));
-        }
-        for block in &self.up {
-            for (j, resnet) in block.resnets.iter().enumerate() {
-                total = total.then(resnet.cost(h, w, lh, lw));
-                if let Some(a) = block.attentions.get(j) {
-                    total = total.then(a.cost(h, w, lh, lw));
-                }
-            }
-            if let Some(conv) = &block.upsample_conv {
-                (h, w) = (2 * h, 2 * w);
-                total = total.then(conv.cost(h, w));
-            }
-        }
-        total.then(self.norm_out.cost(h, w, lh, lw)).then(self.conv_out.cost(h, w))
     }
 
     /// `latents [h·w, latent_channels]` (channels-last) → the raw decoder output `[H·W, out_channels]` with
@@ -336,26 +318,13 @@ impl<B: Backend> MoVq<B> {
         }
         let zq = Zq { x: latents, h, w };
         let x = self.post_quant_conv.forward(be, latents, h, w)?;
-        let mut x = self.conv_in.forward(be, &x, h, w)?;
-        let (mut h, mut w) = (h, w);
-        x = self.mid_first.forward(be, &x, h, w, &zq)?;
-        if let Some(a) = &self.mid_attention {
-            x = a.forward(be, &x, h, w, &zq)?;
-        }
-        x = self.mid_second.forward(be, &x, h, w, &zq)?;
+        let x = self.conv_in.forward(be, &x, h, w)?;
+        let mut x = self.mid.forward(be, &x, h, w, &zq)?;
+        let mut size = (h, w);
         for block in &self.up {
-            for (j, resnet) in block.resnets.iter().enumerate() {
-                x = resnet.forward(be, &x, h, w, &zq)?;
-                if let Some(a) = block.attentions.get(j) {
-                    x = a.forward(be, &x, h, w, &zq)?;
-                }
-            }
-            if let Some(conv) = &block.upsample_conv {
-                x = be.resize_nearest(&x, h, w, 2 * h, 2 * w)?;
-                (h, w) = (2 * h, 2 * w);
-                x = conv.forward(be, &x, h, w)?;
-            }
+            (x, size) = block.forward(be, x, size, &zq)?;
         }
+        let (h, w) = size;
         let x = be.activation(&self.norm_out.forward(be, &x, h, w, &zq)?, Activation::Silu)?;
         self.conv_out.forward(be, &x, h, w)
     }

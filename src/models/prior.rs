@@ -1,7 +1,7 @@
 //! The λ-ECLIPSE prior: diffusers' `PriorTransformer` as λ-ECLIPSE uses it — one forward pass, no timestep,
 //! an `embedding_control` token in place of the time embedding, the prd token out, no un-normalisation.
 
-use super::clip::{LayerNorm, Linear};
+use super::layers::{AttentionProjections, LayerNorm, Linear};
 use crate::error::{Error, Result};
 use crate::ops::{Activation, Backend};
 use crate::weights::Weights;
@@ -91,10 +91,7 @@ impl PriorConfig {
 /// One pre-LN block: `h += attn(norm1(h))`, `h += ff(norm3(h))` with exact GELU.
 struct PriorBlock<B: Backend> {
     norm1: LayerNorm<B>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
-    out: Linear<B>,
+    attn: AttentionProjections<B>,
     norm3: LayerNorm<B>,
     ff_in: Linear<B>,
     ff_out: Linear<B>,
@@ -102,14 +99,10 @@ struct PriorBlock<B: Backend> {
 
 impl<B: Backend> PriorBlock<B> {
     fn new(vb: &Weights<B>, width: usize, eps: f64) -> Result<Self> {
-        let attn = vb.pp("attn1");
         let ff = vb.pp("ff").pp("net");
         Ok(PriorBlock {
             norm1: LayerNorm::new(&vb.pp("norm1"), width, eps)?,
-            q: Linear::new(&attn.pp("to_q"), width, width, true)?,
-            k: Linear::new(&attn.pp("to_k"), width, width, true)?,
-            v: Linear::new(&attn.pp("to_v"), width, width, true)?,
-            out: Linear::new(&attn.pp("to_out").pp(0), width, width, true)?,
+            attn: AttentionProjections::diffusers(&vb.pp("attn1"), width)?,
             norm3: LayerNorm::new(&vb.pp("norm3"), width, eps)?,
             ff_in: Linear::new(&ff.pp(0).pp("proj"), width, 4 * width, true)?,
             ff_out: Linear::new(&ff.pp(2), 4 * width, width, true)?,
@@ -204,9 +197,7 @@ impl<B: Backend> LambdaPrior<B> {
         let scale = (cfg.attention_head_dim as f32).powf(-0.5);
         for block in &self.blocks {
             let x = block.norm1.forward(be, &h)?;
-            let (q, k, v) = (block.q.forward(be, &x, id)?, block.k.forward(be, &x, id)?, block.v.forward(be, &x, id)?);
-            let a = be.attention(&q, &k, &v, cfg.num_attention_heads, scale, Some(&bias))?;
-            h = be.add(&h, &block.out.forward(be, &a, id)?)?;
+            h = be.add(&h, &block.attn.self_attention(be, &x, cfg.num_attention_heads, scale, Some(&bias))?)?;
             let x = block.norm3.forward(be, &h)?;
             let x = block.ff_in.forward(be, &x, Activation::GeluErf)?;
             h = be.add(&h, &block.ff_out.forward(be, &x, id)?)?;

@@ -8,6 +8,7 @@
 //! where the recorded work is submitted and awaited.
 
 pub mod cpu;
+pub mod meta;
 #[cfg(feature = "gpu")] pub mod gpu;
 
 use crate::error::Result;

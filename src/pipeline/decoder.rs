@@ -214,6 +214,15 @@ impl DecoderConfigs {
         lcm(f * f, f * self.unet.size_multiple())
     }
 
+    /// Bytes of the largest activation of a `width×height` decode (f32) and which model holds it: both models'
+    /// real forwards run on shapes only ([`UNetConfig::forward_cost`], [`MoVqConfig::decode_cost`]).
+    pub fn largest_activation(&self, width: usize, height: usize) -> Result<(u64, &'static str)> {
+        let (lh, lw) = self.latent_size(height, width)?;
+        let unet = self.unet.forward_cost(lh, lw)?.largest_activation_bytes;
+        let movq = self.movq.decode_cost(lh, lw)?.largest_activation_bytes;
+        Ok(if unet > movq { (unet, "UNet") } else { (movq, "MoVQ") })
+    }
+
     /// Latent `(height, width)` of an image size, as diffusers' `downscale_height_and_width`.
     pub fn latent_size(&self, height: usize, width: usize) -> Result<(usize, usize)> {
         let m = self.size_multiple();
@@ -337,12 +346,10 @@ impl<B: Backend> DecoderEngine<B> {
         self.configs.latent_scale()
     }
 
-    /// Bytes of the largest activation of a `width×height` decode (f32) and which model holds it.
+    /// Bytes of the largest activation of a `width×height` decode (f32) and which model holds it
+    /// ([`DecoderConfigs::largest_activation`]).
     pub fn largest_activation(&self, width: usize, height: usize) -> Result<(u64, &'static str)> {
-        let (lh, lw) = self.configs.latent_size(height, width)?;
-        let unet = self.unet.cost(lh, lw).largest_activation as u64 * 4;
-        let movq = self.movq.cost(lh, lw).largest_activation as u64 * 4;
-        Ok(if unet > movq { (unet, "UNet") } else { (movq, "MoVQ") })
+        self.configs.largest_activation(width, height)
     }
 
     /// Whether a `width×height` decode fits the backend's per-activation limit (the GPU's storage-binding
@@ -356,7 +363,7 @@ impl<B: Backend> DecoderEngine<B> {
             return Ok(());
         }
         let m = self.configs.size_multiple();
-        let fits = |s: usize| self.largest_activation(s, s).is_ok_and(|(b, _)| b <= limit);
+        let fits = |s: usize| self.configs.largest_activation(s, s).is_ok_and(|(b, _)| b <= limit);
         let largest_square = (1..=width.max(height) / m).map(|k| k * m).take_while(|&s| fits(s)).last();
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let advice = match largest_square {

@@ -18,8 +18,16 @@ pub struct WeightStore<B: Backend> {
     used: RefCell<BTreeSet<String>>,
     /// Non-float tensors in the files (e.g. `position_ids`), which models never read.
     pub skipped: BTreeMap<String, String>,
-    /// Benchmarks: make up any tensor a model asks for (see [`WeightStore::random`]).
-    random: Option<RandomWeights<B>>,
+    /// Benchmarks and shape-only models: make up any tensor a model asks for.
+    invent: Option<Invent<B>>,
+}
+
+/// How a store makes up a tensor no file holds.
+enum Invent<B: Backend> {
+    /// Random values through the real upload path ([`WeightStore::random`]).
+    Random(RandomWeights<B>),
+    /// A tensor of the shape without values ([`WeightStore::placeholders`]).
+    Placeholder(fn(&[usize]) -> B::Tensor),
 }
 
 struct RandomWeights<B: Backend> {
@@ -58,7 +66,7 @@ impl<B: Backend> WeightStore<B> {
             tensors: RefCell::default(),
             used: RefCell::default(),
             skipped: BTreeMap::new(),
-            random: None,
+            invent: None,
         }
     }
 
@@ -66,7 +74,15 @@ impl<B: Backend> WeightStore<B> {
     /// models of real configs for benchmarks and memory measurements, without multi-GB files.
     pub fn random(backend: B, dtype: WeightDType, seed: u64) -> Self {
         let mut store = WeightStore::new("random weights");
-        store.random = Some(RandomWeights { backend, dtype, state: Cell::new(seed | 1) });
+        store.invent = Some(Invent::Random(RandomWeights { backend, dtype, state: Cell::new(seed | 1) }));
+        store
+    }
+
+    /// A store that hands a model a placeholder of the shape its config implies for every tensor (e.g.
+    /// [`crate::ops::meta::MetaTensor::weight`]): a model on shapes only, without reading or making any value.
+    pub fn placeholders(make: fn(&[usize]) -> B::Tensor) -> Self {
+        let mut store = WeightStore::new("placeholder weights");
+        store.invent = Some(Invent::Placeholder(make));
         store
     }
 
@@ -131,8 +147,11 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// The tensor `name` under this prefix, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         let full = self.full_name(name);
-        if let (Some(random), false) = (&self.store.random, self.store.contains(&full)) {
-            let t = random.make(shape)?;
+        if let (Some(invent), false) = (&self.store.invent, self.store.contains(&full)) {
+            let t = match invent {
+                Invent::Random(random) => random.make(shape)?,
+                Invent::Placeholder(make) => make(shape),
+            };
             self.store.tensors.borrow_mut().insert(full.clone(), (t, shape.to_vec()));
         }
         let tensors = self.store.tensors.borrow();
