@@ -24,7 +24,7 @@ cargo test --quiet --lib --no-default-features
 
 echo "== in-browser tests (wasm-bindgen-test, headless Chromium: CPU backend and WebGPU on SwiftShader)"
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
-  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden --test wasm_decoder
+  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden --test wasm_decoder --test wasm_api
 
 echo "== web app end-to-end (playwright-core driving Debian Chromium against the Range-capable static server)"
 # Also in tests/e2e: static-server.test.mjs (the dev server serves only the app: no dotfiles, listings, CORS
