@@ -15,14 +15,16 @@ bash fuzz/ci.sh
 
 bash .ci/test-server.sh
 
-echo "== wasm32 check (library without the GPU backend: the CPU-only build must compile)"
-# `check`, not `build`: the in-browser tests and build-wasm.sh below compile the GPU build; this only has to
-# prove the CPU-only feature set compiles, and skipping codegen saves minutes.
-cargo check --quiet --target wasm32-unknown-unknown --lib --no-default-features
+echo "== feature matrix: lib + bins natively with cli/gpu on and off, the wasm32 lib with and without gpu"
+# `check`, not `build`: the tests compile the default features and the in-browser tests the wasm GPU build;
+# this proves every other combination compiles, and skipping codegen saves minutes.
+bash .ci/feature-matrix.sh
+# The CPU-only build's own unit tests: the stand-in `ops::gpu` refuses to open, and `auto` then computes on the CPU.
+cargo test --quiet --lib --no-default-features
 
 echo "== in-browser tests (wasm-bindgen-test, headless Chromium: CPU backend and WebGPU on SwiftShader)"
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
-  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden --test wasm_decoder
+  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu --test wasm_golden --test wasm_decoder --test wasm_api
 
 echo "== web app end-to-end (playwright-core driving Debian Chromium against the Range-capable static server)"
 # Also in tests/e2e: static-server.test.mjs (the dev server serves only the app: no dotfiles, listings, CORS

@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use lambda_eclipse::error::{Error, Result};
 use lambda_eclipse::ops::cpu::CpuBackend;
-use lambda_eclipse::ops::Backend;
+use lambda_eclipse::ops::gpu::{GpuBackend, GpuOptions};
+use lambda_eclipse::ops::{AnyBackend, Backend, BackendChoice, WeightStorage};
 use lambda_eclipse::pipeline::{self, interpolate, LambdaEngine, PriorRequest, Subject};
 use lambda_eclipse::pipeline::lambda::Noise;
 use lambda_eclipse::pipeline::{DecodeRequest, DecoderConfigs, DecoderEngine, DecoderNoise, SchedulerKind};
@@ -17,14 +18,6 @@ use std::path::{Path, PathBuf};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendChoice {
-    /// The GPU when an adapter exists, else the CPU.
-    Auto,
-    Gpu,
-    Cpu,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -254,52 +247,12 @@ fn read_embeds(path: &Path, name: &str) -> Result<Vec<f32>> {
     Ok(tensor_file::read_f32(&bytes, name, &path.display().to_string())?.1)
 }
 
-/// The backend a command runs on, chosen at run time.
-enum AnyBackend {
-    Cpu(CpuBackend),
-    #[cfg(feature = "gpu")]
-    Gpu(lambda_eclipse::ops::gpu::GpuBackend),
-}
-
-/// `auto`: the GPU when an adapter exists, else the CPU; `gpu`: the GPU or a clear error.
-fn select_backend(choice: BackendChoice) -> Result<AnyBackend> {
-    select_backend_with(choice, false)
-}
-
-/// [`select_backend`]; `adapter_limits`: open the GPU with the adapter's own buffer limits (the decoder: the
-/// MoVQ at 512 px needs 256 MiB activations, above WebGPU's default 128 MiB).
-#[cfg_attr(not(feature = "gpu"), allow(unused_variables))]
-fn select_backend_with(choice: BackendChoice, adapter_limits: bool) -> Result<AnyBackend> {
-    #[cfg(feature = "gpu")]
-    let open_gpu = || {
-        let options = lambda_eclipse::ops::gpu::GpuOptions { adapter_limits, ..Default::default() };
-        pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::with_options(options))
-    };
-    match choice {
-        BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
-        #[cfg(feature = "gpu")]
-        BackendChoice::Gpu => Ok(AnyBackend::Gpu(open_gpu()?)),
-        #[cfg(feature = "gpu")]
-        BackendChoice::Auto => Ok(match open_gpu() {
-            Ok(gpu) => AnyBackend::Gpu(gpu),
-            Err(_) => AnyBackend::Cpu(CpuBackend::new()),
-        }),
-        #[cfg(not(feature = "gpu"))]
-        BackendChoice::Gpu => Err(Error::Input("--backend gpu: this build has no GPU backend (feature `gpu`)".into())),
-        #[cfg(not(feature = "gpu"))]
-        BackendChoice::Auto => Ok(AnyBackend::Cpu(CpuBackend::new())),
-    }
-}
-
-/// Runs `$body` with `$be` bound to the concrete backend.
-macro_rules! on_backend {
-    ($any:expr, $be:ident => $body:expr) => {
-        match $any {
-            AnyBackend::Cpu($be) => $body,
-            #[cfg(feature = "gpu")]
-            AnyBackend::Gpu($be) => $body,
-        }
-    };
+/// The backend a command runs on (`auto`: the GPU when there is a usable one, else the CPU; `gpu`: the GPU or
+/// a clear error). `adapter_limits`: open the GPU with the adapter's own buffer limits (the decoder: the MoVQ
+/// at 512 px needs 256 MiB activations, above WebGPU's default 128 MiB).
+fn select_backend(choice: BackendChoice, adapter_limits: bool) -> Result<AnyBackend> {
+    let options = GpuOptions { adapter_limits, ..Default::default() };
+    Ok(pollster::block_on(choice.open(options))?.backend)
 }
 
 fn no_progress() -> impl FnMut(&str, u64, u64) {
@@ -352,8 +305,8 @@ where
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::EmbedText { model, prompt, out, backend } => on_backend!(select_backend(backend)?, be => embed_text(be, &model, &prompt, &out)),
-        Command::EmbedImage { model, out, backend, images } => on_backend!(select_backend(backend)?, be => embed_image(be, &model, &out, &images)),
+        Command::EmbedText { model, prompt, out, backend } => embed_text(select_backend(backend, false)?, &model, &prompt, &out),
+        Command::EmbedImage { model, out, backend, images } => embed_image(select_backend(backend, false)?, &model, &out, &images),
         Command::Prior { model, prompt, subjects, control, seed, noise, canny_low, canny_high, out, backend, timings } => {
             let noise = match noise {
                 Some(path) => Noise::Explicit(read_embeds(&path, "noise")?),
@@ -367,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
                 req.subjects.push(Subject { keyword, image: read_file(&path)? });
             }
             req.control = control.as_deref().map(read_file).transpose()?;
-            on_backend!(select_backend(backend)?, be => prior(be, &model, &req, &out, timings))
+            prior(select_backend(backend, false)?, &model, &req, &out, timings)
         }
         Command::Bench { only, iters, dtype, size, gemm_tile, packed_f16, scalar_loads, adapter_limits } => {
             run_bench(&only, iters, dtype, size, GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits })
@@ -447,16 +400,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let args = DecodeArgs { image_embeds, negative, noise, steps, guidance, width, height, scheduler, format };
-            on_backend!(select_backend_with(backend, true)?, be => {
-                let be = if int8_weights {
-                    be.with_int8_weights()
-                } else if f32_weights {
-                    be
-                } else {
-                    be.with_f16_weights()
-                };
-                decode_local(be, &model, args, &out)
-            })
+            let weights = if int8_weights {
+                WeightStorage::Int8
+            } else if f32_weights {
+                WeightStorage::AsStored
+            } else {
+                WeightStorage::F16
+            };
+            decode_local(weights.apply(select_backend(backend, true)?), &model, args, &out)
         }
         Command::Interpolate { top_left, top_right, bottom_left, bottom_right, steps, out } => {
             let corners = [&top_left, &top_right, &bottom_left, &bottom_right]
@@ -690,17 +641,18 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
             rows.push(BenchRow::Decoder(part, size));
         }
     }
-    let cpu = if int8 { CpuBackend::new().with_int8_weights() } else { CpuBackend::new() };
+    let storage = if int8 { WeightStorage::Int8 } else { WeightStorage::AsStored };
+    let cpu = storage.apply(CpuBackend::new());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    #[cfg(feature = "gpu")]
-    let options = lambda_eclipse::ops::gpu::GpuOptions {
+    let options = GpuOptions {
         gemm_tile,
         use_shader_f16: !packed_f16,
         vec4_loads: !scalar_loads,
         adapter_limits,
         ..Default::default()
     };
-    let (gpu, gpu_name) = match pollster::block_on(lambda_eclipse::ops::gpu::GpuBackend::with_options(options)) {
+    // A build without the `gpu` feature gets the stand-in's "built without the gpu feature" here.
+    let (gpu, gpu_name) = match pollster::block_on(GpuBackend::with_options(options)) {
         Ok(g) => {
             let name = format!(
                 "{} (shader-f16 {}, GEMM tile {}, {} loads{})",
@@ -710,14 +662,10 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
                 if scalar_loads { "scalar" } else { "vec4" },
                 if adapter_limits { ", adapter limits" } else { "" }
             );
-            (Some(if int8 { g.with_int8_weights() } else { g }), name)
+            (Some(storage.apply(g)), name)
         }
         Err(e) => (None, format!("none ({e})")),
     };
-    #[cfg(not(feature = "gpu"))]
-    let gpu_name = "not built (feature `gpu`)".to_string();
-    #[cfg(not(feature = "gpu"))]
-    let _ = (gemm_tile, packed_f16, scalar_loads, adapter_limits);
     let weights = if int8 { "F32 quantised to int8".to_string() } else { format!("{dtype:?}") };
     println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up");
     println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
@@ -728,7 +676,6 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
             BenchRow::Decoder(part, size) => (part.label(*size), "ms"),
         };
         let (c, cpu_part) = bench_item(&cpu, row, dtype, iters)?;
-        #[cfg(feature = "gpu")]
         // A GPU failure (e.g. an op without a kernel yet) leaves the GPU cell empty and says why.
         let gpu_result = gpu.as_ref().and_then(|g| match bench_item(g, row, dtype, iters) {
             Ok(r) => Some(r),
@@ -737,8 +684,6 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
                 None
             }
         });
-        #[cfg(not(feature = "gpu"))]
-        let gpu_result: Option<(f64, Option<lambda_eclipse::bench::DecoderTiming>)> = None;
         let g = gpu_result.map(|r| r.0);
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
         let ratio = g.map(|g| if unit == "ms" { c / g } else { g / c });

@@ -7,9 +7,20 @@
 //! which keeps every GPU kernel small. Reading a value back is the only async operation: on the GPU it is
 //! where the recorded work is submitted and awaited.
 
+pub mod any;
+pub mod choice;
 pub mod cpu;
 pub mod meta;
-#[cfg(feature = "gpu")] pub mod gpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+// Without the `gpu` feature, `ops::gpu` is a stand-in with the same API whose constructors fail (as candle's
+// dummy CUDA and Metal backends), so no caller needs a `cfg` of its own.
+#[cfg(not(feature = "gpu"))]
+#[path = "gpu_standin.rs"]
+pub mod gpu;
+
+pub use any::{AnyBackend, AnyTensor};
+pub use choice::{BackendChoice, WeightStorage};
 
 use crate::error::Result;
 use std::future::Future;

@@ -336,6 +336,21 @@ impl<B: Backend> DecoderEngine<B> {
         Ok(DecoderEngine { backend, unet, movq, configs })
     }
 
+    /// The backend the decoder computes on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Image sides must be multiples of this (64 for the real decoder).
+    pub fn size_multiple(&self) -> usize {
+        self.configs.size_multiple()
+    }
+
+    /// The sampler `scheduler_config.json` names (used when a request names none).
+    pub fn default_scheduler(&self) -> SchedulerKind {
+        self.configs.default_scheduler
+    }
+
     /// Width of the image embeddings the UNet takes (1280 for the real decoder).
     pub fn embedding_dim(&self) -> usize {
         self.configs.embedding_dim()

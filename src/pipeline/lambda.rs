@@ -214,6 +214,16 @@ impl<B: Backend> LambdaEngine<B> {
         self.prior.config.clip_dim()
     }
 
+    /// The backend the engine computes on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The prompt tokenized and through the text tower alone.
+    pub async fn embed_text(&self, prompt: &str) -> Result<super::TextEmbedding> {
+        super::embed_text(&self.backend, &self.tokenizer, &self.text, prompt).await
+    }
+
     /// Image embedding of a photo (decoded, preprocessed, vision tower), cached by content.
     pub async fn subject_embedding(&self, image: &[u8]) -> Result<Vec<f32>> {
         let key = content_key(image);

@@ -33,7 +33,7 @@ mod pool;
 pub use pool::PoolStats;
 
 use super::{Activation, Backend, Int8Rows, WeightDType};
-use crate::error::{Error, Result};
+use crate::error::{DeviceError, Error, Result};
 use pool::{lock, PooledBuffer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -291,7 +291,7 @@ struct Inner {
     /// Bound where a kernel's optional input (bias) is absent: auto layouts still expect a buffer.
     dummy: wgpu::Buffer,
     /// First error the device reported (validation, out of memory); surfaced at the next read.
-    device_error: Arc<Mutex<Option<String>>>,
+    device_error: Arc<Mutex<Option<DeviceError>>>,
 }
 
 /// The WebGPU backend. Clones share one device, pool and pending command encoder.
@@ -370,7 +370,7 @@ impl GpuBackend {
                 ..Default::default()
             })
             .await
-            .map_err(|e| backend_err(format!("no WebGPU adapter available: {e}")))?;
+            .map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
         // WebGPU's default limits (as a browser guarantees), lowered only where the adapter offers less.
         let limits = if options.adapter_limits { adapter.limits() } else { wgpu::Limits::default().or_worse_values_from(&adapter.limits()) };
         let shader_f16 = options.use_shader_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
@@ -391,16 +391,13 @@ impl GpuBackend {
                 ..Default::default()
             })
             .await
-            .map_err(|e| backend_err(format!("could not open the WebGPU device: {e}")))?;
-        let device_error = Arc::new(Mutex::new(None::<String>));
+            .map_err(|e| DeviceError::NoDevice(e.to_string()))?;
+        let device_error = Arc::new(Mutex::new(None::<DeviceError>));
         let slot = device_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             lock(&slot).get_or_insert_with(|| match e {
-                wgpu::Error::OutOfMemory { .. } => "the GPU is out of memory: the model's weights and activations do \
-                    not fit in what this device offers (try a smaller image, a smaller or int8 model, or close other \
-                    programs using the GPU)"
-                    .into(),
-                other => other.to_string(),
+                wgpu::Error::OutOfMemory { .. } => DeviceError::OutOfMemory,
+                other => DeviceError::Reported(other.to_string()),
             });
         }));
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
@@ -462,12 +459,9 @@ impl GpuBackend {
     }
 
     fn check_binding_size(&self, bytes: u64, what: &str) -> Result<()> {
-        let max = self.inner.limits.max_storage_buffer_binding_size;
-        if bytes > max {
-            return Err(backend_err(format!(
-                "{what} needs {bytes} bytes, above this device's {max}-byte storage-binding limit (only \
-                 weights are split across buffers, activations must fit one)"
-            )));
+        let limit = self.inner.limits.max_storage_buffer_binding_size;
+        if bytes > limit {
+            return Err(DeviceError::BindingLimit { what: what.to_string(), bytes, limit }.into());
         }
         Ok(())
     }
@@ -693,7 +687,7 @@ impl GpuBackend {
 
     fn take_device_error(&self) -> Result<()> {
         match lock(&self.inner.device_error).take() {
-            Some(e) => Err(backend_err(format!("WebGPU device error: {e}"))),
+            Some(e) => Err(e.into()),
             None => Ok(()),
         }
     }
