@@ -2,6 +2,7 @@
 //! attention: convolution as an implicit-im2col tiled GEMM, group norm, pooling, resizing, channel concat,
 //! elementwise products and the resnet's scale-shift. The `Backend` impl in `mod.rs` calls these.
 
+use super::kernels::params::*;
 use super::{backend_err, dims2, u32_of, Gemm, GpuBackend, GpuTensor, Kernel};
 use crate::error::Result;
 
@@ -67,7 +68,12 @@ impl GpuBackend {
         if positions == 0 || channels == 0 {
             return Ok(out);
         }
-        let params = [u32_of(positions, "positions")?, channels as u32, (channels / groups) as u32, (eps as f32).to_bits()];
+        let params = GroupNormParams {
+            positions: u32_of(positions, "positions")?,
+            channels: channels as u32,
+            group_channels: (channels / groups) as u32,
+            eps: eps as f32,
+        };
         let buffers = [x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()];
         self.dispatch(Kernel::GroupNorm, &params, &buffers, [u32_of(groups, "groups")?, 1, 1]);
         Ok(out)
@@ -83,7 +89,7 @@ impl GpuBackend {
         let out = self.alloc_f32(&[oh * ow, c], "avg_pool_2x2")?;
         let n = oh * ow * c;
         if n > 0 {
-            let params = [u32_of(n, "element count")?, c as u32, width as u32, ow as u32];
+            let params = AvgPool2x2Params { count: u32_of(n, "element count")?, channels: c as u32, in_width: width as u32, out_width: ow as u32 };
             self.dispatch(Kernel::AvgPool2x2, &params, &[x.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)
@@ -99,7 +105,15 @@ impl GpuBackend {
         let out = self.alloc_f32(&[out_height * out_width, c], "resize_nearest")?;
         let n = out_height * out_width * c;
         if n > 0 {
-            let params = [u32_of(n, "element count")?, c as u32, height as u32, width as u32, out_height as u32, out_width as u32];
+            let params = ResizeNearestParams {
+                count: u32_of(n, "element count")?,
+                channels: c as u32,
+                in_height: height as u32,
+                in_width: width as u32,
+                out_height: out_height as u32,
+                out_width: out_width as u32,
+                ..Default::default()
+            };
             self.dispatch(Kernel::ResizeNearest, &params, &[x.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)
@@ -124,7 +138,7 @@ impl GpuBackend {
             let cols = part.shape[1];
             let n = rows * cols;
             if n > 0 {
-                let params = [u32_of(n, "element count")?, cols as u32, total as u32, col0 as u32];
+                let params = CopyColsParams { count: u32_of(n, "element count")?, cols: cols as u32, total: total as u32, col0: col0 as u32 };
                 self.dispatch(Kernel::CopyCols, &params, &[part.buffer(), out.buffer()], self.groups_1d(n));
             }
             col0 += cols;
@@ -141,7 +155,8 @@ impl GpuBackend {
         let out = self.alloc_f32(&a.shape, op)?;
         let n = a.numel();
         if n > 0 {
-            self.dispatch(kernel, &[u32_of(n, "element count")?], &[a.buffer(), b.buffer(), out.buffer()], self.groups_1d(n));
+            let params = ElementwisePairParams { count: u32_of(n, "element count")?, ..Default::default() };
+            self.dispatch(kernel, &params, &[a.buffer(), b.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)
     }
@@ -158,7 +173,7 @@ impl GpuBackend {
         let out = self.alloc_f32(&x.shape, "scale_shift")?;
         let n = rows * cols;
         if n > 0 {
-            let params = [u32_of(n, "element count")?, cols as u32];
+            let params = ScaleShiftParams { count: u32_of(n, "element count")?, cols: cols as u32, ..Default::default() };
             self.dispatch(Kernel::ScaleShift, &params, &[x.buffer(), scale.buffer(), shift.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)
@@ -187,13 +202,14 @@ impl GpuBackend {
                     w_off: h * d,
                     ..Gemm::linear(rows, d, s, q.buffer(), k, scores.buffer())
                 })?;
-                let params = [
-                    rows as u32,
-                    u32_of(s, "keys")?,
-                    bias.is_some() as u32,
-                    u32_of(q0 * s, "bias offset")?,
-                    scale.to_bits(),
-                ];
+                let params = SoftmaxRowsParams {
+                    rows: rows as u32,
+                    cols: u32_of(s, "keys")?,
+                    has_bias: bias.is_some() as u32,
+                    bias_off: u32_of(q0 * s, "bias offset")?,
+                    scale,
+                    ..Default::default()
+                };
                 let bias_buf = bias.map_or(&self.inner.dummy, |b| b.buffer());
                 self.dispatch(Kernel::SoftmaxRows, &params, &[bias_buf, scores.buffer()], [rows as u32, 1, 1]);
                 self.dispatch_gemm(&Gemm {

@@ -29,7 +29,7 @@
 
 mod device;
 mod image_ops;
-mod kernels;
+pub mod kernels;
 mod pool;
 mod recorder;
 mod tensor;
@@ -41,6 +41,7 @@ pub use tensor::{GpuDType, GpuTensor, RowChunk};
 
 use super::{Activation, Backend, WeightDType};
 use crate::error::{Error, Result};
+use kernels::params::*;
 use kernels::{GemmInput, GemmTile, GemmWeight, Kernel};
 use pool::PooledBuffer;
 use tensor::{dims2, Int8Scales};
@@ -68,7 +69,12 @@ impl GpuBackend {
         if count == 0 {
             return Ok(());
         }
-        let params = [u32_of(count, "count")?, u32_of(src_off, "offset")?, u32_of(dst_off, "offset")?];
+        let params = UnpackF16Params {
+            count: u32_of(count, "count")?,
+            src_off: u32_of(src_off, "offset")?,
+            dst_off: u32_of(dst_off, "offset")?,
+            ..Default::default()
+        };
         self.dispatch(Kernel::UnpackF16, &params, &[src.buffer(), dst.buffer()], self.groups_1d(count));
         Ok(())
     }
@@ -87,7 +93,11 @@ impl GpuBackend {
                 let out = self.alloc_f32(&t.shape, "dequantised int8 tensor")?;
                 let n = t.numel();
                 if n > 0 {
-                    let params = [u32_of(n, "count")?, u32_of(scales.row_len, "row length")?];
+                    let params = DequantizeI8Params {
+                        count: u32_of(n, "count")?,
+                        row_len: u32_of(scales.row_len, "row length")?,
+                        ..Default::default()
+                    };
                     self.dispatch(Kernel::DequantizeI8, &params, &[t.buffer(), &scales.buf, out.buffer()], self.groups_1d(n));
                 }
                 Ok(out)
@@ -141,27 +151,28 @@ impl GpuBackend {
             _ => (None, 0),
         };
         let (conv_h, conv_w, conv_cin, conv_ks) = g.conv.unwrap_or((0, 0, 0, 0));
-        let params = [
-            u32_of(g.m, "m")?,
-            u32_of(g.n, "n")?,
-            u32_of(g.k, "k")?,
-            u32_of(g.w_sn, "stride")?,
-            u32_of(g.w_sk, "stride")?,
-            u32_of(g.w_off, "offset")?,
-            g.bias.is_some() as u32,
-            activation_code(g.act)?,
-            u32_of(g.x_stride, "stride")?,
-            u32_of(g.x_off, "offset")?,
-            u32_of(g.out_stride, "stride")?,
-            u32_of(g.out_off, "offset")?,
-            u32_of(g.bias.map_or(0, |b| b.1), "offset")?,
-            u32_of(conv_h, "height")?,
-            u32_of(conv_w, "width")?,
-            u32_of(conv_cin, "channels")?,
-            u32_of(conv_ks, "kernel")?,
-            u32_of(w_row_len, "row length")?,
-            u32_of(g.w_scale_off, "offset")?,
-        ];
+        let params = GemmParams {
+            m: u32_of(g.m, "m")?,
+            n: u32_of(g.n, "n")?,
+            k: u32_of(g.k, "k")?,
+            w_sn: u32_of(g.w_sn, "stride")?,
+            w_sk: u32_of(g.w_sk, "stride")?,
+            w_off: u32_of(g.w_off, "offset")?,
+            has_bias: g.bias.is_some() as u32,
+            act: activation_code(g.act)?,
+            x_stride: u32_of(g.x_stride, "stride")?,
+            x_off: u32_of(g.x_off, "offset")?,
+            out_stride: u32_of(g.out_stride, "stride")?,
+            out_off: u32_of(g.out_off, "offset")?,
+            bias_off: u32_of(g.bias.map_or(0, |b| b.1), "offset")?,
+            conv_h: u32_of(conv_h, "height")?,
+            conv_w: u32_of(conv_w, "width")?,
+            conv_cin: u32_of(conv_cin, "channels")?,
+            conv_ks: u32_of(conv_ks, "kernel")?,
+            w_row_len: u32_of(w_row_len, "row length")?,
+            w_scale_off: u32_of(g.w_scale_off, "offset")?,
+            _pad0: 0,
+        };
         let aligned = |v: usize| v % 4 == 0;
         let input = if g.conv.is_some() {
             GemmInput::Conv
@@ -340,7 +351,7 @@ impl Backend for GpuBackend {
         if rows == 0 || cols == 0 {
             return Ok(out);
         }
-        let params = [u32_of(cols, "cols")?, (eps as f32).to_bits()];
+        let params = LayerNormParams { cols: u32_of(cols, "cols")?, eps: eps as f32, ..Default::default() };
         let groups = [u32_of(rows, "rows")?, 1, 1];
         self.dispatch(Kernel::LayerNorm, &params, &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()], groups);
         Ok(out)
@@ -375,13 +386,14 @@ impl Backend for GpuBackend {
         if s == 0 {
             return Err(backend_err("attention: no keys"));
         }
-        let params = [
-            u32_of(s, "keys")?,
-            u32_of(d, "head dim")?,
-            u32_of(width, "width")?,
-            bias.is_some() as u32,
-            scale.to_bits(),
-        ];
+        let params = AttentionParams {
+            s: u32_of(s, "keys")?,
+            d: u32_of(d, "head dim")?,
+            width: u32_of(width, "width")?,
+            has_bias: bias.is_some() as u32,
+            scale,
+            ..Default::default()
+        };
         let bias_buf = bias.as_ref().map_or(&self.inner.dummy, |b| b.buffer());
         let groups = [u32_of(t, "queries")?, u32_of(heads, "heads")?, 1];
         self.dispatch(Kernel::Attention, &params, &[q.buffer(), k.buffer(), v.buffer(), bias_buf, out.buffer()], groups);
@@ -401,7 +413,8 @@ impl Backend for GpuBackend {
         let out = self.alloc_f32(&x.shape, "activation")?;
         let n = x.numel();
         if n > 0 {
-            self.dispatch(Kernel::Activation, &[n as u32, code], &[x.buffer(), out.buffer()], self.groups_1d(n));
+            let params = ActivationParams { count: n as u32, act: code, ..Default::default() };
+            self.dispatch(Kernel::Activation, &params, &[x.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)
     }
@@ -428,13 +441,14 @@ impl Backend for GpuBackend {
             if !ids.iter().any(|&i| (first..first + count).contains(&(i as usize))) {
                 continue;
             }
-            let params = [
-                u32_of(ids.len(), "rows")?,
-                u32_of(cols, "cols")?,
+            let params = GatherRowsParams {
+                rows: u32_of(ids.len(), "rows")?,
+                cols: u32_of(cols, "cols")?,
                 table_type,
-                u32_of(first, "first row")?,
-                u32_of(count, "row count")?,
-            ];
+                first: u32_of(first, "first row")?,
+                count: u32_of(count, "row count")?,
+                ..Default::default()
+            };
             self.dispatch(Kernel::GatherRows, &params, &[table_buf, &ids_buf, out.buffer(), scales], self.groups_1d(n));
         }
         Ok(out)
@@ -520,7 +534,15 @@ impl Backend for GpuBackend {
         let out = self.alloc_f32(&[gh * gw, cols], "image_patches")?;
         let n = gh * gw * cols;
         if n > 0 {
-            let params = [h as u32, w as u32, patch as u32, gw as u32, cols as u32, u32_of(n, "element count")?];
+            let params = ImagePatchesParams {
+                h: h as u32,
+                w: w as u32,
+                patch_size: patch as u32,
+                grid_w: gw as u32,
+                cols: cols as u32,
+                count: u32_of(n, "element count")?,
+                ..Default::default()
+            };
             self.dispatch(Kernel::ImagePatches, &params, &[image.buffer(), out.buffer()], self.groups_1d(n));
         }
         Ok(out)

@@ -6,7 +6,7 @@
 //! (possibly into a pooled buffer freed meanwhile) can never reach the queue before it. Nothing here waits on
 //! the device; `read_f32` (upload.rs) is where a forward is submitted and awaited.
 
-use super::kernels::Kernel;
+use super::kernels::{Kernel, KernelParams};
 use super::pool::{lock, PooledBuffer};
 use super::GpuBackend;
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ pub(super) struct Recorder {
     pending: Mutex<Pending>,
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
     /// Uniform buffers by content: params are immutable, so equal params share one buffer forever.
-    uniforms: Mutex<HashMap<Vec<u32>, wgpu::Buffer>>,
+    uniforms: Mutex<HashMap<Vec<u8>, wgpu::Buffer>>,
 }
 
 impl GpuBackend {
@@ -99,28 +99,27 @@ impl GpuBackend {
             .clone()
     }
 
-    fn uniform(&self, params: &[u32]) -> wgpu::Buffer {
-        // Uniform structs are padded to 16 bytes.
-        let mut key = params.to_vec();
-        key.resize(params.len().div_ceil(4).max(1) * 4, 0);
+    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
         let mut cache = lock(&self.inner.recorder.uniforms);
-        if let Some(b) = cache.get(&key) {
+        if let Some(b) = cache.get(bytes) {
             return b.clone();
         }
         let buffer = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("lambda-eclipse params"),
-            contents: bytemuck::cast_slice(&key),
+            contents: bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        cache.insert(key, buffer.clone());
+        cache.insert(bytes.to_vec(), buffer.clone());
         buffer
     }
 
-    /// Records one dispatch: binding 0 is the params uniform, bindings 1.. are `buffers` in order (the
-    /// output last, by the kernels' convention).
-    pub(super) fn dispatch(&self, kernel: Kernel, params: &[u32], buffers: &[&PooledBuffer], groups: [u32; 3]) {
+    /// Records one dispatch: binding 0 is `params`, bindings 1.. are `buffers` in order (the kernel's
+    /// bindings as registry.rs lists them).
+    pub(super) fn dispatch<P: KernelParams>(&self, kernel: Kernel, params: &P, buffers: &[&PooledBuffer], groups: [u32; 3]) {
+        debug_assert_eq!(P::LAYOUT.rust_name, kernel.params().rust_name, "{kernel:?} takes other params");
+        debug_assert_eq!(buffers.len() + 1, kernel.bindings().len(), "{kernel:?} binds another number of buffers");
         let pipeline = self.pipeline(kernel);
-        let uniform = self.uniform(params);
+        let uniform = self.uniform(bytemuck::bytes_of(params));
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.buffer.as_entire_binding() });
