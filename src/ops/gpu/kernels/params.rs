@@ -4,6 +4,18 @@
 //! each `Params` with its twin's [`ParamsLayout`], which the [`kernel_params!`] macro derives from the struct
 //! itself — a field added on one side only fails that test.
 
+use crate::ops::Activation;
+
+/// The code of an activation in `Params.act` (activation_fns.wgsl's `apply_activation`).
+pub fn activation_code(act: Activation) -> u32 {
+    match act {
+        Activation::Identity => 0,
+        Activation::GeluErf => 1,
+        Activation::QuickGelu => 2,
+        Activation::Silu => 3,
+    }
+}
+
 /// The scalar type of a params field (every field is 4 bytes: WGSL's uniform layout then equals `repr(C)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamType {
