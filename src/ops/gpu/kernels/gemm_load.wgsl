@@ -16,7 +16,7 @@ fn load_tiles(row0: u32, col0: u32, k0: u32, li: u32) {
         let gn = col0 + r;
         var wv = 0.0;
         if (gn < p.n && gk < p.k) {
-            wv = load_w(p.w_off + gn * p.w_sn + gk * p.w_sk);
+            wv = load_w(gn, gk);
         }
         ws[kk][r] = wv;
     }

@@ -20,7 +20,7 @@ fn load_tiles(row0: u32, col0: u32, k0: u32, li: u32) {
         let gn = col0 + r;
         var wv = vec4<f32>();
         if (gn < p.n && gk < p.k) {
-            wv = load_w4(p.w_off + gn * p.w_sn + gk);
+            wv = load_w4(gn, gk);
         }
         ws[kq][r] = wv.x;
         ws[kq + 1u][r] = wv.y;

@@ -2,11 +2,17 @@
 // the epilogue shared by its two tilings (gemm_tile_64.wgsl, gemm_tile_128.wgsl), which follow this file.
 //   y[m, n] = act(Σ_k X(m, k) · W(n, k) + bias[bias_off + n]),
 //   W(n, k) = w[w_off + n·w_sn + k·w_sk]; y written at out_off + m·out_stride + n.
-// linear: w [n, k] → (w_sn, w_sk) = (k, 1); matmul: b [k, n] → (1, n). X(m, k) comes from `load_x`:
-// gemm_x_dense.wgsl (x[x_off + m·x_stride + k], a strided view: one head's columns, a block of rows) or
-// gemm_x_conv.wgsl (implicit im2col of a channels-last image). `w` and `load_w` come from gemm_w_f32.wgsl,
-// gemm_w_f16_packed.wgsl, gemm_w_f16.wgsl or gemm_w_i8.wgsl (and their _vec4 variants). Offsets and strides let one dispatch write a column block of
-// a larger output (a weight split by rows, one attention head).
+// linear: w [n, k] → (w_sn, w_sk) = (k, 1); matmul: b [k, n] → (1, n). Offsets and strides let one dispatch
+// write a column block of a larger output (a weight split by rows, one attention head).
+// The fragments assembled with this one (their contracts are data in registry.rs, checked by
+// tests/kernel_contracts.rs):
+// - an input reader binds x (1) and provides load_x(m, k) -> f32 (gemm_x_dense.wgsl: x[x_off + m·x_stride + k],
+//   a strided view; gemm_x_conv.wgsl: implicit im2col of a channels-last image) or load_x4(m, k) -> vec4<f32>
+//   (gemm_x_dense_vec4.wgsl);
+// - a weight reader binds w (2, plus its own extras such as int8 scales at 5) and provides
+//   load_w(n, k) -> f32 and/or load_w4(n, k) -> vec4<f32>, W(n, k .. k+3) of one output row (gemm_w_*.wgsl);
+// - a loader provides load_tiles (gemm_load.wgsl element-wise, gemm_load_vec4.wgsl four k at a time);
+// - a tiling provides main and calls load_tiles and store (below).
 
 struct Params {
     m: u32,

@@ -1,0 +1,176 @@
+//! Opening the device: the adapter, WebGPU's default limits, `shader-f16`, the options tests and benchmarks
+//! set, and the state every clone of a [`GpuBackend`] shares ([`Inner`]).
+
+use super::kernels::GemmTile;
+use super::pool::{self, lock, PoolStats, PooledBuffer};
+use super::recorder::Recorder;
+use super::backend_err;
+use crate::error::{DeviceError, Result};
+use std::sync::{Arc, Mutex};
+
+/// The WebGPU backend. Clones share one device, pool and pending command encoder.
+#[derive(Clone)]
+pub struct GpuBackend {
+    pub(super) inner: Arc<Inner>,
+    /// How weight matrices are stored; per handle, so one device can hold an f32 text tower and an f16 or
+    /// int8 decoder.
+    pub(super) matrices: MatrixStorage,
+}
+
+/// Choices when opening the device; [`GpuOptions::default`] is what the app and CLI use.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions {
+    /// Use `shader-f16` where the adapter has it (default true). Off: the packed-f16 path browsers without the
+    /// feature take, so it can be tested on any adapter.
+    pub use_shader_f16: bool,
+    /// Split weights above this many bytes across buffers (default: the storage-binding limit). Tests lower it
+    /// to exercise splitting with small tensors.
+    pub max_tensor_bytes: Option<u64>,
+    /// Force the GEMM's 64×64 (`Some(64)`) or 128×128 (`Some(128)`) tiling; `None` (default) picks 128×128
+    /// when both output dimensions are ≥ 128. For tests and the benchmark.
+    pub gemm_tile: Option<u32>,
+    /// Let the GEMM load four consecutive k at once where k, strides and offsets are multiples of 4
+    /// (default true). Off: element-wise loads everywhere, for tests and the benchmark.
+    pub vec4_loads: bool,
+    /// Request the adapter's own limits instead of WebGPU's defaults (storage bindings above 128 MiB on most
+    /// real GPUs). Off by default so native runs behave like the browser; the benchmark uses it to show what
+    /// a card can do at sizes whose activations exceed 128 MiB (the MoVQ at 512 px).
+    pub adapter_limits: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { use_shader_f16: true, max_tensor_bytes: None, gemm_tile: None, vec4_loads: true, adapter_limits: false }
+    }
+}
+
+/// What [`crate::ops::Backend::upload_weight`] does with a weight matrix (rank ≥ 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum MatrixStorage {
+    /// f32 and f16 as the file stores them (bf16 → f32).
+    AsStored,
+    /// f32 → f16 too ([`crate::ops::Backend::with_f16_weights`]).
+    F16,
+    /// Any float type → int8 per row ([`crate::ops::Backend::with_int8_weights`]).
+    Int8,
+}
+
+/// The device and everything shared by the clones of one backend.
+pub(super) struct Inner {
+    pub(super) device: wgpu::Device,
+    pub(super) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    pub(super) shader_f16: bool,
+    pub(super) limits: wgpu::Limits,
+    /// Largest buffer one tensor may occupy (the storage-binding limit unless a test lowers it).
+    pub(super) max_tensor_bytes: u64,
+    /// A forced GEMM tiling (tests, benchmarks); `None` picks by output size.
+    pub(super) gemm_tile: Option<GemmTile>,
+    /// Whether the GEMM may read four consecutive k at once where alignment allows.
+    pub(super) vec4_loads: bool,
+    /// The pending command encoder and the pipeline, uniform and bind-group caches.
+    pub(super) recorder: Recorder,
+    pub(super) pool: Arc<Mutex<pool::Pool>>,
+    /// Bound where a kernel's optional input (bias) is absent: auto layouts still expect a buffer.
+    pub(super) dummy: PooledBuffer,
+    /// First error the device reported (validation, out of memory); surfaced at the next read.
+    device_error: Arc<Mutex<Option<DeviceError>>>,
+}
+
+impl GpuBackend {
+    /// Opens the default (high-performance) adapter. Fails with a clear error where there is none (no WebGPU
+    /// in the browser, no Vulkan/Metal/DX12 driver natively). `WGPU_BACKEND` etc. are honoured natively.
+    pub async fn new() -> Result<GpuBackend> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    /// [`GpuBackend::new`] with explicit [`GpuOptions`].
+    pub async fn with_options(options: GpuOptions) -> Result<GpuBackend> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
+        // WebGPU's default limits (as a browser guarantees), lowered only where the adapter offers less.
+        let limits = if options.adapter_limits { adapter.limits() } else { wgpu::Limits::default().or_worse_values_from(&adapter.limits()) };
+        let shader_f16 = options.use_shader_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
+        let binding_limit = u64::from(limits.max_storage_buffer_binding_size);
+        let max_tensor_bytes = options.max_tensor_bytes.map_or(binding_limit, |m| m.clamp(4, binding_limit));
+        let gemm_tile = match options.gemm_tile {
+            None => None,
+            Some(64) => Some(GemmTile::T64),
+            Some(128) => Some(GemmTile::T128),
+            Some(t) => return Err(backend_err(format!("GEMM tile {t}: the kernels have 64 and 128"))),
+        };
+        let required_features = if shader_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lambda-eclipse"),
+                required_features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| DeviceError::NoDevice(e.to_string()))?;
+        let device_error = Arc::new(Mutex::new(None::<DeviceError>));
+        let slot = device_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            lock(&slot).get_or_insert_with(|| match e {
+                wgpu::Error::OutOfMemory { .. } => DeviceError::OutOfMemory,
+                other => DeviceError::Reported(other.to_string()),
+            });
+        }));
+        let recorder = Recorder::default();
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("lambda-eclipse unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBackend {
+            matrices: MatrixStorage::AsStored,
+            inner: Arc::new(Inner {
+                dummy: PooledBuffer::owned(dummy),
+                device,
+                queue,
+                info: adapter.get_info(),
+                shader_f16,
+                limits,
+                max_tensor_bytes,
+                gemm_tile,
+                vec4_loads: options.vec4_loads,
+                recorder,
+                pool: Arc::default(),
+                device_error,
+            }),
+        })
+    }
+
+    /// The adapter in words, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    pub fn adapter_description(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?})", i.name, i.backend)
+    }
+
+    /// Whether f16 weights are read through `shader-f16` (the adapter has it and the options allow it); else
+    /// packed f16 is unpacked with core `unpack2x16float`, which every adapter has.
+    pub fn has_shader_f16(&self) -> bool {
+        self.inner.shader_f16
+    }
+
+    /// Activation-pool counters (buffers are reused across forwards; this lets tests check it).
+    pub fn pool_stats(&self) -> PoolStats {
+        pool::stats(&self.inner.pool)
+    }
+
+    /// The first error the device reported since the last call (validation, out of memory), as an error.
+    pub(super) fn take_device_error(&self) -> Result<()> {
+        match lock(&self.inner.device_error).take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}

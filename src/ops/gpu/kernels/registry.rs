@@ -1,0 +1,337 @@
+//! The kernel variants and the WGSL fragments each one is assembled from (WGSL has no includes), with every
+//! fragment's contract as data: the bindings it declares and the functions it provides to the fragments it
+//! is assembled with. `tests/kernel_contracts.rs` parses every variant with naga (no device needed) and checks
+//! those contracts and each `Params` struct against its Rust twin (params.rs).
+//!
+//! The tiled GEMM is the one family with variants: a weight reader (how `w` is stored) × an input reader
+//! (dense, dense four-at-a-time, implicit im2col) × a tiling. A weight reader is a [`WeightReader`]: the
+//! fragment(s) that declare `w` at binding 2 and provide `load_w(n, k) -> f32` (one element at any strides)
+//! and `load_w4(n, k) -> vec4<f32>` (k .. k+3 of output row n: k a multiple of 4, linear layout). A reader whose
+//! two functions can share one declaration of `w` is one file (int8); f32 and f16 have a second file for the
+//! four-at-a-time path because it binds `w` with a wider element type.
+
+use super::{func, read, write, Binding, Fragment, Function, P};
+use super::WgslType::{Vec4F32, F32, U32};
+use super::params::{
+    ActivationParams, AttentionParams, AvgPool2x2Params, CopyColsParams, DequantizeI8Params, ElementwisePairParams,
+    GatherRowsParams, GemmParams, GroupNormParams, ImagePatchesParams, KernelParams, LayerNormParams, ParamsLayout,
+    ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams, UnpackF16Params,
+};
+
+/// A fragment from its file, with its contract.
+macro_rules! fragment {
+    ($file:literal, binds: [$($b:expr),*], provides: [$($f:expr),*]) => {
+        Fragment { file: $file, source: include_str!($file), binds: &[$($b),*], provides: &[$($f),*] }
+    };
+}
+
+// ---- Shared pieces ----
+const ACTIVATION_FNS: Fragment = fragment!("activation_fns.wgsl", binds: [], provides: [
+    func("erf_f32", &[F32], Some(F32)),
+    func("exp_f32", &[F32], Some(F32)),
+    func("sigmoid_f32", &[F32], Some(F32)),
+    func("apply_activation", &[F32, U32], Some(F32))
+]);
+const INT8_FNS: Fragment = fragment!("int8_fns.wgsl", binds: [], provides: [
+    func("int8_at", &[U32, U32], Some(F32)),
+    func("int8x4", &[U32], Some(Vec4F32))
+]);
+
+// ---- The tiled GEMM ----
+const GEMM_PARAMS: Fragment = fragment!("gemm_params.wgsl", binds: [P, read(3, "bias"), write(4, "y")],
+    provides: [func("store", &[U32, U32, F32], None)]);
+const GEMM_X_DENSE: Fragment = fragment!("gemm_x_dense.wgsl", binds: [read(1, "x")],
+    provides: [func("load_x", &[U32, U32], Some(F32))]);
+const GEMM_X_DENSE_VEC4: Fragment = fragment!("gemm_x_dense_vec4.wgsl", binds: [read(1, "x")],
+    provides: [func("load_x4", &[U32, U32], Some(Vec4F32))]);
+const GEMM_X_CONV: Fragment = fragment!("gemm_x_conv.wgsl", binds: [read(1, "x")],
+    provides: [func("load_x", &[U32, U32], Some(F32))]);
+const LOAD_TILES: Function = func("load_tiles", &[U32, U32, U32, U32], None);
+const GEMM_LOAD: Fragment = fragment!("gemm_load.wgsl", binds: [], provides: [LOAD_TILES]);
+const GEMM_LOAD_VEC4: Fragment = fragment!("gemm_load_vec4.wgsl", binds: [], provides: [LOAD_TILES]);
+const GEMM_TILE_64: Fragment = fragment!("gemm_tile_64.wgsl", binds: [], provides: []);
+const GEMM_TILE_128: Fragment = fragment!("gemm_tile_128.wgsl", binds: [], provides: []);
+
+const LOAD_W: Function = func("load_w", &[U32, U32], Some(F32));
+const LOAD_W4: Function = func("load_w4", &[U32, U32], Some(Vec4F32));
+const W: Binding = read(2, "w");
+
+/// How the GEMM reads one storage type of its right operand (module docs).
+#[derive(Debug)]
+pub struct WeightReader {
+    /// Declares `w` and provides `load_w`.
+    pub scalar: &'static Fragment,
+    /// Declares `w` and provides `load_w4` (may be the same fragment as `scalar`).
+    pub vec4: &'static Fragment,
+    /// Pieces the reader's functions call.
+    pub helpers: &'static [&'static Fragment],
+}
+
+const READ_F32: WeightReader = WeightReader {
+    scalar: &fragment!("gemm_w_f32.wgsl", binds: [W], provides: [LOAD_W]),
+    vec4: &fragment!("gemm_w_f32_vec4.wgsl", binds: [W], provides: [LOAD_W4]),
+    helpers: &[],
+};
+const READ_F16_PACKED: WeightReader = WeightReader {
+    scalar: &fragment!("gemm_w_f16_packed.wgsl", binds: [W], provides: [LOAD_W]),
+    vec4: &fragment!("gemm_w_f16_packed_vec4.wgsl", binds: [W], provides: [LOAD_W4]),
+    helpers: &[],
+};
+const READ_F16_NATIVE: WeightReader = WeightReader {
+    scalar: &fragment!("gemm_w_f16.wgsl", binds: [W], provides: [LOAD_W]),
+    vec4: &fragment!("gemm_w_f16_vec4.wgsl", binds: [W], provides: [LOAD_W4]),
+    helpers: &[],
+};
+const GEMM_W_I8: Fragment = fragment!("gemm_w_i8.wgsl", binds: [W, read(5, "w_scales")], provides: [LOAD_W, LOAD_W4]);
+const READ_I8: WeightReader = WeightReader { scalar: &GEMM_W_I8, vec4: &GEMM_W_I8, helpers: &[&INT8_FNS] };
+
+/// How the tiled GEMM reads its right operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmWeight {
+    F32,
+    /// f16 packed two per u32, unpacked with `unpack2x16float` (every adapter).
+    F16Packed,
+    /// f16 read as WGSL `f16` (adapters with `shader-f16`).
+    F16Native,
+    /// int8 four per u32 with per-row scales, dequantised in the load.
+    Int8,
+}
+
+impl GemmWeight {
+    pub const ALL: [GemmWeight; 4] = [GemmWeight::F32, GemmWeight::F16Packed, GemmWeight::F16Native, GemmWeight::Int8];
+
+    pub fn reader(self) -> &'static WeightReader {
+        match self {
+            GemmWeight::F32 => &READ_F32,
+            GemmWeight::F16Packed => &READ_F16_PACKED,
+            GemmWeight::F16Native => &READ_F16_NATIVE,
+            GemmWeight::Int8 => &READ_I8,
+        }
+    }
+}
+
+/// How the tiled GEMM reads its left operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmInput {
+    /// A strided view of a row-major matrix.
+    Dense,
+    /// The same, four consecutive k at a time (and the weight likewise): only where k, strides and offsets
+    /// are multiples of 4 and the weight is linear-layout.
+    DenseVec4,
+    /// Implicit im2col of a channels-last image (conv2d).
+    Conv,
+}
+
+impl GemmInput {
+    pub const ALL: [GemmInput; 3] = [GemmInput::Dense, GemmInput::DenseVec4, GemmInput::Conv];
+}
+
+/// The GEMM's output tile per workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmTile {
+    /// 64×64, 4×4 per thread: small outputs.
+    T64,
+    /// 128×128, 8×8 per thread: both output dimensions ≥ 128.
+    T128,
+}
+
+impl GemmTile {
+    pub const ALL: [GemmTile; 2] = [GemmTile::T64, GemmTile::T128];
+
+    /// Output rows (and columns) per workgroup.
+    pub fn size(self) -> usize {
+        match self {
+            GemmTile::T64 => 64,
+            GemmTile::T128 => 128,
+        }
+    }
+}
+
+// ---- The other kernels: one main file each, plus shared pieces ----
+const LAYER_NORM: Fragment = fragment!("layer_norm.wgsl",
+    binds: [P, read(1, "x"), read(2, "gamma"), read(3, "beta"), write(4, "y")], provides: []);
+const GROUP_NORM: Fragment = fragment!("group_norm.wgsl",
+    binds: [P, read(1, "x"), read(2, "gamma"), read(3, "beta"), write(4, "y")], provides: []);
+const ATTENTION: Fragment = fragment!("attention.wgsl",
+    binds: [P, read(1, "q"), read(2, "k"), read(3, "v"), read(4, "bias"), write(5, "out")], provides: []);
+const SOFTMAX_ROWS: Fragment = fragment!("softmax_rows.wgsl", binds: [P, read(1, "bias"), write(2, "s")], provides: []);
+const COMBINE: Function = func("combine", &[F32, F32], Some(F32));
+const ADD_COMBINE: Fragment = Fragment {
+    file: "(inline) combine = x + y",
+    source: "fn combine(x: f32, y: f32) -> f32 { return x + y; }\n",
+    binds: &[],
+    provides: &[COMBINE],
+};
+const MUL_COMBINE: Fragment = Fragment {
+    file: "(inline) combine = x · y",
+    source: "fn combine(x: f32, y: f32) -> f32 { return x * y; }\n",
+    binds: &[],
+    provides: &[COMBINE],
+};
+const ELEMENTWISE_PAIR: Fragment = fragment!("elementwise_pair.wgsl",
+    binds: [P, read(1, "a"), read(2, "b"), write(3, "c")], provides: []);
+const ACTIVATION: Fragment = fragment!("activation.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
+const SCALE_SHIFT: Fragment = fragment!("scale_shift.wgsl",
+    binds: [P, read(1, "x"), read(2, "scale"), read(3, "shift"), write(4, "y")], provides: []);
+const UNPACK_F16: Fragment = fragment!("unpack_f16.wgsl", binds: [P, read(1, "src"), write(2, "dst")], provides: []);
+const DEQUANTIZE_I8: Fragment = fragment!("dequantize_i8.wgsl",
+    binds: [P, read(1, "q"), read(2, "scales"), write(3, "dst")], provides: []);
+const GATHER_ROWS: Fragment = fragment!("gather_rows.wgsl",
+    binds: [P, read(1, "table"), read(2, "ids"), write(3, "y"), read(4, "scales")], provides: []);
+const COPY_COLS: Fragment = fragment!("copy_cols.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
+const IMAGE_PATCHES: Fragment = fragment!("image_patches.wgsl", binds: [P, read(1, "image"), write(2, "y")], provides: []);
+const AVG_POOL_2X2: Fragment = fragment!("avg_pool_2x2.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
+const RESIZE_NEAREST: Fragment = fragment!("resize_nearest.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
+
+/// The compute kernels; the GEMM in all its variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// The tiled GEMM (gemm_params.wgsl) for one way of reading the weight, one way of reading the input and
+    /// one tiling.
+    Gemm(GemmWeight, GemmInput, GemmTile),
+    LayerNorm,
+    Attention,
+    Add,
+    Activation,
+    GatherRows,
+    UnpackF16,
+    DequantizeI8,
+    ImagePatches,
+    SoftmaxRows,
+    GroupNorm,
+    Mul,
+    ScaleShift,
+    AvgPool2x2,
+    ResizeNearest,
+    CopyCols,
+}
+
+impl Kernel {
+    /// Every variant the host can dispatch.
+    pub fn all() -> Vec<Kernel> {
+        let mut all = vec![
+            Kernel::LayerNorm,
+            Kernel::Attention,
+            Kernel::Add,
+            Kernel::Activation,
+            Kernel::GatherRows,
+            Kernel::UnpackF16,
+            Kernel::DequantizeI8,
+            Kernel::ImagePatches,
+            Kernel::SoftmaxRows,
+            Kernel::GroupNorm,
+            Kernel::Mul,
+            Kernel::ScaleShift,
+            Kernel::AvgPool2x2,
+            Kernel::ResizeNearest,
+            Kernel::CopyCols,
+        ];
+        for w in GemmWeight::ALL {
+            for i in GemmInput::ALL {
+                for t in GemmTile::ALL {
+                    all.push(Kernel::Gemm(w, i, t));
+                }
+            }
+        }
+        all
+    }
+
+    /// The label wgpu reports in errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Gemm(..) => "gemm",
+            Kernel::LayerNorm => "layer_norm",
+            Kernel::Attention => "attention",
+            Kernel::Add => "add",
+            Kernel::Activation => "activation",
+            Kernel::GatherRows => "gather_rows",
+            Kernel::UnpackF16 => "unpack_f16",
+            Kernel::DequantizeI8 => "dequantize_i8",
+            Kernel::ImagePatches => "image_patches",
+            Kernel::SoftmaxRows => "softmax_rows",
+            Kernel::GroupNorm => "group_norm",
+            Kernel::Mul => "mul",
+            Kernel::ScaleShift => "scale_shift",
+            Kernel::AvgPool2x2 => "avg_pool_2x2",
+            Kernel::ResizeNearest => "resize_nearest",
+            Kernel::CopyCols => "copy_cols",
+        }
+    }
+
+    /// The fragments, in the order they are concatenated (an `enable f16;` file first: it must open the module).
+    pub fn fragments(self) -> Vec<&'static Fragment> {
+        match self {
+            Kernel::Gemm(weight, input, tile) => {
+                let reader = weight.reader();
+                let vec4 = input == GemmInput::DenseVec4;
+                let mut parts = vec![if vec4 { reader.vec4 } else { reader.scalar }];
+                parts.extend(reader.helpers);
+                parts.extend([&ACTIVATION_FNS, &GEMM_PARAMS]);
+                parts.push(match input {
+                    GemmInput::Dense => &GEMM_X_DENSE,
+                    GemmInput::DenseVec4 => &GEMM_X_DENSE_VEC4,
+                    GemmInput::Conv => &GEMM_X_CONV,
+                });
+                parts.push(if vec4 { &GEMM_LOAD_VEC4 } else { &GEMM_LOAD });
+                parts.push(match tile {
+                    GemmTile::T64 => &GEMM_TILE_64,
+                    GemmTile::T128 => &GEMM_TILE_128,
+                });
+                parts
+            }
+            Kernel::LayerNorm => vec![&LAYER_NORM],
+            Kernel::Attention => vec![&ACTIVATION_FNS, &ATTENTION],
+            Kernel::Add => vec![&ADD_COMBINE, &ELEMENTWISE_PAIR],
+            Kernel::Activation => vec![&ACTIVATION_FNS, &ACTIVATION],
+            Kernel::GatherRows => vec![&INT8_FNS, &GATHER_ROWS],
+            Kernel::UnpackF16 => vec![&UNPACK_F16],
+            Kernel::DequantizeI8 => vec![&INT8_FNS, &DEQUANTIZE_I8],
+            Kernel::ImagePatches => vec![&IMAGE_PATCHES],
+            Kernel::SoftmaxRows => vec![&ACTIVATION_FNS, &SOFTMAX_ROWS],
+            Kernel::GroupNorm => vec![&GROUP_NORM],
+            Kernel::Mul => vec![&MUL_COMBINE, &ELEMENTWISE_PAIR],
+            Kernel::ScaleShift => vec![&SCALE_SHIFT],
+            Kernel::AvgPool2x2 => vec![&AVG_POOL_2X2],
+            Kernel::ResizeNearest => vec![&RESIZE_NEAREST],
+            Kernel::CopyCols => vec![&COPY_COLS],
+        }
+    }
+
+    /// The WGSL module.
+    pub fn source(self) -> String {
+        self.fragments().iter().map(|f| f.source).collect()
+    }
+
+    /// All bindings of the assembled module, by index.
+    pub fn bindings(self) -> Vec<Binding> {
+        let mut all: Vec<Binding> = self.fragments().iter().flat_map(|f| f.binds.iter().copied()).collect();
+        all.sort_by_key(|b| b.index);
+        all
+    }
+
+    /// Whether the module needs `shader-f16`: one of its files opens with `enable f16;`.
+    pub fn needs_shader_f16(self) -> bool {
+        self.fragments().iter().any(|f| f.source.starts_with("enable f16;"))
+    }
+
+    /// The layout of the kernel's `Params` (its twin in params.rs).
+    pub fn params(self) -> &'static ParamsLayout {
+        match self {
+            Kernel::Gemm(..) => &GemmParams::LAYOUT,
+            Kernel::LayerNorm => &LayerNormParams::LAYOUT,
+            Kernel::Attention => &AttentionParams::LAYOUT,
+            Kernel::Add | Kernel::Mul => &ElementwisePairParams::LAYOUT,
+            Kernel::Activation => &ActivationParams::LAYOUT,
+            Kernel::GatherRows => &GatherRowsParams::LAYOUT,
+            Kernel::UnpackF16 => &UnpackF16Params::LAYOUT,
+            Kernel::DequantizeI8 => &DequantizeI8Params::LAYOUT,
+            Kernel::ImagePatches => &ImagePatchesParams::LAYOUT,
+            Kernel::SoftmaxRows => &SoftmaxRowsParams::LAYOUT,
+            Kernel::GroupNorm => &GroupNormParams::LAYOUT,
+            Kernel::ScaleShift => &ScaleShiftParams::LAYOUT,
+            Kernel::AvgPool2x2 => &AvgPool2x2Params::LAYOUT,
+            Kernel::ResizeNearest => &ResizeNearestParams::LAYOUT,
+            Kernel::CopyCols => &CopyColsParams::LAYOUT,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Recording work: the one pending command encoder every op records into, and the caches that make a
+//! dispatch cheap to record — compiled pipelines per kernel variant and uniform buffers per parameter
+//! content.
+//!
+//! Ordering: an encoder is always submitted while the `pending` lock is held, so work recorded later
+//! (possibly into a pooled buffer freed meanwhile) can never reach the queue before it. Nothing here waits on
+//! the device; `read_f32` (upload.rs) is where a forward is submitted and awaited.
+
+use super::kernels::{Kernel, KernelParams};
+use super::pool::{lock, PooledBuffer};
+use super::GpuBackend;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use wgpu::util::DeviceExt;
+
+/// Workgroup size of the 1-D elementwise kernels (`@workgroup_size(256)`).
+pub(super) const ELEMENTWISE_WG: usize = 256;
+/// Submit the pending encoder after this many recorded ops, so a long forward does not build one huge
+/// command buffer before the first read.
+const FLUSH_EVERY: usize = 512;
+
+/// Recorded work, submitted in order.
+#[derive(Default)]
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    ops: usize,
+}
+
+/// The pending encoder and the caches behind [`GpuBackend::dispatch`]; one per device.
+#[derive(Default)]
+pub(super) struct Recorder {
+    pending: Mutex<Pending>,
+    pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    /// Uniform buffers by content: params are immutable, so equal params share one buffer forever.
+    uniforms: Mutex<HashMap<Vec<u8>, wgpu::Buffer>>,
+}
+
+impl GpuBackend {
+    /// Number of distinct uniform-parameter buffers created so far (bounded by the distinct op shapes).
+    pub fn uniform_buffers(&self) -> usize {
+        lock(&self.inner.recorder.uniforms).len()
+    }
+
+    /// Submits all recorded work without waiting for it.
+    pub fn flush(&self) {
+        let mut pending = lock(&self.inner.recorder.pending);
+        if let Some(enc) = pending.encoder.take() {
+            self.inner.queue.submit(Some(enc.finish()));
+        }
+        pending.ops = 0;
+    }
+
+    fn new_encoder(&self) -> wgpu::CommandEncoder {
+        self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lambda-eclipse") })
+    }
+
+    /// Runs `f` on the pending encoder (created on demand) and submits it every `FLUSH_EVERY` ops.
+    pub(super) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        let mut pending = lock(&self.inner.recorder.pending);
+        let encoder = pending.encoder.get_or_insert_with(|| self.new_encoder());
+        f(encoder);
+        pending.ops += 1;
+        if pending.ops >= FLUSH_EVERY {
+            if let Some(enc) = pending.encoder.take() {
+                self.inner.queue.submit(Some(enc.finish()));
+            }
+            pending.ops = 0;
+        }
+    }
+
+    /// Records `f` (a copy into a readback buffer) after everything pending and submits it all now.
+    pub(super) fn record_and_submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        let mut pending = lock(&self.inner.recorder.pending);
+        let mut encoder = pending.encoder.take().unwrap_or_else(|| self.new_encoder());
+        f(&mut encoder);
+        self.inner.queue.submit(Some(encoder.finish()));
+        pending.ops = 0;
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
+        let mut cache = lock(&self.inner.recorder.pipelines);
+        cache
+            .entry(kernel)
+            .or_insert_with(|| {
+                let device = &self.inner.device;
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                });
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+
+    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
+        let mut cache = lock(&self.inner.recorder.uniforms);
+        if let Some(b) = cache.get(bytes) {
+            return b.clone();
+        }
+        let buffer = self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("lambda-eclipse params"),
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        cache.insert(bytes.to_vec(), buffer.clone());
+        buffer
+    }
+
+    /// Records one dispatch: binding 0 is `params`, bindings 1.. are `buffers` in order (the kernel's
+    /// bindings as registry.rs lists them).
+    pub(super) fn dispatch<P: KernelParams>(&self, kernel: Kernel, params: &P, buffers: &[&PooledBuffer], groups: [u32; 3]) {
+        debug_assert_eq!(P::LAYOUT.rust_name, kernel.params().rust_name, "{kernel:?} takes other params");
+        debug_assert_eq!(buffers.len() + 1, kernel.bindings().len(), "{kernel:?} binds another number of buffers");
+        let pipeline = self.pipeline(kernel);
+        let uniform = self.uniform(bytemuck::bytes_of(params));
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.buffer.as_entire_binding() });
+        }
+        let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name()),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.record(|enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name()), timestamp_writes: None });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        });
+    }
+
+    /// Workgroup grid for a 1-D kernel over `n` elements (256 per group), folded into y past the 65535 limit.
+    pub(super) fn groups_1d(&self, n: usize) -> [u32; 3] {
+        let groups = n.div_ceil(ELEMENTWISE_WG).max(1);
+        let max = self.inner.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            [max as u32, groups.div_ceil(max) as u32, 1]
+        }
+    }
+}

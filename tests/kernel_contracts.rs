@@ -1,0 +1,183 @@
+//! Every WGSL kernel variant the WebGPU backend can dispatch, assembled from its fragments exactly as the
+//! backend does, parsed and validated with naga — no adapter needed — and held to the contracts the host
+//! relies on (src/ops/gpu/kernels/registry.rs and params.rs):
+//! - each `Params` uniform struct has its Rust twin's fields, in order, with the same types, offsets and size;
+//! - each kernel declares exactly the bindings the registry lists (names, numbers, access), numbered 0..n;
+//! - each fragment provides the functions its contract names, with those signatures;
+//! - only `shader-f16` kernels need `shader-f16`; the entry point fits WebGPU's default limits
+//!   (≤ 256 invocations, ≤ 16 KiB of workgroup memory);
+//! - every .wgsl file in the folder belongs to some kernel.
+#![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+
+use lambda_eclipse::ops::gpu::kernels::{Access, Binding, Kernel, ParamType, ParamsLayout, WgslType};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use naga::{AddressSpace, Module, Scalar, StorageAccess, TypeInner, VectorSize};
+
+/// WebGPU's defaults (`maxComputeInvocationsPerWorkgroup`, `maxComputeWorkgroupStorageSize`).
+const MAX_INVOCATIONS: u32 = 256;
+const MAX_WORKGROUP_BYTES: u32 = 16384;
+
+fn parse_and_validate(kernel: Kernel) -> Module {
+    let source = kernel.source();
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("{kernel:?} does not parse:\n{}", e.emit_to_string(&source)));
+    // What every WebGPU device offers (unpack2x16float etc.), plus f16 only where the host asks for it.
+    let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    caps.set(Capabilities::SHADER_FLOAT16, kernel.needs_shader_f16());
+    Validator::new(ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{kernel:?} does not validate:\n{}", e.emit_to_string(&source)));
+    module
+}
+
+/// `(binding, name, access)` of every resource the module declares, by binding.
+fn declared_bindings(kernel: Kernel, module: &Module) -> Vec<(u32, String, Access)> {
+    let mut found: Vec<(u32, String, Access)> = module
+        .global_variables
+        .iter()
+        .filter_map(|(_, g)| {
+            let rb = g.binding.as_ref()?;
+            assert_eq!(rb.group, 0, "{kernel:?}: {:?} is not in group 0", g.name);
+            let access = match g.space {
+                AddressSpace::Uniform => Access::Uniform,
+                AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => Access::ReadWrite,
+                AddressSpace::Storage { .. } => Access::Read,
+                other => panic!("{kernel:?}: {:?} in unexpected address space {other:?}", g.name),
+            };
+            Some((rb.binding, g.name.clone().unwrap_or_default(), access))
+        })
+        .collect();
+    found.sort_by_key(|b| b.0);
+    found
+}
+
+fn wgsl_type(module: &Module, ty: naga::Handle<naga::Type>) -> Option<WgslType> {
+    match module.types[ty].inner {
+        TypeInner::Scalar(Scalar::U32) => Some(WgslType::U32),
+        TypeInner::Scalar(Scalar::F32) => Some(WgslType::F32),
+        TypeInner::Vector { size: VectorSize::Quad, scalar: Scalar::F32 } => Some(WgslType::Vec4F32),
+        _ => None,
+    }
+}
+
+/// The `Params` struct bound at binding 0, as `(name, type, offset)` fields and its size.
+fn wgsl_params(kernel: Kernel, module: &Module) -> (Vec<(String, ParamType, usize)>, usize) {
+    let (_, var) = module
+        .global_variables
+        .iter()
+        .find(|(_, g)| g.binding.as_ref().is_some_and(|b| b.binding == 0))
+        .unwrap_or_else(|| panic!("{kernel:?} has no binding 0"));
+    let ty = &module.types[var.ty];
+    assert_eq!(ty.name.as_deref(), Some("Params"), "{kernel:?}: binding 0 should be the `Params` struct");
+    let TypeInner::Struct { members, span } = &ty.inner else { panic!("{kernel:?}: Params is not a struct") };
+    let fields = members
+        .iter()
+        .map(|m| {
+            let ty = match module.types[m.ty].inner {
+                TypeInner::Scalar(Scalar::U32) => ParamType::U32,
+                TypeInner::Scalar(Scalar::F32) => ParamType::F32,
+                ref other => panic!("{kernel:?}: Params.{:?} has type {other:?}; the host writes only u32 and f32", m.name),
+            };
+            (m.name.clone().unwrap_or_default(), ty, m.offset as usize)
+        })
+        .collect();
+    (fields, *span as usize)
+}
+
+fn rust_params(layout: &ParamsLayout) -> (Vec<(String, ParamType, usize)>, usize) {
+    (layout.fields.iter().map(|f| (f.name.to_string(), f.ty, f.offset)).collect(), layout.size)
+}
+
+#[test]
+fn every_kernel_variant_validates_and_its_params_match_the_rust_struct() {
+    let kernels = Kernel::all();
+    // 15 single kernels + the GEMM's 4 weight readers × 3 input readers × 2 tilings.
+    assert_eq!(kernels.len(), 15 + 4 * 3 * 2);
+    for kernel in kernels {
+        let module = parse_and_validate(kernel);
+        let layout = kernel.params();
+        let (wgsl, wgsl_size) = wgsl_params(kernel, &module);
+        let (rust, rust_size) = rust_params(layout);
+        assert_eq!(wgsl, rust, "{kernel:?}: WGSL `Params` and Rust `{}` differ (name, type, offset)", layout.rust_name);
+        assert_eq!(wgsl_size, rust_size, "{kernel:?}: WGSL `Params` and Rust `{}` differ in size", layout.rust_name);
+    }
+}
+
+#[test]
+fn every_kernel_declares_exactly_the_bindings_its_fragments_list() {
+    for kernel in Kernel::all() {
+        let module = parse_and_validate(kernel);
+        let listed = kernel.bindings();
+        let want: Vec<_> = listed.iter().map(|b| (b.index, b.name.to_string(), b.access)).collect();
+        assert_eq!(declared_bindings(kernel, &module), want, "{kernel:?}: bindings differ from the registry's");
+        // The host binds params at 0 and its buffers at 1.. in order: no gaps.
+        let indices: Vec<u32> = listed.iter().map(|b| b.index).collect();
+        assert_eq!(indices, (0..listed.len() as u32).collect::<Vec<_>>(), "{kernel:?}: bindings are not 0..n");
+        assert_eq!(listed[0], Binding { index: 0, name: "p", access: Access::Uniform }, "{kernel:?}");
+    }
+}
+
+#[test]
+fn every_fragment_provides_the_functions_its_contract_names() {
+    for kernel in Kernel::all() {
+        let module = parse_and_validate(kernel);
+        for fragment in kernel.fragments() {
+            for want in fragment.provides {
+                let (_, f) = module
+                    .functions
+                    .iter()
+                    .find(|(_, f)| f.name.as_deref() == Some(want.name))
+                    .unwrap_or_else(|| panic!("{kernel:?}: {} should provide fn {}", fragment.file, want.name));
+                let args: Vec<_> = f.arguments.iter().map(|a| wgsl_type(&module, a.ty)).collect();
+                let want_args: Vec<_> = want.args.iter().map(|&t| Some(t)).collect();
+                assert_eq!(args, want_args, "{kernel:?}: arguments of {} in {}", want.name, fragment.file);
+                let ret = f.result.as_ref().map(|r| wgsl_type(&module, r.ty).expect("a contract type"));
+                assert_eq!(ret, want.ret, "{kernel:?}: result of {} in {}", want.name, fragment.file);
+            }
+        }
+    }
+}
+
+#[test]
+fn only_shader_f16_kernels_need_it_and_every_entry_point_fits_webgpu_default_limits() {
+    for kernel in Kernel::all() {
+        let module = parse_and_validate(kernel);
+        if kernel.needs_shader_f16() {
+            let source = kernel.source();
+            let without_f16 = naga::front::wgsl::parse_str(&source)
+                .ok()
+                .and_then(|m| Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16_IN_FLOAT32).validate(&m).ok());
+            assert!(without_f16.is_none(), "{kernel:?} is marked shader-f16 but does not need it");
+        }
+        let [main] = &module.entry_points[..] else { panic!("{kernel:?}: expected one entry point") };
+        assert_eq!((main.name.as_str(), main.stage), ("main", naga::ShaderStage::Compute), "{kernel:?}");
+        let invocations: u32 = main.workgroup_size.iter().product();
+        assert!(invocations <= MAX_INVOCATIONS, "{kernel:?}: {invocations} invocations per workgroup");
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        let shared: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == AddressSpace::WorkGroup)
+            .map(|(_, g)| layouter[g.ty].size)
+            .sum();
+        assert!(shared <= MAX_WORKGROUP_BYTES, "{kernel:?}: {shared} bytes of workgroup memory");
+    }
+}
+
+#[test]
+fn every_wgsl_file_belongs_to_a_kernel() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/gpu/kernels");
+    let used: std::collections::BTreeSet<&str> =
+        Kernel::all().into_iter().flat_map(|k| k.fragments()).map(|f| f.file).collect();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 20, "found only {files:?} in {}", dir.display());
+    for file in &files {
+        assert!(used.contains(file.as_str()), "{file} is used by no kernel");
+    }
+}
