@@ -7,6 +7,9 @@ bash .ci/setup.sh
 bash .ci/setup-python.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
+echo "== formatting (cargo fmt --check; rustfmt.toml: 120 columns)"
+cargo fmt --check
+
 echo "== native tests"
 cargo test --quiet
 

@@ -208,12 +208,8 @@ impl DecoderClient {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let content_type = header_str(&headers, "content-type").unwrap_or_default();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_REPLY_BYTES)
-            .read_to_vec()
-            .map_err(|e| self.transport_error(e))?;
+        let body =
+            resp.body_mut().with_config().limit(MAX_REPLY_BYTES).read_to_vec().map_err(|e| self.transport_error(e))?;
         let reply = Reply { status, headers, content_type, body };
         if (200..300).contains(&status) {
             Ok(reply)
@@ -279,7 +275,8 @@ fn header_str(headers: &ureq::http::HeaderMap, name: &str) -> Option<String> {
 fn describe_start(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(24)];
     // The valid UTF-8 prefix: 24 bytes may end inside a character.
-    let text = std::str::from_utf8(head).unwrap_or_else(|e| std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default());
+    let text =
+        std::str::from_utf8(head).unwrap_or_else(|e| std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default());
     if !text.is_empty() && text.chars().all(|c| !c.is_control() || c.is_whitespace()) {
         format!("\"{}\"", one_line(text))
     } else {
@@ -336,9 +333,12 @@ mod tests {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
         let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0, 16];
         let webp = b"RIFF\x10\0\0\0WEBPVP8 ";
-        for (format, good) in [(ImageFormat::Png, &png[..]), (ImageFormat::Jpeg, &jpeg[..]), (ImageFormat::Webp, &webp[..])] {
+        for (format, good) in
+            [(ImageFormat::Png, &png[..]), (ImageFormat::Jpeg, &jpeg[..]), (ImageFormat::Webp, &webp[..])]
+        {
             assert!(format.is_signature_of(good), "{format:?}");
-            let all: [&[u8]; 6] = [&png[..], &jpeg[..], &webp[..], b"<svg xmlns=\"http://www.w3.org/2000/svg\">", b"", b"RIFF"];
+            let all: [&[u8]; 6] =
+                [&png[..], &jpeg[..], &webp[..], b"<svg xmlns=\"http://www.w3.org/2000/svg\">", b"", b"RIFF"];
             for other in all {
                 assert_eq!(format.is_signature_of(other), std::ptr::eq(other, good), "{format:?} vs {other:?}");
             }

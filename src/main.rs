@@ -5,8 +5,8 @@ use lambda_eclipse::error::{Error, Result};
 use lambda_eclipse::ops::cpu::CpuBackend;
 use lambda_eclipse::ops::gpu::{GpuBackend, GpuOptions};
 use lambda_eclipse::ops::{AnyBackend, Backend, BackendChoice, WeightStorage};
-use lambda_eclipse::pipeline::{self, interpolate, LambdaEngine, PriorRequest, Subject};
 use lambda_eclipse::pipeline::lambda::Noise;
+use lambda_eclipse::pipeline::{self, interpolate, LambdaEngine, PriorRequest, Subject};
 use lambda_eclipse::pipeline::{DecodeRequest, DecoderConfigs, DecoderEngine, DecoderNoise, SchedulerKind};
 use lambda_eclipse::tensor_file::{self, to_bytes, OutTensor};
 use lambda_eclipse::weights::DirFiles;
@@ -272,7 +272,9 @@ fn write_tensors(path: &Path, tensors: BTreeMap<String, OutTensor>) -> Result<()
 /// leaves the previous file as it was and removes the temporary one. Every file the CLI writes goes through here.
 fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let fail = |e: &dyn std::fmt::Display| Error::io(path.display(), format!("cannot write the output: {e} (an existing file there is unchanged)"));
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::io(path.display(), format!("cannot write the output: {e} (an existing file there is unchanged)"))
+    };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -299,15 +301,33 @@ where
     C: std::ops::Deref<Target = [P::Subpixel]>,
 {
     let mut bytes = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut bytes, format).map_err(|e| Error::io(out.display(), format!("cannot encode the image: {e}")))?;
+    image
+        .write_to(&mut bytes, format)
+        .map_err(|e| Error::io(out.display(), format!("cannot encode the image: {e}")))?;
     Ok(bytes.into_inner())
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::EmbedText { model, prompt, out, backend } => embed_text(select_backend(backend, false)?, &model, &prompt, &out),
-        Command::EmbedImage { model, out, backend, images } => embed_image(select_backend(backend, false)?, &model, &out, &images),
-        Command::Prior { model, prompt, subjects, control, seed, noise, canny_low, canny_high, out, backend, timings } => {
+        Command::EmbedText { model, prompt, out, backend } => {
+            embed_text(select_backend(backend, false)?, &model, &prompt, &out)
+        }
+        Command::EmbedImage { model, out, backend, images } => {
+            embed_image(select_backend(backend, false)?, &model, &out, &images)
+        }
+        Command::Prior {
+            model,
+            prompt,
+            subjects,
+            control,
+            seed,
+            noise,
+            canny_low,
+            canny_high,
+            out,
+            backend,
+            timings,
+        } => {
             let noise = match noise {
                 Some(path) => Noise::Explicit(read_embeds(&path, "noise")?),
                 None => Noise::Seed(seed.unwrap_or(0)),
@@ -330,8 +350,12 @@ fn run(cli: Cli) -> Result<()> {
             let gray = lambda_eclipse::image::canny::grayscale_like_opencv(&read_file(&image)?)
                 .map_err(|e| Error::Input(format!("{}: {e}", image.display())))?;
             let edges = lambda_eclipse::image::canny::canny(&gray, low, high)?;
-            let format = image::ImageFormat::from_path(&out)
-                .map_err(|_| Error::Input(format!("--out {}: the extension must name an image format (.png, .jpg, .webp, .bmp, .gif)", out.display())))?;
+            let format = image::ImageFormat::from_path(&out).map_err(|_| {
+                Error::Input(format!(
+                    "--out {}: the extension must name an image format (.png, .jpg, .webp, .bmp, .gif)",
+                    out.display()
+                ))
+            })?;
             write_output(&out, &encode_image(&edges, format, &out)?)
         }
         Command::Decode { endpoint, token, embeds, out, seed, steps, guidance, width, height, timeout } => {
@@ -344,7 +368,9 @@ fn run(cli: Cli) -> Result<()> {
             let name = embeds.display().to_string();
             let (shape, image_embeds) = tensor_file::read_f32(&bytes, "image_embeds", &name)?;
             if shape.len() > 1 && shape[..shape.len() - 1].iter().product::<usize>() != 1 {
-                return Err(Error::Input(format!("{name}: `image_embeds` has shape {shape:?}; decode takes one embedding [1, D]")));
+                return Err(Error::Input(format!(
+                    "{name}: `image_embeds` has shape {shape:?}; decode takes one embedding [1, D]"
+                )));
             }
             // The zero-image embedding `prior` writes; older or hand-made files may lack it (the server then
             // uses its own default, see server/README.md).
@@ -368,10 +394,29 @@ fn run(cli: Cli) -> Result<()> {
             write_output(&out, &decoded.bytes)?;
             let seed = decoded.seed.map_or("?".to_string(), |s| s.to_string());
             let ms = decoded.decode_ms.map_or("?".to_string(), |m| format!("{m:.0}"));
-            println!("{}: {} bytes of {}, seed {seed}, decoded in {ms} ms", out.display(), decoded.bytes.len(), decoded.content_type);
+            println!(
+                "{}: {} bytes of {}, seed {seed}, decoded in {ms} ms",
+                out.display(),
+                decoded.bytes.len(),
+                decoded.content_type
+            );
             Ok(())
         }
-        Command::DecodeLocal { model, embeds, out, steps, guidance, seed, scheduler, width, height, noise, backend, f32_weights, int8_weights } => {
+        Command::DecodeLocal {
+            model,
+            embeds,
+            out,
+            steps,
+            guidance,
+            seed,
+            scheduler,
+            width,
+            height,
+            noise,
+            backend,
+            f32_weights,
+            int8_weights,
+        } => {
             let format = OutputFormat::of(&out)?;
             let scheduler = scheduler.map(|s| s.parse::<SchedulerKind>()).transpose()?;
             let bytes = read_file(&embeds)?;
@@ -379,13 +424,16 @@ fn run(cli: Cli) -> Result<()> {
             let one_row = |tensor: &str| -> Result<Vec<f32>> {
                 let (shape, v) = tensor_file::read_f32(&bytes, tensor, &name)?;
                 if shape.len() > 1 && shape[..shape.len() - 1].iter().product::<usize>() != 1 {
-                    return Err(Error::Input(format!("{name}: `{tensor}` has shape {shape:?}; decode-local takes one embedding [1, D]")));
+                    return Err(Error::Input(format!(
+                        "{name}: `{tensor}` has shape {shape:?}; decode-local takes one embedding [1, D]"
+                    )));
                 }
                 Ok(v)
             };
             let image_embeds = one_row("image_embeds")?;
             let negative = if guidance > 1.0 {
-                one_row("negative_image_embeds").map_err(|e| Error::Input(format!("{e} (needed for guidance {guidance} > 1)")))?
+                one_row("negative_image_embeds")
+                    .map_err(|e| Error::Input(format!("{e} (needed for guidance {guidance} > 1)")))?
             } else {
                 Vec::new()
             };
@@ -410,8 +458,7 @@ fn run(cli: Cli) -> Result<()> {
             decode_local(weights.apply(select_backend(backend, true)?), &model, args, &out)
         }
         Command::Interpolate { top_left, top_right, bottom_left, bottom_right, steps, out } => {
-            let corners = [&top_left, &top_right, &bottom_left, &bottom_right]
-                .map(|p| read_embeds(p, "image_embeds"));
+            let corners = [&top_left, &top_right, &bottom_left, &bottom_right].map(|p| read_embeds(p, "image_embeds"));
             let [a, b, c, d] = corners;
             let grid = interpolate::bilinear_grid(&a?, &b?, &c?, &d?, steps)?;
             if out.extension().is_some_and(|e| e == "json") {
@@ -443,7 +490,10 @@ impl OutputFormat {
             Some("jpg" | "jpeg") => Ok(OutputFormat::Image(image::ImageFormat::Jpeg)),
             Some("webp") => Ok(OutputFormat::Image(image::ImageFormat::WebP)),
             Some("safetensors") => Ok(OutputFormat::Tensors),
-            _ => Err(Error::Input(format!("--out {}: the extension must be .png, .jpg, .jpeg, .webp or .safetensors", out.display()))),
+            _ => Err(Error::Input(format!(
+                "--out {}: the extension must be .png, .jpg, .jpeg, .webp or .safetensors",
+                out.display()
+            ))),
         }
     }
 }
@@ -510,12 +560,20 @@ fn decode_local<B: Backend>(be: B, model: &Path, args: DecodeArgs, out: &Path) -
     };
     let r = pollster::block_on(engine.decode(&req, &mut on_step, &std::sync::atomic::AtomicBool::new(false)))?;
     if let Some((_, ms)) = r.timings.last() {
-        eprintln!("movq decode: {ms:.0} ms; {} steps of {} in {:.1} s", r.timesteps.len(), r.scheduler, (lambda_eclipse::timing::now_ms() - t0) / 1000.0);
+        eprintln!(
+            "movq decode: {ms:.0} ms; {} steps of {} in {:.1} s",
+            r.timesteps.len(),
+            r.scheduler,
+            (lambda_eclipse::timing::now_ms() - t0) / 1000.0
+        );
     }
     match args.format {
         OutputFormat::Tensors => {
             let mut t = BTreeMap::new();
-            t.insert("latents".into(), OutTensor::F32(vec![1, r.latent_channels, r.latent_height, r.latent_width], r.latents));
+            t.insert(
+                "latents".into(),
+                OutTensor::F32(vec![1, r.latent_channels, r.latent_height, r.latent_width], r.latents),
+            );
             t.insert("image".into(), OutTensor::F32(vec![r.height, r.width, 3], r.image));
             write_tensors(out, t)
         }
@@ -553,7 +611,8 @@ fn embed_image<B: Backend>(be: B, model: &Path, out: &Path, images: &[PathBuf]) 
     let (mut pixels, mut embeds) = (Vec::new(), Vec::new());
     for path in images {
         let bytes = read_file(path)?;
-        let pv = pipeline::pixel_values_from_bytes(&bytes, &processor).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        let pv = pipeline::pixel_values_from_bytes(&bytes, &processor)
+            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
         embeds.extend(pollster::block_on(pipeline::embed_pixels(&be, &vision, &pv))?);
         pixels.extend(pv);
     }
@@ -581,7 +640,10 @@ fn prior<B: Backend>(be: B, model: &Path, req: &PriorRequest, out: &Path, timing
     let mut t = BTreeMap::new();
     t.insert("image_embeds".into(), OutTensor::F32(vec![1, d], r.image_embeds));
     t.insert("negative_image_embeds".into(), OutTensor::F32(vec![1, d], r.negative_image_embeds));
-    t.insert("encoder_hidden_states".into(), OutTensor::F32(vec![1, seq, r.encoder_hidden_states.len() / seq], r.encoder_hidden_states));
+    t.insert(
+        "encoder_hidden_states".into(),
+        OutTensor::F32(vec![1, seq, r.encoder_hidden_states.len() / seq], r.encoder_hidden_states),
+    );
     t.insert("noise".into(), OutTensor::F32(vec![1, d], r.noise));
     write_tensors(out, t)
 }
@@ -589,8 +651,12 @@ fn prior<B: Backend>(be: B, model: &Path, req: &PriorRequest, out: &Path, timing
 /// Times one bench item on a backend: GFLOP/s for a matmul shape, ms for a model (and the FLOPs of one call
 /// when they are counted).
 /// The row's value (GF/s or ms) and, for decoder parts, their FLOPs and weight bytes.
-fn bench_item<B: Backend>(be: &B, item: &BenchRow, dtype: lambda_eclipse::ops::WeightDType, iters: usize)
-    -> Result<(f64, Option<lambda_eclipse::bench::DecoderTiming>)> {
+fn bench_item<B: Backend>(
+    be: &B,
+    item: &BenchRow,
+    dtype: lambda_eclipse::ops::WeightDType,
+    iters: usize,
+) -> Result<(f64, Option<lambda_eclipse::bench::DecoderTiming>)> {
     use lambda_eclipse::bench;
     match item {
         BenchRow::Matmul(shape) => Ok((pollster::block_on(bench::matmul_gflops(be, *shape, dtype, iters))?, None)),
@@ -631,7 +697,9 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     if want(BenchItem::Matmul) {
         rows.extend(bench::BIGG_MATMULS.map(BenchRow::Matmul));
     }
-    for (item, model) in [(BenchItem::Text, Model::TextTower), (BenchItem::Vision, Model::VisionTower), (BenchItem::Prior, Model::Prior)] {
+    for (item, model) in
+        [(BenchItem::Text, Model::TextTower), (BenchItem::Vision, Model::VisionTower), (BenchItem::Prior, Model::Prior)]
+    {
         if want(item) {
             rows.push(BenchRow::Model(model));
         }
@@ -667,7 +735,9 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         Err(e) => (None, format!("none ({e})")),
     };
     let weights = if int8 { "F32 quantised to int8".to_string() } else { format!("{dtype:?}") };
-    println!("cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up");
+    println!(
+        "cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up"
+    );
     println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
     for row in &rows {
         let (label, unit) = match row {
@@ -688,7 +758,12 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
         let ratio = g.map(|g| if unit == "ms" { c / g } else { g / c });
         let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} {unit}"));
-        println!("{label:<34} {:>16} {:>16} {:>9}", cell(Some(c)), cell(g), ratio.map_or("—".to_string(), |r| format!("{r:.2}×")));
+        println!(
+            "{label:<34} {:>16} {:>16} {:>9}",
+            cell(Some(c)),
+            cell(g),
+            ratio.map_or("—".to_string(), |r| format!("{r:.2}×"))
+        );
         if let Some(part) = cpu_part {
             let f = part.flops;
             let rate = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{:.1} GF/s", f / (ms * 1e6)));

@@ -17,8 +17,12 @@ pub fn to_bytes(tensors: &BTreeMap<String, OutTensor>) -> Result<Vec<u8>> {
     let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| match t {
-            OutTensor::F32(s, v) => (name.clone(), Dtype::F32, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            OutTensor::I64(s, v) => (name.clone(), Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            OutTensor::F32(s, v) => {
+                (name.clone(), Dtype::F32, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
+            OutTensor::I64(s, v) => {
+                (name.clone(), Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
             OutTensor::U8(s, v) => (name.clone(), Dtype::U8, s.clone(), v.clone()),
         })
         .collect();
@@ -32,7 +36,8 @@ pub fn to_bytes(tensors: &BTreeMap<String, OutTensor>) -> Result<Vec<u8>> {
 
 /// Reads tensor `name` of a safetensors file as f32 (from F32, F16, BF16, I64 or U8) with its shape.
 pub fn read_f32(bytes: &[u8], name: &str, source_name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::weights(source_name, format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::weights(source_name, format!("not a valid safetensors file: {e}")))?;
     let view = st.tensor(name).map_err(|_| Error::weights(source_name, format!("has no tensor `{name}`")))?;
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
@@ -48,10 +53,14 @@ pub fn read_f32(bytes: &[u8], name: &str, source_name: &str) -> Result<(Vec<usiz
 
 /// Reads an integer tensor (I64) as i64 values.
 pub fn read_i64(bytes: &[u8], name: &str, source_name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::weights(source_name, format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::weights(source_name, format!("not a valid safetensors file: {e}")))?;
     let view = st.tensor(name).map_err(|_| Error::weights(source_name, format!("has no tensor `{name}`")))?;
     if view.dtype() != Dtype::I64 {
         return Err(Error::weights(source_name, format!("tensor `{name}` is {:?}, not I64", view.dtype())));
     }
-    Ok((view.shape().to_vec(), view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()))
+    Ok((
+        view.shape().to_vec(),
+        view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+    ))
 }

@@ -28,7 +28,9 @@ pub async fn yield_to_event_loop() {
     let timer = js_sys::Promise::new(&mut |resolve, _reject| {
         // `setTimeout` of whatever global runs us (a worker or a window).
         let global = js_sys::global();
-        let set_timeout = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout")).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        let set_timeout = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout"))
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
         let scheduled = set_timeout.is_some_and(|f| f.call2(&global, &resolve, &JsValue::from(0)).is_ok());
         if !scheduled {
             let _ = resolve.call0(&JsValue::UNDEFINED);

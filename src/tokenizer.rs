@@ -45,8 +45,10 @@ fn token_content(v: &Value) -> Option<String> {
 fn clip_tokenizer_json(vocab: Value, merges: Vec<String>, specials: &[(u32, String)]) -> Value {
     let added: Vec<Value> = specials
         .iter()
-        .map(|(id, content)| json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true}))
+        .map(|(id, content)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+        })
         .collect();
     json!({
         "version": "1.0",
@@ -98,7 +100,8 @@ impl ClipTokenizer {
             // the JSON first, fully (`IgnoredAny` would skip strings without checking them).
             serde_json::from_slice::<Value>(&bytes)
                 .map_err(|e| Error::config(path("tokenizer.json"), format!("invalid JSON: {e}")))?;
-            Tokenizer::from_bytes(&bytes).map_err(|e| Error::config(path("tokenizer.json"), format!("cannot load: {e}")))?
+            Tokenizer::from_bytes(&bytes)
+                .map_err(|e| Error::config(path("tokenizer.json"), format!("cannot load: {e}")))?
         } else {
             let vocab_text = files.read_text(&path("vocab.json")).await?;
             let vocab: Value = serde_json::from_str(&vocab_text)
@@ -113,7 +116,9 @@ impl ClipTokenizer {
             let lookup = |tok: &str| vocab.get(tok).and_then(|v| v.as_u64()).map(|v| v as u32);
             let mut specials = Vec::new();
             for tok in [pad_token.as_str(), BOS_TOKEN, EOS_TOKEN] {
-                let id = lookup(tok).ok_or_else(|| Error::config(path("vocab.json"), format!("special token `{tok}` is not in the vocabulary")))?;
+                let id = lookup(tok).ok_or_else(|| {
+                    Error::config(path("vocab.json"), format!("special token `{tok}` is not in the vocabulary"))
+                })?;
                 if !specials.iter().any(|(i, _)| *i == id) {
                     specials.push((id, tok.to_string()));
                 }
@@ -122,7 +127,11 @@ impl ClipTokenizer {
             Tokenizer::from_bytes(json.to_string().as_bytes())
                 .map_err(|e| Error::config(path("merges.txt"), format!("cannot build the CLIP tokenizer: {e}")))?
         };
-        let id = |tok: &str| inner.token_to_id(tok).ok_or_else(|| Error::Tokenizer(format!("token `{tok}` is not in the vocabulary of {dir}")));
+        let id = |tok: &str| {
+            inner
+                .token_to_id(tok)
+                .ok_or_else(|| Error::Tokenizer(format!("token `{tok}` is not in the vocabulary of {dir}")))
+        };
         Ok(ClipTokenizer { bos_id: id(BOS_TOKEN)?, eos_id: id(EOS_TOKEN)?, pad_id: id(&pad_token)?, max_length, inner })
     }
 

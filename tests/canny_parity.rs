@@ -7,7 +7,6 @@ use lambda_eclipse::image::canny::{canny, edges_to_rgb, grayscale_like_opencv};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/canny/");
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/assets/images/");
 
-
 fn manifest() -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(format!("{FIXTURES}manifest.tsv"))
         .expect("tests/fixtures/canny/manifest.tsv missing: run make_fixtures.py");
@@ -158,9 +157,7 @@ fn corrupt_and_truncated_files_are_errors_not_panics() {
 #[test]
 fn one_pixel_image_decodes_and_has_no_edges() {
     let mut buf = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_pixel(1, 1, image::Rgb([10, 200, 30]))
-        .write_to(&mut buf, image::ImageFormat::Png)
-        .unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([10, 200, 30])).write_to(&mut buf, image::ImageFormat::Png).unwrap();
     let gray = grayscale_like_opencv(buf.get_ref()).unwrap();
     assert_eq!(gray.dimensions(), (1, 1));
     // libpng: (10*9797 + 200*19234 + 30*3737) >> 15 = 123

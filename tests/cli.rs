@@ -27,7 +27,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -40,7 +44,13 @@ fn read(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
 fn embed_text_writes_ids_mask_hidden_states_and_text_embeds() {
     let out = scratch("embed_text").join("t.safetensors");
     let case = &cases()[0];
-    ok(bin().args(["embed-text", "--model"]).arg(tiny_model()).args(["--prompt", &case.prompt, "--out"]).arg(&out).output().unwrap());
+    ok(bin()
+        .args(["embed-text", "--model"])
+        .arg(tiny_model())
+        .args(["--prompt", &case.prompt, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap());
     let g = Golden::open(case);
     let bytes = std::fs::read(&out).unwrap();
     assert_eq!(tensor_file::read_i64(&bytes, "input_ids", "t").unwrap(), (vec![1, 77], g.i64("input_ids")));
@@ -56,7 +66,15 @@ fn embed_text_writes_ids_mask_hidden_states_and_text_embeds() {
 #[test]
 fn embed_image_writes_pixel_values_and_image_embeds_for_each_image() {
     let out = scratch("embed_image").join("i.safetensors");
-    ok(bin().args(["embed-image", "--model"]).arg(tiny_model()).arg("--out").arg(&out).arg(asset("chelsea.png")).arg(asset("coffee.png")).output().unwrap());
+    ok(bin()
+        .args(["embed-image", "--model"])
+        .arg(tiny_model())
+        .arg("--out")
+        .arg(&out)
+        .arg(asset("chelsea.png"))
+        .arg(asset("coffee.png"))
+        .output()
+        .unwrap());
     let g = Golden::open(&cases()[0]);
     let (shape, pv) = read(&out, "pixel_values");
     assert_eq!(shape, vec![2, 3, 224, 224]);
@@ -88,7 +106,11 @@ fn prior_with_golden_noise_reproduces_the_golden_and_warns_on_stderr() {
         }
         let stderr = String::from_utf8_lossy(&result.stderr);
         if case.name == "repeat_missing" {
-            assert_eq!(stderr.lines().filter(|l| l.starts_with("warning: ") && l.contains("unicorn")).count(), 1, "{stderr}");
+            assert_eq!(
+                stderr.lines().filter(|l| l.starts_with("warning: ") && l.contains("unicorn")).count(),
+                1,
+                "{stderr}"
+            );
         } else {
             assert!(stderr.is_empty(), "{stderr}");
         }
@@ -99,10 +121,14 @@ fn prior_with_golden_noise_reproduces_the_golden_and_warns_on_stderr() {
 fn prior_accepts_keywords_with_spaces_and_a_seed() {
     let out = scratch("prior_spaces").join("p.safetensors");
     let r = ok(bin()
-        .args(["prior", "--model"]).arg(tiny_model())
+        .args(["prior", "--model"])
+        .arg(tiny_model())
         .args(["--prompt", "a portrait of franz kafka", "--seed", "5", "--subject"])
         .arg(format!("franz kafka={}", asset("franz-kafka.jpg").display()))
-        .arg("--out").arg(&out).output().unwrap());
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap());
     assert!(r.stderr.is_empty(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(read(&out, "image_embeds").0, vec![1, 32]);
 }
@@ -123,7 +149,13 @@ fn interpolate_writes_a_grid_as_safetensors_and_json() {
     let dir = scratch("interpolate");
     let corners: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("c{i}.safetensors"))).collect();
     for (i, c) in corners.iter().enumerate() {
-        ok(bin().args(["prior", "--model"]).arg(tiny_model()).args(["--prompt", "a cat", "--seed", &i.to_string(), "--out"]).arg(c).output().unwrap());
+        ok(bin()
+            .args(["prior", "--model"])
+            .arg(tiny_model())
+            .args(["--prompt", "a cat", "--seed", &i.to_string(), "--out"])
+            .arg(c)
+            .output()
+            .unwrap());
     }
     let args = |out: &Path| {
         let mut cmd = bin();
@@ -140,12 +172,19 @@ fn interpolate_writes_a_grid_as_safetensors_and_json() {
     assert_close("grid corner", &grid[..32], &read(&corners[0], "image_embeds").1, 0.0);
     assert_close("grid corner", &grid[8 * 32..], &read(&corners[3], "image_embeds").1, 0.0);
     ok(args(&dir.join("grid.json")).output().unwrap());
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("grid.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("grid.json")).unwrap()).unwrap();
     assert_eq!(json["embeddings"].as_array().unwrap().len(), 9);
 }
 
 fn embed_text_on(model: &Path) -> Output {
-    bin().args(["embed-text", "--model"]).arg(model).args(["--prompt", "a cat", "--out"]).arg(model.join("out.safetensors")).output().unwrap()
+    bin()
+        .args(["embed-text", "--model"])
+        .arg(model)
+        .args(["--prompt", "a cat", "--out"])
+        .arg(model.join("out.safetensors"))
+        .output()
+        .unwrap()
 }
 
 fn rewrite_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
@@ -219,8 +258,15 @@ fn unexpected_and_missing_tensors_are_clear_errors() {
 
     // A well-formed file with one tensor more (a copy of the projection's bytes after the others).
     let model = model_copy("extra_tensor");
-    append_copy_of_tensor(&model.join("text_encoder/model.safetensors"), "text_projection.weight", "text_model.unknown_layer.weight");
-    fails_clearly(embed_text_on(&model), &["text_encoder/model.safetensors", "unexpected tensor", "text_model.unknown_layer.weight"]);
+    append_copy_of_tensor(
+        &model.join("text_encoder/model.safetensors"),
+        "text_projection.weight",
+        "text_model.unknown_layer.weight",
+    );
+    fails_clearly(
+        embed_text_on(&model),
+        &["text_encoder/model.safetensors", "unexpected tensor", "text_model.unknown_layer.weight"],
+    );
 }
 
 #[test]
@@ -250,7 +296,14 @@ fn bad_images_are_clear_errors() {
     let huge = dir.join("huge.png");
     std::fs::write(&huge, png_header(30000, 30000)).unwrap();
     for (path, needle) in [(&empty, "0 bytes"), (&corrupt_path, "PNG"), (&huge, "30000")] {
-        let out = bin().args(["embed-image", "--model"]).arg(tiny_model()).arg("--out").arg(dir.join("o.safetensors")).arg(path).output().unwrap();
+        let out = bin()
+            .args(["embed-image", "--model"])
+            .arg(tiny_model())
+            .arg("--out")
+            .arg(dir.join("o.safetensors"))
+            .arg(path)
+            .output()
+            .unwrap();
         fails_clearly(out, &[path.file_name().unwrap().to_str().unwrap(), needle]);
     }
 }
@@ -281,6 +334,11 @@ fn crc32(data: &[u8]) -> u32 {
 
 #[test]
 fn bad_subject_spec_is_a_clear_error() {
-    let out = bin().args(["prior", "--model"]).arg(tiny_model()).args(["--prompt", "a cat", "--subject", "cat", "--out", "/tmp/x.safetensors"]).output().unwrap();
+    let out = bin()
+        .args(["prior", "--model"])
+        .arg(tiny_model())
+        .args(["--prompt", "a cat", "--subject", "cat", "--out", "/tmp/x.safetensors"])
+        .output()
+        .unwrap();
     fails_clearly(out, &["KEYWORD=IMAGE"]);
 }

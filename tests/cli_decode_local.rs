@@ -70,7 +70,20 @@ fn golden_case_through_the_cli_writes_the_png_of_image_uint8() {
     let c = case("ddpm_nocfg");
     let c = c.to_str().unwrap();
     // The case file holds image_embeds, negative_image_embeds, initial_latents and step_noise.
-    let o = ok(decode_local(&["--embeds", c, "--noise", c, "--steps", "3", "--guidance", "1", "--scheduler", "ddpm", "--out", out.to_str().unwrap()]));
+    let o = ok(decode_local(&[
+        "--embeds",
+        c,
+        "--noise",
+        c,
+        "--steps",
+        "3",
+        "--guidance",
+        "1",
+        "--scheduler",
+        "ddpm",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
     assert_png_matches(&out, "ddpm_nocfg");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("step 3/3"), "per-step progress on stderr: {err}");
@@ -82,8 +95,22 @@ fn guided_ddim_case_with_the_size_given_explicitly() {
     let c = case("ddim_cfg");
     let c = c.to_str().unwrap();
     ok(decode_local(&[
-        "--embeds", c, "--noise", c, "--steps", "5", "--guidance", "7.5", "--scheduler", "ddim", "--width", "64", "--height", "64",
-        "--out", out.to_str().unwrap(),
+        "--embeds",
+        c,
+        "--noise",
+        c,
+        "--steps",
+        "5",
+        "--guidance",
+        "7.5",
+        "--scheduler",
+        "ddim",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
     ]));
     assert_png_matches(&out, "ddim_cfg");
 }
@@ -111,7 +138,22 @@ fn same_seed_same_picture_other_seed_other_picture() {
     let c = case("ddpm_cfg");
     let run = |seed: &str, file: &str| {
         let out = dir.join(file);
-        ok(decode_local(&["--embeds", c.to_str().unwrap(), "--seed", seed, "--steps", "2", "--scheduler", "dpmpp", "--width", "32", "--height", "32", "--out", out.to_str().unwrap()]));
+        ok(decode_local(&[
+            "--embeds",
+            c.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--steps",
+            "2",
+            "--scheduler",
+            "dpmpp",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--out",
+            out.to_str().unwrap(),
+        ]));
         std::fs::read(out).unwrap()
     };
     let (a, b, c2) = (run("5", "a.png"), run("5", "b.png"), run("6", "c.png"));
@@ -135,31 +177,65 @@ fn bad_inputs_fail_with_one_clear_line() {
     let good = good.to_str().unwrap();
 
     // No decoder folder.
-    let o = bin().args(["decode-local", "--backend", "cpu", "--model"]).arg(&dir).args(["--embeds", good, "--out", out]).output().unwrap();
+    let o = bin()
+        .args(["decode-local", "--backend", "cpu", "--model"])
+        .arg(&dir)
+        .args(["--embeds", good, "--out", out])
+        .output()
+        .unwrap();
     fails_clearly(o, &["unet/config.json", "not found"]);
     // Embedding of the wrong width.
     let mut t = BTreeMap::new();
     t.insert("image_embeds".to_string(), OutTensor::F32(vec![1, 16], vec![0.5; 16]));
     t.insert("negative_image_embeds".to_string(), OutTensor::F32(vec![1, 16], vec![0.0; 16]));
     let short = write(&dir, "short.safetensors", t);
-    fails_clearly(decode_local(&["--embeds", short.to_str().unwrap(), "--steps", "1", "--width", "32", "--height", "32", "--out", out]), &["image_embeds has 16 values", "32", "encoder_hid_dim"]);
+    fails_clearly(
+        decode_local(&[
+            "--embeds",
+            short.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--out",
+            out,
+        ]),
+        &["image_embeds has 16 values", "32", "encoder_hid_dim"],
+    );
     // No negative embedding with guidance > 1.
     let mut t = BTreeMap::new();
     t.insert("image_embeds".to_string(), OutTensor::F32(vec![1, 32], vec![0.5; 32]));
     let positive_only = write(&dir, "positive.safetensors", t);
-    fails_clearly(decode_local(&["--embeds", positive_only.to_str().unwrap(), "--out", out]), &["negative_image_embeds", "guidance"]);
+    fails_clearly(
+        decode_local(&["--embeds", positive_only.to_str().unwrap(), "--out", out]),
+        &["negative_image_embeds", "guidance"],
+    );
     // A size the latents cannot have.
-    fails_clearly(decode_local(&["--embeds", good, "--width", "30", "--height", "32", "--out", out]), &["width 30", "multiple of 4"]);
+    fails_clearly(
+        decode_local(&["--embeds", good, "--width", "30", "--height", "32", "--out", out]),
+        &["width 30", "multiple of 4"],
+    );
     // Unknown sampler, unknown output type.
-    fails_clearly(decode_local(&["--embeds", good, "--scheduler", "euler", "--out", out]), &["euler", "ddpm, ddim or dpmpp"]);
+    fails_clearly(
+        decode_local(&["--embeds", good, "--scheduler", "euler", "--out", out]),
+        &["euler", "ddpm, ddim or dpmpp"],
+    );
     fails_clearly(decode_local(&["--embeds", good, "--out", dir.join("x.bmp").to_str().unwrap()]), &["--out", ".png"]);
     // Noise for another number of steps.
-    fails_clearly(decode_local(&["--embeds", good, "--noise", good, "--steps", "5", "--out", out]), &["step_noise", "5 steps"]);
+    fails_clearly(
+        decode_local(&["--embeds", good, "--noise", good, "--steps", "5", "--out", out]),
+        &["step_noise", "5 steps"],
+    );
     // Embeddings file without image_embeds.
     let mut t = BTreeMap::new();
     t.insert("something_else".to_string(), OutTensor::F32(vec![1, 32], vec![0.5; 32]));
     let other = write(&dir, "other.safetensors", t);
     fails_clearly(decode_local(&["--embeds", other.to_str().unwrap(), "--out", out]), &["image_embeds"]);
     // Zero steps.
-    fails_clearly(decode_local(&["--embeds", good, "--steps", "0", "--width", "32", "--height", "32", "--out", out]), &["steps"]);
+    fails_clearly(
+        decode_local(&["--embeds", good, "--steps", "0", "--width", "32", "--height", "32", "--out", out]),
+        &["steps"],
+    );
 }

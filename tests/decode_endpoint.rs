@@ -81,7 +81,11 @@ impl Server {
             }
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-            assert!(start.elapsed() < timeout, "the decoder server was not healthy after {timeout:?}; its log:\n{}", tail.join("\n"));
+            assert!(
+                start.elapsed() < timeout,
+                "the decoder server was not healthy after {timeout:?}; its log:\n{}",
+                tail.join("\n")
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -215,7 +219,9 @@ fn canned_server(reply: &'static str) -> String {
 fn non_image_and_non_json_replies_are_clear_errors() {
     let dir = scratch("canned");
     let embeds = prior_embeds(&dir);
-    let html = canned_server("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 15\r\nConnection: close\r\n\r\n<html>hi</html>");
+    let html = canned_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 15\r\nConnection: close\r\n\r\n<html>hi</html>",
+    );
     fails_clearly(
         decode(&html, &embeds, &dir.join("x.png"), &[]).output().unwrap(),
         &["answered 200 with text/html", "not an image"],

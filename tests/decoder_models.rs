@@ -141,7 +141,12 @@ fn weights_that_do_not_fit_the_config_name_the_tensor() {
     assert!(err.contains("missing tensor `down_blocks.0.resnets.1.norm1.weight`"), "{err}");
     // Another context width than the checkpoint's.
     let err = load_err(&tiny_with("unet/config.json", |v| v["cross_attention_dim"] = serde_json::json!(16)));
-    assert!(err.contains("`down_blocks.1.attentions.0.add_k_proj.weight` has shape [64, 24] but the config implies [64, 16]"), "{err}");
+    assert!(
+        err.contains(
+            "`down_blocks.1.attentions.0.add_k_proj.weight` has shape [64, 24] but the config implies [64, 16]"
+        ),
+        "{err}"
+    );
     // UNet and MoVQ disagree on the latent channels.
     let err = load_err(&tiny_with("unet/config.json", |v| v["in_channels"] = serde_json::json!(3)));
     assert!(err.contains("unet/config.json") && err.contains("MoVQ"), "{err}");
@@ -171,7 +176,12 @@ fn decoding_reports_every_step_with_a_latent_preview_and_stops_when_cancelled() 
     let engine = load(&tiny()).unwrap();
     let req = seeded(&engine, 3, SchedulerKind::Ddpm, 3);
     let mut seen = Vec::new();
-    let out = pollster::block_on(engine.decode(&req, &mut |s, t, p| seen.push((s, t, p.width, p.height, p.rgb.len())), &AtomicBool::new(false))).unwrap();
+    let out = pollster::block_on(engine.decode(
+        &req,
+        &mut |s, t, p| seen.push((s, t, p.width, p.height, p.rgb.len())),
+        &AtomicBool::new(false),
+    ))
+    .unwrap();
     assert_eq!(seen, vec![(1, 3, 16, 16, 768), (2, 3, 16, 16, 768), (3, 3, 16, 16, 768)]);
     assert_eq!((out.width, out.height, out.rgb.len(), out.image.len()), (32, 32, 32 * 32 * 3, 32 * 32 * 3));
     assert_eq!(out.latents.len(), 4 * 16 * 16);
@@ -200,7 +210,10 @@ fn the_same_seed_decodes_bit_identically_and_another_seed_differently() {
         let b = pollster::block_on(engine.decode(&seeded(&engine, 11, kind, 2), &mut |_, _, _| {}, &never)).unwrap();
         let c = pollster::block_on(engine.decode(&seeded(&engine, 12, kind, 2), &mut |_, _, _| {}, &never)).unwrap();
         assert_eq!(a.rgb, b.rgb, "{kind}");
-        assert_eq!(a.latents.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.latents.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            a.latents.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.latents.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
         assert_ne!(a.rgb, c.rgb, "{kind}");
     }
 }
@@ -214,7 +227,8 @@ fn seeded_noise_is_the_documented_stream_initial_latents_then_ddpm_step_noise() 
     let n = 4 * 16 * 16;
     let stream = lambda_eclipse::pipeline::noise::gaussian_noise(21, n * 3);
     let mut explicit = req.clone();
-    explicit.noise = DecoderNoise::Explicit { initial_latents: stream[..n].to_vec(), step_noise: Some(stream[n..].to_vec()) };
+    explicit.noise =
+        DecoderNoise::Explicit { initial_latents: stream[..n].to_vec(), step_noise: Some(stream[n..].to_vec()) };
     let a = pollster::block_on(engine.decode(&req, &mut |_, _, _| {}, &never)).unwrap();
     let b = pollster::block_on(engine.decode(&explicit, &mut |_, _, _| {}, &never)).unwrap();
     assert_eq!(a.rgb, b.rgb);
@@ -243,7 +257,10 @@ fn requests_are_checked_against_the_configs_before_any_weight() {
     check(&|r| r.image_embeds[3] = f32::NAN, "NaN");
     check(&|r| r.steps = 0, "steps");
     check(&|r| r.guidance = f32::INFINITY, "guidance");
-    check(&|r| r.noise = DecoderNoise::Explicit { initial_latents: vec![0.0; 10], step_noise: None }, "initial_latents has 10 values");
+    check(
+        &|r| r.noise = DecoderNoise::Explicit { initial_latents: vec![0.0; 10], step_noise: None },
+        "initial_latents has 10 values",
+    );
     // Without guidance the negative embedding is not needed.
     let mut r = req.clone();
     r.guidance = 1.0;
@@ -270,13 +287,16 @@ fn a_size_above_the_gpu_buffer_limit_is_refused_before_any_step_naming_a_size_th
     let mut req = seeded(&engine, 5, SchedulerKind::Ddim, 2);
     (req.width, req.height) = (1024, 1024);
     let mut steps = 0;
-    let err = pollster::block_on(engine.decode(&req, &mut |_, _, _| steps += 1, &AtomicBool::new(false))).unwrap_err().to_string();
+    let err = pollster::block_on(engine.decode(&req, &mut |_, _, _| steps += 1, &AtomicBool::new(false)))
+        .unwrap_err()
+        .to_string();
     assert_eq!(steps, 0, "refused before the first step");
     assert!(
         err.starts_with("a 1024×1024 image needs a 256 MiB GPU buffer (the MoVQ's largest feature map), above this device's 128 MiB per-buffer limit"),
         "{err}"
     );
-    let side: usize = err.rsplit("fits is ").next().and_then(|s| s.split('×').next()).and_then(|s| s.parse().ok()).expect(&err);
+    let side: usize =
+        err.rsplit("fits is ").next().and_then(|s| s.split('×').next()).and_then(|s| s.parse().ok()).expect(&err);
     let m = engine.configs.size_multiple();
     assert!(engine.check_fits(side, side).is_ok(), "{side} should fit");
     assert!(engine.check_fits(side + m, side + m).is_err(), "{} should not fit", side + m);

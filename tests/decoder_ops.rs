@@ -40,7 +40,16 @@ fn close(got: &[f32], want: &[f32], tol: f32) {
 }
 
 /// PyTorch's conv2d (stride 1, zero padding k/2) on channels-last data, weights `[cout, cin, k, k]`.
-fn naive_conv(x: &[f32], h: usize, w: usize, cin: usize, weight: &[f32], bias: &[f32], cout: usize, k: usize) -> Vec<f32> {
+fn naive_conv(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    cin: usize,
+    weight: &[f32],
+    bias: &[f32],
+    cout: usize,
+    k: usize,
+) -> Vec<f32> {
     let pad = (k / 2) as isize;
     let mut out = vec![0f32; h * w * cout];
     for y in 0..h {
@@ -72,7 +81,8 @@ fn conv2d_3x3_matches_naive_loop_with_padding() {
     let x = values(h * w * cin, 1);
     let weight = values(cout * cin * 9, 2);
     let bias = values(cout, 3);
-    let y = be().conv2d(&t(&x, &[h * w, cin]), h, w, &t(&weight, &[cout, cin * 9]), Some(&t(&bias, &[cout])), 3).unwrap();
+    let y =
+        be().conv2d(&t(&x, &[h * w, cin]), h, w, &t(&weight, &[cout, cin * 9]), Some(&t(&bias, &[cout])), 3).unwrap();
     assert_eq!(be().shape(&y), vec![h * w, cout]);
     close(&read(&y), &naive_conv(&x, h, w, cin, &weight, &bias, cout, 3), 1e-5);
 }
@@ -85,7 +95,8 @@ fn conv2d_3x3_over_a_map_whose_patches_exceed_64_mib_is_computed_in_bands_seamle
     let x = values(h * w * cin, 4);
     let weight = values(cout * cin * 9, 5);
     let bias = values(cout, 6);
-    let y = be().conv2d(&t(&x, &[h * w, cin]), h, w, &t(&weight, &[cout, cin * 9]), Some(&t(&bias, &[cout])), 3).unwrap();
+    let y =
+        be().conv2d(&t(&x, &[h * w, cin]), h, w, &t(&weight, &[cout, cin * 9]), Some(&t(&bias, &[cout])), 3).unwrap();
     assert_eq!(be().shape(&y), vec![h * w, cout]);
     close(&read(&y), &naive_conv(&x, h, w, cin, &weight, &bias, cout, 3), 1e-4);
 }
@@ -137,12 +148,16 @@ fn group_norm_matches_naive_statistics_per_group() {
     let cg = c / groups;
     let mut want = vec![0f32; rows * c];
     for g in 0..groups {
-        let vals: Vec<f64> = (0..rows).flat_map(|r| (g * cg..(g + 1) * cg).map(move |ch| (r, ch))).map(|(r, ch)| x[r * c + ch] as f64).collect();
+        let vals: Vec<f64> = (0..rows)
+            .flat_map(|r| (g * cg..(g + 1) * cg).map(move |ch| (r, ch)))
+            .map(|(r, ch)| x[r * c + ch] as f64)
+            .collect();
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
         for r in 0..rows {
             for ch in g * cg..(g + 1) * cg {
-                want[r * c + ch] = (((x[r * c + ch] as f64 - mean) / (var + eps).sqrt()) * gamma[ch] as f64 + beta[ch] as f64) as f32;
+                want[r * c + ch] =
+                    (((x[r * c + ch] as f64 - mean) / (var + eps).sqrt()) * gamma[ch] as f64 + beta[ch] as f64) as f32;
             }
         }
     }
@@ -152,10 +167,14 @@ fn group_norm_matches_naive_statistics_per_group() {
 #[test]
 fn group_norm_hand_computed_two_groups() {
     // Group 0 = channel 0: values 1, 3 → mean 2, variance 1. Group 1 = channel 1: 0, 2 → mean 1, variance 1.
-    let y = be().group_norm(&t(&[1.0, 0.0, 3.0, 2.0], &[2, 2]), 2, &t(&[2.0, 1.0], &[2]), &t(&[0.5, 7.0], &[2]), 0.0).unwrap();
+    let y = be()
+        .group_norm(&t(&[1.0, 0.0, 3.0, 2.0], &[2, 2]), 2, &t(&[2.0, 1.0], &[2]), &t(&[0.5, 7.0], &[2]), 0.0)
+        .unwrap();
     assert_eq!(read(&y), vec![-1.5, 6.0, 2.5, 8.0]);
     // One group over both channels: 1, 0, 3, 2 → mean 1.5, variance 1.25.
-    let y = be().group_norm(&t(&[1.0, 0.0, 3.0, 2.0], &[2, 2]), 1, &t(&[1.0, 1.0], &[2]), &t(&[0.0, 0.0], &[2]), 0.0).unwrap();
+    let y = be()
+        .group_norm(&t(&[1.0, 0.0, 3.0, 2.0], &[2, 2]), 1, &t(&[1.0, 1.0], &[2]), &t(&[0.0, 0.0], &[2]), 0.0)
+        .unwrap();
     let s = 1.25f64.sqrt();
     close(&read(&y), &[(-0.5 / s) as f32, (-1.5 / s) as f32, (1.5 / s) as f32, (0.5 / s) as f32], 5e-7); // a few ulps: applied as x·scale + shift like PyTorch
     assert!(be().group_norm(&t(&[0.0; 6], &[2, 3]), 2, &t(&[1.0; 3], &[3]), &t(&[0.0; 3], &[3]), 1e-6).is_err());
@@ -230,19 +249,30 @@ fn silu_is_x_times_sigmoid_x_and_maps_from_hf_names() {
     close(&y, &[(-1.0f64 / (1.0 + 1f64.exp())) as f32], 1e-7);
 }
 
-fn naive_attention(q: &[f32], k: &[f32], v: &[f32], t: usize, s: usize, heads: usize, d: usize, scale: f32) -> Vec<f32> {
+fn naive_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    s: usize,
+    heads: usize,
+    d: usize,
+    scale: f32,
+) -> Vec<f32> {
     let w = heads * d;
     let mut out = vec![0f32; t * w];
     let mut scores = vec![0f64; s];
     for h in 0..heads {
         for i in 0..t {
             for j in 0..s {
-                scores[j] = (0..d).map(|e| q[i * w + h * d + e] as f64 * k[j * w + h * d + e] as f64).sum::<f64>() * scale as f64;
+                scores[j] = (0..d).map(|e| q[i * w + h * d + e] as f64 * k[j * w + h * d + e] as f64).sum::<f64>()
+                    * scale as f64;
             }
             let max = scores.iter().cloned().fold(f64::MIN, f64::max);
             let sum: f64 = scores.iter().map(|x| (x - max).exp()).sum();
             for e in 0..d {
-                out[i * w + h * d + e] = (0..s).map(|j| (scores[j] - max).exp() / sum * v[j * w + h * d + e] as f64).sum::<f64>() as f32;
+                out[i * w + h * d + e] =
+                    (0..s).map(|j| (scores[j] - max).exp() / sum * v[j * w + h * d + e] as f64).sum::<f64>() as f32;
             }
         }
     }

@@ -23,7 +23,12 @@ fn text_tower_matches_golden_ids_hidden_states_and_text_embeds() {
         assert_eq!(ids, g.i64("input_ids"), "{}: input_ids", case.name);
         let mask: Vec<i64> = emb.encoded.attention_mask.iter().map(|&x| x as i64).collect();
         assert_eq!(mask, g.i64("attention_mask"), "{}: attention_mask", case.name);
-        assert_close(&format!("{}: last_hidden_state", case.name), &emb.last_hidden_state, &g.f32("last_hidden_state").1, 1e-4);
+        assert_close(
+            &format!("{}: last_hidden_state", case.name),
+            &emb.last_hidden_state,
+            &g.f32("last_hidden_state").1,
+            1e-4,
+        );
         assert_close(&format!("{}: text_embeds", case.name), &emb.text_embeds, &g.f32("text_embeds").1, 1e-4);
     }
 }
@@ -42,9 +47,19 @@ fn vision_tower_matches_golden_pixel_values_subject_and_zero_embeds() {
         for (j, subject) in case.subjects.iter().enumerate() {
             let bytes = std::fs::read(asset(&subject.image)).unwrap();
             let pv = pipeline::pixel_values_from_bytes(&bytes, &processor).unwrap();
-            assert_close(&format!("{}: subject{j}_pixel_values", case.name), &pv, &g.f32(&format!("subject{j}_pixel_values")).1, 1e-6);
+            assert_close(
+                &format!("{}: subject{j}_pixel_values", case.name),
+                &pv,
+                &g.f32(&format!("subject{j}_pixel_values")).1,
+                1e-6,
+            );
             let e = block(pipeline::embed_pixels(&be, &model, &pv)).unwrap();
-            assert_close(&format!("{}: subject{j}_image_embeds", case.name), &e, &g.f32(&format!("subject{j}_image_embeds")).1, 1e-4);
+            assert_close(
+                &format!("{}: subject{j}_image_embeds", case.name),
+                &e,
+                &g.f32(&format!("subject{j}_image_embeds")).1,
+                1e-4,
+            );
             checked += 1;
         }
     }
@@ -59,7 +74,8 @@ fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
     let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
     assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
     let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_text.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> =
+        shape_text.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
     let values = bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     (shape, values)
 }

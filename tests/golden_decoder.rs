@@ -164,7 +164,12 @@ fn check_cases<B: Backend>(be: B) {
         let mut req = request(&case, &g);
         req.keep_step_latents = true;
         let mut seen = Vec::new();
-        let out = pollster::block_on(engine.decode(&req, &mut |step, total, p| seen.push((step, total, p.rgb.len())), &AtomicBool::new(false))).unwrap();
+        let out = pollster::block_on(engine.decode(
+            &req,
+            &mut |step, total, p| seen.push((step, total, p.rgb.len())),
+            &AtomicBool::new(false),
+        ))
+        .unwrap();
         assert_eq!(out.timesteps, g.i64("timesteps"), "{tag}: timesteps");
         let (lshape, after) = g.f32("latents_after_step");
         assert_eq!(lshape[0], case.steps);
@@ -174,10 +179,18 @@ fn check_cases<B: Backend>(be: B) {
         let golden_final = &after[(case.steps - 1) * per..];
         let latents_bound = reference.latents_vs_golden(golden_final);
         for (i, got) in out.step_latents.iter().enumerate() {
-            assert_abs(&format!("{tag}: latents after step {}", i + 1), got, &after[i * per..(i + 1) * per], latents_bound);
+            assert_abs(
+                &format!("{tag}: latents after step {}", i + 1),
+                got,
+                &after[i * per..(i + 1) * per],
+                latents_bound,
+            );
         }
         assert_eq!(seen.len(), case.steps, "{tag}: one progress call per step");
-        assert!(seen.iter().enumerate().all(|(i, &(s, t, n))| s == i + 1 && t == case.steps && n == out.latent_width * out.latent_height * 3));
+        assert!(seen
+            .iter()
+            .enumerate()
+            .all(|(i, &(s, t, n))| s == i + 1 && t == case.steps && n == out.latent_width * out.latent_height * 3));
 
         // The image, through the decode stage alone (MoVQ on the golden's final latents) and end to end.
         let (ishape, want_chw) = g.f32("image");
@@ -186,22 +199,45 @@ fn check_cases<B: Backend>(be: B) {
         let want_image = nchw_to_rows(&want_chw, 3, ih, iw);
         let want_u8: Vec<u8> = nchw_to_rows(&g.f32("image_uint8").1, 3, ih, iw).iter().map(|&v| v as u8).collect();
         let want_decoded = g.f32("decoded").1;
-        let stage = pollster::block_on(engine.decode_latents(golden_final, out.latent_height, out.latent_width)).unwrap();
+        let stage =
+            pollster::block_on(engine.decode_latents(golden_final, out.latent_height, out.latent_width)).unwrap();
         let r = &reference.decode_stage;
         let tag_s = format!("{tag} (decode stage)");
-        assert_bounded(&format!("{tag_s}: decoded"), &stage.decoded, &want_decoded, r.decoded_vs_golden(1e-4 * max_abs(&want_decoded)));
+        assert_bounded(
+            &format!("{tag_s}: decoded"),
+            &stage.decoded,
+            &want_decoded,
+            r.decoded_vs_golden(1e-4 * max_abs(&want_decoded)),
+        );
         assert_bounded(&format!("{tag_s}: image"), &stage.image, &want_image, r.image_vs_golden());
         assert_u8_rule(&format!("{tag_s}: image_uint8"), &stage.rgb, &want_u8, r);
         // The exact result (diffusers in float64) of the same MoVQ stage and end to end: within what any float32
         // run of the reference allows (the golden is one such run).
-        let exact = |what: &str| nchw_to_rows(&to_image(&reference_f64(&format!("{}.{what}.decoded", case.name))), 3, ih, iw);
+        let exact =
+            |what: &str| nchw_to_rows(&to_image(&reference_f64(&format!("{}.{what}.decoded", case.name))), 3, ih, iw);
         let (exact_stage, exact_e2e) = (exact("decode_stage"), exact("end_to_end"));
-        let d = assert_bounded(&format!("{tag_s}: image vs diffusers in float64"), &stage.image, &exact_stage, r.image_vs_truth());
-        eprintln!("{tag_s}: the golden image is {:.3e} from float64, ours {d:.3e}", max_abs_diff(&want_image, &exact_stage));
+        let d = assert_bounded(
+            &format!("{tag_s}: image vs diffusers in float64"),
+            &stage.image,
+            &exact_stage,
+            r.image_vs_truth(),
+        );
+        eprintln!(
+            "{tag_s}: the golden image is {:.3e} from float64, ours {d:.3e}",
+            max_abs_diff(&want_image, &exact_stage)
+        );
         let r = &reference.end_to_end;
         let tag_e = format!("{tag} (end to end)");
-        let d = assert_bounded(&format!("{tag_e}: image vs diffusers in float64"), &out.image, &exact_e2e, r.image_vs_truth());
-        eprintln!("{tag_e}: the golden image is {:.3e} from float64, ours {d:.3e}", max_abs_diff(&want_image, &exact_e2e));
+        let d = assert_bounded(
+            &format!("{tag_e}: image vs diffusers in float64"),
+            &out.image,
+            &exact_e2e,
+            r.image_vs_truth(),
+        );
+        eprintln!(
+            "{tag_e}: the golden image is {:.3e} from float64, ours {d:.3e}",
+            max_abs_diff(&want_image, &exact_e2e)
+        );
         assert_bounded(&format!("{tag_e}: image"), &out.image, &want_image, r.image_vs_golden());
         assert_u8_rule(&format!("{tag_e}: image_uint8"), &out.rgb, &want_u8, r);
     }
@@ -268,12 +304,20 @@ impl StageReference {
     }
     /// The image against the golden: `g + 2E`, or 1e-3.
     fn image_vs_golden(&self) -> Bound {
-        Bound::derived(1e-3, self.golden_image + 2.0 * self.image_error(), "the golden's error + 2 × the reference's worst float32 error")
+        Bound::derived(
+            1e-3,
+            self.golden_image + 2.0 * self.image_error(),
+            "the golden's error + 2 × the reference's worst float32 error",
+        )
     }
     /// The MoVQ's output before clamping against the golden: `g + 2E` on that tensor, or `tol`.
     fn decoded_vs_golden(&self, tol: f32) -> Bound {
         let e = self.golden_decoded.max(self.runs_decoded);
-        Bound::derived(tol, self.golden_decoded + 2.0 * e, "the golden's error + 2 × the reference's worst float32 error")
+        Bound::derived(
+            tol,
+            self.golden_decoded + 2.0 * e,
+            "the golden's error + 2 × the reference's worst float32 error",
+        )
     }
     /// 8-bit values off by one: 0.1 % of them, or twice as many as the reference's own float32 results show.
     fn off_by_one_allowed(&self, values: usize) -> usize {
@@ -352,7 +396,10 @@ fn assert_u8_rule(what: &str, got: &[u8], want: &[u8], reference: &StageReferenc
     let off = got.iter().zip(want).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect::<Vec<_>>();
     let (big, ones) = (off.iter().filter(|&&d| d > 1).count(), off.iter().filter(|&&d| d == 1).count());
     let (allowed, allowed_big) = (reference.off_by_one_allowed(off.len()), reference.off_by_more_allowed());
-    eprintln!("{what}: {ones} of {} values off by one (allowed {allowed}), {big} off by more (allowed {allowed_big})", off.len());
+    eprintln!(
+        "{what}: {ones} of {} values off by one (allowed {allowed}), {big} off by more (allowed {allowed_big})",
+        off.len()
+    );
     assert!(big <= allowed_big, "{what}: {big} values off by more than one (allowed {allowed_big})");
     assert!(ones <= allowed, "{what}: {ones} of {} values off by one (allowed {allowed})", off.len());
 }
@@ -415,7 +462,11 @@ fn check_int8_components<B: Backend>(be: B) {
     for (name, got, want) in components(&be.with_int8_weights()) {
         let (rel, cos) = (max_abs_diff(&got, &want) / max_abs(&want), image_agreement(&got, &want).1);
         eprintln!("[{} int8] {name}: max-abs error {rel:.3e} of its scale, cosine {cos:.6}", be.name());
-        assert!(rel <= 5e-2 && cos >= 0.999, "[{} int8] {name}: max-abs error {rel:e} of its scale, cosine {cos}", be.name());
+        assert!(
+            rel <= 5e-2 && cos >= 0.999,
+            "[{} int8] {name}: max-abs error {rel:e} of its scale, cosine {cos}",
+            be.name()
+        );
     }
 }
 
@@ -426,14 +477,18 @@ fn check_int8_cases<B: Backend>(be: B) -> Vec<Vec<f32>> {
     let mut images = Vec::new();
     for case in decoder_cases() {
         let g = Tensors::open(&case.tensors);
-        let out = pollster::block_on(engine.decode(&request(&case, &g), &mut |_, _, _| {}, &AtomicBool::new(false))).unwrap();
+        let out =
+            pollster::block_on(engine.decode(&request(&case, &g), &mut |_, _, _| {}, &AtomicBool::new(false))).unwrap();
         let (ishape, want_chw) = g.f32("image");
         let want = nchw_to_rows(&want_chw, 3, ishape[2], ishape[3]);
         let (max, (mean, cos)) = (max_abs_diff(&out.image, &want), image_agreement(&out.image, &want));
         let what = format!("[{} int8] {} (guidance {})", be.name(), case.name, case.guidance);
         eprintln!("{what}: image max-abs {max:.3e}, mean-abs {mean:.3e}, centred cosine {cos:.6}");
         let (mean_bound, cos_bound) = if case.guidance > 1.0 { (0.1, 0.85) } else { (2e-2, 0.99) };
-        assert!(mean <= mean_bound && cos >= cos_bound, "{what}: mean-abs {mean:e} (≤ {mean_bound}), cosine {cos} (≥ {cos_bound})");
+        assert!(
+            mean <= mean_bound && cos >= cos_bound,
+            "{what}: mean-abs {mean:e} (≤ {mean_bound}), cosine {cos} (≥ {cos_bound})"
+        );
         images.push(out.image);
     }
     images

@@ -20,10 +20,25 @@ fn every_golden_case_is_reproduced_end_to_end() {
         let g = Golden::open(&case);
         let out = pollster::block_on(engine.run(&golden_request(&case, Noise::Explicit(g.f32("noise").1)))).unwrap();
         let n = &case.name;
-        assert_close(&format!("{n}: encoder_hidden_states"), &out.encoder_hidden_states, &g.f32("encoder_hidden_states").1, 1e-4);
+        assert_close(
+            &format!("{n}: encoder_hidden_states"),
+            &out.encoder_hidden_states,
+            &g.f32("encoder_hidden_states").1,
+            1e-4,
+        );
         assert_close(&format!("{n}: image_embeds"), &out.image_embeds, &g.f32("image_embeds").1, 1e-4);
-        assert_close(&format!("{n}: negative_image_embeds"), &out.negative_image_embeds, &g.f32("negative_image_embeds").1, 1e-4);
-        assert_close(&format!("{n}: control_embeds"), &out.control_embeds, &g.f32(if case.canny.is_some() { "control_embeds" } else { "zero_image_embeds" }).1, 1e-4);
+        assert_close(
+            &format!("{n}: negative_image_embeds"),
+            &out.negative_image_embeds,
+            &g.f32("negative_image_embeds").1,
+            1e-4,
+        );
+        assert_close(
+            &format!("{n}: control_embeds"),
+            &out.control_embeds,
+            &g.f32(if case.canny.is_some() { "control_embeds" } else { "zero_image_embeds" }).1,
+            1e-4,
+        );
         if case.canny.is_some() {
             saw_canny = true;
             let (shape, want) = g.f32("canny_edges");
@@ -35,7 +50,8 @@ fn every_golden_case_is_reproduced_end_to_end() {
         } else {
             assert!(out.canny_edges.is_none());
         }
-        let missing: Vec<&Warning> = out.warnings.iter().filter(|w| matches!(w, Warning::KeywordNotFound { .. })).collect();
+        let missing: Vec<&Warning> =
+            out.warnings.iter().filter(|w| matches!(w, Warning::KeywordNotFound { .. })).collect();
         if n == "repeat_missing" {
             assert_eq!(missing, vec![&Warning::KeywordNotFound { subject: 1, keyword: "unicorn".into() }]);
         } else {
@@ -101,7 +117,11 @@ fn duplicate_keywords_warn_that_the_later_subject_wins() {
         req.subjects.push(Subject { keyword: "cat".into(), image: std::fs::read(asset(img)).unwrap() });
     }
     let out = pollster::block_on(engine.run(&req)).unwrap();
-    assert!(out.warnings.contains(&Warning::SubjectOverwritten { earlier: 0, later: 1, keyword: "cat".into() }), "{:?}", out.warnings);
+    assert!(
+        out.warnings.contains(&Warning::SubjectOverwritten { earlier: 0, later: 1, keyword: "cat".into() }),
+        "{:?}",
+        out.warnings
+    );
 }
 
 #[test]
@@ -158,7 +178,8 @@ fn keyword_spans_cover_every_occurrence_and_multi_token_keywords_in_character_un
     let engine = engine();
     // "é" is one character but two UTF-8 bytes: spans count characters.
     let prompt = "Café: a Dog, a dog and sun glasses";
-    let m = engine.keyword_matches(prompt, &["dog".into(), "sun glasses".into(), "unicorn".into(), " ".into()]).unwrap();
+    let m =
+        engine.keyword_matches(prompt, &["dog".into(), "sun glasses".into(), "unicorn".into(), " ".into()]).unwrap();
     let text = |(s, e): (usize, usize)| prompt.chars().skip(s).take(e - s).collect::<String>();
     assert!(m[0].found);
     assert_eq!(m[0].spans.iter().map(|&r| text(r)).collect::<Vec<_>>(), ["Dog", "dog"]);

@@ -40,7 +40,12 @@ fn text_tower_on_gpu_matches_golden() {
     for case in cases() {
         let g = Golden::open(&case);
         let emb = block(pipeline::embed_text(&be, &tok, &model, &case.prompt)).unwrap();
-        check(&format!("{}: last_hidden_state", case.name), &emb.last_hidden_state, &g.f32("last_hidden_state").1, &mut worst);
+        check(
+            &format!("{}: last_hidden_state", case.name),
+            &emb.last_hidden_state,
+            &g.f32("last_hidden_state").1,
+            &mut worst,
+        );
         check(&format!("{}: text_embeds", case.name), &emb.text_embeds, &g.f32("text_embeds").1, &mut worst);
     }
     eprintln!("text tower on GPU: worst max-abs {worst:e}");
@@ -62,7 +67,12 @@ fn vision_tower_on_gpu_matches_golden() {
             let bytes = std::fs::read(asset(&subject.image)).unwrap();
             let pv = pipeline::pixel_values_from_bytes(&bytes, &processor).unwrap();
             let e = block(pipeline::embed_pixels(&be, &model, &pv)).unwrap();
-            check(&format!("{}: subject{j}_image_embeds", case.name), &e, &g.f32(&format!("subject{j}_image_embeds")).1, &mut worst);
+            check(
+                &format!("{}: subject{j}_image_embeds", case.name),
+                &e,
+                &g.f32(&format!("subject{j}_image_embeds")).1,
+                &mut worst,
+            );
             checked += 1;
         }
     }
@@ -79,9 +89,19 @@ fn every_golden_case_on_gpu_end_to_end() {
         let g = Golden::open(&case);
         let out = block(engine.run(&golden_request(&case, Noise::Explicit(g.f32("noise").1)))).unwrap();
         let n = &case.name;
-        check(&format!("{n}: encoder_hidden_states"), &out.encoder_hidden_states, &g.f32("encoder_hidden_states").1, &mut worst);
+        check(
+            &format!("{n}: encoder_hidden_states"),
+            &out.encoder_hidden_states,
+            &g.f32("encoder_hidden_states").1,
+            &mut worst,
+        );
         check(&format!("{n}: image_embeds"), &out.image_embeds, &g.f32("image_embeds").1, &mut worst);
-        check(&format!("{n}: negative_image_embeds"), &out.negative_image_embeds, &g.f32("negative_image_embeds").1, &mut worst);
+        check(
+            &format!("{n}: negative_image_embeds"),
+            &out.negative_image_embeds,
+            &g.f32("negative_image_embeds").1,
+            &mut worst,
+        );
         let control = if case.canny.is_some() { "control_embeds" } else { "zero_image_embeds" };
         check(&format!("{n}: control_embeds"), &out.control_embeds, &g.f32(control).1, &mut worst);
         eprintln!("{n}: ok");
@@ -102,6 +122,9 @@ fn gpu_buffer_bytes_match_weight_bytes_after_loading() {
         let store = block(load_component_weights(&be, &files, dir, stem, |_, _| {})).unwrap();
         let gpu_bytes = store.device_bytes(&be);
         eprintln!("{dir}: weights {weight_bytes} bytes, GPU buffers {gpu_bytes} bytes");
-        assert!(gpu_bytes >= weight_bytes && gpu_bytes as f64 <= weight_bytes as f64 * 1.01, "{dir}: {gpu_bytes} GPU bytes for {weight_bytes} weight bytes");
+        assert!(
+            gpu_bytes >= weight_bytes && gpu_bytes as f64 <= weight_bytes as f64 * 1.01,
+            "{dir}: {gpu_bytes} GPU bytes for {weight_bytes} weight bytes"
+        );
     }
 }

@@ -98,17 +98,29 @@ fn linear_f32_matches_cpu_for_awkward_shapes_bias_and_activations() {
                 let (x, w, b) = (rng.vec(m * k, 2.0), rng.vec(n * k, 0.5), rng.vec(n, 1.0));
                 let cbias = cpu.from_f32(&b, &[n]).unwrap();
                 let want = read_cpu(
-                    &cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
-                        with_bias.then_some(&cbias), act)
-                        .unwrap(),
+                    &cpu.linear(
+                        &cpu.from_f32(&x, &[m, k]).unwrap(),
+                        &cpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                        with_bias.then_some(&cbias),
+                        act,
+                    )
+                    .unwrap(),
                 );
                 let bias = gpu.from_f32(&b, &[n]).unwrap();
                 let y = gpu
-                    .linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
-                        with_bias.then_some(&bias), act)
+                    .linear(
+                        &gpu.from_f32(&x, &[m, k]).unwrap(),
+                        &gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                        with_bias.then_some(&bias),
+                        act,
+                    )
                     .unwrap();
                 assert_eq!(gpu.shape(&y), vec![m, n]);
-                worst = worst.max(assert_f32_close(&format!("linear m={m} k={k} n={n} {act:?} bias={with_bias}"), &read_gpu(gpu, &y), &want));
+                worst = worst.max(assert_f32_close(
+                    &format!("linear m={m} k={k} n={n} {act:?} bias={with_bias}"),
+                    &read_gpu(gpu, &y),
+                    &want,
+                ));
             }
         }
     }
@@ -122,20 +134,40 @@ fn linear_with_f16_weights_matches_cpu() {
     let mut rng = Rng(2);
     let (mut worst_same, mut worst_rel, mut worst_cos) = (0.0f32, 0.0f32, 1.0f64);
     // Odd k (rows start mid-u32) and odd k·n (padded last word) included.
-    for (m, k, n) in [(1, 1, 1), (77, 33, 31), (81, 130, 77), (257, 257, 130), (1, 1280, 1024), (257, 5, 3), (3, 64, 257)] {
+    for (m, k, n) in
+        [(1, 1, 1), (77, 33, 31), (81, 130, 77), (257, 257, 130), (1, 1280, 1024), (257, 5, 3), (3, 64, 257)]
+    {
         let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
         let wb = f16_bytes(&w);
         let gw = gpu.upload_weight(&wb, WeightDType::F16, &[n, k]).unwrap();
         assert_eq!(gpu.byte_size(&gw), (n * k).div_ceil(2) * 4, "f16 weights stay packed");
-        let got = read_gpu(gpu, &gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gw, Some(&gpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap());
+        let got = read_gpu(
+            gpu,
+            &gpu.linear(
+                &gpu.from_f32(&x, &[m, k]).unwrap(),
+                &gw,
+                Some(&gpu.from_f32(&b, &[n]).unwrap()),
+                Activation::GeluErf,
+            )
+            .unwrap(),
+        );
         let cpu_lin = |w: &[u8], dt| {
             let y = cpu
-                .linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(w, dt, &[n, k]).unwrap(), Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf)
+                .linear(
+                    &cpu.from_f32(&x, &[m, k]).unwrap(),
+                    &cpu.upload_weight(w, dt, &[n, k]).unwrap(),
+                    Some(&cpu.from_f32(&b, &[n]).unwrap()),
+                    Activation::GeluErf,
+                )
                 .unwrap();
             read_cpu(&y)
         };
         // Same f16 values on both sides: f32 accuracy.
-        worst_same = worst_same.max(assert_f32_close(&format!("linear f16 m={m} k={k} n={n}"), &got, &cpu_lin(&wb, WeightDType::F16)));
+        worst_same = worst_same.max(assert_f32_close(
+            &format!("linear f16 m={m} k={k} n={n}"),
+            &got,
+            &cpu_lin(&wb, WeightDType::F16),
+        ));
         // Against the f32 weights the f16 rounding shows: within 1e-2 relative, cosine ≥ 0.9999.
         let exact = cpu_lin(&f32_bytes(&w), WeightDType::F32);
         let scale = exact.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
@@ -145,7 +177,9 @@ fn linear_with_f16_weights_matches_cpu() {
         worst_rel = worst_rel.max(rel);
         worst_cos = worst_cos.min(cos);
     }
-    eprintln!("linear f16: vs CPU on the same f16 {worst_same:e}; vs f32 weights rel {worst_rel:e}, cosine ≥ {worst_cos}");
+    eprintln!(
+        "linear f16: vs CPU on the same f16 {worst_same:e}; vs f32 weights rel {worst_rel:e}, cosine ≥ {worst_cos}"
+    );
 }
 
 #[test]
@@ -157,8 +191,15 @@ fn matmul_matches_cpu_with_f32_and_f16_right_operand() {
         let (a, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0));
         for dt in [WeightDType::F32, WeightDType::F16] {
             let bytes = if dt == WeightDType::F32 { f32_bytes(&b) } else { f16_bytes(&b) };
-            let want = read_cpu(&cpu.matmul(&cpu.from_f32(&a, &[m, k]).unwrap(), &cpu.upload_weight(&bytes, dt, &[k, n]).unwrap()).unwrap());
-            let got = read_gpu(gpu, &gpu.matmul(&gpu.from_f32(&a, &[m, k]).unwrap(), &gpu.upload_weight(&bytes, dt, &[k, n]).unwrap()).unwrap());
+            let want = read_cpu(
+                &cpu.matmul(&cpu.from_f32(&a, &[m, k]).unwrap(), &cpu.upload_weight(&bytes, dt, &[k, n]).unwrap())
+                    .unwrap(),
+            );
+            let got = read_gpu(
+                gpu,
+                &gpu.matmul(&gpu.from_f32(&a, &[m, k]).unwrap(), &gpu.upload_weight(&bytes, dt, &[k, n]).unwrap())
+                    .unwrap(),
+            );
             assert_f32_close(&format!("matmul {m}×{k}·{k}×{n} {dt:?}"), &got, &want);
         }
     }
@@ -178,15 +219,23 @@ fn layer_norm_matches_cpu() {
             for dt in [WeightDType::F32, WeightDType::F16] {
                 let enc = |v: &[f32]| if dt == WeightDType::F32 { f32_bytes(v) } else { f16_bytes(v) };
                 let want = read_cpu(
-                    &cpu.layer_norm(&cpu.from_f32(&x, &[rows, cols]).unwrap(), &cpu.upload_weight(&enc(&g), dt, &[cols]).unwrap(),
-                        &cpu.upload_weight(&enc(&b), dt, &[cols]).unwrap(), 1e-5)
-                        .unwrap(),
+                    &cpu.layer_norm(
+                        &cpu.from_f32(&x, &[rows, cols]).unwrap(),
+                        &cpu.upload_weight(&enc(&g), dt, &[cols]).unwrap(),
+                        &cpu.upload_weight(&enc(&b), dt, &[cols]).unwrap(),
+                        1e-5,
+                    )
+                    .unwrap(),
                 );
                 let got = read_gpu(
                     gpu,
-                    &gpu.layer_norm(&gpu.from_f32(&x, &[rows, cols]).unwrap(), &gpu.upload_weight(&enc(&g), dt, &[cols]).unwrap(),
-                        &gpu.upload_weight(&enc(&b), dt, &[cols]).unwrap(), 1e-5)
-                        .unwrap(),
+                    &gpu.layer_norm(
+                        &gpu.from_f32(&x, &[rows, cols]).unwrap(),
+                        &gpu.upload_weight(&enc(&g), dt, &[cols]).unwrap(),
+                        &gpu.upload_weight(&enc(&b), dt, &[cols]).unwrap(),
+                        1e-5,
+                    )
+                    .unwrap(),
                 );
                 worst = worst.max(assert_f32_close(&format!("layer_norm {rows}×{cols} {dt:?}"), &got, &want));
             }
@@ -232,18 +281,34 @@ fn attention_matches_cpu_for_head_dims_lengths_and_masks() {
                 }
                 let cb = bias.as_ref().map(|b| cpu.from_f32(b, &[t, s]).unwrap());
                 let want = read_cpu(
-                    &cpu.attention(&cpu.from_f32(&q, &[t, width]).unwrap(), &cpu.from_f32(&k, &[s, width]).unwrap(),
-                        &cpu.from_f32(&v, &[s, width]).unwrap(), heads, scale, cb.as_ref())
-                        .unwrap(),
+                    &cpu.attention(
+                        &cpu.from_f32(&q, &[t, width]).unwrap(),
+                        &cpu.from_f32(&k, &[s, width]).unwrap(),
+                        &cpu.from_f32(&v, &[s, width]).unwrap(),
+                        heads,
+                        scale,
+                        cb.as_ref(),
+                    )
+                    .unwrap(),
                 );
                 let gb = bias.as_ref().map(|b| gpu.from_f32(b, &[t, s]).unwrap());
                 let got = read_gpu(
                     gpu,
-                    &gpu.attention(&gpu.from_f32(&q, &[t, width]).unwrap(), &gpu.from_f32(&k, &[s, width]).unwrap(),
-                        &gpu.from_f32(&v, &[s, width]).unwrap(), heads, scale, gb.as_ref())
-                        .unwrap(),
+                    &gpu.attention(
+                        &gpu.from_f32(&q, &[t, width]).unwrap(),
+                        &gpu.from_f32(&k, &[s, width]).unwrap(),
+                        &gpu.from_f32(&v, &[s, width]).unwrap(),
+                        heads,
+                        scale,
+                        gb.as_ref(),
+                    )
+                    .unwrap(),
                 );
-                worst = worst.max(assert_f32_close(&format!("attention heads={heads} d={d} t={t} s={s} bias={name}"), &got, &want));
+                worst = worst.max(assert_f32_close(
+                    &format!("attention heads={heads} d={d} t={t} s={s} bias={name}"),
+                    &got,
+                    &want,
+                ));
             }
         }
     }
@@ -251,17 +316,38 @@ fn attention_matches_cpu_for_head_dims_lengths_and_masks() {
 }
 
 /// One attention call on both backends: (GPU, CPU) outputs.
-fn attention_both(gpu: &GpuBackend, q: &[f32], k: &[f32], v: &[f32], (t, s, width): (usize, usize, usize), heads: usize,
-    bias: Option<&Vec<f32>>) -> (Vec<f32>, Vec<f32>) {
+fn attention_both(
+    gpu: &GpuBackend,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (t, s, width): (usize, usize, usize),
+    heads: usize,
+    bias: Option<&Vec<f32>>,
+) -> (Vec<f32>, Vec<f32>) {
     let cpu = CpuBackend::new();
     let scale = 1.0 / ((width / heads) as f32).sqrt();
     let cb = bias.map(|b| cpu.from_f32(b, &[t, s]).unwrap());
     let want = cpu
-        .attention(&cpu.from_f32(q, &[t, width]).unwrap(), &cpu.from_f32(k, &[s, width]).unwrap(), &cpu.from_f32(v, &[s, width]).unwrap(), heads, scale, cb.as_ref())
+        .attention(
+            &cpu.from_f32(q, &[t, width]).unwrap(),
+            &cpu.from_f32(k, &[s, width]).unwrap(),
+            &cpu.from_f32(v, &[s, width]).unwrap(),
+            heads,
+            scale,
+            cb.as_ref(),
+        )
         .unwrap();
     let gb = bias.map(|b| gpu.from_f32(b, &[t, s]).unwrap());
     let got = gpu
-        .attention(&gpu.from_f32(q, &[t, width]).unwrap(), &gpu.from_f32(k, &[s, width]).unwrap(), &gpu.from_f32(v, &[s, width]).unwrap(), heads, scale, gb.as_ref())
+        .attention(
+            &gpu.from_f32(q, &[t, width]).unwrap(),
+            &gpu.from_f32(k, &[s, width]).unwrap(),
+            &gpu.from_f32(v, &[s, width]).unwrap(),
+            heads,
+            scale,
+            gb.as_ref(),
+        )
         .unwrap();
     (read_gpu(gpu, &got), read_cpu(&want))
 }
@@ -272,7 +358,9 @@ fn attention_beyond_the_fused_kernel_matches_cpu_for_long_sequences_and_wide_hea
     let mut rng = Rng(6);
     // The decoders' shapes, scaled down where only the size class matters: UNet self+context attention
     // (1024 positions + 32 context keys, head dim 64), MoVQ's single 512-wide head, odd sizes.
-    for (t, s, heads, d, with_bias) in [(1024, 1056, 2, 64, false), (300, 300, 1, 512, false), (33, 1031, 3, 7, true), (5, 2, 1, 257, true)] {
+    for (t, s, heads, d, with_bias) in
+        [(1024, 1056, 2, 64, false), (300, 300, 1, 512, false), (33, 1031, 3, 7, true), (5, 2, 1, 257, true)]
+    {
         let width = heads * d;
         let (q, k, v) = (rng.vec(t * width, 1.0), rng.vec(s * width, 1.0), rng.vec(s * width, 1.0));
         let bias = with_bias.then(|| rng.vec(t * s, 3.0));
@@ -287,7 +375,9 @@ fn activations_match_cpu_including_extremes() {
     let cpu = CpuBackend::new();
     let mut rng = Rng(6);
     let mut x = rng.vec(70_001, 6.0);
-    x.extend([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 0.9277, 0.92775, 3.0, -3.0, 10.0, -10.0, 100.0, -100.0, 1e30, -1e30]);
+    x.extend([
+        0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 0.9277, 0.92775, 3.0, -3.0, 10.0, -10.0, 100.0, -100.0, 1e30, -1e30,
+    ]);
     let n = x.len();
     for act in ACTS {
         let want = read_cpu(&cpu.activation(&cpu.from_f32(&x, &[n]).unwrap(), act).unwrap());
@@ -309,16 +399,28 @@ fn add_gather_concat_slice_reshape_match_cpu_for_f32_and_f16() {
         for (rows, cols) in [(1, 1), (77, 33), (257, 31), (49, 1280), (3, 5)] {
             let table = rng.vec(rows * cols, 2.0);
             let other = rng.vec(rows * cols, 2.0);
-            let (ct, gt) = (cpu.upload_weight(&enc(&table), dt, &[rows, cols]).unwrap(), gpu.upload_weight(&enc(&table), dt, &[rows, cols]).unwrap());
+            let (ct, gt) = (
+                cpu.upload_weight(&enc(&table), dt, &[rows, cols]).unwrap(),
+                gpu.upload_weight(&enc(&table), dt, &[rows, cols]).unwrap(),
+            );
             let (co, go) = (cpu.from_f32(&other, &[rows, cols]).unwrap(), gpu.from_f32(&other, &[rows, cols]).unwrap());
             let tag = format!("{dt:?} {rows}×{cols}");
 
             // add: weight + activation, both orders
-            assert_f32_close(&format!("add {tag}"), &read_gpu(gpu, &gpu.add(&go, &gt).unwrap()), &read_cpu(&cpu.add(&co, &ct).unwrap()));
-            assert_f32_close(&format!("add' {tag}"), &read_gpu(gpu, &gpu.add(&gt, &go).unwrap()), &read_cpu(&cpu.add(&ct, &co).unwrap()));
+            assert_f32_close(
+                &format!("add {tag}"),
+                &read_gpu(gpu, &gpu.add(&go, &gt).unwrap()),
+                &read_cpu(&cpu.add(&co, &ct).unwrap()),
+            );
+            assert_f32_close(
+                &format!("add' {tag}"),
+                &read_gpu(gpu, &gpu.add(&gt, &go).unwrap()),
+                &read_cpu(&cpu.add(&ct, &co).unwrap()),
+            );
 
             // gather: repeats, last row, first row
-            let ids: Vec<u32> = (0..(rows as u32 + 5)).map(|i| (i * 7 + 3) % rows as u32).chain([0, rows as u32 - 1]).collect();
+            let ids: Vec<u32> =
+                (0..(rows as u32 + 5)).map(|i| (i * 7 + 3) % rows as u32).chain([0, rows as u32 - 1]).collect();
             let g = gpu.gather_rows(&gt, &ids).unwrap();
             assert_eq!(gpu.shape(&g), vec![ids.len(), cols]);
             assert_eq!(read_gpu(gpu, &g), read_cpu(&cpu.gather_rows(&ct, &ids).unwrap()), "gather {tag}");
@@ -328,13 +430,20 @@ fn add_gather_concat_slice_reshape_match_cpu_for_f32_and_f16() {
             for (start, len) in [(0, rows), (rows / 2, rows - rows / 2), (rows - 1, 1), (rows / 3, 0)] {
                 let got = gpu.slice_rows(&gt, start, len).unwrap();
                 assert_eq!(gpu.shape(&got), vec![len, cols]);
-                assert_eq!(read_gpu(gpu, &got), read_cpu(&cpu.slice_rows(&ct, start, len).unwrap()), "slice {start}+{len} {tag}");
+                assert_eq!(
+                    read_gpu(gpu, &got),
+                    read_cpu(&cpu.slice_rows(&ct, start, len).unwrap()),
+                    "slice {start}+{len} {tag}"
+                );
             }
             assert!(gpu.slice_rows(&gt, rows, 1).is_err());
 
             // concat: weight between activations, and a 1-row weight (like class/prd embeddings)
             let one = rng.vec(cols, 1.0);
-            let (c1, g1) = (cpu.upload_weight(&enc(&one), dt, &[1, cols]).unwrap(), gpu.upload_weight(&enc(&one), dt, &[1, cols]).unwrap());
+            let (c1, g1) = (
+                cpu.upload_weight(&enc(&one), dt, &[1, cols]).unwrap(),
+                gpu.upload_weight(&enc(&one), dt, &[1, cols]).unwrap(),
+            );
             let want = read_cpu(&cpu.concat_rows(&[&c1, &co, &ct, &c1]).unwrap());
             let got = gpu.concat_rows(&[&g1, &go, &gt, &g1]).unwrap();
             assert_eq!(gpu.shape(&got), vec![2 * rows + 2, cols]);
@@ -359,7 +468,8 @@ fn weights_of_every_dtype_read_back_like_cpu() {
     let cpu = CpuBackend::new();
     let v = Rng(8).vec(2 * 77 + 1, 3.0);
     let bf16: Vec<u8> = v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
-    for (dt, bytes) in [(WeightDType::F32, f32_bytes(&v)), (WeightDType::F16, f16_bytes(&v)), (WeightDType::BF16, bf16)] {
+    for (dt, bytes) in [(WeightDType::F32, f32_bytes(&v)), (WeightDType::F16, f16_bytes(&v)), (WeightDType::BF16, bf16)]
+    {
         for shape in [vec![v.len()], vec![1, v.len()], vec![1, 1, v.len()]] {
             let want = read_cpu(&cpu.upload_weight(&bytes, dt, &shape).unwrap());
             let t = gpu.upload_weight(&bytes, dt, &shape).unwrap();
@@ -407,7 +517,9 @@ fn weights_above_the_binding_limit_are_split_by_rows_and_linear_and_gather_match
     let cpu = CpuBackend::new();
     let mut rng = Rng(11);
     // f16 with an odd row length: chunks must hold an even number of rows to start on a u32 boundary.
-    for (dtype, m, k, n) in [(WeightDType::F32, 3, 40, 77), (WeightDType::F16, 77, 33, 301), (WeightDType::F32, 1, 1024, 9)] {
+    for (dtype, m, k, n) in
+        [(WeightDType::F32, 3, 40, 77), (WeightDType::F16, 77, 33, 301), (WeightDType::F32, 1, 1024, 9)]
+    {
         let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.3), rng.vec(n, 0.5));
         let raw = if dtype == WeightDType::F32 { f32_bytes(&w) } else { f16_bytes(&w) };
         let gw = gpu.upload_weight(&raw, dtype, &[n, k]).unwrap();
@@ -415,8 +527,22 @@ fn weights_above_the_binding_limit_are_split_by_rows_and_linear_and_gather_match
         assert!(gw.buffer_count() > 1, "{dtype:?} [{n}, {k}] ({} bytes) should be split", raw.len());
         assert!(gpu.byte_size(&gw) >= raw.len() && gpu.byte_size(&gw) <= raw.len() + 4 * gw.buffer_count());
         let what = format!("split {dtype:?} linear m={m} k={k} n={n} in {} buffers", gw.buffer_count());
-        let got = gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gw, Some(&gpu.from_f32(&b, &[n]).unwrap()), Activation::QuickGelu).unwrap();
-        let want = cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cw, Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::QuickGelu).unwrap();
+        let got = gpu
+            .linear(
+                &gpu.from_f32(&x, &[m, k]).unwrap(),
+                &gw,
+                Some(&gpu.from_f32(&b, &[n]).unwrap()),
+                Activation::QuickGelu,
+            )
+            .unwrap();
+        let want = cpu
+            .linear(
+                &cpu.from_f32(&x, &[m, k]).unwrap(),
+                &cw,
+                Some(&cpu.from_f32(&b, &[n]).unwrap()),
+                Activation::QuickGelu,
+            )
+            .unwrap();
         assert_f32_close(&what, &read_gpu(&gpu, &got), &read_cpu(&want));
         // Ids from every chunk, repeated and out of order.
         let ids: Vec<u32> = [n - 1, 0, n / 2, 1, n - 1, n / 3].iter().map(|&i| i as u32).collect();
@@ -448,17 +574,37 @@ fn a_253_mb_f32_token_embedding_loads_split_and_gathers_exactly() {
 #[test]
 fn shader_f16_and_packed_f16_linear_both_match_cpu() {
     let Some(native) = gpu() else { return };
-    let packed = block(GpuBackend::with_options(GpuOptions { use_shader_f16: false, ..GpuOptions::default() })).unwrap();
+    let packed =
+        block(GpuBackend::with_options(GpuOptions { use_shader_f16: false, ..GpuOptions::default() })).unwrap();
     assert!(!packed.has_shader_f16());
     eprintln!("adapter shader-f16: {}", native.has_shader_f16());
     let cpu = CpuBackend::new();
     let mut rng = Rng(12);
     for (m, k, n) in [(1, 1280, 77), (77, 33, 31), (257, 130, 65)] {
         let (x, w) = (rng.vec(m * k, 1.0), f16_bytes(&rng.vec(n * k, 0.2)));
-        let want = read_cpu(&cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap());
+        let want = read_cpu(
+            &cpu.linear(
+                &cpu.from_f32(&x, &[m, k]).unwrap(),
+                &cpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(),
+                None,
+                Activation::Identity,
+            )
+            .unwrap(),
+        );
         for be in [native, &packed] {
-            let got = be.linear(&be.from_f32(&x, &[m, k]).unwrap(), &be.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap();
-            assert_f32_close(&format!("f16 linear (shader-f16 {}) m={m} k={k} n={n}", be.has_shader_f16()), &read_gpu(be, &got), &want);
+            let got = be
+                .linear(
+                    &be.from_f32(&x, &[m, k]).unwrap(),
+                    &be.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(),
+                    None,
+                    Activation::Identity,
+                )
+                .unwrap();
+            assert_f32_close(
+                &format!("f16 linear (shader-f16 {}) m={m} k={k} n={n}", be.has_shader_f16()),
+                &read_gpu(be, &got),
+                &want,
+            );
         }
     }
 }
@@ -523,12 +669,30 @@ fn conv2d_matches_cpu_for_3x3_and_1x1_f32_and_f16_awkward_sizes() {
         let raw = if dtype == WeightDType::F32 { f32_bytes(&wt) } else { f16_bytes(&wt) };
         let shape = [cout, cin * k * k];
         let want = cpu
-            .conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cpu.upload_weight(&raw, dtype, &shape).unwrap(), Some(&cpu.from_f32(&b, &[cout]).unwrap()), k)
+            .conv2d(
+                &cpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &cpu.upload_weight(&raw, dtype, &shape).unwrap(),
+                Some(&cpu.from_f32(&b, &[cout]).unwrap()),
+                k,
+            )
             .unwrap();
         let got = gpu
-            .conv2d(&gpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gpu.upload_weight(&raw, dtype, &shape).unwrap(), Some(&gpu.from_f32(&b, &[cout]).unwrap()), k)
+            .conv2d(
+                &gpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &gpu.upload_weight(&raw, dtype, &shape).unwrap(),
+                Some(&gpu.from_f32(&b, &[cout]).unwrap()),
+                k,
+            )
             .unwrap();
-        assert_f32_close(&format!("conv2d {h}×{w} {cin}→{cout} k={k} {dtype:?}"), &read_gpu(gpu, &got), &read_cpu(&want));
+        assert_f32_close(
+            &format!("conv2d {h}×{w} {cin}→{cout} k={k} {dtype:?}"),
+            &read_gpu(gpu, &got),
+            &read_cpu(&want),
+        );
     }
     let x = gpu.from_f32(&[0.0; 12], &[6, 2]).unwrap();
     assert!(gpu.conv2d(&x, 2, 2, &gpu.from_f32(&[0.0; 18], &[1, 18]).unwrap(), None, 3).is_err(), "6 rows are not 2×2");
@@ -545,9 +709,18 @@ fn conv2d_with_a_weight_split_across_buffers_matches_cpu() {
     let gw = gpu.upload_weight(&f32_bytes(&wt), WeightDType::F32, &[cout, cin, 3, 3]).unwrap();
     assert!(gw.buffer_count() > 1);
     let gw = gpu.reshape(&gw, &[cout, cin * 9]).unwrap();
-    let got = gpu.conv2d(&gpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gw, Some(&gpu.from_f32(&b, &[cout]).unwrap()), 3).unwrap();
+    let got = gpu
+        .conv2d(&gpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gw, Some(&gpu.from_f32(&b, &[cout]).unwrap()), 3)
+        .unwrap();
     let want = cpu
-        .conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(), Some(&cpu.from_f32(&b, &[cout]).unwrap()), 3)
+        .conv2d(
+            &cpu.from_f32(&x, &[h * w, cin]).unwrap(),
+            h,
+            w,
+            &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+            Some(&cpu.from_f32(&b, &[cout]).unwrap()),
+            3,
+        )
         .unwrap();
     assert_f32_close("split conv2d", &read_gpu(&gpu, &got), &read_cpu(&want));
 }
@@ -557,17 +730,35 @@ fn group_norm_matches_cpu_for_group_counts_and_sizes() {
     let Some(gpu) = gpu() else { return };
     let cpu = CpuBackend::new();
     let mut rng = Rng(23);
-    for (positions, channels, groups, eps) in [(1, 8, 8, 1e-5), (64, 32, 8, 1e-5), (4096, 64, 32, 1e-6), (7, 96, 32, 1e-5), (100, 6, 1, 1e-5)] {
+    for (positions, channels, groups, eps) in
+        [(1, 8, 8, 1e-5), (64, 32, 8, 1e-5), (4096, 64, 32, 1e-6), (7, 96, 32, 1e-5), (100, 6, 1, 1e-5)]
+    {
         let mut x = rng.vec(positions * channels, 2.0);
         x.iter_mut().enumerate().for_each(|(i, v)| *v += (i % channels) as f32 * 0.1); // groups with offsets
         let (g, b) = (rng.vec(channels, 1.5), rng.vec(channels, 0.5));
         let want = cpu
-            .group_norm(&cpu.from_f32(&x, &[positions, channels]).unwrap(), groups, &cpu.from_f32(&g, &[channels]).unwrap(), &cpu.from_f32(&b, &[channels]).unwrap(), eps)
+            .group_norm(
+                &cpu.from_f32(&x, &[positions, channels]).unwrap(),
+                groups,
+                &cpu.from_f32(&g, &[channels]).unwrap(),
+                &cpu.from_f32(&b, &[channels]).unwrap(),
+                eps,
+            )
             .unwrap();
         let got = gpu
-            .group_norm(&gpu.from_f32(&x, &[positions, channels]).unwrap(), groups, &gpu.from_f32(&g, &[channels]).unwrap(), &gpu.from_f32(&b, &[channels]).unwrap(), eps)
+            .group_norm(
+                &gpu.from_f32(&x, &[positions, channels]).unwrap(),
+                groups,
+                &gpu.from_f32(&g, &[channels]).unwrap(),
+                &gpu.from_f32(&b, &[channels]).unwrap(),
+                eps,
+            )
             .unwrap();
-        assert_f32_close(&format!("group_norm {positions}×{channels} groups={groups}"), &read_gpu(gpu, &got), &read_cpu(&want));
+        assert_f32_close(
+            &format!("group_norm {positions}×{channels} groups={groups}"),
+            &read_gpu(gpu, &got),
+            &read_cpu(&want),
+        );
     }
 }
 
@@ -579,11 +770,19 @@ fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
     let (h, w, c) = (6, 10, 5);
     let x = rng.vec(h * w * c, 2.0);
     let (gx, cx) = (gpu.from_f32(&x, &[h * w, c]).unwrap(), cpu.from_f32(&x, &[h * w, c]).unwrap());
-    assert_eq!(read_gpu(gpu, &gpu.avg_pool_2x2(&gx, h, w).unwrap()), read_cpu(&cpu.avg_pool_2x2(&cx, h, w).unwrap()), "avg_pool_2x2");
+    assert_eq!(
+        read_gpu(gpu, &gpu.avg_pool_2x2(&gx, h, w).unwrap()),
+        read_cpu(&cpu.avg_pool_2x2(&cx, h, w).unwrap()),
+        "avg_pool_2x2"
+    );
     assert!(gpu.avg_pool_2x2(&gpu.from_f32(&x[..3 * w * c], &[3 * w, c]).unwrap(), 3, w).is_err(), "odd height");
     for (oh, ow) in [(12, 20), (24, 40), (3, 5), (7, 13), (1, 1)] {
         let got = read_gpu(gpu, &gpu.resize_nearest(&gx, h, w, oh, ow).unwrap());
-        assert_eq!(got, read_cpu(&cpu.resize_nearest(&cx, h, w, oh, ow).unwrap()), "resize_nearest {h}×{w} → {oh}×{ow}");
+        assert_eq!(
+            got,
+            read_cpu(&cpu.resize_nearest(&cx, h, w, oh, ow).unwrap()),
+            "resize_nearest {h}×{w} → {oh}×{ow}"
+        );
     }
     let parts: Vec<Vec<f32>> = [3usize, 1, 7].iter().map(|&cols| rng.vec(11 * cols, 1.0)).collect();
     let gp: Vec<_> = parts.iter().map(|p| gpu.from_f32(p, &[11, p.len() / 11]).unwrap()).collect();
@@ -596,7 +795,8 @@ fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
     assert_eq!(read_gpu(gpu, &gpu.mul(&gx, &gy).unwrap()), read_cpu(&cpu.mul(&cx, &cy).unwrap()), "mul");
     let (sc, sh) = (rng.vec(c, 1.0), rng.vec(c, 1.0));
     let got = gpu.scale_shift(&gx, &gpu.from_f32(&sc, &[1, c]).unwrap(), &gpu.from_f32(&sh, &[1, c]).unwrap()).unwrap();
-    let want = cpu.scale_shift(&cx, &cpu.from_f32(&sc, &[1, c]).unwrap(), &cpu.from_f32(&sh, &[1, c]).unwrap()).unwrap();
+    let want =
+        cpu.scale_shift(&cx, &cpu.from_f32(&sc, &[1, c]).unwrap(), &cpu.from_f32(&sh, &[1, c]).unwrap()).unwrap();
     assert_f32_close("scale_shift", &read_gpu(gpu, &got), &read_cpu(&want));
     let mut extremes = x.clone();
     extremes[..4].copy_from_slice(&[-100.0, 100.0, -1e-3, 0.0]);
@@ -617,18 +817,52 @@ fn every_gemm_variant_matches_cpu_for_linear_matmul_and_conv() {
     let mut rng = Rng(25);
     // Both tilings, with and without four-at-a-time loads, f16 weights packed and (where the adapter has it)
     // through shader-f16; k multiple of 4 or not.
-    for (tile, vec4_loads, use_shader_f16) in [(64, true, true), (128, true, true), (64, false, true), (128, false, false), (128, true, false)] {
+    for (tile, vec4_loads, use_shader_f16) in
+        [(64, true, true), (128, true, true), (64, false, true), (128, false, false), (128, true, false)]
+    {
         let options = GpuOptions { gemm_tile: Some(tile), vec4_loads, use_shader_f16, ..GpuOptions::default() };
         let gpu = block(GpuBackend::with_options(options)).unwrap();
         let tile = format!("{tile} vec4 {vec4_loads} shader-f16 {}", gpu.has_shader_f16());
         for (m, k, n) in [(1, 7, 3), (77, 1280, 130), (129, 9, 257), (257, 64, 128), (300, 516, 200)] {
             let (x, w) = (rng.vec(m * k, 1.0), f16_bytes(&rng.vec(n * k, 0.2)));
-            let got = gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap();
-            let want = cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(), None, Activation::Identity).unwrap();
-            assert_f32_close(&format!("f16 linear tile {tile} m={m} k={k} n={n}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+            let got = gpu
+                .linear(
+                    &gpu.from_f32(&x, &[m, k]).unwrap(),
+                    &gpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(),
+                    None,
+                    Activation::Identity,
+                )
+                .unwrap();
+            let want = cpu
+                .linear(
+                    &cpu.from_f32(&x, &[m, k]).unwrap(),
+                    &cpu.upload_weight(&w, WeightDType::F16, &[n, k]).unwrap(),
+                    None,
+                    Activation::Identity,
+                )
+                .unwrap();
+            assert_f32_close(
+                &format!("f16 linear tile {tile} m={m} k={k} n={n}"),
+                &read_gpu(&gpu, &got),
+                &read_cpu(&want),
+            );
             let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
-            let got = gpu.linear(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[n, k]).unwrap(), Some(&gpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap();
-            let want = cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::GeluErf).unwrap();
+            let got = gpu
+                .linear(
+                    &gpu.from_f32(&x, &[m, k]).unwrap(),
+                    &gpu.from_f32(&w, &[n, k]).unwrap(),
+                    Some(&gpu.from_f32(&b, &[n]).unwrap()),
+                    Activation::GeluErf,
+                )
+                .unwrap();
+            let want = cpu
+                .linear(
+                    &cpu.from_f32(&x, &[m, k]).unwrap(),
+                    &cpu.from_f32(&w, &[n, k]).unwrap(),
+                    Some(&cpu.from_f32(&b, &[n]).unwrap()),
+                    Activation::GeluErf,
+                )
+                .unwrap();
             assert_f32_close(&format!("linear tile {tile} m={m} k={k} n={n}"), &read_gpu(&gpu, &got), &read_cpu(&want));
             let got = gpu.matmul(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
             let want = cpu.matmul(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
@@ -636,8 +870,26 @@ fn every_gemm_variant_matches_cpu_for_linear_matmul_and_conv() {
         }
         let (h, w, cin, cout) = (16, 12, 20, 130);
         let (x, wt) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.2));
-        let got = gpu.conv2d(&gpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gpu.from_f32(&wt, &[cout, cin * 9]).unwrap(), None, 3).unwrap();
-        let want = cpu.conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(), None, 3).unwrap();
+        let got = gpu
+            .conv2d(
+                &gpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &gpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                None,
+                3,
+            )
+            .unwrap();
+        let want = cpu
+            .conv2d(
+                &cpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                None,
+                3,
+            )
+            .unwrap();
         assert_f32_close(&format!("conv2d tile {tile}"), &read_gpu(&gpu, &got), &read_cpu(&want));
     }
 }
@@ -654,9 +906,24 @@ fn f32_weights_kept_as_f16_take_half_the_bytes_and_stay_close() {
     assert_eq!(half.byte_size(&w16), n * k * 2, "an f32 matrix is stored as f16");
     let b16 = half.upload_weight(&f32_bytes(&b), WeightDType::F32, &[n]).unwrap();
     assert_eq!(half.byte_size(&b16), n * 4, "vectors stay f32");
-    assert_eq!(gpu.byte_size(&gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap()), n * k * 4, "the original handle keeps f32");
-    let got = read_gpu(&half, &half.linear(&half.from_f32(&x, &[m, k]).unwrap(), &w16, Some(&b16), Activation::Identity).unwrap());
-    let want = read_cpu(&cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cpu.from_f32(&b, &[n]).unwrap()), Activation::Identity).unwrap());
+    assert_eq!(
+        gpu.byte_size(&gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap()),
+        n * k * 4,
+        "the original handle keeps f32"
+    );
+    let got = read_gpu(
+        &half,
+        &half.linear(&half.from_f32(&x, &[m, k]).unwrap(), &w16, Some(&b16), Activation::Identity).unwrap(),
+    );
+    let want = read_cpu(
+        &cpu.linear(
+            &cpu.from_f32(&x, &[m, k]).unwrap(),
+            &cpu.from_f32(&w, &[n, k]).unwrap(),
+            Some(&cpu.from_f32(&b, &[n]).unwrap()),
+            Activation::Identity,
+        )
+        .unwrap(),
+    );
     let scale = want.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
     let (rel, cos) = (max_abs(&got, &want) / scale, cosine(&got, &want));
     assert!(rel <= 1e-2 && cos >= 0.9999, "f16-stored weights: rel {rel:e}, cosine {cos}");
@@ -702,15 +969,25 @@ fn int8_weights_match_cpu_dequantised_and_f32_within_quantisation_error() {
             let got = read_gpu(&gpu8, &gpu8.linear(&gx, &gw, Some(&gb), Activation::GeluErf).unwrap());
             let want8 = read_cpu(&cpu.linear(&cx, &cw8, Some(&cb), Activation::GeluErf).unwrap());
             assert_f32_close(&what("linear", format!("m={m} k={k} n={n}")), &got, &want8);
-            let want32 = read_cpu(&cpu.linear(&cx, &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cb), Activation::GeluErf).unwrap());
+            let want32 = read_cpu(
+                &cpu.linear(&cx, &cpu.from_f32(&w, &[n, k]).unwrap(), Some(&cb), Activation::GeluErf).unwrap(),
+            );
             let (rel, cos) = int8_vs_f32(&got, &want32);
             worst = (worst.0.max(rel), worst.1.min(cos));
-            assert!(rel <= 1e-2 && cos >= 0.999, "{}: vs f32 rel {rel:e}, cosine {cos}", what("linear", format!("m={m} k={k} n={n}")));
+            assert!(
+                rel <= 1e-2 && cos >= 0.999,
+                "{}: vs f32 rel {rel:e}, cosine {cos}",
+                what("linear", format!("m={m} k={k} n={n}"))
+            );
             // A weight as matmul's right operand [k, n]: its rows (scales) run along k, not the outputs.
             let gb = gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[k, n]).unwrap();
             let cb8 = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[k, n]).unwrap();
             let got = read_gpu(&gpu8, &gpu8.matmul(&gx, &gb).unwrap());
-            assert_f32_close(&what("matmul", format!("m={m} k={k} n={n}")), &got, &read_cpu(&cpu.matmul(&cx, &cb8).unwrap()));
+            assert_f32_close(
+                &what("matmul", format!("m={m} k={k} n={n}")),
+                &got,
+                &read_cpu(&cpu.matmul(&cx, &cb8).unwrap()),
+            );
         }
         // 3×3 and 1×1 convolutions: the implicit-im2col input with the int8 reader; a [cout, cin, 3, 3] weight
         // from f16 bytes, viewed as [cout, cin·9] like models/conv.rs does.
@@ -725,10 +1002,18 @@ fn int8_weights_match_cpu_dequantised_and_f32_within_quantisation_error() {
             let (gx, cx) = (gpu8.from_f32(&x, &[h * w, cin]).unwrap(), cpu.from_f32(&x, &[h * w, cin]).unwrap());
             let (gb, cb) = (gpu8.from_f32(&b, &[cout]).unwrap(), cpu.from_f32(&b, &[cout]).unwrap());
             let got = read_gpu(&gpu8, &gpu8.conv2d(&gx, h, w, &gw, Some(&gb), ks).unwrap());
-            assert_f32_close(&what("conv2d", format!("{ks}×{ks} {h}×{w}×{cin}→{cout}")), &got, &read_cpu(&cpu.conv2d(&cx, h, w, &cw8, Some(&cb), ks).unwrap()));
+            assert_f32_close(
+                &what("conv2d", format!("{ks}×{ks} {h}×{w}×{cin}→{cout}")),
+                &got,
+                &read_cpu(&cpu.conv2d(&cx, h, w, &cw8, Some(&cb), ks).unwrap()),
+            );
             let (rel, cos) = int8_vs_f32(&got, &read_cpu(&cpu.conv2d(&cx, h, w, &cw32, Some(&cb), ks).unwrap()));
             worst = (worst.0.max(rel), worst.1.min(cos));
-            assert!(rel <= 1e-2 && cos >= 0.999, "{}: vs f32 rel {rel:e}, cosine {cos}", what("conv2d", format!("{ks}×{ks}")));
+            assert!(
+                rel <= 1e-2 && cos >= 0.999,
+                "{}: vs f32 rel {rel:e}, cosine {cos}",
+                what("conv2d", format!("{ks}×{ks}"))
+            );
         }
     }
     eprintln!("int8 vs f32 (random weights): worst max-abs / scale {:e}, lowest cosine {}", worst.0, worst.1);
@@ -745,17 +1030,33 @@ fn int8_weights_take_a_quarter_of_f32_and_other_ops_dequantise() {
     let w8 = gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
     let w32 = gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
     let (bytes8, bytes32) = (gpu8.byte_size(&w8), gpu.byte_size(&w32));
-    eprintln!("[{n}, {k}] matrix on the GPU: f32 {bytes32} bytes, int8 {bytes8} bytes (q {} + scales {})", n * k, n * 4);
+    eprintln!(
+        "[{n}, {k}] matrix on the GPU: f32 {bytes32} bytes, int8 {bytes8} bytes (q {} + scales {})",
+        n * k,
+        n * 4
+    );
     assert_eq!(bytes8, n * k + n * 4, "one byte per element plus an f32 scale per row");
     assert!(bytes8 * 4 <= bytes32 + 16 * n, "int8 is about a quarter of f32");
     let b = rng.vec(n, 0.5);
-    assert_eq!(gpu8.byte_size(&gpu8.upload_weight(&f32_bytes(&b), WeightDType::F32, &[n]).unwrap()), n * 4, "vectors stay f32");
+    assert_eq!(
+        gpu8.byte_size(&gpu8.upload_weight(&f32_bytes(&b), WeightDType::F32, &[n]).unwrap()),
+        n * 4,
+        "vectors stay f32"
+    );
     // gather_rows reads int8 in place, other ops (slice_rows, the read-back) dequantise first
     // (dequantize_i8.wgsl): the same values as the CPU's.
     let c8 = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
     let ids = [n as u32 - 1, 0, 7, 7];
-    assert_eq!(read_gpu(&gpu8, &gpu8.gather_rows(&w8, &ids).unwrap()), read_cpu(&cpu8.gather_rows(&c8, &ids).unwrap()), "gather_rows");
-    assert_eq!(read_gpu(&gpu8, &gpu8.slice_rows(&w8, 3, 5).unwrap()), read_cpu(&cpu8.slice_rows(&c8, 3, 5).unwrap()), "slice_rows");
+    assert_eq!(
+        read_gpu(&gpu8, &gpu8.gather_rows(&w8, &ids).unwrap()),
+        read_cpu(&cpu8.gather_rows(&c8, &ids).unwrap()),
+        "gather_rows"
+    );
+    assert_eq!(
+        read_gpu(&gpu8, &gpu8.slice_rows(&w8, 3, 5).unwrap()),
+        read_cpu(&cpu8.slice_rows(&c8, 3, 5).unwrap()),
+        "slice_rows"
+    );
     assert_eq!(read_gpu(&gpu8, &w8), read_cpu(&c8), "read back");
 }
 
@@ -778,7 +1079,10 @@ fn split_int8_weights_use_their_rows_scales_in_linear_and_conv() {
         let bytes = gpu8.byte_size(&gw);
         assert!(bytes >= n * k + n * 4 && bytes <= n * k + n * 4 + 4 * gw.buffer_count(), "split int8: {bytes} bytes");
         let cw = cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
-        let got = read_gpu(&gpu8, &gpu8.linear(&gpu8.from_f32(&x, &[m, k]).unwrap(), &gw, None, Activation::Identity).unwrap());
+        let got = read_gpu(
+            &gpu8,
+            &gpu8.linear(&gpu8.from_f32(&x, &[m, k]).unwrap(), &gw, None, Activation::Identity).unwrap(),
+        );
         let want = read_cpu(&cpu.linear(&cpu.from_f32(&x, &[m, k]).unwrap(), &cw, None, Activation::Identity).unwrap());
         assert_f32_close(&format!("split int8 linear m={m} k={k} n={n} in {} buffers", gw.buffer_count()), &got, &want);
         let ids: Vec<u32> = [n - 1, 0, n / 2, 1, n - 1, n / 3].iter().map(|&i| i as u32).collect();

@@ -33,7 +33,11 @@ fn copy_dir(src: &Path, dst: &Path) {
     for e in std::fs::read_dir(src).unwrap() {
         let p = e.unwrap().path();
         let to = dst.join(p.file_name().unwrap());
-        if p.is_dir() { copy_dir(&p, &to) } else { std::fs::copy(&p, &to).unwrap(); }
+        if p.is_dir() {
+            copy_dir(&p, &to)
+        } else {
+            std::fs::copy(&p, &to).unwrap();
+        }
     }
 }
 
@@ -80,18 +84,37 @@ impl St {
 }
 
 fn embed_text(model: &Path) -> Output {
-    bin().args(["embed-text", "--backend", "cpu", "--model"]).arg(model).args(["--prompt", "a cat", "--out"]).arg(model.join("out.safetensors")).output().unwrap()
+    bin()
+        .args(["embed-text", "--backend", "cpu", "--model"])
+        .arg(model)
+        .args(["--prompt", "a cat", "--out"])
+        .arg(model.join("out.safetensors"))
+        .output()
+        .unwrap()
 }
 
 fn prior(model: &Path, extra: &[&str]) -> Output {
-    bin().args(["prior", "--backend", "cpu", "--model"]).arg(model).args(["--prompt", "a cat", "--seed", "1"]).args(extra)
-        .arg("--out").arg(model.join("out.safetensors")).output().unwrap()
+    bin()
+        .args(["prior", "--backend", "cpu", "--model"])
+        .arg(model)
+        .args(["--prompt", "a cat", "--seed", "1"])
+        .args(extra)
+        .arg("--out")
+        .arg(model.join("out.safetensors"))
+        .output()
+        .unwrap()
 }
 
 fn decode_local(model: &Path, out: &Path) -> Output {
-    bin().args(["decode-local", "--backend", "cpu", "--model"]).arg(model).arg("--embeds").arg(kandinsky_case("ddpm_cfg"))
-        .args(["--seed", "1", "--steps", "2", "--scheduler", "ddim", "--width", "32", "--height", "32", "--out"]).arg(out)
-        .output().unwrap()
+    bin()
+        .args(["decode-local", "--backend", "cpu", "--model"])
+        .arg(model)
+        .arg("--embeds")
+        .arg(kandinsky_case("ddpm_cfg"))
+        .args(["--seed", "1", "--steps", "2", "--scheduler", "ddim", "--width", "32", "--height", "32", "--out"])
+        .arg(out)
+        .output()
+        .unwrap()
 }
 
 /// Like `fails_clearly` for commands that report progress on stderr first (`decode-local`): exit ≠ 0, no
@@ -148,12 +171,16 @@ fn overlapping_or_shifted_data_offsets_are_refused_naming_the_tensor() {
     json["text_projection.weight"]["data_offsets"] = serde_json::json!([b - 4, e - 4]);
     st.set_json(&json);
     st.write(&path, 0);
-    fails_clearly(embed_text(&model), &[TEXT_WEIGHTS, "tensor `text_projection.weight`", "overlap tensor `text_model.final_layer_norm.weight`"]);
+    fails_clearly(
+        embed_text(&model),
+        &[TEXT_WEIGHTS, "tensor `text_projection.weight`", "overlap tensor `text_model.final_layer_norm.weight`"],
+    );
 
     // Two tensors of the same size given the same range: the second reads the first's values.
     let mut st = St::read(&tiny_model().join(TEXT_WEIGHTS));
     let mut json = st.json();
-    json["text_model.final_layer_norm.bias"]["data_offsets"] = json["text_model.final_layer_norm.weight"]["data_offsets"].clone();
+    json["text_model.final_layer_norm.bias"]["data_offsets"] =
+        json["text_model.final_layer_norm.weight"]["data_offsets"].clone();
     st.set_json(&json);
     st.write(&path, 0);
     fails_clearly(embed_text(&model), &[TEXT_WEIGHTS, "text_model.final_layer_norm", "data offsets"]);
@@ -168,11 +195,17 @@ fn shape_times_dtype_is_checked_for_tensors_the_engine_skips_too() {
     let mut st = St::read(&path);
     let mut json = st.json();
     let end = st.data.len() as u64;
-    json.insert("text_model.embeddings.position_ids".into(), serde_json::json!({"dtype": "I64", "shape": [1, 76], "data_offsets": [end, end + 77 * 8]}));
+    json.insert(
+        "text_model.embeddings.position_ids".into(),
+        serde_json::json!({"dtype": "I64", "shape": [1, 76], "data_offsets": [end, end + 77 * 8]}),
+    );
     st.data.extend((0..77i64).flat_map(|i| i.to_le_bytes()));
     st.set_json(&json);
     st.write(&path, 0);
-    fails_clearly(embed_text(&model), &[TEXT_WEIGHTS, "tensor `text_model.embeddings.position_ids`", "shape [1, 76] in I64 needs 608 bytes"]);
+    fails_clearly(
+        embed_text(&model),
+        &[TEXT_WEIGHTS, "tensor `text_model.embeddings.position_ids`", "shape [1, 76] in I64 needs 608 bytes"],
+    );
     // With the right shape the same file loads.
     json["text_model.embeddings.position_ids"]["shape"] = serde_json::json!([1, 77]);
     st.set_json(&json);
@@ -188,7 +221,14 @@ fn non_finite_weights_are_refused_at_load_naming_the_tensor() {
     let (b, _) = st.range("text_model.encoder.layers.0.mlp.fc1.weight");
     st.data[b + 8..b + 12].copy_from_slice(&f32::NAN.to_le_bytes());
     st.write(&path, 0);
-    fails_clearly(embed_text(&model), &[TEXT_WEIGHTS, "tensor `text_model.encoder.layers.0.mlp.fc1.weight`", "1 of its 2048 values are NaN or infinite (the first at index 2)"]);
+    fails_clearly(
+        embed_text(&model),
+        &[
+            TEXT_WEIGHTS,
+            "tensor `text_model.encoder.layers.0.mlp.fc1.weight`",
+            "1 of its 2048 values are NaN or infinite (the first at index 2)",
+        ],
+    );
     st.fill_f32("text_model.encoder.layers.0.mlp.fc1.weight", f32::INFINITY);
     st.write(&path, 0);
     fails_clearly(embed_text(&model), &["fc1.weight", "2048 of its 2048 values"]);
@@ -207,11 +247,20 @@ fn non_finite_weights_are_refused_before_a_gpu_upload() {
     bytes.extend(&st.header);
     bytes.extend(&st.data);
     files.insert(TEXT_WEIGHTS, bytes);
-    let err = pollster::block_on(lambda_eclipse::weights::load_component_weights(&gpu, &files, "text_encoder", "model", |_, _| {}))
-        .err()
-        .expect("NaN weights must not load")
-        .to_string();
-    assert!(err.contains(TEXT_WEIGHTS) && err.contains("tensor `text_projection.weight`") && err.contains("NaN"), "{err}");
+    let err = pollster::block_on(lambda_eclipse::weights::load_component_weights(
+        &gpu,
+        &files,
+        "text_encoder",
+        "model",
+        |_, _| {},
+    ))
+    .err()
+    .expect("NaN weights must not load")
+    .to_string();
+    assert!(
+        err.contains(TEXT_WEIGHTS) && err.contains("tensor `text_projection.weight`") && err.contains("NaN"),
+        "{err}"
+    );
 }
 
 // ---- 8: every output replaced whole or not at all ----
@@ -250,7 +299,11 @@ fn canned_server(reply: Vec<u8>, connections: usize) -> String {
 }
 
 fn http_reply(content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     r.extend(body);
     r
 }
@@ -288,56 +341,121 @@ fn a_failed_write_keeps_the_previous_output_and_leaves_no_temporary_file() {
 
     // (name, output file, command writing it)
     let commands: Vec<(&str, &str, Box<dyn Fn(&Path) -> Command>)> = vec![
-        ("embed-text", "t.safetensors", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.args(["embed-text", "--backend", "cpu", "--model"]).arg(tiny_model()).args(["--prompt", "a cat", "--out"]).arg(out);
-            c
-        })),
-        ("embed-image", "i.safetensors", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.args(["embed-image", "--backend", "cpu", "--model"]).arg(tiny_model()).arg("--out").arg(out).arg(asset("chelsea.png"));
-            c
-        })),
-        ("prior", "p.safetensors", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.args(["prior", "--backend", "cpu", "--model"]).arg(tiny_model()).args(["--prompt", "a cat", "--seed", "1", "--out"]).arg(out);
-            c
-        })),
-        ("canny", "edges.png", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.arg("canny").arg(asset("astronaut.png")).arg("--out").arg(out);
-            c
-        })),
-        ("interpolate (safetensors)", "grid.safetensors", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.arg("interpolate");
-            for (flag, corner) in ["--top-left", "--top-right", "--bottom-left", "--bottom-right"].iter().zip(&corners) {
-                c.arg(flag).arg(corner);
-            }
-            c.args(["--steps", "2", "--out"]).arg(out);
-            c
-        })),
-        ("interpolate (json, relative --out)", "grid.json", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.arg("interpolate");
-            for (flag, corner) in ["--top-left", "--top-right", "--bottom-left", "--bottom-right"].iter().zip(&corners) {
-                c.arg(flag).arg(corner);
-            }
-            c.args(["--steps", "2", "--out", "grid.json"]).current_dir(out.parent().unwrap());
-            c
-        })),
-        ("decode-local", "d.safetensors", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.args(["decode-local", "--backend", "cpu", "--model"]).arg(shared().join("goldens/kandinsky-tiny/model"))
-                .arg("--embeds").arg(kandinsky_case("ddpm_cfg"))
-                .args(["--seed", "1", "--steps", "2", "--scheduler", "ddim", "--width", "32", "--height", "32", "--out"]).arg(out);
-            c
-        })),
-        ("decode", "remote.png", Box::new(|out: &Path| {
-            let mut c = bin();
-            c.args(["decode", "--endpoint", &endpoint, "--embeds"]).arg(&corners[0]).arg("--out").arg(out).env_remove("LAMBDA_DECODER_TOKEN");
-            c
-        })),
+        (
+            "embed-text",
+            "t.safetensors",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.args(["embed-text", "--backend", "cpu", "--model"])
+                    .arg(tiny_model())
+                    .args(["--prompt", "a cat", "--out"])
+                    .arg(out);
+                c
+            }),
+        ),
+        (
+            "embed-image",
+            "i.safetensors",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.args(["embed-image", "--backend", "cpu", "--model"])
+                    .arg(tiny_model())
+                    .arg("--out")
+                    .arg(out)
+                    .arg(asset("chelsea.png"));
+                c
+            }),
+        ),
+        (
+            "prior",
+            "p.safetensors",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.args(["prior", "--backend", "cpu", "--model"])
+                    .arg(tiny_model())
+                    .args(["--prompt", "a cat", "--seed", "1", "--out"])
+                    .arg(out);
+                c
+            }),
+        ),
+        (
+            "canny",
+            "edges.png",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.arg("canny").arg(asset("astronaut.png")).arg("--out").arg(out);
+                c
+            }),
+        ),
+        (
+            "interpolate (safetensors)",
+            "grid.safetensors",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.arg("interpolate");
+                for (flag, corner) in
+                    ["--top-left", "--top-right", "--bottom-left", "--bottom-right"].iter().zip(&corners)
+                {
+                    c.arg(flag).arg(corner);
+                }
+                c.args(["--steps", "2", "--out"]).arg(out);
+                c
+            }),
+        ),
+        (
+            "interpolate (json, relative --out)",
+            "grid.json",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.arg("interpolate");
+                for (flag, corner) in
+                    ["--top-left", "--top-right", "--bottom-left", "--bottom-right"].iter().zip(&corners)
+                {
+                    c.arg(flag).arg(corner);
+                }
+                c.args(["--steps", "2", "--out", "grid.json"]).current_dir(out.parent().unwrap());
+                c
+            }),
+        ),
+        (
+            "decode-local",
+            "d.safetensors",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.args(["decode-local", "--backend", "cpu", "--model"])
+                    .arg(shared().join("goldens/kandinsky-tiny/model"))
+                    .arg("--embeds")
+                    .arg(kandinsky_case("ddpm_cfg"))
+                    .args([
+                        "--seed",
+                        "1",
+                        "--steps",
+                        "2",
+                        "--scheduler",
+                        "ddim",
+                        "--width",
+                        "32",
+                        "--height",
+                        "32",
+                        "--out",
+                    ])
+                    .arg(out);
+                c
+            }),
+        ),
+        (
+            "decode",
+            "remote.png",
+            Box::new(|out: &Path| {
+                let mut c = bin();
+                c.args(["decode", "--endpoint", &endpoint, "--embeds"])
+                    .arg(&corners[0])
+                    .arg("--out")
+                    .arg(out)
+                    .env_remove("LAMBDA_DECODER_TOKEN");
+                c
+            }),
+        ),
     ];
     let previous = b"the previous output, which a failed write must not destroy\n";
     for (name, file, command) in &commands {
@@ -353,8 +471,13 @@ fn a_failed_write_keeps_the_previous_output_and_leaves_no_temporary_file() {
         assert_eq!(left, vec![std::ffi::OsString::from(file)], "{name}: a temporary file was left behind");
         // decode-local reports progress on stderr first: the error is the last line.
         let last = err.trim_end().lines().last().unwrap_or_default();
-        for needle in [&format!("{file}: cannot write the output"), "File too large", "an existing file there is unchanged"] {
-            assert!(last.starts_with("error: ") && last.contains(needle), "{name}: the error should say {needle:?}: {err}");
+        for needle in
+            [&format!("{file}: cannot write the output"), "File too large", "an existing file there is unchanged"]
+        {
+            assert!(
+                last.starts_with("error: ") && last.contains(needle),
+                "{name}: the error should say {needle:?}: {err}"
+            );
         }
 
         // Without the limit the same command replaces the file whole.
@@ -387,7 +510,9 @@ fn interpolate_steps_have_the_js_apis_bound() {
         output_within(&mut c, Duration::from_secs(30))
     };
     ok(run("64"));
-    let (shape, _) = lambda_eclipse::tensor_file::read_f32(&std::fs::read(dir.join("grid.safetensors")).unwrap(), "grid", "grid").unwrap();
+    let (shape, _) =
+        lambda_eclipse::tensor_file::read_f32(&std::fs::read(dir.join("grid.safetensors")).unwrap(), "grid", "grid")
+            .unwrap();
     assert_eq!(shape, vec![65 * 65, 8]);
     for steps in ["65", "100000", "18446744073709551615"] {
         fails_clearly(run(steps), &["interpolation steps must be an integer from 1 to 64", steps]);
@@ -397,7 +522,8 @@ fn interpolate_steps_have_the_js_apis_bound() {
 // ---- 10: configs that compute NaN, NaN thresholds, non-finite results ----
 
 fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     edit(&mut v);
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
@@ -422,14 +548,19 @@ fn absurd_scheduler_configs_are_refused_by_field_before_any_weight() {
         ("steps_offset", "9223372036854775807", "`steps_offset` 9223372036854775807"),
     ] {
         // Python's json writes NaN and Infinity bare, so the file is edited as text.
-        let text = original.replace(&format!("\"{field}\": {}", field_value(&original, field)), &format!("\"{field}\": {value}"));
+        let text = original
+            .replace(&format!("\"{field}\": {}", field_value(&original, field)), &format!("\"{field}\": {value}"));
         assert_ne!(text, original, "{field} not found");
         std::fs::write(&config, text).unwrap();
-        fails_clearly(decode_local(&model, &out), &["scheduler/scheduler_config.json", "invalid scheduler config", needle]);
+        fails_clearly(
+            decode_local(&model, &out),
+            &["scheduler/scheduler_config.json", "invalid scheduler config", needle],
+        );
         assert!(!out.exists());
     }
     let trained: Vec<f64> = (0..1000).map(|i| if i == 7 { 1.0 } else { 0.01 }).collect();
-    std::fs::write(&config, original.replace("\"trained_betas\": null", &format!("\"trained_betas\": {trained:?}"))).unwrap();
+    std::fs::write(&config, original.replace("\"trained_betas\": null", &format!("\"trained_betas\": {trained:?}")))
+        .unwrap();
     fails_clearly(decode_local(&model, &out), &["`trained_betas` value 7 is 1"]);
     // The untouched config still decodes.
     std::fs::write(&config, &original).unwrap();
@@ -446,17 +577,28 @@ fn field_value(text: &str, field: &str) -> String {
 fn model_configs_that_compute_nan_are_refused_at_load() {
     let model = copy_of(&tiny_model(), "eps");
     for (value, shown) in [(-1.0, "-1"), (0.0, "0")] {
-        edit_json(&model.join("text_encoder/config.json"), |c| { c.insert("layer_norm_eps".into(), value.into()); });
-        fails_clearly(embed_text(&model), &["text_encoder/config.json", &format!("`layer_norm_eps` is {shown}; it must be a positive number")]);
+        edit_json(&model.join("text_encoder/config.json"), |c| {
+            c.insert("layer_norm_eps".into(), value.into());
+        });
+        fails_clearly(
+            embed_text(&model),
+            &["text_encoder/config.json", &format!("`layer_norm_eps` is {shown}; it must be a positive number")],
+        );
     }
     let model = copy_of(&tiny_model(), "eps_prior");
-    edit_json(&model.join("prior/config.json"), |c| { c.insert("layer_norm_eps".into(), (-1.0).into()); });
+    edit_json(&model.join("prior/config.json"), |c| {
+        c.insert("layer_norm_eps".into(), (-1.0).into());
+    });
     fails_clearly(prior(&model, &[]), &["prior/config.json", "`layer_norm_eps` is -1"]);
     let model = copy_of(&tiny_model(), "eps_vision");
-    edit_json(&model.join("image_encoder/config.json"), |c| { c.insert("layer_norm_eps".into(), (-1e-5).into()); });
+    edit_json(&model.join("image_encoder/config.json"), |c| {
+        c.insert("layer_norm_eps".into(), (-1e-5).into());
+    });
     fails_clearly(prior(&model, &[]), &["image_encoder/config.json", "`layer_norm_eps` is -0.00001"]);
     let decoder = copy_of(&shared().join("goldens/kandinsky-tiny/model"), "eps_unet");
-    edit_json(&decoder.join("unet/config.json"), |c| { c.insert("norm_eps".into(), (-1.0).into()); });
+    edit_json(&decoder.join("unet/config.json"), |c| {
+        c.insert("norm_eps".into(), (-1.0).into());
+    });
     fails_clearly(decode_local(&decoder, &decoder.join("o.png")), &["unet/config.json", "`norm_eps` is -1"]);
 }
 
@@ -465,7 +607,15 @@ fn nan_canny_thresholds_are_refused() {
     let dir = scratch("canny_nan");
     for (low, high) in [("NaN", "200"), ("100", "NaN"), ("-inf", "200")] {
         let out = dir.join("e.png");
-        let r = bin().arg("canny").arg(asset("astronaut.png")).arg(format!("--low={low}")).arg(format!("--high={high}")).arg("--out").arg(&out).output().unwrap();
+        let r = bin()
+            .arg("canny")
+            .arg(asset("astronaut.png"))
+            .arg(format!("--low={low}"))
+            .arg(format!("--high={high}"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
         fails_clearly(r, &["the Canny thresholds must be finite numbers"]);
         assert!(!out.exists());
     }
@@ -497,7 +647,10 @@ fn a_non_finite_result_is_an_error_naming_the_stage() {
     let mut st = St::read(&path);
     st.fill_f32("conv_norm_out.weight", 3e38);
     st.write(&path, 0);
-    fails_after_progress(decode_local(&decoder, &decoder.join("o.png")), &["decoder step 1/2", "the latents", "NaN or infinite"]);
+    fails_after_progress(
+        decode_local(&decoder, &decoder.join("o.png")),
+        &["decoder step 1/2", "the latents", "NaN or infinite"],
+    );
 
     let decoder = copy_of(&shared().join("goldens/kandinsky-tiny/model"), "overflow_movq");
     let path = decoder.join("movq/diffusion_pytorch_model.safetensors");
@@ -529,7 +682,14 @@ fn decode_refuses_a_reply_that_is_not_the_requested_format() {
     ] {
         let url = canned_server(http_reply(content_type, body), 1);
         let out = dir.join(out);
-        let r = bin().args(["decode", "--endpoint", &url, "--embeds"]).arg(&embeds).arg("--out").arg(&out).env_remove("LAMBDA_DECODER_TOKEN").output().unwrap();
+        let r = bin()
+            .args(["decode", "--endpoint", &url, "--embeds"])
+            .arg(&embeds)
+            .arg("--out")
+            .arg(&out)
+            .env_remove("LAMBDA_DECODER_TOKEN")
+            .output()
+            .unwrap();
         let mut all = vec!["nothing was saved"];
         all.extend(needles);
         fails_clearly(r, &all);
@@ -537,6 +697,13 @@ fn decode_refuses_a_reply_that_is_not_the_requested_format() {
     }
     // The format asked for is saved.
     let url = canned_server(http_reply("image/png", &png), 1);
-    ok(bin().args(["decode", "--endpoint", &url, "--embeds"]).arg(&embeds).arg("--out").arg(dir.join("ok.png")).env_remove("LAMBDA_DECODER_TOKEN").output().unwrap());
+    ok(bin()
+        .args(["decode", "--endpoint", &url, "--embeds"])
+        .arg(&embeds)
+        .arg("--out")
+        .arg(dir.join("ok.png"))
+        .env_remove("LAMBDA_DECODER_TOKEN")
+        .output()
+        .unwrap());
     assert_eq!(std::fs::read(dir.join("ok.png")).unwrap(), png);
 }

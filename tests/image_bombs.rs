@@ -123,7 +123,8 @@ fn black_png(width: u32, height: u32, iccp: Option<u64>) -> Vec<u8> {
 /// The 37×29 4:2:0 baseline JPEG fixture (982 bytes) with its SOF claiming `width`×`height`: the entropy data
 /// runs out at once and a decoder fills the rest with zeros, so a decode takes the whole image's memory and time.
 fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
-    let mut jpg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/baseline_420_q75.jpg")).unwrap();
+    let mut jpg =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/baseline_420_q75.jpg")).unwrap();
     let sof = jpg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
     jpg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
     jpg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
@@ -192,7 +193,10 @@ fn run_measured(mut cmd: Command) -> Run {
         if start.elapsed() > TIMEOUT {
             let _ = child.kill();
             let _ = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            panic!("still running after {TIMEOUT:?} (peak RSS {} MiB): the image is being decoded", usage.ru_maxrss / 1024);
+            panic!(
+                "still running after {TIMEOUT:?} (peak RSS {} MiB): the image is being decoded",
+                usage.ru_maxrss / 1024
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -222,13 +226,23 @@ fn embed_image_cli(name: &str, bytes: &[u8]) -> Run {
     let input: PathBuf = dir.join(name);
     std::fs::write(&input, bytes).unwrap();
     let mut cmd = bin();
-    cmd.args(["embed-image", "--backend", "cpu", "--model"]).arg(tiny_model()).arg("--out").arg(dir.join("o.safetensors")).arg(&input);
+    cmd.args(["embed-image", "--backend", "cpu", "--model"])
+        .arg(tiny_model())
+        .arg("--out")
+        .arg(dir.join("o.safetensors"))
+        .arg(&input);
     run_measured(cmd)
 }
 
 #[track_caller]
 fn refused_quickly_in_little_memory(what: &str, run: &Run, needles: &[&str]) {
-    eprintln!("{what}: exit ok = {}, {:.2} s, peak RSS {:.0} MiB: {}", run.success, run.seconds, run.peak_rss_mib, run.stderr.trim());
+    eprintln!(
+        "{what}: exit ok = {}, {:.2} s, peak RSS {:.0} MiB: {}",
+        run.success,
+        run.seconds,
+        run.peak_rss_mib,
+        run.stderr.trim()
+    );
     assert!(!run.success, "{what}: expected a refusal, the command succeeded");
     assert!(!run.stderr.contains("panicked"), "{what}: panic: {}", run.stderr);
     assert_eq!(run.stderr.trim_end().lines().count(), 1, "{what}: one line expected: {}", run.stderr);
@@ -256,7 +270,12 @@ fn canny_refuses_a_16384_square_png_from_its_header_in_little_memory() {
     refused_quickly_in_little_memory(
         &format!("canny, {} KB PNG of 16384×16384", png.len() / 1000),
         &run,
-        &["square.png", "PNG image is 16384×16384", "more than the 16384×16384 / 512 MiB decode limit", "268.4 Mpx, more than the 179.0 Mpx"],
+        &[
+            "square.png",
+            "PNG image is 16384×16384",
+            "more than the 16384×16384 / 512 MiB decode limit",
+            "268.4 Mpx, more than the 179.0 Mpx",
+        ],
     );
 }
 
@@ -264,7 +283,11 @@ fn canny_refuses_a_16384_square_png_from_its_header_in_little_memory() {
 #[test]
 fn canny_refuses_a_1_kb_jpeg_claiming_30000_square_at_once() {
     let run = canny_cli("wide.jpg", &jpeg_claiming(30000, 30000));
-    refused_quickly_in_little_memory("canny, 1 KB JPEG claiming 30000×30000", &run, &["wide.jpg", "JPEG image is 30000×30000", "wider than 16384 px"]);
+    refused_quickly_in_little_memory(
+        "canny, 1 KB JPEG claiming 30000×30000",
+        &run,
+        &["wide.jpg", "JPEG image is 30000×30000", "wider than 16384 px"],
+    );
 }
 
 /// Issue: a 1×1 PNG whose iCCP chunk inflates to 2 GiB took 2.1 GB (canny); as a photo, up to the 512 MiB
@@ -273,8 +296,16 @@ fn canny_refuses_a_1_kb_jpeg_claiming_30000_square_at_once() {
 fn a_1x1_png_whose_colour_profile_inflates_to_2_gib_is_refused_by_canny_and_as_a_photo() {
     let png = black_png(1, 1, Some(2 << 30));
     let needles = ["profile.png", "PNG colour profile (iCCP chunk) inflates to more than 1024 KiB"];
-    refused_quickly_in_little_memory(&format!("canny, {} MB 1×1 PNG, 2 GiB iCCP", png.len() >> 20), &canny_cli("profile.png", &png), &needles);
-    refused_quickly_in_little_memory("embed-image, 1×1 PNG, 2 GiB iCCP", &embed_image_cli("profile.png", &png), &needles);
+    refused_quickly_in_little_memory(
+        &format!("canny, {} MB 1×1 PNG, 2 GiB iCCP", png.len() >> 20),
+        &canny_cli("profile.png", &png),
+        &needles,
+    );
+    refused_quickly_in_little_memory(
+        "embed-image, 1×1 PNG, 2 GiB iCCP",
+        &embed_image_cli("profile.png", &png),
+        &needles,
+    );
 }
 
 /// Issue: JPEGs of 89–178 Mpx were decoded in full (1.3 GB, 37 s for a 1.5 KB file) and only then refused.
@@ -282,13 +313,22 @@ fn a_1x1_png_whose_colour_profile_inflates_to_2_gib_is_refused_by_canny_and_as_a
 #[test]
 fn a_1_kb_jpeg_of_134_mpx_is_refused_from_its_sof_as_a_photo_and_by_canny() {
     let jpg = jpeg_claiming(16384, 8192);
-    let needles = ["big.jpg", "JPEG image is 16384×8192", "more than the 16384×16384 / 512 MiB decode limit", "it would need"];
-    refused_quickly_in_little_memory("embed-image, 1 KB JPEG of 16384×8192", &embed_image_cli("big.jpg", &jpg), &needles);
+    let needles =
+        ["big.jpg", "JPEG image is 16384×8192", "more than the 16384×16384 / 512 MiB decode limit", "it would need"];
+    refused_quickly_in_little_memory(
+        "embed-image, 1 KB JPEG of 16384×8192",
+        &embed_image_cli("big.jpg", &jpg),
+        &needles,
+    );
     refused_quickly_in_little_memory("canny, 1 KB JPEG of 16384×8192", &canny_cli("big.jpg", &jpg), &needles);
     // 10000×9000 (90 Mpx, just over Pillow's MAX_IMAGE_PIXELS): also over the memory budget in colour.
     let jpg = jpeg_claiming(10000, 9000);
     let needles = ["big.jpg", "JPEG image is 10000×9000", "it would need"];
-    refused_quickly_in_little_memory("embed-image, 1 KB JPEG of 10000×9000", &embed_image_cli("big.jpg", &jpg), &needles);
+    refused_quickly_in_little_memory(
+        "embed-image, 1 KB JPEG of 10000×9000",
+        &embed_image_cli("big.jpg", &jpg),
+        &needles,
+    );
 }
 
 /// The budget refuses bombs, not ordinary images: a 3000×2000 edge image and photo still work through the CLI.
@@ -311,10 +351,26 @@ fn images_within_the_budget_still_decode() {
 fn every_decode_path_refuses_a_bomb_from_its_header_with_the_same_words() {
     let limits = DecodeLimits::default();
     for (name, bytes, needle) in [
-        ("PNG 16384×12000", black_png(16384, 12000, None), "PNG image is 16384×12000, more than the 16384×16384 / 512 MiB decode limit"),
-        ("PNG 20000×10", black_png(20000, 10, None), "PNG image is 20000×10, more than the 16384×16384 / 512 MiB decode limit (wider than 16384 px)"),
-        ("JPEG 16384×8192", jpeg_claiming(16384, 8192), "JPEG image is 16384×8192, more than the 16384×16384 / 512 MiB decode limit"),
-        ("PNG 1×1, 64 MiB iCCP", black_png(1, 1, Some(64 << 20)), "PNG colour profile (iCCP chunk) inflates to more than 1024 KiB"),
+        (
+            "PNG 16384×12000",
+            black_png(16384, 12000, None),
+            "PNG image is 16384×12000, more than the 16384×16384 / 512 MiB decode limit",
+        ),
+        (
+            "PNG 20000×10",
+            black_png(20000, 10, None),
+            "PNG image is 20000×10, more than the 16384×16384 / 512 MiB decode limit (wider than 16384 px)",
+        ),
+        (
+            "JPEG 16384×8192",
+            jpeg_claiming(16384, 8192),
+            "JPEG image is 16384×8192, more than the 16384×16384 / 512 MiB decode limit",
+        ),
+        (
+            "PNG 1×1, 64 MiB iCCP",
+            black_png(1, 1, Some(64 << 20)),
+            "PNG colour profile (iCCP chunk) inflates to more than 1024 KiB",
+        ),
     ] {
         // decode_rgb: subject photos and inspectImage; control_edges: the edge image and cannyPreview;
         // grayscale_like_opencv: the CLI's canny.
@@ -344,7 +400,11 @@ fn pillow_pixel_limit_applies_whatever_the_memory() {
     // With memory to spare, Pillow's DecompressionBombError threshold (2 × 89,478,485 px) still applies.
     let limits = DecodeLimits { max_alloc_bytes: 64 << 30, ..DecodeLimits::default() };
     let e = decode_rgb(&black_png(16000, 12000, None), &limits).expect_err("192 Mpx").to_string();
-    assert!(e.contains("PNG image is 16000×12000") && e.contains("192.0 Mpx, more than the 179.0 Mpx at which Pillow refuses"), "{e}");
+    assert!(
+        e.contains("PNG image is 16000×12000")
+            && e.contains("192.0 Mpx, more than the 179.0 Mpx at which Pillow refuses"),
+        "{e}"
+    );
 }
 
 /// A scan whose data runs out at a marker leaves the rest of its blocks as they are (libjpeg's
@@ -368,9 +428,15 @@ fn a_jpeg_of_hundreds_of_empty_scans_decodes_in_about_the_time_of_one() {
     let one = best(&jpeg_with_empty_scans(2000, 1));
     let many = best(&jpeg_with_empty_scans(2000, 300));
     eprintln!("2000×2000 progressive JPEG: 1 empty scan {one:.3} s, 300 empty scans {many:.3} s");
-    assert!(many < 3.0 * one + 0.05, "300 empty scans took {many:.3} s against {one:.3} s for one: each scan decodes the zero fill");
+    assert!(
+        many < 3.0 * one + 0.05,
+        "300 empty scans took {many:.3} s against {one:.3} s for one: each scan decodes the zero fill"
+    );
     // Same pixels: the empty scans change nothing.
-    assert_eq!(decode_rgb(&jpeg_with_empty_scans(64, 1), &limits).unwrap(), decode_rgb(&jpeg_with_empty_scans(64, 300), &limits).unwrap());
+    assert_eq!(
+        decode_rgb(&jpeg_with_empty_scans(64, 1), &limits).unwrap(),
+        decode_rgb(&jpeg_with_empty_scans(64, 300), &limits).unwrap()
+    );
 }
 
 /// Found by fuzz/image_png (corpus/image_png/crash-plte-49-bytes.png, CRCs valid): a palette of 49 bytes —
@@ -378,7 +444,8 @@ fn a_jpeg_of_hundreds_of_empty_scans_decodes_in_about_the_time_of_one() {
 /// and `embed-image`; a wasm trap in the browser). libpng refuses such a palette; so do we, in words.
 #[test]
 fn a_png_palette_that_is_not_whole_rgb_entries_is_a_clear_error_not_a_panic() {
-    let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/image_png/crash-plte-49-bytes.png")).unwrap();
+    let png =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/image_png/crash-plte-49-bytes.png")).unwrap();
     let limits = DecodeLimits::default();
     for message in [
         decode_rgb(&png, &limits).map(|_| ()).expect_err("PLTE of 49 bytes").to_string(),

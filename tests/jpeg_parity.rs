@@ -127,8 +127,14 @@ fn arithmetic_coded_and_unrefined_progressive_jpegs_return_none_for_fallback() {
     assert!(names.len() >= 2);
     for name in names {
         let bytes = read(&format!("{FIXTURES}{name}.jpg"));
-        assert!(matches!(decode_jpeg_like_pillow(&bytes, &DecodeLimits::default()), Ok(None)), "{name}: expected Ok(None)");
-        assert!(matches!(decode_jpeg_luma(&bytes, &DecodeLimits::default(), 0), Ok(None)), "{name}: luma: expected Ok(None)");
+        assert!(
+            matches!(decode_jpeg_like_pillow(&bytes, &DecodeLimits::default()), Ok(None)),
+            "{name}: expected Ok(None)"
+        );
+        assert!(
+            matches!(decode_jpeg_luma(&bytes, &DecodeLimits::default(), 0), Ok(None)),
+            "{name}: luma: expected Ok(None)"
+        );
     }
 }
 

@@ -76,7 +76,9 @@ fn wgsl_params(kernel: Kernel, module: &Module) -> (Vec<(String, ParamType, usiz
             let ty = match module.types[m.ty].inner {
                 TypeInner::Scalar(Scalar::U32) => ParamType::U32,
                 TypeInner::Scalar(Scalar::F32) => ParamType::F32,
-                ref other => panic!("{kernel:?}: Params.{:?} has type {other:?}; the host writes only u32 and f32", m.name),
+                ref other => {
+                    panic!("{kernel:?}: Params.{:?} has type {other:?}; the host writes only u32 and f32", m.name)
+                }
             };
             (m.name.clone().unwrap_or_default(), ty, m.offset as usize)
         })
@@ -144,9 +146,9 @@ fn only_shader_f16_kernels_need_it_and_every_entry_point_fits_webgpu_default_lim
         let module = parse_and_validate(kernel);
         if kernel.needs_shader_f16() {
             let source = kernel.source();
-            let without_f16 = naga::front::wgsl::parse_str(&source)
-                .ok()
-                .and_then(|m| Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16_IN_FLOAT32).validate(&m).ok());
+            let without_f16 = naga::front::wgsl::parse_str(&source).ok().and_then(|m| {
+                Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16_IN_FLOAT32).validate(&m).ok()
+            });
             assert!(without_f16.is_none(), "{kernel:?} is marked shader-f16 but does not need it");
         }
         let [main] = &module.entry_points[..] else { panic!("{kernel:?}: expected one entry point") };

@@ -140,7 +140,8 @@ fn configs_of(dir: &Path) -> (UNetConfig, MoVqConfig) {
 fn the_size_check_is_the_largest_tensor_a_real_cpu_decode_makes() {
     for (dir, sizes) in [(tiny(), [(32, 32), (24, 40)]), (student(), [(32, 32), (64, 32)])] {
         let be = Watched::default();
-        let engine = pollster::block_on(DecoderEngine::load(be.clone(), &DirFiles::new(&dir), &mut |_, _, _| {})).unwrap();
+        let engine =
+            pollster::block_on(DecoderEngine::load(be.clone(), &DirFiles::new(&dir), &mut |_, _, _| {})).unwrap();
         for (width, height) in sizes {
             let d = engine.embedding_dim();
             let mut req = DecodeRequest::new(vec![0.5; d], vec![0.0; d], DecoderNoise::Seed(3));
@@ -155,7 +156,12 @@ fn the_size_check_is_the_largest_tensor_a_real_cpu_decode_makes() {
             // Each model alone, too.
             let (lh, lw) = engine.configs.latent_size(height, width).unwrap();
             let f = engine.latent_scale();
-            let x = be.from_f32(&vec![0.1; lh * lw * engine.configs.unet.in_channels], &[lh * lw, engine.configs.unet.in_channels]).unwrap();
+            let x = be
+                .from_f32(
+                    &vec![0.1; lh * lw * engine.configs.unet.in_channels],
+                    &[lh * lw, engine.configs.unet.in_channels],
+                )
+                .unwrap();
             let emb = be.from_f32(&vec![0.5; d], &[1, d]).unwrap();
             be.take();
             engine.unet.forward(&be, &x, lh, lw, 500.0, &emb).unwrap();
@@ -180,8 +186,12 @@ fn one_row_linear_flops(unet_weights: &Path) -> f64 {
             || n == "add_embedding.image_proj.weight"
             || n == "encoder_hid_proj.image_embeds.weight"
     };
-    let flops: usize =
-        header.tensors.iter().filter(|t| t.shape.len() == 2 && one_row(&t.name)).map(|t| 2 * t.shape[0] * t.shape[1]).sum();
+    let flops: usize = header
+        .tensors
+        .iter()
+        .filter(|t| t.shape.len() == 2 && one_row(&t.name))
+        .map(|t| 2 * t.shape[0] * t.shape[1])
+        .sum();
     flops as f64
 }
 
@@ -195,10 +205,8 @@ const OLD_TINY: [OldCost; 4] = [
     (8, 12, 58_171_392.0, 36_864, 140_897_280.0, 98_304),
     (512, 512, 4_553_135_882_240.0, 100_663_296, 53_141_974_286_336.0, 268_435_456),
 ];
-const OLD_STUDENT: [OldCost; 2] = [
-    (8, 8, 9_516_032.0, 10_240, 150_915_072.0, 131_072),
-    (16, 24, 58_488_832.0, 61_440, 1_408_806_912.0, 786_432),
-];
+const OLD_STUDENT: [OldCost; 2] =
+    [(8, 8, 9_516_032.0, 10_240, 150_915_072.0, 131_072), (16, 24, 58_488_832.0, 61_440, 1_408_806_912.0, 786_432)];
 const OLD_REAL: [OldCost; 3] = [
     (64, 64, 855_763_845_120.0, 18_874_368, 1_993_435_381_760.0, 268_435_456),
     (96, 64, 1_301_029_060_608.0, 28_311_552, 3_093_232_287_744.0, 402_653_184),

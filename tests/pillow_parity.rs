@@ -381,7 +381,10 @@ fn decode_rejects_a_truncated_png() {
     let bytes = read(&format!("{FIXTURES}dec_rgb.png"));
     for len in [4, 20, 40, bytes.len() / 2, bytes.len() - 13] {
         let e = decode_err(&bytes[..len]);
-        assert!(e.contains("PNG") && (e.contains("corrupt") || e.contains("truncated")), "{len} bytes: unclear message: {e}");
+        assert!(
+            e.contains("PNG") && (e.contains("corrupt") || e.contains("truncated")),
+            "{len} bytes: unclear message: {e}"
+        );
     }
 }
 
@@ -446,8 +449,17 @@ fn decode_respects_custom_limits() {
 #[test]
 fn decode_never_panics_on_truncated_or_bit_flipped_files_of_any_format() {
     for name in [
-        "dec_rgb.png", "dec_p.png", "dec_rgb16.png", "dec_anim.gif", "dec_rgb24.bmp", "dec_p8.bmp",
-        "dec_rgb565.bmp", "dec_lossless.webp", "dec_lossy.webp", "dec_baseline420.jpg", "dec_progressive.jpg",
+        "dec_rgb.png",
+        "dec_p.png",
+        "dec_rgb16.png",
+        "dec_anim.gif",
+        "dec_rgb24.bmp",
+        "dec_p8.bmp",
+        "dec_rgb565.bmp",
+        "dec_lossless.webp",
+        "dec_lossy.webp",
+        "dec_baseline420.jpg",
+        "dec_progressive.jpg",
         "dec_cmyk.jpg",
     ] {
         let bytes = read(&format!("{FIXTURES}{name}"));
@@ -478,14 +490,14 @@ fn crc32(data: &[u8]) -> u32 {
 /// SHA-256 (FIPS 180-4), enough for comparing with the digests in clip_photos.txt without a new dependency.
 fn sha256_hex(data: &[u8]) -> String {
     const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+        0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+        0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+        0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+        0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+        0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
     ];
     let mut h: [u32; 8] =
         [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];

@@ -16,7 +16,11 @@ fn meta() -> Value {
 }
 
 fn config(v: &Value) -> SchedulerConfig {
-    if v.is_null() { SchedulerConfig::default() } else { serde_json::from_value(v.clone()).unwrap() }
+    if v.is_null() {
+        SchedulerConfig::default()
+    } else {
+        serde_json::from_value(v.clone()).unwrap()
+    }
 }
 
 fn kind(name: &str) -> SchedulerKind {
@@ -83,7 +87,12 @@ fn dpmpp_sigmas_match_diffusers_to_one_ulp() {
             let want = bits(want);
             assert_eq!(got.len(), want.len(), "{name}/dpmpp/{n}: σ count");
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(a.abs_diff(*b) <= 1, "{name}/dpmpp/{n}: σ[{i}] {} vs diffusers {}", f32::from_bits(*a), f32::from_bits(*b));
+                assert!(
+                    a.abs_diff(*b) <= 1,
+                    "{name}/dpmpp/{n}: σ[{i}] {} vs diffusers {}",
+                    f32::from_bits(*a),
+                    f32::from_bits(*b)
+                );
                 one_ulp += usize::from(a != b);
             }
         }
@@ -149,10 +158,19 @@ fn ddpm_steps_match_diffusers_given_model_outputs_and_noise() {
 #[test]
 fn the_class_name_picks_the_default_sampler_and_names_override_it() {
     let path = "scheduler/scheduler_config.json";
-    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/goldens/kandinsky-tiny/model/scheduler/scheduler_config.json")).unwrap();
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/goldens/kandinsky-tiny/model/scheduler/scheduler_config.json"),
+    )
+    .unwrap();
     let cfg = SchedulerConfig::parse(&text, path).unwrap();
     assert_eq!(cfg.default_kind(path).unwrap(), SchedulerKind::Ddpm);
-    for (name, k) in [("ddpm", SchedulerKind::Ddpm), ("DDIM", SchedulerKind::Ddim), ("dpmpp", SchedulerKind::DpmSolverPP), ("dpm++", SchedulerKind::DpmSolverPP)] {
+    for (name, k) in [
+        ("ddpm", SchedulerKind::Ddpm),
+        ("DDIM", SchedulerKind::Ddim),
+        ("dpmpp", SchedulerKind::DpmSolverPP),
+        ("dpm++", SchedulerKind::DpmSolverPP),
+    ] {
         assert_eq!(name.parse::<SchedulerKind>().unwrap(), k);
     }
     let err = "euler".parse::<SchedulerKind>().unwrap_err().to_string();
@@ -164,7 +182,11 @@ fn the_class_name_picks_the_default_sampler_and_names_override_it() {
 
 #[test]
 fn python_infinity_in_a_config_is_read() {
-    let cfg = SchedulerConfig::parse(r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity}"#, "s.json").unwrap();
+    let cfg = SchedulerConfig::parse(
+        r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity}"#,
+        "s.json",
+    )
+    .unwrap();
     assert_eq!(cfg.lambda_min_clipped, None);
     assert!(Scheduler::new(SchedulerKind::DpmSolverPP, &cfg, "s.json").is_ok());
 }

@@ -53,7 +53,11 @@ fn tokenizer_json_matches_hugging_face_on_tricky_prompts() {
 #[test]
 fn vocab_and_merges_build_the_same_tokenizer_with_the_configured_pad() {
     // Same pad as the golden tokenizer_config ("!"): identical ids.
-    let tok = pollster::block_on(ClipTokenizer::load(&vocab_merges_files(r#"{"pad_token": "!", "model_max_length": 77}"#), "tokenizer")).unwrap();
+    let tok = pollster::block_on(ClipTokenizer::load(
+        &vocab_merges_files(r#"{"pad_token": "!", "model_max_length": 77}"#),
+        "tokenizer",
+    ))
+    .unwrap();
     for case in &expected().cases {
         assert_eq!(tok.encode(&case.prompt).unwrap().input_ids, case.input_ids, "ids of {:?}", case.prompt);
     }
@@ -95,11 +99,17 @@ fn missing_tokenizer_files_are_a_clear_error() {
 #[test]
 fn a_tokenizer_json_with_a_syntax_error_in_its_decoder_is_a_clear_error_not_a_panic() {
     // Bad syntax, and invalid UTF-8 in a key (crash-decoder-invalid-utf8.folder).
-    for json in [&br#"{"version": "1.0", "decoder": {"type": "ByteLevel", "trim_offsets": tru}}"#[..], b"{\"decoder\": {\"type\": \"ByteLevel\", \"add\xff\xff\": true}}"] {
+    for json in [
+        &br#"{"version": "1.0", "decoder": {"type": "ByteLevel", "trim_offsets": tru}}"#[..],
+        b"{\"decoder\": {\"type\": \"ByteLevel\", \"add\xff\xff\": true}}",
+    ] {
         let mut files = MemFiles::new();
         files.insert("tokenizer/tokenizer.json", json.to_vec());
         let err = pollster::block_on(ClipTokenizer::load(&files, "tokenizer")).err().expect("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("tokenizer/tokenizer.json") && msg.contains("invalid JSON") && msg.contains("line 1"), "{msg}");
+        assert!(
+            msg.contains("tokenizer/tokenizer.json") && msg.contains("invalid JSON") && msg.contains("line 1"),
+            "{msg}"
+        );
     }
 }

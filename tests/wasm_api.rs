@@ -29,18 +29,21 @@ macro_rules! shared {
 /// `read(url, start, len, tensor)` answer with promises; an unknown URL is a 404.
 fn memory_io(files: HashMap<String, &'static [u8]>) -> ModelIo {
     let files = Rc::new(files);
-    let not_found = |url: &str| Promise::reject(&js_sys::Error::new(&format!("{url}: file not found (HTTP 404)")).into());
+    let not_found =
+        |url: &str| Promise::reject(&js_sys::Error::new(&format!("{url}: file not found (HTTP 404)")).into());
     let sizes = files.clone();
     let size = Closure::<dyn Fn(String) -> Promise>::new(move |url: String| match sizes.get(&url) {
         Some(bytes) => Promise::resolve(&JsValue::from(bytes.len() as f64)),
         None => not_found(&url),
     });
-    let read = Closure::<dyn Fn(String, f64, f64, bool) -> Promise>::new(move |url: String, start: f64, len: f64, _tensor: bool| {
-        match files.get(&url) {
-            Some(bytes) => Promise::resolve(&JsValue::from(Uint8Array::from(&bytes[start as usize..(start + len) as usize]))),
+    let read = Closure::<dyn Fn(String, f64, f64, bool) -> Promise>::new(
+        move |url: String, start: f64, len: f64, _tensor: bool| match files.get(&url) {
+            Some(bytes) => {
+                Promise::resolve(&JsValue::from(Uint8Array::from(&bytes[start as usize..(start + len) as usize])))
+            }
             None => not_found(&url),
-        }
-    });
+        },
+    );
     let io = Object::new();
     Reflect::set(&io, &"size".into(), &size.into_js_value()).unwrap();
     Reflect::set(&io, &"read".into(), &read.into_js_value()).unwrap();
@@ -91,14 +94,29 @@ fn lambda_manifest() -> JsValue {
 async fn load_tiny_engine() -> Engine {
     let files = HashMap::from([
         (format!("{LAMBDA}/tokenizer/tokenizer.json"), shared!("goldens/lambda-tiny/model/tokenizer/tokenizer.json")),
-        (format!("{LAMBDA}/tokenizer/tokenizer_config.json"), shared!("goldens/lambda-tiny/model/tokenizer/tokenizer_config.json")),
+        (
+            format!("{LAMBDA}/tokenizer/tokenizer_config.json"),
+            shared!("goldens/lambda-tiny/model/tokenizer/tokenizer_config.json"),
+        ),
         (format!("{LAMBDA}/text_encoder/config.json"), shared!("goldens/lambda-tiny/model/text_encoder/config.json")),
-        (format!("{LAMBDA}/text_encoder/model.safetensors"), shared!("goldens/lambda-tiny/model/text_encoder/model.safetensors")),
+        (
+            format!("{LAMBDA}/text_encoder/model.safetensors"),
+            shared!("goldens/lambda-tiny/model/text_encoder/model.safetensors"),
+        ),
         (format!("{LAMBDA}/image_encoder/config.json"), shared!("goldens/lambda-tiny/model/image_encoder/config.json")),
-        (format!("{LAMBDA}/image_encoder/model.safetensors"), shared!("goldens/lambda-tiny/model/image_encoder/model.safetensors")),
-        (format!("{LAMBDA}/image_processor/preprocessor_config.json"), shared!("goldens/lambda-tiny/model/image_processor/preprocessor_config.json")),
+        (
+            format!("{LAMBDA}/image_encoder/model.safetensors"),
+            shared!("goldens/lambda-tiny/model/image_encoder/model.safetensors"),
+        ),
+        (
+            format!("{LAMBDA}/image_processor/preprocessor_config.json"),
+            shared!("goldens/lambda-tiny/model/image_processor/preprocessor_config.json"),
+        ),
         (format!("{LAMBDA}/prior/config.json"), shared!("goldens/lambda-tiny/model/prior/config.json")),
-        (format!("{LAMBDA}/prior/diffusion_pytorch_model.safetensors"), shared!("goldens/lambda-tiny/model/prior/diffusion_pytorch_model.safetensors")),
+        (
+            format!("{LAMBDA}/prior/diffusion_pytorch_model.safetensors"),
+            shared!("goldens/lambda-tiny/model/prior/diffusion_pytorch_model.safetensors"),
+        ),
     ]);
     Engine::load(lambda_manifest(), "cpu".into(), memory_io(files)).await.map_err(message).unwrap()
 }
@@ -109,9 +127,14 @@ fn cat_glasses(name: &str) -> Vec<f32> {
 
 /// The cat_glasses request as the page sends it, with `subjects` replaced when given.
 fn cat_glasses_request(subjects: Option<JsValue>) -> JsValue {
-    let subject = |keyword: &str, image: &[u8]| object(&[("keyword", keyword.into()), ("image", Uint8Array::from(image).into())]);
+    let subject =
+        |keyword: &str, image: &[u8]| object(&[("keyword", keyword.into()), ("image", Uint8Array::from(image).into())]);
     let subjects = subjects.unwrap_or_else(|| {
-        Array::of2(&subject("cat", shared!("assets/images/chelsea.png")), &subject("glasses", shared!("assets/images/coffee.png"))).into()
+        Array::of2(
+            &subject("cat", shared!("assets/images/chelsea.png")),
+            &subject("glasses", shared!("assets/images/coffee.png")),
+        )
+        .into()
     });
     object(&[
         ("prompt", "a cat wearing glasses at a park".into()),
@@ -188,7 +211,8 @@ async fn engine_load_names_a_bad_manifest_backend_or_weights_before_reading_anyt
     assert!(e.starts_with("model manifest: tokenizer: invalid type"), "{e}");
     let e = message(Engine::load(lambda_manifest(), "cuda".into(), nothing()).await.err().unwrap());
     assert_eq!(e, r#"backend must be "auto", "webgpu" or "cpu", not "cuda""#);
-    let e = message(Decoder::load(decoder_manifest(), "cpu".into(), nothing(), Some("bf16".into())).await.err().unwrap());
+    let e =
+        message(Decoder::load(decoder_manifest(), "cpu".into(), nothing(), Some("bf16".into())).await.err().unwrap());
     assert_eq!(e, r#"weights must be "f16", "int8" or "f32", not "bf16""#);
 }
 
@@ -199,12 +223,24 @@ fn decoder_manifest() -> JsValue {
 async fn load_tiny_decoder(weights: &str) -> Decoder {
     let files = HashMap::from([
         (format!("{DECODER}/unet/config.json"), shared!("goldens/kandinsky-tiny/model/unet/config.json")),
-        (format!("{DECODER}/unet/diffusion_pytorch_model.safetensors"), shared!("goldens/kandinsky-tiny/model/unet/diffusion_pytorch_model.safetensors")),
+        (
+            format!("{DECODER}/unet/diffusion_pytorch_model.safetensors"),
+            shared!("goldens/kandinsky-tiny/model/unet/diffusion_pytorch_model.safetensors"),
+        ),
         (format!("{DECODER}/movq/config.json"), shared!("goldens/kandinsky-tiny/model/movq/config.json")),
-        (format!("{DECODER}/movq/diffusion_pytorch_model.safetensors"), shared!("goldens/kandinsky-tiny/model/movq/diffusion_pytorch_model.safetensors")),
-        (format!("{DECODER}/scheduler/scheduler_config.json"), shared!("goldens/kandinsky-tiny/model/scheduler/scheduler_config.json")),
+        (
+            format!("{DECODER}/movq/diffusion_pytorch_model.safetensors"),
+            shared!("goldens/kandinsky-tiny/model/movq/diffusion_pytorch_model.safetensors"),
+        ),
+        (
+            format!("{DECODER}/scheduler/scheduler_config.json"),
+            shared!("goldens/kandinsky-tiny/model/scheduler/scheduler_config.json"),
+        ),
     ]);
-    Decoder::load(decoder_manifest(), "cpu".into(), memory_io(files), Some(weights.into())).await.map_err(message).unwrap()
+    Decoder::load(decoder_manifest(), "cpu".into(), memory_io(files), Some(weights.into()))
+        .await
+        .map_err(message)
+        .unwrap()
 }
 
 fn ddpm_nocfg(name: &str) -> Vec<f32> {
@@ -213,7 +249,10 @@ fn ddpm_nocfg(name: &str) -> Vec<f32> {
 
 /// The `ddpm_nocfg` golden case (3 DDPM steps, guidance 1, 64×64, diffusers' own noise) as the page sends it.
 fn ddpm_nocfg_request() -> JsValue {
-    let noise = object(&[("initialLatents", f32s(&ddpm_nocfg("initial_latents"))), ("stepNoise", f32s(&ddpm_nocfg("step_noise")))]);
+    let noise = object(&[
+        ("initialLatents", f32s(&ddpm_nocfg("initial_latents"))),
+        ("stepNoise", f32s(&ddpm_nocfg("step_noise"))),
+    ]);
     object(&[
         ("imageEmbeds", f32s(&ddpm_nocfg("image_embeds"))),
         ("negativeImageEmbeds", f32s(&ddpm_nocfg("negative_image_embeds"))),
@@ -238,9 +277,16 @@ async fn decoder_decode_from_a_plain_js_request_matches_the_golden_image() {
         assert_eq!(get(&info, "total").as_f64(), Some(3.0));
         assert!(get(&get(&info, "preview"), "rgba").is_instance_of::<Uint8ClampedArray>(), "preview.rgba");
     });
-    let r = decoder.decode(ddpm_nocfg_request(), Some(on_step.as_ref().unchecked_ref::<Function>().clone())).await.map_err(message).unwrap();
+    let r = decoder
+        .decode(ddpm_nocfg_request(), Some(on_step.as_ref().unchecked_ref::<Function>().clone()))
+        .await
+        .map_err(message)
+        .unwrap();
     assert_eq!(steps.get(), 3, "one onStep call per step");
-    assert_eq!((get(&r, "width").as_f64(), get(&r, "height").as_f64(), get(&r, "steps").as_f64()), (Some(64.0), Some(64.0), Some(3.0)));
+    assert_eq!(
+        (get(&r, "width").as_f64(), get(&r, "height").as_f64(), get(&r, "steps").as_f64()),
+        (Some(64.0), Some(64.0), Some(3.0))
+    );
     assert_eq!(get(&r, "scheduler").as_string().as_deref(), Some("ddpm"));
     assert_eq!(get(&r, "stepMs").dyn_into::<Array>().expect("stepMs: an Array").length(), 3);
     let rgba = get(&r, "rgba").dyn_into::<Uint8ClampedArray>().expect("rgba: a Uint8ClampedArray").to_vec();
@@ -279,7 +325,10 @@ fn model_free_tools_return_plain_objects_with_typed_arrays() {
     let photo = shared!("assets/images/chelsea.png");
     let want = lambda_eclipse::image::decode::decode_rgb(photo, &Default::default()).unwrap();
     let size = inspect_image(photo).map_err(message).unwrap();
-    assert_eq!((get(&size, "width").as_f64(), get(&size, "height").as_f64()), (Some(want.width() as f64), Some(want.height() as f64)));
+    assert_eq!(
+        (get(&size, "width").as_f64(), get(&size, "height").as_f64()),
+        (Some(want.width() as f64), Some(want.height() as f64))
+    );
 
     let canny = canny_preview(photo, 100.0, 200.0).map_err(message).unwrap();
     let (w, h) = (get(&canny, "width").as_f64().unwrap() as usize, get(&canny, "height").as_f64().unwrap() as usize);
@@ -289,12 +338,24 @@ fn model_free_tools_return_plain_objects_with_typed_arrays() {
     assert!(edges.iter().zip(rgba.chunks_exact(4)).all(|(&e, p)| p == [e, e, e, 255]));
 
     let corners = [[0.0f32, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]];
-    let grid = interpolate_grid(corners.iter().map(|c| f32s(c)).collect::<Array>().into(), 2.0).map_err(message).unwrap();
-    let got: Vec<Vec<f32>> = grid.dyn_into::<Array>().unwrap().iter().map(|v| v.dyn_into::<Float32Array>().expect("a Float32Array").to_vec()).collect();
+    let grid =
+        interpolate_grid(corners.iter().map(|c| f32s(c)).collect::<Array>().into(), 2.0).map_err(message).unwrap();
+    let got: Vec<Vec<f32>> = grid
+        .dyn_into::<Array>()
+        .unwrap()
+        .iter()
+        .map(|v| v.dyn_into::<Float32Array>().expect("a Float32Array").to_vec())
+        .collect();
     let [a, b, c, d] = &corners;
     assert_eq!(got, lambda_eclipse::pipeline::interpolate::bilinear_grid(a, b, c, d, 2).unwrap());
     let mixed: Array = [f32s(a), f32s(b), Array::of2(&4.into(), &5.into()).into(), f32s(d)].into_iter().collect();
-    assert_eq!(message(interpolate_grid(mixed.into(), 2.0).unwrap_err()), "interpolation corners: [2]: expected a Float32Array");
+    assert_eq!(
+        message(interpolate_grid(mixed.into(), 2.0).unwrap_err()),
+        "interpolation corners: [2]: expected a Float32Array"
+    );
     let three: Array = [f32s(a), f32s(b), f32s(c)].into_iter().collect();
-    assert_eq!(message(interpolate_grid(three.into(), 2.0).unwrap_err()), "interpolation needs 4 corner embeddings, got 3");
+    assert_eq!(
+        message(interpolate_grid(three.into(), 2.0).unwrap_err()),
+        "interpolation needs 4 corner embeddings, got 3"
+    );
 }

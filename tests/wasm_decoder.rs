@@ -40,7 +40,8 @@ async fn decode_ddpm_nocfg<B: Backend>(be: B) {
     let g = golden!("ddpm_nocfg.safetensors");
     let f32s = |name: &str| tensor_file::read_f32(g, name, "ddpm_nocfg").unwrap();
     let engine = DecoderEngine::load(be.clone(), &decoder_files(), &mut |_, _, _| {}).await.unwrap();
-    let noise = DecoderNoise::Explicit { initial_latents: f32s("initial_latents").1, step_noise: Some(f32s("step_noise").1) };
+    let noise =
+        DecoderNoise::Explicit { initial_latents: f32s("initial_latents").1, step_noise: Some(f32s("step_noise").1) };
     let mut req = DecodeRequest::new(f32s("image_embeds").1, f32s("negative_image_embeds").1, noise);
     (req.steps, req.guidance, req.width, req.height, req.scheduler) = (3, 1.0, 64, 64, Some(SchedulerKind::Ddpm));
     req.keep_step_latents = true;
@@ -61,7 +62,11 @@ async fn decode_ddpm_nocfg<B: Backend>(be: B) {
     assert!(off.iter().all(|&o| o <= 1), "[{}] 8-bit values off by more than one", be.name());
     let ones = off.iter().filter(|&&o| o == 1).count();
     assert!(ones <= off.len() / 1000, "[{}] {ones} 8-bit values off by one", be.name());
-    web_sys_log(&format!("[{}] ddpm_nocfg image max-abs {d:e}, {ones} of {} 8-bit values off by one", be.name(), off.len()));
+    web_sys_log(&format!(
+        "[{}] ddpm_nocfg image max-abs {d:e}, {ones} of {} 8-bit values off by one",
+        be.name(),
+        off.len()
+    ));
 }
 
 fn web_sys_log(s: &str) {

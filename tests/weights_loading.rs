@@ -36,8 +36,12 @@ fn sharded_text_encoder(dtypes: [Store; 2]) -> MemFiles {
         *byte_shape.last_mut().unwrap() *= 2;
         let t = match dtypes[shard] {
             Store::F32 => OutTensor::F32(shape, values),
-            Store::F16 => OutTensor::U8(byte_shape, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()),
-            Store::BF16 => OutTensor::U8(byte_shape, values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()),
+            Store::F16 => {
+                OutTensor::U8(byte_shape, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
+            }
+            Store::BF16 => {
+                OutTensor::U8(byte_shape, values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect())
+            }
         };
         shards[shard].insert(name.clone(), t);
         weight_map.insert(name.clone(), format!("model-0000{}-of-00002.safetensors", shard + 1).into());
@@ -59,7 +63,8 @@ fn sharded_text_encoder(dtypes: [Store; 2]) -> MemFiles {
     files.insert("text_encoder/model.safetensors.index.json", index.to_string().into_bytes());
     files.insert("text_encoder/config.json", std::fs::read(dir.join("text_encoder/config.json")).unwrap());
     files.insert("tokenizer/tokenizer.json", std::fs::read(dir.join("tokenizer/tokenizer.json")).unwrap());
-    files.insert("tokenizer/tokenizer_config.json", std::fs::read(dir.join("tokenizer/tokenizer_config.json")).unwrap());
+    files
+        .insert("tokenizer/tokenizer_config.json", std::fs::read(dir.join("tokenizer/tokenizer_config.json")).unwrap());
     files
 }
 
@@ -176,7 +181,9 @@ fn tensors_read_four_at_a_time_and_arriving_out_of_order_load_to_the_same_model(
     let be = CpuBackend::new();
     let tok = pollster::block_on(pipeline::load_tokenizer(&files)).unwrap();
     let mut reports = Vec::new();
-    let model = pollster::block_on(pipeline::load_text_encoder(&be, &files, &mut |_, done, total| reports.push((done, total)))).unwrap();
+    let model =
+        pollster::block_on(pipeline::load_text_encoder(&be, &files, &mut |_, done, total| reports.push((done, total))))
+            .unwrap();
     let got = pollster::block_on(pipeline::embed_text(&be, &tok, &model, &cases()[0].prompt)).unwrap().text_embeds;
     assert_close("text_embeds", &got, &Golden::open(&cases()[0]).f32("text_embeds").1, 1e-4);
 

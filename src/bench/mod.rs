@@ -6,9 +6,9 @@
 use crate::error::Result;
 use crate::models::clip::{ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionModel};
 use crate::models::movq::{MoVq, MoVqConfig};
+use crate::models::parse_config;
 use crate::models::prior::{LambdaPrior, PriorConfig, PriorInputs};
 use crate::models::unet::{UNet, UNetConfig};
-use crate::models::parse_config;
 use crate::ops::{Activation, Backend, WeightDType};
 use crate::timing::now_ms;
 use crate::weights::WeightStore;
@@ -53,7 +53,12 @@ where
 }
 
 /// GFLOP/s of `linear` at `(m, k, n)` with weights stored as `dtype`.
-pub async fn matmul_gflops<B: Backend>(be: &B, (m, k, n): (usize, usize, usize), dtype: WeightDType, iters: usize) -> Result<f64> {
+pub async fn matmul_gflops<B: Backend>(
+    be: &B,
+    (m, k, n): (usize, usize, usize),
+    dtype: WeightDType,
+    iters: usize,
+) -> Result<f64> {
     let x = be.from_f32(&pseudo_random(m * k, 1), &[m, k])?;
     let store = WeightStore::random(be.clone(), dtype, 2);
     let w = store.root().get("w", &[n, k])?;
@@ -91,7 +96,17 @@ pub async fn forward_ms<B: Backend>(be: &B, model: Model, dtype: WeightDType, it
         Model::TextTower => {
             let cfg: ClipTextConfig = parse_config("real text_encoder config", TEXT_ENCODER_CONFIG)?;
             let m = ClipTextModel::new(&vb, &cfg)?;
-            let ids: Vec<u32> = (0..77u32).map(|i| if i == 0 { 49406 } else if i < 10 { 320 + i } else { 49407 }).collect();
+            let ids: Vec<u32> = (0..77u32)
+                .map(|i| {
+                    if i == 0 {
+                        49406
+                    } else if i < 10 {
+                        320 + i
+                    } else {
+                        49407
+                    }
+                })
+                .collect();
             let mask: Vec<u32> = (0..77).map(|i| u32::from(i < 11)).collect();
             median_ms(iters, || async {
                 let out = m.forward(be, &ids, Some(&mask))?;
@@ -118,7 +133,13 @@ pub async fn forward_ms<B: Backend>(be: &B, model: Model, dtype: WeightDType, it
             let (control, text, noise) = (one(6)?, one(7)?, one(8)?);
             let mask: Vec<u32> = (0..cfg.num_embeddings).map(|i| u32::from(i < 12)).collect();
             median_ms(iters, || async {
-                let inputs = PriorInputs { encoder_hidden_states: &hidden, attention_mask: &mask, control_embeds: &control, text_embeds: &text, noise: &noise };
+                let inputs = PriorInputs {
+                    encoder_hidden_states: &hidden,
+                    attention_mask: &mask,
+                    control_embeds: &control,
+                    text_embeds: &text,
+                    noise: &noise,
+                };
                 let out = m.forward(be, &inputs)?;
                 be.read_f32(&out).await.map(|_| ())
             })
@@ -156,7 +177,13 @@ pub struct DecoderTiming {
 
 /// Median milliseconds of a real-size decoder part at `size`×`size` pixels (a multiple of 64) with random
 /// weights stored as `dtype`, and its FLOP count.
-pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtype: WeightDType, iters: usize) -> Result<DecoderTiming> {
+pub async fn decoder_ms<B: Backend>(
+    be: &B,
+    part: DecoderPart,
+    size: usize,
+    dtype: WeightDType,
+    iters: usize,
+) -> Result<DecoderTiming> {
     if size == 0 || size % 64 != 0 {
         return Err(crate::Error::Input(format!("bench size {size} must be a positive multiple of 64")));
     }
@@ -171,7 +198,8 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
             let m = UNet::new(be, &vb, &cfg)?;
             let d = cfg.image_embed_dim();
             let x = be.from_f32(&pseudo_random(n * cfg.in_channels, 9), &[n, cfg.in_channels])?;
-            let (pos, neg) = (be.from_f32(&pseudo_random(d, 10), &[1, d])?, be.from_f32(&pseudo_random(d, 11), &[1, d])?);
+            let (pos, neg) =
+                (be.from_f32(&pseudo_random(d, 10), &[1, d])?, be.from_f32(&pseudo_random(d, 11), &[1, d])?);
             let ms = median_ms(iters, || async {
                 let a = m.forward(be, &x, latent, latent, 981.0, &neg)?;
                 let b = m.forward(be, &x, latent, latent, 981.0, &pos)?;
@@ -180,7 +208,11 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
             })
             .await?;
             // Two UNet forwards a step (classifier-free guidance); FLOPs from the forward run on shapes.
-            Ok(DecoderTiming { ms, flops: 2.0 * cfg.forward_cost(latent, latent)?.flops, weight_bytes: store.device_bytes(be) })
+            Ok(DecoderTiming {
+                ms,
+                flops: 2.0 * cfg.forward_cost(latent, latent)?.flops,
+                weight_bytes: store.device_bytes(be),
+            })
         }
         DecoderPart::MovqDecode => {
             let cfg: MoVqConfig = parse_config("real movq config", MOVQ_CONFIG)?;
@@ -193,7 +225,11 @@ pub async fn decoder_ms<B: Backend>(be: &B, part: DecoderPart, size: usize, dtyp
                 be.read_f32(&y).await.map(|_| ())
             })
             .await?;
-            Ok(DecoderTiming { ms, flops: cfg.decode_cost(latent, latent)?.flops, weight_bytes: store.device_bytes(be) })
+            Ok(DecoderTiming {
+                ms,
+                flops: cfg.decode_cost(latent, latent)?.flops,
+                weight_bytes: store.device_bytes(be),
+            })
         }
     }
 }

@@ -51,9 +51,8 @@ pub fn grayscale_for_canny(bytes: &[u8], limits: &DecodeLimits) -> Result<GrayIm
     let format = sniff_format(bytes)?;
     if format == ImageFormat::Jpeg {
         if let Some(luma) = super::jpeg::decode_jpeg_luma(bytes, limits, CANNY_BYTES_PER_PIXEL)? {
-            let orientation = image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes))
-                .ok()
-                .and_then(|mut d| d.orientation().ok());
+            let orientation =
+                image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes)).ok().and_then(|mut d| d.orientation().ok());
             let mut gray = DynamicImage::ImageLuma8(luma);
             if let Some(o) = orientation {
                 gray.apply_orientation(o);
@@ -80,7 +79,10 @@ pub fn grayscale_for_canny(bytes: &[u8], limits: &DecodeLimits) -> Result<GrayIm
     Ok(gray.into_luma8())
 }
 
-fn decode(mut decoder: Box<dyn ImageDecoder + '_>, format: ImageFormat) -> Result<(DynamicImage, Option<image::metadata::Orientation>)> {
+fn decode(
+    mut decoder: Box<dyn ImageDecoder + '_>,
+    format: ImageFormat,
+) -> Result<(DynamicImage, Option<image::metadata::Orientation>)> {
     let orientation = decoder.orientation().ok();
     let img = DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::Image(format!("cannot decode {format:?} image: {e}")))?;
@@ -224,9 +226,7 @@ fn png_gamma_16bit_correct(value: u32, gamma: i64) -> u16 {
 }
 
 fn build_8bit_table(gamma: i64) -> Vec<u8> {
-    (0..256u32)
-        .map(|i| if png_gamma_significant(gamma) { png_gamma_8bit_correct(i, gamma) } else { i as u8 })
-        .collect()
+    (0..256u32).map(|i| if png_gamma_significant(gamma) { png_gamma_8bit_correct(i, gamma) } else { i as u8 }).collect()
 }
 
 /// libpng's segmented 16-bit table, flattened: entry `[(v & 0xff) >> shift][v >> 8]`.
@@ -306,10 +306,18 @@ impl PngGamma {
         png_reciprocal(self.file_gamma)
     }
     fn linear_to_screen(&self) -> i64 {
-        if self.screen_gamma > 0 { png_reciprocal(self.screen_gamma) } else { self.file_gamma }
+        if self.screen_gamma > 0 {
+            png_reciprocal(self.screen_gamma)
+        } else {
+            self.file_gamma
+        }
     }
     fn correction(&self) -> i64 {
-        if self.screen_gamma > 0 { png_reciprocal2(self.screen_gamma, self.file_gamma) } else { PNG_FP_1 }
+        if self.screen_gamma > 0 {
+            png_reciprocal2(self.screen_gamma, self.file_gamma)
+        } else {
+            PNG_FP_1
+        }
     }
 }
 
@@ -319,8 +327,12 @@ fn png_gray(img: &DynamicImage, info: &PngColorInfo) -> GrayImage {
     match img {
         DynamicImage::ImageLuma8(g) => g.clone(),
         DynamicImage::ImageLumaA8(g) => GrayImage::from_fn(w, h, |x, y| image::Luma([g.get_pixel(x, y)[0]])),
-        DynamicImage::ImageLuma16(g) => GrayImage::from_fn(w, h, |x, y| image::Luma([(g.get_pixel(x, y)[0] >> 8) as u8])),
-        DynamicImage::ImageLumaA16(g) => GrayImage::from_fn(w, h, |x, y| image::Luma([(g.get_pixel(x, y)[0] >> 8) as u8])),
+        DynamicImage::ImageLuma16(g) => {
+            GrayImage::from_fn(w, h, |x, y| image::Luma([(g.get_pixel(x, y)[0] >> 8) as u8]))
+        }
+        DynamicImage::ImageLumaA16(g) => {
+            GrayImage::from_fn(w, h, |x, y| image::Luma([(g.get_pixel(x, y)[0] >> 8) as u8]))
+        }
         DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => {
             let ch = img.color().channel_count() as usize;
             let raw = img.as_bytes();
@@ -340,7 +352,8 @@ fn png_gray(img: &DynamicImage, info: &PngColorInfo) -> GrayImage {
                         if r == g && r == b {
                             table[r as usize]
                         } else {
-                            let (r, g, b) = (u32::from(to_1[r as usize]), u32::from(to_1[g as usize]), u32::from(to_1[b as usize]));
+                            let (r, g, b) =
+                                (u32::from(to_1[r as usize]), u32::from(to_1[g as usize]), u32::from(to_1[b as usize]));
                             from_1[((RC * r + GC * g + BC * b + 16384) >> 15).min(255) as usize]
                         }
                     })
@@ -360,7 +373,8 @@ fn png_gray(img: &DynamicImage, info: &PngColorInfo) -> GrayImage {
                     ((RC * u32::from(r) + GC * u32::from(g) + BC * u32::from(b) + 16384) >> 15) as u16
                 }),
                 Some(gm) => {
-                    let mut shift: u32 = if info.sig_bit > 0 && info.sig_bit < 16 { 16 - u32::from(info.sig_bit) } else { 0 };
+                    let mut shift: u32 =
+                        if info.sig_bit > 0 && info.sig_bit < 16 { 16 - u32::from(info.sig_bit) } else { 0 };
                     // PNG_16_TO_8 is set (png_set_strip_16): keep PNG_MAX_GAMMA_8 = 11 bits.
                     shift = shift.clamp(16 - 11, 8);
                     let table = build_16to8_table(shift, png_reciprocal(gm.correction()));
@@ -391,7 +405,11 @@ fn png_gray(img: &DynamicImage, info: &PngColorInfo) -> GrayImage {
 /// out-of-range or NaN value yields INT_MIN), so that odd thresholds behave exactly like cv2.
 fn cv_floor(v: f64) -> i32 {
     let f = v.floor();
-    if (-2147483648.0..=2147483647.0).contains(&f) { f as i32 } else { i32::MIN }
+    if (-2147483648.0..=2147483647.0).contains(&f) {
+        f as i32
+    } else {
+        i32::MIN
+    }
 }
 
 /// `cv2.Canny(gray, low, high)` (apertureSize 3, L2gradient false), bit-exact: 0 or 255 per pixel.
@@ -479,7 +497,16 @@ pub fn canny(gray: &GrayImage, low: f64, high: f64) -> Result<GrayImage> {
     }
 
     // Hysteresis: grow strong edges through 8-connected candidates.
-    let offsets = [1isize, -1, ms as isize, -(ms as isize), ms as isize + 1, ms as isize - 1, -(ms as isize) + 1, -(ms as isize) - 1];
+    let offsets = [
+        1isize,
+        -1,
+        ms as isize,
+        -(ms as isize),
+        ms as isize + 1,
+        ms as isize - 1,
+        -(ms as isize) + 1,
+        -(ms as isize) - 1,
+    ];
     while let Some(c) = stack.pop() {
         for &o in &offsets {
             let n = (c as isize + o) as usize;

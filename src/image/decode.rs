@@ -51,9 +51,9 @@ struct PngHeader {
 
 fn read_png_header(bytes: &[u8]) -> Result<PngHeader> {
     // signature (8) + chunk length (4) + "IHDR" (4) + width (4) + height (4) + depth (1) + colour type (1)
-    let ihdr = bytes
-        .get(8..26)
-        .ok_or_else(|| err(format!("corrupt PNG: file is only {} bytes, too short for the IHDR header", bytes.len())))?;
+    let ihdr = bytes.get(8..26).ok_or_else(|| {
+        err(format!("corrupt PNG: file is only {} bytes, too short for the IHDR header", bytes.len()))
+    })?;
     if &ihdr[4..8] != b"IHDR" {
         return Err(err("corrupt PNG: the first chunk is not IHDR"));
     }
@@ -63,13 +63,8 @@ fn read_png_header(bytes: &[u8]) -> Result<PngHeader> {
 
 /// The format whose signature starts a file too short to be recognised, such as the first 4 bytes of a PNG.
 fn truncated_signature(bytes: &[u8]) -> Option<&'static str> {
-    const SIGNATURES: [(&[u8], &str); 5] = [
-        (b"\x89PNG\r\n\x1a\n", "PNG"),
-        (b"\xff\xd8\xff", "JPEG"),
-        (b"GIF8", "GIF"),
-        (b"RIFF", "WebP"),
-        (b"BM", "BMP"),
-    ];
+    const SIGNATURES: [(&[u8], &str); 5] =
+        [(b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"RIFF", "WebP"), (b"BM", "BMP")];
     let n = bytes.len().min(8);
     SIGNATURES.iter().find(|(sig, _)| n < 12 && sig.starts_with(&bytes[..n.min(sig.len())])).map(|(_, name)| *name)
 }
@@ -115,7 +110,9 @@ pub(crate) fn sniff_format(bytes: &[u8]) -> Result<ImageFormat> {
         return Err(err("empty file (0 bytes)"));
     }
     match image::guess_format(bytes) {
-        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Bmp)) => Ok(f),
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Bmp)) => {
+            Ok(f)
+        }
         Ok(other) => Err(err(format!("unsupported format {other:?}: only PNG, JPEG, WebP, GIF and BMP are accepted"))),
         Err(_) => {
             if let Some(name) = truncated_signature(bytes) {

@@ -56,7 +56,10 @@ impl ImageProcessorConfig {
         if self.do_center_crop && (h == 0 || w == 0) {
             return Err(Error::config(path, "crop_size needs height and width"));
         }
-        if self.do_resize && self.size.shortest_edge.is_none() && (self.size.height.is_none() || self.size.width.is_none()) {
+        if self.do_resize
+            && self.size.shortest_edge.is_none()
+            && (self.size.height.is_none() || self.size.width.is_none())
+        {
             return Err(Error::config(path, "size needs shortest_edge, or height and width"));
         }
         Ok(())
@@ -79,7 +82,11 @@ impl ImageProcessorConfig {
 pub fn shortest_edge_size(width: u32, height: u32, target: u32) -> (u32, u32) {
     let (short, long) = if width <= height { (width, height) } else { (height, width) };
     let new_long = (long as u64 * target as u64 / short.max(1) as u64) as u32;
-    if width <= height { (target, new_long) } else { (new_long, target) }
+    if width <= height {
+        (target, new_long)
+    } else {
+        (new_long, target)
+    }
 }
 
 /// transformers' `center_crop`: top = (h − ch) // 2, left = (w − cw) // 2; an image smaller than the crop is
@@ -112,7 +119,10 @@ pub fn preprocess(img: &RgbImage, cfg: &ImageProcessorConfig) -> Result<Vec<f32>
             None => (cfg.size.width.unwrap_or(w), cfg.size.height.unwrap_or(h)),
         };
         if nw == 0 || nh == 0 {
-            return Err(Error::Image(format!("a {w}×{h} image is too thin to resize to a shortest edge of {}", cfg.size.shortest_edge.unwrap_or(0))));
+            return Err(Error::Image(format!(
+                "a {w}×{h} image is too thin to resize to a shortest edge of {}",
+                cfg.size.shortest_edge.unwrap_or(0)
+            )));
         }
         resize_bicubic(img, nw, nh)?
     } else {

@@ -56,7 +56,8 @@ fn precompute_taps(in_size: u32, out_size: u32) -> Taps {
     let ksize = support.ceil() as usize * 2 + 1;
     let out = out_size as usize;
 
-    let mut taps = Taps { ksize, start: Vec::with_capacity(out), len: Vec::with_capacity(out), weights: vec![0; out * ksize] };
+    let mut taps =
+        Taps { ksize, start: Vec::with_capacity(out), len: Vec::with_capacity(out), weights: vec![0; out * ksize] };
     let mut k = vec![0.0f64; ksize];
     for (xx, row) in taps.weights.chunks_exact_mut(ksize).enumerate() {
         let center = f64::from(in0) + (xx as f64 + 0.5) * scale;
@@ -136,7 +137,9 @@ fn resample_vertical(src: &[u8], width: usize, taps: &Taps) -> Vec<u8> {
 
 fn check_target(what: &str, width: u32, height: u32) -> Result<()> {
     if width == 0 || height == 0 {
-        return Err(Error::Image(format!("cannot resize to {width}×{height}: {what} width and height must be at least 1")));
+        return Err(Error::Image(format!(
+            "cannot resize to {width}×{height}: {what} width and height must be at least 1"
+        )));
     }
     if width > MAX_TARGET_SIDE || height > MAX_TARGET_SIDE || u64::from(width) * u64::from(height) > MAX_TARGET_PIXELS {
         return Err(Error::Image(format!(
@@ -205,6 +208,7 @@ pub fn resize_bicubic(src: &RgbImage, width: u32, height: u32) -> Result<RgbImag
             buf
         }
     };
-    RgbImage::from_raw(width, height, pixels)
-        .ok_or_else(|| Error::Image(format!("internal error: resize to {width}×{height} produced a buffer of the wrong size")))
+    RgbImage::from_raw(width, height, pixels).ok_or_else(|| {
+        Error::Image(format!("internal error: resize to {width}×{height} produced a buffer of the wrong size"))
+    })
 }

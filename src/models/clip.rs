@@ -67,7 +67,10 @@ impl ClipVisionConfig {
     pub fn validate(&self, path: &str) -> Result<()> {
         validate_encoder(path, self.layer_norm_eps, self.hidden_size, self.num_attention_heads, &self.hidden_act)?;
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            return Err(Error::config(path, format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size)));
+            return Err(Error::config(
+                path,
+                format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size),
+            ));
         }
         Ok(())
     }
@@ -133,9 +136,18 @@ struct Encoder<B: Backend> {
 }
 
 impl<B: Backend> Encoder<B> {
-    fn new(vb: &Weights<B>, n: usize, hidden: usize, inter: usize, heads: usize, eps: f64, act: Activation) -> Result<Self> {
+    fn new(
+        vb: &Weights<B>,
+        n: usize,
+        hidden: usize,
+        inter: usize,
+        heads: usize,
+        eps: f64,
+        act: Activation,
+    ) -> Result<Self> {
         let vb = vb.pp("layers");
-        let layers = (0..n).map(|i| EncoderLayer::new(&vb.pp(i), hidden, inter, heads, eps, act)).collect::<Result<_>>()?;
+        let layers =
+            (0..n).map(|i| EncoderLayer::new(&vb.pp(i), hidden, inter, heads, eps, act)).collect::<Result<_>>()?;
         Ok(Encoder { layers })
     }
     fn forward(&self, be: &B, mut x: B::Tensor, bias: Option<&B::Tensor>) -> Result<B::Tensor> {
@@ -172,8 +184,18 @@ impl<B: Backend> ClipTextModel<B> {
         let emb = tm.pp("embeddings");
         Ok(ClipTextModel {
             token_embedding: emb.pp("token_embedding").get("weight", &[cfg.vocab_size, cfg.hidden_size])?,
-            position_embedding: emb.pp("position_embedding").get("weight", &[cfg.max_position_embeddings, cfg.hidden_size])?,
-            encoder: Encoder::new(&tm.pp("encoder"), cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.layer_norm_eps, act)?,
+            position_embedding: emb
+                .pp("position_embedding")
+                .get("weight", &[cfg.max_position_embeddings, cfg.hidden_size])?,
+            encoder: Encoder::new(
+                &tm.pp("encoder"),
+                cfg.num_hidden_layers,
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_attention_heads,
+                cfg.layer_norm_eps,
+                act,
+            )?,
             final_ln: LayerNorm::new(&tm.pp("final_layer_norm"), cfg.hidden_size, cfg.layer_norm_eps)?,
             projection: Linear::new(&vb.pp("text_projection"), cfg.hidden_size, cfg.projection_dim, false)?,
             config: cfg.clone(),
@@ -197,10 +219,16 @@ impl<B: Backend> ClipTextModel<B> {
     pub fn forward(&self, be: &B, ids: &[u32], attention_mask: Option<&[u32]>) -> Result<TextOutput<B>> {
         let seq = ids.len();
         if seq == 0 || seq > self.config.max_position_embeddings {
-            return Err(Error::Input(format!("text tower takes 1..={} tokens, got {seq}", self.config.max_position_embeddings)));
+            return Err(Error::Input(format!(
+                "text tower takes 1..={} tokens, got {seq}",
+                self.config.max_position_embeddings
+            )));
         }
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            return Err(Error::Input(format!("token id {bad} is outside the vocabulary of {}", self.config.vocab_size)));
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
         }
         let tokens = be.gather_rows(&self.token_embedding, ids)?;
         let positions = be.slice_rows(&self.position_embedding, 0, seq)?;
@@ -239,7 +267,10 @@ impl<B: Backend> ClipVisionModel<B> {
     pub fn new(be: &B, vb: &Weights<B>, cfg: &ClipVisionConfig) -> Result<Self> {
         check_heads(cfg.hidden_size, cfg.num_attention_heads)?;
         if cfg.patch_size == 0 || cfg.image_size % cfg.patch_size != 0 {
-            return Err(Error::Input(format!("image_size {} is not a multiple of patch_size {}", cfg.image_size, cfg.patch_size)));
+            return Err(Error::Input(format!(
+                "image_size {} is not a multiple of patch_size {}",
+                cfg.image_size, cfg.patch_size
+            )));
         }
         let act = activation(&cfg.hidden_act)?;
         let (d, p, c) = (cfg.hidden_size, cfg.patch_size, cfg.num_channels);
@@ -253,7 +284,15 @@ impl<B: Backend> ClipVisionModel<B> {
             patch_weight,
             position_embedding: emb.pp("position_embedding").get("weight", &[positions, d])?,
             pre_ln: LayerNorm::new(&vm.pp("pre_layrnorm"), d, cfg.layer_norm_eps)?,
-            encoder: Encoder::new(&vm.pp("encoder"), cfg.num_hidden_layers, d, cfg.intermediate_size, cfg.num_attention_heads, cfg.layer_norm_eps, act)?,
+            encoder: Encoder::new(
+                &vm.pp("encoder"),
+                cfg.num_hidden_layers,
+                d,
+                cfg.intermediate_size,
+                cfg.num_attention_heads,
+                cfg.layer_norm_eps,
+                act,
+            )?,
             post_ln: LayerNorm::new(&vm.pp("post_layernorm"), d, cfg.layer_norm_eps)?,
             projection: Linear::new(&vb.pp("visual_projection"), d, cfg.projection_dim, false)?,
             config: cfg.clone(),
@@ -264,10 +303,18 @@ impl<B: Backend> ClipVisionModel<B> {
     pub fn forward(&self, be: &B, pixel_values: &[f32]) -> Result<B::Tensor> {
         let (c, s) = (self.config.num_channels, self.config.image_size);
         if pixel_values.len() != c * s * s {
-            return Err(Error::Input(format!("vision tower takes {c}×{s}×{s} pixel values, got {}", pixel_values.len())));
+            return Err(Error::Input(format!(
+                "vision tower takes {c}×{s}×{s} pixel values, got {}",
+                pixel_values.len()
+            )));
         }
         let image = be.from_f32(pixel_values, &[c, s, s])?;
-        let patches = be.linear(&be.image_patches(&image, self.config.patch_size)?, &self.patch_weight, None, Activation::Identity)?;
+        let patches = be.linear(
+            &be.image_patches(&image, self.config.patch_size)?,
+            &self.patch_weight,
+            None,
+            Activation::Identity,
+        )?;
         let x = be.concat_rows(&[&self.class_embedding, &patches])?;
         let x = be.add(&x, &self.position_embedding)?;
         let x = self.pre_ln.forward(be, &x)?;

@@ -147,8 +147,14 @@ impl<B: Backend> AttentionProjections<B> {
 
     /// `out(attention(q(x), k(x), v(x)))` over `heads` heads with an optional additive bias; the residual is
     /// the caller's.
-    pub fn self_attention(&self, be: &B, x: &B::Tensor, heads: usize, scale: f32, bias: Option<&B::Tensor>)
-        -> Result<B::Tensor> {
+    pub fn self_attention(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        heads: usize,
+        scale: f32,
+        bias: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let id = Activation::Identity;
         let (q, k, v) = (self.q.forward(be, x, id)?, self.k.forward(be, x, id)?, self.v.forward(be, x, id)?);
         let a = be.attention(&q, &k, &v, heads, scale, bias)?;

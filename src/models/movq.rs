@@ -86,7 +86,8 @@ impl MoVqConfig {
 
     /// Refuses every option this decoder does not compute, naming the field.
     pub fn validate(&self, path: &str) -> Result<()> {
-        let bad = |field: &str, what: String| Err(Error::config(path, format!("unsupported MoVQ config: `{field}` {what}")));
+        let bad =
+            |field: &str, what: String| Err(Error::config(path, format!("unsupported MoVQ config: `{field}` {what}")));
         let n = self.block_out_channels.len();
         if n == 0 || self.block_out_channels.contains(&0) {
             return bad("block_out_channels", "must list at least one positive width".into());
@@ -107,7 +108,10 @@ impl MoVqConfig {
             return bad("lookup_from_codebook", "must be false".into());
         }
         if self.vq_dim() != self.latent_channels {
-            return bad("vq_embed_dim", format!("{} must equal latent_channels {}", self.vq_dim(), self.latent_channels));
+            return bad(
+                "vq_embed_dim",
+                format!("{} must equal latent_channels {}", self.vq_dim(), self.latent_channels),
+            );
         }
         if self.layers_per_block == 0 || self.latent_channels == 0 || self.out_channels == 0 {
             return bad("layers_per_block", "and the channel counts must be positive".into());
@@ -145,7 +149,11 @@ impl<B: Backend> SpatialNorm<B> {
 
     fn forward(&self, be: &B, f: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
         let resize = |t: B::Tensor| -> Result<B::Tensor> {
-            if (zq.h, zq.w) == (h, w) { Ok(t) } else { be.resize_nearest(&t, zq.h, zq.w, h, w) }
+            if (zq.h, zq.w) == (h, w) {
+                Ok(t)
+            } else {
+                be.resize_nearest(&t, zq.h, zq.w, h, w)
+            }
         };
         let y = resize(self.conv_y.forward(be, zq.x, zq.h, zq.w)?)?;
         let b = resize(self.conv_b.forward(be, zq.x, zq.h, zq.w)?)?;
@@ -239,7 +247,14 @@ struct UpBlock<B: Backend> {
 }
 
 impl<B: Backend> UpBlock<B> {
-    fn new(be: &B, vb: &Weights<B>, (cin, cout): (usize, usize), cfg: &MoVqConfig, attention: bool, last: bool) -> Result<Self> {
+    fn new(
+        be: &B,
+        vb: &Weights<B>,
+        (cin, cout): (usize, usize),
+        cfg: &MoVqConfig,
+        attention: bool,
+        last: bool,
+    ) -> Result<Self> {
         let zc = cfg.latent_channels;
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
@@ -249,12 +264,19 @@ impl<B: Backend> UpBlock<B> {
                 attentions.push(Attention::new(be, &vb.pp("attentions").pp(j), cout, zc)?);
             }
         }
-        let upsample_conv = if last { None } else { Some(Conv2d::new(be, &vb.pp("upsamplers").pp(0).pp("conv"), cout, cout, 3)?) };
+        let upsample_conv =
+            if last { None } else { Some(Conv2d::new(be, &vb.pp("upsamplers").pp(0).pp("conv"), cout, cout, 3)?) };
         Ok(UpBlock { resnets, attentions, upsample_conv })
     }
 
     /// `x` at `h×w` → the block's output and its size.
-    fn forward(&self, be: &B, mut x: B::Tensor, (h, w): (usize, usize), zq: &Zq<B>) -> Result<(B::Tensor, (usize, usize))> {
+    fn forward(
+        &self,
+        be: &B,
+        mut x: B::Tensor,
+        (h, w): (usize, usize),
+        zq: &Zq<B>,
+    ) -> Result<(B::Tensor, (usize, usize))> {
         for (j, resnet) in self.resnets.iter().enumerate() {
             x = resnet.forward(be, &x, h, w, zq)?;
             if let Some(a) = self.attentions.get(j) {
@@ -295,7 +317,14 @@ impl<B: Backend> MoVq<B> {
         let up = (0..n)
             .map(|i| {
                 let attention = cfg.up_block_types[i] == "AttnUpDecoderBlock2D";
-                UpBlock::new(be, &dec.pp("up_blocks").pp(i), (rev[i.saturating_sub(1)], rev[i]), cfg, attention, i + 1 == n)
+                UpBlock::new(
+                    be,
+                    &dec.pp("up_blocks").pp(i),
+                    (rev[i.saturating_sub(1)], rev[i]),
+                    cfg,
+                    attention,
+                    i + 1 == n,
+                )
             })
             .collect::<Result<_>>()?;
         Ok(MoVq {
@@ -314,7 +343,11 @@ impl<B: Backend> MoVq<B> {
     pub fn decode(&self, be: &B, latents: &B::Tensor, h: usize, w: usize) -> Result<B::Tensor> {
         let c = self.config.vq_dim();
         if h == 0 || w == 0 || be.shape(latents) != [h * w, c] {
-            return Err(Error::Input(format!("the MoVQ decodes latents [{}, {c}], got {:?}", h * w, be.shape(latents))));
+            return Err(Error::Input(format!(
+                "the MoVQ decodes latents [{}, {c}], got {:?}",
+                h * w,
+                be.shape(latents)
+            )));
         }
         let zq = Zq { x: latents, h, w };
         let x = self.post_quant_conv.forward(be, latents, h, w)?;

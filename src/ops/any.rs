@@ -179,8 +179,15 @@ impl Backend for AnyBackend {
         on_each!(self, |be, t| be.layer_norm(t(x)?, t(gamma)?, t(beta)?, eps))
     }
 
-    fn attention(&self, q: &AnyTensor, k: &AnyTensor, v: &AnyTensor, heads: usize, scale: f32, bias: Option<&AnyTensor>)
-        -> Result<AnyTensor> {
+    fn attention(
+        &self,
+        q: &AnyTensor,
+        k: &AnyTensor,
+        v: &AnyTensor,
+        heads: usize,
+        scale: f32,
+        bias: Option<&AnyTensor>,
+    ) -> Result<AnyTensor> {
         on_each!(self, |be, t| be.attention(t(q)?, t(k)?, t(v)?, heads, scale, opt(bias, t)?))
     }
 
@@ -212,13 +219,26 @@ impl Backend for AnyBackend {
         on_each!(self, |be, t| be.image_patches(t(image)?, patch))
     }
 
-    fn conv2d(&self, x: &AnyTensor, height: usize, width: usize, weight: &AnyTensor, bias: Option<&AnyTensor>,
-        kernel: usize) -> Result<AnyTensor> {
+    fn conv2d(
+        &self,
+        x: &AnyTensor,
+        height: usize,
+        width: usize,
+        weight: &AnyTensor,
+        bias: Option<&AnyTensor>,
+        kernel: usize,
+    ) -> Result<AnyTensor> {
         on_each!(self, |be, t| be.conv2d(t(x)?, height, width, t(weight)?, opt(bias, t)?, kernel))
     }
 
-    fn group_norm(&self, x: &AnyTensor, groups: usize, gamma: &AnyTensor, beta: &AnyTensor, eps: f64)
-        -> Result<AnyTensor> {
+    fn group_norm(
+        &self,
+        x: &AnyTensor,
+        groups: usize,
+        gamma: &AnyTensor,
+        beta: &AnyTensor,
+        eps: f64,
+    ) -> Result<AnyTensor> {
         on_each!(self, |be, t| be.group_norm(t(x)?, groups, t(gamma)?, t(beta)?, eps))
     }
 
@@ -226,8 +246,14 @@ impl Backend for AnyBackend {
         on_each!(self, |be, t| be.avg_pool_2x2(t(x)?, height, width))
     }
 
-    fn resize_nearest(&self, x: &AnyTensor, height: usize, width: usize, out_height: usize, out_width: usize)
-        -> Result<AnyTensor> {
+    fn resize_nearest(
+        &self,
+        x: &AnyTensor,
+        height: usize,
+        width: usize,
+        out_height: usize,
+        out_width: usize,
+    ) -> Result<AnyTensor> {
         on_each!(self, |be, t| be.resize_nearest(t(x)?, height, width, out_height, out_width))
     }
 

@@ -142,15 +142,21 @@ mod tests {
     use crate::error::DeviceError;
 
     fn outcome(err: Error) -> std::result::Result<Option<String>, String> {
-        auto_fallback(Err(err)).map(|o| {
-            assert!(!o.backend.is_gpu(), "a fallback computes on the CPU");
-            o.fallback_reason
-        }).map_err(|e| e.to_string())
+        auto_fallback(Err(err))
+            .map(|o| {
+                assert!(!o.backend.is_gpu(), "a fallback computes on the CPU");
+                o.fallback_reason
+            })
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn auto_falls_back_to_the_cpu_only_when_there_is_no_usable_gpu() {
-        for no_gpu in [DeviceError::NoAdapter("no adapter found".into()), DeviceError::NoDevice("lost".into()), DeviceError::NotBuilt] {
+        for no_gpu in [
+            DeviceError::NoAdapter("no adapter found".into()),
+            DeviceError::NoDevice("lost".into()),
+            DeviceError::NotBuilt,
+        ] {
             let words = no_gpu.to_string();
             assert_eq!(outcome(no_gpu.into()), Ok(Some(words)), "the reason is the GPU's error in words");
         }

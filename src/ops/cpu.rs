@@ -129,8 +129,15 @@ impl Backend for CpuBackend {
         Ok(normed.broadcast_mul(gamma)?.broadcast_add(beta)?)
     }
 
-    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32, bias: Option<&Tensor>)
-        -> Result<Tensor> {
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+        scale: f32,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (t, width) = q.dims2()?;
         let (s, kw) = k.dims2()?;
         if kw != width || v.dims2()? != (s, width) || heads == 0 || width % heads != 0 {
@@ -142,9 +149,8 @@ impl Backend for CpuBackend {
             )));
         }
         let d = width / heads;
-        let split = |x: &Tensor, n: usize| -> Result<Tensor> {
-            Ok(x.reshape((n, heads, d))?.transpose(0, 1)?.contiguous()?)
-        };
+        let split =
+            |x: &Tensor, n: usize| -> Result<Tensor> { Ok(x.reshape((n, heads, d))?.transpose(0, 1)?.contiguous()?) };
         let (kh, vh) = (split(k, s)?, split(v, s)?);
         let kt = kh.transpose(1, 2)?.contiguous()?; // [h, d, s]
         if let Some(b) = bias {
@@ -220,8 +226,15 @@ impl Backend for CpuBackend {
         Ok(x.reshape((gh * gw, c * patch * patch))?)
     }
 
-    fn conv2d(&self, x: &Tensor, height: usize, width: usize, weight: &Tensor, bias: Option<&Tensor>, kernel: usize)
-        -> Result<Tensor> {
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        height: usize,
+        width: usize,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        kernel: usize,
+    ) -> Result<Tensor> {
         let cin = feature_map(x, height, width, "conv2d")?;
         check_rank(weight, 2, "conv2d")?;
         let (cout, wk) = weight.dims2()?;
@@ -273,7 +286,11 @@ impl Backend for CpuBackend {
                 }
                 outs.push(Tensor::from_vec(patches, (rows * width, cols), &Device::Cpu)?.matmul(&wt)?);
             }
-            if outs.len() == 1 { outs.pop().expect("one band") } else { Tensor::cat(&outs, 0)? }
+            if outs.len() == 1 {
+                outs.pop().expect("one band")
+            } else {
+                Tensor::cat(&outs, 0)?
+            }
         };
         Ok(match bias {
             Some(b) => y.broadcast_add(b)?,
@@ -331,7 +348,8 @@ impl Backend for CpuBackend {
         for oy in 0..oh {
             for ox in 0..ow {
                 let at = |y: usize, x: usize| &v[(y * width + x) * c..(y * width + x + 1) * c];
-                let (a, b, d, e) = (at(2 * oy, 2 * ox), at(2 * oy, 2 * ox + 1), at(2 * oy + 1, 2 * ox), at(2 * oy + 1, 2 * ox + 1));
+                let (a, b, d, e) =
+                    (at(2 * oy, 2 * ox), at(2 * oy, 2 * ox + 1), at(2 * oy + 1, 2 * ox), at(2 * oy + 1, 2 * ox + 1));
                 let o = &mut out[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
                 for ch in 0..c {
                     // PyTorch's order: the window row by row, then the division.
@@ -342,8 +360,14 @@ impl Backend for CpuBackend {
         Ok(Tensor::from_vec(out, (oh * ow, c), &Device::Cpu)?)
     }
 
-    fn resize_nearest(&self, x: &Tensor, height: usize, width: usize, out_height: usize, out_width: usize)
-        -> Result<Tensor> {
+    fn resize_nearest(
+        &self,
+        x: &Tensor,
+        height: usize,
+        width: usize,
+        out_height: usize,
+        out_width: usize,
+    ) -> Result<Tensor> {
         feature_map(x, height, width, "resize_nearest")?;
         if (height == 0 || width == 0) && out_height * out_width > 0 {
             return Err(Error::Backend("resize_nearest: empty input".into()));

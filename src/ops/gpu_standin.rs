@@ -22,7 +22,13 @@ pub struct GpuOptions {
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { use_shader_f16: true, max_tensor_bytes: None, gemm_tile: None, vec4_loads: true, adapter_limits: false }
+        GpuOptions {
+            use_shader_f16: true,
+            max_tensor_bytes: None,
+            gemm_tile: None,
+            vec4_loads: true,
+            adapter_limits: false,
+        }
     }
 }
 
@@ -125,8 +131,15 @@ impl Backend for GpuBackend {
     fn layer_norm(&self, _x: &GpuTensor, _gamma: &GpuTensor, _beta: &GpuTensor, _eps: f64) -> Result<GpuTensor> {
         absurd(&self.never)
     }
-    fn attention(&self, _q: &GpuTensor, _k: &GpuTensor, _v: &GpuTensor, _heads: usize, _scale: f32,
-        _bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+    fn attention(
+        &self,
+        _q: &GpuTensor,
+        _k: &GpuTensor,
+        _v: &GpuTensor,
+        _heads: usize,
+        _scale: f32,
+        _bias: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
         absurd(&self.never)
     }
     fn add(&self, _a: &GpuTensor, _b: &GpuTensor) -> Result<GpuTensor> {
@@ -150,19 +163,38 @@ impl Backend for GpuBackend {
     fn image_patches(&self, _image: &GpuTensor, _patch: usize) -> Result<GpuTensor> {
         absurd(&self.never)
     }
-    fn conv2d(&self, _x: &GpuTensor, _height: usize, _width: usize, _weight: &GpuTensor, _bias: Option<&GpuTensor>,
-        _kernel: usize) -> Result<GpuTensor> {
+    fn conv2d(
+        &self,
+        _x: &GpuTensor,
+        _height: usize,
+        _width: usize,
+        _weight: &GpuTensor,
+        _bias: Option<&GpuTensor>,
+        _kernel: usize,
+    ) -> Result<GpuTensor> {
         absurd(&self.never)
     }
-    fn group_norm(&self, _x: &GpuTensor, _groups: usize, _gamma: &GpuTensor, _beta: &GpuTensor, _eps: f64)
-        -> Result<GpuTensor> {
+    fn group_norm(
+        &self,
+        _x: &GpuTensor,
+        _groups: usize,
+        _gamma: &GpuTensor,
+        _beta: &GpuTensor,
+        _eps: f64,
+    ) -> Result<GpuTensor> {
         absurd(&self.never)
     }
     fn avg_pool_2x2(&self, _x: &GpuTensor, _height: usize, _width: usize) -> Result<GpuTensor> {
         absurd(&self.never)
     }
-    fn resize_nearest(&self, _x: &GpuTensor, _height: usize, _width: usize, _out_height: usize, _out_width: usize)
-        -> Result<GpuTensor> {
+    fn resize_nearest(
+        &self,
+        _x: &GpuTensor,
+        _height: usize,
+        _width: usize,
+        _out_height: usize,
+        _out_width: usize,
+    ) -> Result<GpuTensor> {
         absurd(&self.never)
     }
     fn concat_cols(&self, _parts: &[&GpuTensor]) -> Result<GpuTensor> {

@@ -134,7 +134,10 @@ impl Backend for MetaBackend {
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<MetaTensor> {
         let bytes = shape.iter().product::<usize>() * dtype.size_in_bytes();
         if raw.len() != bytes {
-            return Err(bad("upload_weight", format!("a weight of shape {shape:?} needs {bytes} bytes, got {}", raw.len())));
+            return Err(bad(
+                "upload_weight",
+                format!("a weight of shape {shape:?} needs {bytes} bytes, got {}", raw.len()),
+            ));
         }
         Ok(MetaTensor::weight(shape))
     }
@@ -184,11 +187,21 @@ impl Backend for MetaBackend {
         self.out(x.shape.clone(), 0.0)
     }
 
-    fn attention(&self, q: &MetaTensor, k: &MetaTensor, v: &MetaTensor, heads: usize, _: f32, bias: Option<&MetaTensor>)
-        -> Result<MetaTensor> {
+    fn attention(
+        &self,
+        q: &MetaTensor,
+        k: &MetaTensor,
+        v: &MetaTensor,
+        heads: usize,
+        _: f32,
+        bias: Option<&MetaTensor>,
+    ) -> Result<MetaTensor> {
         let ((t, width), (s, kw)) = (dims2(q, "attention")?, dims2(k, "attention")?);
         if kw != width || v.shape != [s, width] || heads == 0 || width % heads != 0 {
-            return Err(bad("attention", format!("q {:?}, k {:?}, v {:?} do not fit {heads} heads", q.shape, k.shape, v.shape)));
+            return Err(bad(
+                "attention",
+                format!("q {:?}, k {:?}, v {:?} do not fit {heads} heads", q.shape, k.shape, v.shape),
+            ));
         }
         if let Some(b) = bias {
             if b.shape != [t, s] {
@@ -256,12 +269,22 @@ impl Backend for MetaBackend {
         self.out(vec![(h / patch) * (w / patch), c * patch * patch], 0.0)
     }
 
-    fn conv2d(&self, x: &MetaTensor, height: usize, width: usize, weight: &MetaTensor, bias: Option<&MetaTensor>,
-        kernel: usize) -> Result<MetaTensor> {
+    fn conv2d(
+        &self,
+        x: &MetaTensor,
+        height: usize,
+        width: usize,
+        weight: &MetaTensor,
+        bias: Option<&MetaTensor>,
+        kernel: usize,
+    ) -> Result<MetaTensor> {
         let cin = feature_map(x, height, width, "conv2d")?;
         let (cout, wk) = dims2(weight, "conv2d")?;
         if kernel % 2 == 0 || wk != cin * kernel * kernel {
-            return Err(bad("conv2d", format!("weight {:?} does not fit {cin} input channels and an odd kernel {kernel}", weight.shape)));
+            return Err(bad(
+                "conv2d",
+                format!("weight {:?} does not fit {cin} input channels and an odd kernel {kernel}", weight.shape),
+            ));
         }
         if let Some(b) = bias {
             vector_of(b, cout, "bias", "conv2d")?;
@@ -269,8 +292,14 @@ impl Backend for MetaBackend {
         self.out(vec![height * width, cout], 2.0 * (height * width * wk * cout) as f64)
     }
 
-    fn group_norm(&self, x: &MetaTensor, groups: usize, gamma: &MetaTensor, beta: &MetaTensor, _: f64)
-        -> Result<MetaTensor> {
+    fn group_norm(
+        &self,
+        x: &MetaTensor,
+        groups: usize,
+        gamma: &MetaTensor,
+        beta: &MetaTensor,
+        _: f64,
+    ) -> Result<MetaTensor> {
         let (_, c) = dims2(x, "group_norm")?;
         if groups == 0 || c % groups != 0 {
             return Err(bad("group_norm", format!("{c} channels cannot be split into {groups} groups")));
@@ -288,8 +317,14 @@ impl Backend for MetaBackend {
         self.out(vec![(height / 2) * (width / 2), c], 0.0)
     }
 
-    fn resize_nearest(&self, x: &MetaTensor, height: usize, width: usize, out_height: usize, out_width: usize)
-        -> Result<MetaTensor> {
+    fn resize_nearest(
+        &self,
+        x: &MetaTensor,
+        height: usize,
+        width: usize,
+        out_height: usize,
+        out_width: usize,
+    ) -> Result<MetaTensor> {
         let c = feature_map(x, height, width, "resize_nearest")?;
         if (height == 0 || width == 0) && out_height * out_width > 0 {
             return Err(bad("resize_nearest", "empty input".into()));
@@ -318,7 +353,10 @@ impl Backend for MetaBackend {
     fn scale_shift(&self, x: &MetaTensor, scale: &MetaTensor, shift: &MetaTensor) -> Result<MetaTensor> {
         let (_, c) = dims2(x, "scale_shift")?;
         if scale.shape != [1, c] || shift.shape != [1, c] {
-            return Err(bad("scale_shift", format!("scale {:?} and shift {:?} must be [1, {c}]", scale.shape, shift.shape)));
+            return Err(bad(
+                "scale_shift",
+                format!("scale {:?} and shift {:?} must be [1, {c}]", scale.shape, shift.shape),
+            ));
         }
         self.out(x.shape.clone(), 0.0)
     }
@@ -359,7 +397,11 @@ mod tests {
     fn shape_errors_are_the_real_backends_errors() {
         let be = MetaBackend::new();
         let x = be.input(&[12, 4]);
-        assert!(be.conv2d(&x, 3, 3, &MetaTensor::weight(&[8, 36]), None, 3).unwrap_err().to_string().contains("not a 3×3 feature map"));
+        assert!(be
+            .conv2d(&x, 3, 3, &MetaTensor::weight(&[8, 36]), None, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("not a 3×3 feature map"));
         assert!(be.add(&x, &be.input(&[4, 12])).is_err());
         assert!(be.linear(&x, &MetaTensor::weight(&[5, 3]), None, Activation::Identity).is_err());
         let read = std::pin::pin!(be.read_f32(&x));

@@ -10,9 +10,9 @@
 pub mod any;
 pub mod choice;
 pub mod cpu;
-pub mod meta;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod meta;
 // Without the `gpu` feature, `ops::gpu` is a stand-in with the same API whose constructors fail (as candle's
 // dummy CUDA and Metal backends), so no caller needs a `cfg` of its own.
 #[cfg(not(feature = "gpu"))]
@@ -47,7 +47,9 @@ impl WeightDType {
         match self {
             WeightDType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             WeightDType::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            WeightDType::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            WeightDType::BF16 => {
+                raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
         }
     }
 }
@@ -152,15 +154,27 @@ pub trait Backend: Clone + 'static {
     /// `a [m, k] · b [k, n]`.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// `act(x [m, k] · wᵀ + bias)` with `w [n, k]`, `bias [n]`.
-    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>, act: Activation)
-        -> Result<Self::Tensor>;
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        act: Activation,
+    ) -> Result<Self::Tensor>;
     /// Layer norm over the last dimension with affine `gamma`, `beta` `[k]`.
     fn layer_norm(&self, x: &Self::Tensor, gamma: &Self::Tensor, beta: &Self::Tensor, eps: f64)
         -> Result<Self::Tensor>;
     /// Multi-head attention: `q [t, h·d]`, `k`, `v [s, h·d]` →  `[t, h·d]`, per head
     /// `softmax(scale · q kᵀ + bias) v` with an optional additive `bias [t, s]` shared by all heads.
-    fn attention(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, heads: usize, scale: f32,
-        bias: Option<&Self::Tensor>) -> Result<Self::Tensor>;
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        heads: usize,
+        scale: f32,
+        bias: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
     /// Elementwise `a + b` (same shape).
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// Pointwise activation.
@@ -183,18 +197,37 @@ pub trait Backend: Clone + 'static {
 
     /// 2-D convolution, stride 1, zero padding `kernel/2` (kernel odd: 1 or 3): `x [h·w, cin]` → `[h·w, cout]`;
     /// `weight [cout, cin·kernel·kernel]` is PyTorch's `[cout, cin, kh, kw]` flattened; `bias [cout]`.
-    fn conv2d(&self, x: &Self::Tensor, height: usize, width: usize, weight: &Self::Tensor, bias: Option<&Self::Tensor>,
-        kernel: usize) -> Result<Self::Tensor>;
+    fn conv2d(
+        &self,
+        x: &Self::Tensor,
+        height: usize,
+        width: usize,
+        weight: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        kernel: usize,
+    ) -> Result<Self::Tensor>;
     /// Group norm of one sample `x [positions, c]`: statistics over all positions × (c/groups) channels of a
     /// group (biased variance), then affine `gamma`, `beta [c]`.
-    fn group_norm(&self, x: &Self::Tensor, groups: usize, gamma: &Self::Tensor, beta: &Self::Tensor, eps: f64)
-        -> Result<Self::Tensor>;
+    fn group_norm(
+        &self,
+        x: &Self::Tensor,
+        groups: usize,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        eps: f64,
+    ) -> Result<Self::Tensor>;
     /// 2×2 average pool, stride 2: `[h·w, c]` → `[(h/2)·(w/2), c]` (h, w even).
     fn avg_pool_2x2(&self, x: &Self::Tensor, height: usize, width: usize) -> Result<Self::Tensor>;
     /// Nearest-neighbour resize like PyTorch's `mode="nearest"`: `src = floor(dst · in / out)`:
     /// `[h·w, c]` → `[oh·ow, c]`.
-    fn resize_nearest(&self, x: &Self::Tensor, height: usize, width: usize, out_height: usize, out_width: usize)
-        -> Result<Self::Tensor>;
+    fn resize_nearest(
+        &self,
+        x: &Self::Tensor,
+        height: usize,
+        width: usize,
+        out_height: usize,
+        out_width: usize,
+    ) -> Result<Self::Tensor>;
     /// Side-by-side concatenation of matrices with equal row counts (channel concat of feature maps).
     fn concat_cols(&self, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
     /// Elementwise `a·b` (same shape).

@@ -117,14 +117,21 @@ async fn require<F: ModelFiles>(files: &F, path: &str, folder: &str) -> Result<(
     if files.exists(path).await {
         Ok(())
     } else {
-        Err(Error::io(path, format!("not found: the decoder model folder needs {folder}/ (unet/, movq/ and scheduler/)")))
+        Err(Error::io(
+            path,
+            format!("not found: the decoder model folder needs {folder}/ (unet/, movq/ and scheduler/)"),
+        ))
     }
 }
 
 /// The common multiple of `a` and `b`.
 fn lcm(a: usize, b: usize) -> usize {
     fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 { a } else { gcd(b, a % b) }
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
     }
     a / gcd(a, b) * b
 }
@@ -287,13 +294,15 @@ impl DecoderConfigs {
                 let step_noise = match step_noise {
                     Some(s) if wants_noise && s.len() != n * total => {
                         return Err(Error::Input(format!(
-                            "step_noise has {} values; DDPM with {total} steps needs [{total}, 1, {c}, {lh}, {lw}] = {}",
-                            s.len(),
-                            n * total
-                        )))
+                        "step_noise has {} values; DDPM with {total} steps needs [{total}, 1, {c}, {lh}, {lw}] = {}",
+                        s.len(),
+                        n * total
+                    )))
                     }
                     None if wants_noise => {
-                        return Err(Error::Input("DDPM needs step_noise (one N(0,1) sample per step) with explicit initial latents".into()))
+                        return Err(Error::Input(
+                            "DDPM needs step_noise (one N(0,1) sample per step) with explicit initial latents".into(),
+                        ))
                     }
                     s => s.clone(),
                 };
@@ -319,14 +328,26 @@ impl<B: Backend> DecoderEngine<B> {
     }
 
     /// [`DecoderEngine::load`] with configs already read (e.g. to validate a request before the weights).
-    pub async fn load_with<F: ModelFiles>(backend: B, files: &F, configs: DecoderConfigs, progress: Progress<'_>) -> Result<Self> {
-        let store = load_component_weights(&backend, files, "unet", "diffusion_pytorch_model", |d, t| progress("unet", d, t)).await?;
+    pub async fn load_with<F: ModelFiles>(
+        backend: B,
+        files: &F,
+        configs: DecoderConfigs,
+        progress: Progress<'_>,
+    ) -> Result<Self> {
+        let store =
+            load_component_weights(&backend, files, "unet", "diffusion_pytorch_model", |d, t| progress("unet", d, t))
+                .await?;
         let unet = UNet::new(&backend, &store.root(), &configs.unet)?;
         store.finish(&[])?;
         drop(store);
-        let store = load_component_weights_where(&backend, files, "movq", "diffusion_pytorch_model", is_decoder_tensor, |d, t| {
-            progress("movq", d, t)
-        })
+        let store = load_component_weights_where(
+            &backend,
+            files,
+            "movq",
+            "diffusion_pytorch_model",
+            is_decoder_tensor,
+            |d, t| progress("movq", d, t),
+        )
         .await?;
         let movq = MoVq::new(&backend, &store.root(), &configs.movq)?;
         store.finish(&[])?;
@@ -396,13 +417,24 @@ impl<B: Backend> DecoderEngine<B> {
     /// Runs the sampler and the MoVQ. `on_step(step, total, preview)` is called after every denoising step
     /// (1-based); `cancel` is checked before each step and before the MoVQ ([`Error::Cancelled`]). Between
     /// steps the browser's event loop runs once ([`yield_to_event_loop`]), so a cancel request can arrive.
-    pub async fn decode(&self, req: &DecodeRequest, on_step: &mut dyn FnMut(usize, usize, &LatentPreview), cancel: &AtomicBool)
-        -> Result<DecodedImage> {
+    pub async fn decode(
+        &self,
+        req: &DecodeRequest,
+        on_step: &mut dyn FnMut(usize, usize, &LatentPreview),
+        cancel: &AtomicBool,
+    ) -> Result<DecodedImage> {
         let be = &self.backend;
         // The size first: a size that cannot fit is refused before its noise is drawn.
         self.check_fits(req.width, req.height)?;
-        let Prepared { latent_height: lh, latent_width: lw, channels: c, mut scheduler, mut latents, mut step_noise, guided } =
-            self.configs.prepare(req)?;
+        let Prepared {
+            latent_height: lh,
+            latent_width: lw,
+            channels: c,
+            mut scheduler,
+            mut latents,
+            mut step_noise,
+            guided,
+        } = self.configs.prepare(req)?;
         let n = c * lh * lw;
         let kind = scheduler.kind();
         let timesteps = scheduler.timesteps().to_vec();

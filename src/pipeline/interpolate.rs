@@ -13,8 +13,13 @@ fn lerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
 /// The `(n+1)×(n+1)` grid of embeddings between four corners, row-major: row `i` blends `top_left →
 /// bottom_left` and `top_right → bottom_right` at `t = i/n` (`v1·(1−t) + v2·t`), then column `j` blends
 /// across those two at `t = j/n`. Corners of the grid are the inputs.
-pub fn bilinear_grid(top_left: &[f32], top_right: &[f32], bottom_left: &[f32], bottom_right: &[f32], n: usize)
-    -> Result<Vec<Vec<f32>>> {
+pub fn bilinear_grid(
+    top_left: &[f32],
+    top_right: &[f32],
+    bottom_left: &[f32],
+    bottom_right: &[f32],
+    n: usize,
+) -> Result<Vec<Vec<f32>>> {
     let d = top_left.len();
     if n == 0 || n > MAX_STEPS {
         return Err(Error::Input(format!("interpolation steps must be an integer from 1 to {MAX_STEPS}, not {n}")));
@@ -22,7 +27,12 @@ pub fn bilinear_grid(top_left: &[f32], top_right: &[f32], bottom_left: &[f32], b
     if d == 0 || [top_right, bottom_left, bottom_right].iter().any(|c| c.len() != d) {
         return Err(Error::Input("the four corner embeddings must be non-empty and of equal length".into()));
     }
-    for (name, corner) in ["top-left", "top-right", "bottom-left", "bottom-right"].iter().zip([top_left, top_right, bottom_left, bottom_right]) {
+    for (name, corner) in ["top-left", "top-right", "bottom-left", "bottom-right"].iter().zip([
+        top_left,
+        top_right,
+        bottom_left,
+        bottom_right,
+    ]) {
         if corner.iter().any(|v| !v.is_finite()) {
             return Err(Error::Input(format!("the {name} corner embedding contains NaN or infinity")));
         }

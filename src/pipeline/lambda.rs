@@ -51,7 +51,14 @@ pub struct PriorRequest {
 
 impl PriorRequest {
     pub fn new(prompt: impl Into<String>, noise: Noise) -> Self {
-        PriorRequest { prompt: prompt.into(), subjects: Vec::new(), control: None, noise, canny_low: 100.0, canny_high: 200.0 }
+        PriorRequest {
+            prompt: prompt.into(),
+            subjects: Vec::new(),
+            control: None,
+            noise,
+            canny_low: 100.0,
+            canny_high: 200.0,
+        }
     }
 }
 
@@ -72,9 +79,15 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Warning::KeywordNotFound { subject, keyword } => {
-                write!(f, "subject {}: couldn't find keyword \"{keyword}\" in the prompt; its photo is not used there", subject + 1)
+                write!(
+                    f,
+                    "subject {}: couldn't find keyword \"{keyword}\" in the prompt; its photo is not used there",
+                    subject + 1
+                )
             }
-            Warning::PromptTruncated { max_tokens } => write!(f, "the prompt is longer than {max_tokens} tokens; its end was dropped"),
+            Warning::PromptTruncated { max_tokens } => {
+                write!(f, "the prompt is longer than {max_tokens} tokens; its end was dropped")
+            }
             Warning::SubjectOverwritten { earlier, later, keyword } => write!(
                 f,
                 "subject {} (\"{keyword}\") overwrites positions of subject {} that share its tokens",
@@ -159,11 +172,16 @@ fn content_key(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-pub async fn load_prior<B: Backend, F: ModelFiles>(be: &B, files: &F, progress: Progress<'_>) -> Result<LambdaPrior<B>> {
+pub async fn load_prior<B: Backend, F: ModelFiles>(
+    be: &B,
+    files: &F,
+    progress: Progress<'_>,
+) -> Result<LambdaPrior<B>> {
     let path = "prior/config.json";
     let cfg: PriorConfig = read_config(files, path).await?;
     cfg.validate(path)?;
-    let store = load_component_weights(be, files, "prior", "diffusion_pytorch_model", |d, t| progress("prior", d, t)).await?;
+    let store =
+        load_component_weights(be, files, "prior", "diffusion_pytorch_model", |d, t| progress("prior", d, t)).await?;
     let prior = LambdaPrior::new(be, &store.root(), &cfg)?;
     store.finish(PRIOR_UNUSED)?;
     Ok(prior)
@@ -289,7 +307,9 @@ impl<B: Backend> LambdaEngine<B> {
         let noise = match &req.noise {
             Noise::Seed(seed) => gaussian_noise(*seed, d),
             Noise::Explicit(v) if v.len() == d => v.clone(),
-            Noise::Explicit(v) => return Err(Error::Input(format!("noise has {} values, the prior needs {d}", v.len()))),
+            Noise::Explicit(v) => {
+                return Err(Error::Input(format!("noise has {} values, the prior needs {d}", v.len())))
+            }
         };
         if noise.iter().any(|x| !x.is_finite()) {
             return Err(Error::Input("noise contains NaN or infinity".into()));

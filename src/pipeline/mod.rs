@@ -25,19 +25,29 @@ async fn read_config<F: ModelFiles, T: serde::de::DeserializeOwned>(files: &F, p
     parse_config(path, &text)
 }
 
-pub async fn load_text_encoder<B: Backend, F: ModelFiles>(be: &B, files: &F, progress: Progress<'_>) -> Result<ClipTextModel<B>> {
+pub async fn load_text_encoder<B: Backend, F: ModelFiles>(
+    be: &B,
+    files: &F,
+    progress: Progress<'_>,
+) -> Result<ClipTextModel<B>> {
     let cfg: ClipTextConfig = read_config(files, "text_encoder/config.json").await?;
     cfg.validate("text_encoder/config.json")?;
-    let store = load_component_weights(be, files, "text_encoder", "model", |d, t| progress("text_encoder", d, t)).await?;
+    let store =
+        load_component_weights(be, files, "text_encoder", "model", |d, t| progress("text_encoder", d, t)).await?;
     let model = ClipTextModel::new(&store.root(), &cfg)?;
     store.finish(CLIP_UNUSED)?;
     Ok(model)
 }
 
-pub async fn load_image_encoder<B: Backend, F: ModelFiles>(be: &B, files: &F, progress: Progress<'_>) -> Result<ClipVisionModel<B>> {
+pub async fn load_image_encoder<B: Backend, F: ModelFiles>(
+    be: &B,
+    files: &F,
+    progress: Progress<'_>,
+) -> Result<ClipVisionModel<B>> {
     let cfg: ClipVisionConfig = read_config(files, "image_encoder/config.json").await?;
     cfg.validate("image_encoder/config.json")?;
-    let store = load_component_weights(be, files, "image_encoder", "model", |d, t| progress("image_encoder", d, t)).await?;
+    let store =
+        load_component_weights(be, files, "image_encoder", "model", |d, t| progress("image_encoder", d, t)).await?;
     let model = ClipVisionModel::new(be, &store.root(), &cfg)?;
     store.finish(CLIP_UNUSED)?;
     Ok(model)
@@ -63,7 +73,12 @@ pub struct TextEmbedding {
 
 /// Tokenizes and runs the text tower with the prompt's attention mask, as the reference does (the pads'
 /// own rows of `last_hidden_state` depend on it; the goldens were made with it).
-pub async fn embed_text<B: Backend>(be: &B, tok: &ClipTokenizer, model: &ClipTextModel<B>, prompt: &str) -> Result<TextEmbedding> {
+pub async fn embed_text<B: Backend>(
+    be: &B,
+    tok: &ClipTokenizer,
+    model: &ClipTextModel<B>,
+    prompt: &str,
+) -> Result<TextEmbedding> {
     let encoded = tok.encode(prompt)?;
     let out = model.forward(be, &encoded.input_ids, Some(&encoded.attention_mask))?;
     let last_hidden_state = be.read_f32(&out.last_hidden_state).await?;

@@ -76,7 +76,10 @@ mod tests {
     fn same_seed_same_bits_and_different_seeds_differ() {
         let a = gaussian_noise(42, 1280);
         let b = gaussian_noise(42, 1280);
-        assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
         assert_ne!(a, gaussian_noise(43, 1280));
     }
 

@@ -275,9 +275,12 @@ pub struct Scheduler {
 impl Scheduler {
     /// Builds `kind` from a config (diffusers' `from_config`: the config's keys, else `kind`'s defaults).
     pub fn new(kind: SchedulerKind, cfg: &SchedulerConfig, path: &str) -> Result<Self> {
-        let bad = |field: &str, what: String| Err(Error::config(path, format!("unsupported scheduler config: `{field}` {what}")));
+        let bad = |field: &str, what: String| {
+            Err(Error::config(path, format!("unsupported scheduler config: `{field}` {what}")))
+        };
         // Values that make no schedule at all (diffusers would compute NaN from them, or run out of memory).
-        let invalid = |field: &str, what: String| Err(Error::config(path, format!("invalid scheduler config: `{field}` {what}")));
+        let invalid =
+            |field: &str, what: String| Err(Error::config(path, format!("invalid scheduler config: `{field}` {what}")));
         let n = cfg.num_train_timesteps.unwrap_or(1000);
         if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
             return invalid("num_train_timesteps", format!("{n} (must be from 2 to {MAX_TRAIN_TIMESTEPS})"));
@@ -292,13 +295,19 @@ impl Scheduler {
                 }
             }
             if start > end {
-                return invalid("beta_start", format!("{start} is above `beta_end` {end} (the noise schedule must not decrease)"));
+                return invalid(
+                    "beta_start",
+                    format!("{start} is above `beta_end` {end} (the noise schedule must not decrease)"),
+                );
             }
         }
         let betas: Vec<f32> = match (&cfg.trained_betas, cfg.beta_schedule.as_deref().unwrap_or("linear")) {
             (Some(b), _) if b.len() == n => {
                 if let Some((i, v)) = b.iter().enumerate().find(|(_, &v)| !is_beta(v)) {
-                    return invalid("trained_betas", format!("value {i} is {v} (each must be between 0 and 1, exclusive)"));
+                    return invalid(
+                        "trained_betas",
+                        format!("value {i} is {v} (each must be between 0 and 1, exclusive)"),
+                    );
                 }
                 b.iter().map(|&x| x as f32).collect()
             }
@@ -310,7 +319,10 @@ impl Scheduler {
             (None, other) => return bad("beta_schedule", format!("{other:?} (supported: linear, scaled_linear)")),
         };
         if let Some((i, b)) = betas.iter().enumerate().find(|(_, &b)| !(b > 0.0 && b < 1.0)) {
-            return invalid("beta_end", format!("gives β = {b} at timestep {i} in float32 (each β must be between 0 and 1)"));
+            return invalid(
+                "beta_end",
+                format!("gives β = {b} at timestep {i} in float32 (each β must be between 0 and 1)"),
+            );
         }
         // torch.cumprod on the CPU accumulates float32 in double and rounds each output.
         let mut acc = 1f64;
@@ -386,7 +398,12 @@ impl Scheduler {
                     "fixed_small" => Variance::FixedSmall,
                     "fixed_small_log" => Variance::FixedSmallLog,
                     "fixed_large" => Variance::FixedLarge,
-                    other => return bad("variance_type", format!("{other:?} (supported: fixed_small, fixed_small_log, fixed_large)")),
+                    other => {
+                        return bad(
+                            "variance_type",
+                            format!("{other:?} (supported: fixed_small, fixed_small_log, fixed_large)"),
+                        )
+                    }
                 };
             }
             SchedulerKind::Ddim => {}
@@ -460,7 +477,9 @@ impl Scheduler {
     pub fn set_timesteps(&mut self, steps: usize) -> Result<()> {
         let n = self.num_train_timesteps;
         if steps == 0 || steps > n {
-            return Err(Error::Input(format!("steps must be between 1 and {n} (the scheduler's training steps), got {steps}")));
+            return Err(Error::Input(format!(
+                "steps must be between 1 and {n} (the scheduler's training steps), got {steps}"
+            )));
         }
         let nf = n as f64;
         let ts: Vec<i64> = match self.kind {
@@ -470,7 +489,9 @@ impl Scheduler {
                     let ratio = (n / steps) as i64;
                     (0..steps as i64).rev().map(|i| i * ratio + self.steps_offset).collect()
                 }
-                Spacing::Trailing => np_arange_down(nf, 0.0, -(nf / steps as f64)).iter().map(|&x| round_i64(x) - 1).collect(),
+                Spacing::Trailing => {
+                    np_arange_down(nf, 0.0, -(nf / steps as f64)).iter().map(|&x| round_i64(x) - 1).collect()
+                }
             },
             SchedulerKind::DpmSolverPP => {
                 // lambda_min_clipped = −∞: the last usable timestep is num_train_timesteps.
@@ -484,9 +505,10 @@ impl Scheduler {
                         let ratio = (last / (steps + 1)) as i64;
                         (1..=steps as i64).rev().map(|i| i * ratio + self.steps_offset).collect()
                     }
-                    Spacing::Trailing => {
-                        np_arange_down(last as f64, 0.0, -(nf / steps as f64)).iter().map(|&x| round_i64(x) - 1).collect()
-                    }
+                    Spacing::Trailing => np_arange_down(last as f64, 0.0, -(nf / steps as f64))
+                        .iter()
+                        .map(|&x| round_i64(x) - 1)
+                        .collect(),
                 }
             }
         };
@@ -522,7 +544,11 @@ impl Scheduler {
             return Err(Error::Input(format!("scheduler: step {} of a {}-step schedule", i + 1, self.timesteps.len())));
         };
         if model_output.len() != sample.len() {
-            return Err(Error::Input(format!("scheduler: model output has {} values, the sample {}", model_output.len(), sample.len())));
+            return Err(Error::Input(format!(
+                "scheduler: model output has {} values, the sample {}",
+                model_output.len(),
+                sample.len()
+            )));
         }
         let out = match self.kind {
             SchedulerKind::Ddpm => self.ddpm_step(t, model_output, sample, noise)?,
@@ -563,7 +589,11 @@ impl Scheduler {
         if t > 0 {
             let noise = noise.ok_or_else(|| Error::Input("DDPM: this step needs noise".into()))?;
             if noise.len() != sample.len() {
-                return Err(Error::Input(format!("DDPM: step noise has {} values, the sample {}", noise.len(), sample.len())));
+                return Err(Error::Input(format!(
+                    "DDPM: step noise has {} values, the sample {}",
+                    noise.len(),
+                    sample.len()
+                )));
             }
             // _get_variance: (1 − ᾱ_prev)/(1 − ᾱ_t)·β_t, clamped at 1e-20.
             let variance = ((1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t) * current_beta_t).max(1e-20);
@@ -622,11 +652,21 @@ impl Scheduler {
                 match self.solver_type {
                     SolverType::Midpoint => {
                         let c_d1 = 0.5 * c_d0;
-                        sample.iter().zip(&x0).zip(&d1).map(|((&x, &d0), &d1)| (c_sample * x - c_d0 * d0) - c_d1 * d1).collect()
+                        sample
+                            .iter()
+                            .zip(&x0)
+                            .zip(&d1)
+                            .map(|((&x, &d0), &d1)| (c_sample * x - c_d0 * d0) - c_d1 * d1)
+                            .collect()
                     }
                     SolverType::Heun => {
                         let c_d1 = alpha_t * (((-h).exp() - 1.0) / h + 1.0);
-                        sample.iter().zip(&x0).zip(&d1).map(|((&x, &d0), &d1)| (c_sample * x - c_d0 * d0) + c_d1 * d1).collect()
+                        sample
+                            .iter()
+                            .zip(&x0)
+                            .zip(&d1)
+                            .map(|((&x, &d0), &d1)| (c_sample * x - c_d0 * d0) + c_d1 * d1)
+                            .collect()
                     }
                 }
             }

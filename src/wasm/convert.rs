@@ -30,7 +30,8 @@ pub(super) fn from_js<T: DeserializeOwned>(value: JsValue, what: &str) -> Result
         let path = e.path().to_string();
         // serde-wasm-bindgen's error is a JS Error: its message, without the `Error: ` its Display adds.
         let inner = JsValue::from(e.into_inner());
-        let words = inner.dyn_ref::<js_sys::Error>().map_or_else(|| format!("{inner:?}"), |e| String::from(e.message()));
+        let words =
+            inner.dyn_ref::<js_sys::Error>().map_or_else(|| format!("{inner:?}"), |e| String::from(e.message()));
         if path == "." {
             JsError::new(&format!("{what}: {words}"))
         } else {

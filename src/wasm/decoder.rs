@@ -57,7 +57,10 @@ impl DecodeRequestJs {
         let noise = match self.noise {
             None => DecoderNoise::Seed(whole_number(self.seed, "seed", 0)?),
             Some(n) => DecoderNoise::Explicit {
-                initial_latents: n.initial_latents.ok_or_else(|| JsError::new("noise.initialLatents (a Float32Array) is required"))?.0,
+                initial_latents: n
+                    .initial_latents
+                    .ok_or_else(|| JsError::new("noise.initialLatents (a Float32Array) is required"))?
+                    .0,
                 step_noise: n.step_noise.map(|s| s.0),
             },
         };
@@ -150,9 +153,18 @@ impl Decoder {
     /// 1.26 GB instead of 2.51) or `"f32"` (as stored; what parity with diffusers' float32 goldens needs); the
     /// CPU keeps f32 whatever is asked, and refuses (before any download) weights above 3 GiB as f32. The GPU
     /// device is opened with the adapter's own limits: the MoVQ at 512 px needs 256 MiB activations.
-    pub async fn load(manifest: JsValue, backend: String, io: ModelIo, weights: Option<String>) -> Result<Decoder, JsError> {
+    pub async fn load(
+        manifest: JsValue,
+        backend: String,
+        io: ModelIo,
+        weights: Option<String>,
+    ) -> Result<Decoder, JsError> {
         let manifest: DecoderManifest = from_js(manifest, "decoder manifest")?;
-        let folders = [("unet", manifest.unet.as_deref()), ("movq", manifest.movq.as_deref()), ("scheduler", manifest.scheduler.as_deref())];
+        let folders = [
+            ("unet", manifest.unet.as_deref()),
+            ("movq", manifest.movq.as_deref()),
+            ("scheduler", manifest.scheduler.as_deref()),
+        ];
         let files = files_of(&io, &folders, "decoder")?;
         let weights: WeightStorage = weights.as_deref().map_or(Ok(WeightStorage::F16), str::parse).map_err(js_err)?;
         let choice: BackendChoice = backend.parse().map_err(js_err)?;
@@ -258,7 +270,8 @@ impl Decoder {
         let mut on_step = |step: usize, total: usize, preview: &LatentPreview| {
             let Some(f) = &step_callback else { return };
             let now = now_ms();
-            let preview = PreviewJs { width: preview.width, height: preview.height, rgba: Rgba::from_rgb(&preview.rgb) };
+            let preview =
+                PreviewJs { width: preview.width, height: preview.height, rgba: Rgba::from_rgb(&preview.rgb) };
             let info = to_js(&StepJs { step, total, ms_per_step: now - last, preview });
             last = now;
             if let Ok(info) = info {

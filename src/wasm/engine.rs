@@ -89,7 +89,12 @@ impl PriorRequestJs {
         let mut req = PriorRequest::new(self.prompt, noise);
         req.canny_low = self.canny_low.unwrap_or(req.canny_low);
         req.canny_high = self.canny_high.unwrap_or(req.canny_high);
-        req.subjects = self.subjects.unwrap_or_default().into_iter().map(|s| Subject { keyword: s.keyword, image: s.image.0 }).collect();
+        req.subjects = self
+            .subjects
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| Subject { keyword: s.keyword, image: s.image.0 })
+            .collect();
         req.control = self.control.map(|c| c.0);
         Ok(req)
     }
@@ -139,7 +144,8 @@ impl Engine {
         let manifest: ModelManifest = from_js(manifest, "model manifest")?;
         let files = files_of(&io, &manifest.folders(), "model")?;
         let choice: BackendChoice = backend.parse().map_err(js_err)?;
-        const COMPONENTS: [(&str, &str); 3] = [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")];
+        const COMPONENTS: [(&str, &str); 3] =
+            [("text_encoder", "model"), ("image_encoder", "model"), ("prior", "diffusion_pytorch_model")];
         announce_plan(&io, &files, &COMPONENTS, |_, _| true).await;
         let mut progress = upload_progress(&io);
         let opened = choice.open(GpuOptions::default()).await.map_err(js_err)?;
@@ -183,7 +189,11 @@ impl Engine {
         let at = |i: usize| utf16_at.get(i).copied().unwrap_or(u);
         let out: Vec<KeywordMatchJs> = matches
             .into_iter()
-            .map(|m| KeywordMatchJs { found: m.found, empty: m.empty, spans: m.spans.iter().map(|&(s, e)| (at(s), at(e))).collect() })
+            .map(|m| KeywordMatchJs {
+                found: m.found,
+                empty: m.empty,
+                spans: m.spans.iter().map(|&(s, e)| (at(s), at(e))).collect(),
+            })
             .collect();
         to_js(&out)
     }
@@ -216,7 +226,10 @@ impl Engine {
         let inner = self.inner.clone();
         let mut image_embeds = Vec::with_capacity(images.len());
         for (i, img) in images.iter().enumerate() {
-            let v = inner.subject_embedding(&img.0).await.map_err(|err| JsError::new(&format!("image {}: {err}", i + 1)))?;
+            let v = inner
+                .subject_embedding(&img.0)
+                .await
+                .map_err(|err| JsError::new(&format!("image {}: {err}", i + 1)))?;
             image_embeds.push(F32s(v));
         }
         to_js(&ImageEmbeddingsJs { image_embeds })

@@ -35,8 +35,11 @@ struct PlannedFile {
 /// Every weight file of `components` (`(folder, file stem)`) with the bytes of the tensors that will be
 /// loaded (those `keep(component, tensor)` accepts), in loading order; and the bytes those tensors take as f32
 /// (what the CPU backend holds).
-async fn weight_plan<F: ModelFiles>(files: &F, components: &[(&str, &str)], keep: fn(&str, &str) -> bool)
-    -> crate::Result<(Vec<PlannedFile>, u64)> {
+async fn weight_plan<F: ModelFiles>(
+    files: &F,
+    components: &[(&str, &str)],
+    keep: fn(&str, &str) -> bool,
+) -> crate::Result<(Vec<PlannedFile>, u64)> {
     use crate::weights::ByteSource;
     let mut plan = Vec::new();
     let mut f32_bytes = 0u64;
@@ -65,8 +68,12 @@ fn optional_method(io: &ModelIo, name: &str) -> Option<Function> {
 /// Hands the weight plan to `io.plan` and returns the bytes the weights take as f32. The plan reads the
 /// weight headers (the loader keeps them for the load proper); when it fails, the load itself reports the
 /// same problem in its usual order, so the error is dropped here (`None`).
-pub(super) async fn announce_plan(io: &ModelIo, files: &HttpFiles, components: &[(&str, &str)], keep: fn(&str, &str) -> bool)
-    -> Option<u64> {
+pub(super) async fn announce_plan(
+    io: &ModelIo,
+    files: &HttpFiles,
+    components: &[(&str, &str)],
+    keep: fn(&str, &str) -> bool,
+) -> Option<u64> {
     let (plan, f32_bytes) = weight_plan(files, components, keep).await.ok()?;
     if let (Some(f), Ok(plan)) = (optional_method(io, "plan"), to_js(&plan)) {
         let _ = f.call1(io, &plan);
@@ -80,7 +87,12 @@ pub(super) fn upload_progress(io: &ModelIo) -> impl FnMut(&str, u64, u64) + '_ {
     let uploaded = optional_method(io, "uploaded");
     move |component: &str, done: u64, total: u64| {
         if let Some(f) = &uploaded {
-            let _ = f.call3(io, &JsValue::from_str(component), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
+            let _ = f.call3(
+                io,
+                &JsValue::from_str(component),
+                &JsValue::from_f64(done as f64),
+                &JsValue::from_f64(total as f64),
+            );
         }
     }
 }

@@ -56,7 +56,8 @@ struct ImageSize {
 /// Needs no model.
 #[wasm_bindgen(js_name = inspectImage)]
 pub fn inspect_image(bytes: &[u8]) -> Result<JsValue, JsError> {
-    let rgb = crate::image::decode::decode_rgb(bytes, &crate::image::decode::DecodeLimits::default()).map_err(js_err)?;
+    let rgb =
+        crate::image::decode::decode_rgb(bytes, &crate::image::decode::DecodeLimits::default()).map_err(js_err)?;
     to_js(&ImageSize { width: rgb.width(), height: rgb.height() })
 }
 
@@ -73,7 +74,8 @@ struct CannyPreview {
 /// Uint8ClampedArray (for an ImageData) }`. Needs no model.
 #[wasm_bindgen(js_name = cannyPreview)]
 pub fn canny_preview(bytes: &[u8], low: f64, high: f64) -> Result<JsValue, JsError> {
-    let edges = pipeline::lambda::control_edges(bytes, low, high, &crate::image::decode::DecodeLimits::default()).map_err(js_err)?;
+    let edges = pipeline::lambda::control_edges(bytes, low, high, &crate::image::decode::DecodeLimits::default())
+        .map_err(js_err)?;
     let (width, height) = edges.dimensions();
     let gray = edges.into_raw();
     let rgba = Rgba::from_gray(&gray);
@@ -122,9 +124,12 @@ pub async fn benchmark(backend: String, what: String, dtype: String, iters: usiz
             "vision" => Model::VisionTower,
             "prior" => Model::Prior,
             m => {
-                let dims: Vec<usize> = m.strip_prefix("matmul:").unwrap_or("").split(',').filter_map(|d| d.trim().parse().ok()).collect();
+                let dims: Vec<usize> =
+                    m.strip_prefix("matmul:").unwrap_or("").split(',').filter_map(|d| d.trim().parse().ok()).collect();
                 let [mm, k, n] = dims[..] else {
-                    return Err(JsError::new(&format!("unknown benchmark {m:?} (matmul:M,K,N, text, vision or prior)")));
+                    return Err(JsError::new(&format!(
+                        "unknown benchmark {m:?} (matmul:M,K,N, text, vision or prior)"
+                    )));
                 };
                 return matmul_gflops(be, (mm, k, n), dtype, iters).await.map_err(js_err);
             }

@@ -98,7 +98,10 @@ impl ByteSource for MemSource {
         let start = usize::try_from(start).unwrap_or(usize::MAX);
         match start.checked_add(len) {
             Some(end) if end <= bytes.len() => Ok(bytes[start..end].to_vec()),
-            _ => Err(Error::io(&self.name, format!("read past the end ({} bytes at {start}, file has {})", len, bytes.len()))),
+            _ => Err(Error::io(
+                &self.name,
+                format!("read past the end ({} bytes at {start}, file has {})", len, bytes.len()),
+            )),
         }
     }
     async fn read_tensor(&self, start: u64, len: usize) -> Result<Vec<u8>> {

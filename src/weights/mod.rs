@@ -8,9 +8,10 @@ pub mod http;
 pub mod safetensors;
 pub mod store;
 
-pub use files::{ByteSource, MemFiles, ModelFiles, TensorBytes};
 #[cfg(not(target_arch = "wasm32"))]
 pub use files::DirFiles;
+pub use files::{ByteSource, MemFiles, ModelFiles, TensorBytes};
 pub use store::{
-    load_component_weights, load_component_weights_where, open_component, WeightFile, WeightStore, Weights, TENSORS_IN_FLIGHT,
+    load_component_weights, load_component_weights_where, open_component, WeightFile, WeightStore, Weights,
+    TENSORS_IN_FLIGHT,
 };

@@ -78,7 +78,8 @@ fn not_safetensors(name: &str, file_len: u64) -> Error {
 
 /// The header length the 8-byte `prefix` gives, checked against the limit and the file's length.
 fn header_length(name: &str, prefix: &[u8], file_len: u64) -> Result<usize> {
-    let bytes: [u8; 8] = prefix.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| not_safetensors(name, file_len))?;
+    let bytes: [u8; 8] =
+        prefix.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| not_safetensors(name, file_len))?;
     let header_len = u64::from_le_bytes(bytes);
     if header_len > MAX_HEADER_BYTES {
         return Err(Error::weights(
@@ -99,16 +100,21 @@ fn header_length(name: &str, prefix: &[u8], file_len: u64) -> Result<usize> {
 pub fn parse_header(name: &str, json: &[u8], file_len: u64) -> Result<Header> {
     let data_start = LENGTH_PREFIX + json.len() as u64;
     let Some(data_len) = file_len.checked_sub(data_start) else {
-        return Err(Error::weights(name, format!("corrupt safetensors: a {}-byte header does not fit in {file_len} bytes", json.len())));
+        return Err(Error::weights(
+            name,
+            format!("corrupt safetensors: a {}-byte header does not fit in {file_len} bytes", json.len()),
+        ));
     };
-    let text = std::str::from_utf8(json).map_err(|e| Error::weights(name, format!("safetensors header is not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(json).map_err(|e| Error::weights(name, format!("safetensors header is not UTF-8: {e}")))?;
     let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| Error::weights(name, format!("safetensors header is not a valid JSON object: {e}")))?;
     let mut entries = Vec::with_capacity(map.len());
     for (key, value) in map {
         if key == "__metadata__" {
-            serde_json::from_value::<BTreeMap<String, String>>(value)
-                .map_err(|e| Error::weights(name, format!("safetensors `__metadata__` must map strings to strings: {e}")))?;
+            serde_json::from_value::<BTreeMap<String, String>>(value).map_err(|e| {
+                Error::weights(name, format!("safetensors `__metadata__` must map strings to strings: {e}"))
+            })?;
             continue;
         }
         let raw: RawEntry = serde_json::from_value(value)
@@ -123,7 +129,11 @@ pub fn parse_header(name: &str, json: &[u8], file_len: u64) -> Result<Header> {
                 ),
             ));
         }
-        let bits = raw.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).and_then(|n| n.checked_mul(raw.dtype.bitsize()));
+        let bits = raw
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .and_then(|n| n.checked_mul(raw.dtype.bitsize()));
         let expected = bits.filter(|b| b % 8 == 0).map(|b| (b / 8) as u64);
         if expected != Some(end - begin) {
             return Err(Error::weights(
@@ -158,7 +168,13 @@ pub fn parse_header(name: &str, json: &[u8], file_len: u64) -> Result<Header> {
         };
         let (begin, end) = raw.data_offsets;
         // `end - begin` equals the shape's byte size, which fitted a usize above.
-        tensors.push(TensorEntry { name: key, dtype, shape: raw.shape, offset: data_start + begin, len: (end - begin) as usize });
+        tensors.push(TensorEntry {
+            name: key,
+            dtype,
+            shape: raw.shape,
+            offset: data_start + begin,
+            len: (end - begin) as usize,
+        });
     }
     Ok(Header { source_name: name.to_string(), tensors, skipped })
 }
@@ -256,7 +272,11 @@ mod tests {
 
     #[test]
     fn a_tiled_file_parses() {
-        let h = header_from_bytes("w", &file(&[("a", "F32", &[2], 0, 8), ("b", "I64", &[1], 8, 16), ("c", "F16", &[0], 16, 16)], 16)).unwrap();
+        let h = header_from_bytes(
+            "w",
+            &file(&[("a", "F32", &[2], 0, 8), ("b", "I64", &[1], 8, 16), ("c", "F16", &[0], 16, 16)], 16),
+        )
+        .unwrap();
         assert_eq!(h.tensors.len(), 2);
         assert_eq!((h.tensors[0].name.as_str(), h.tensors[1].offset - h.tensors[0].offset), ("a", 16));
         assert_eq!(h.skipped.get("b").map(String::as_str), Some("I64"));
@@ -301,7 +321,8 @@ mod tests {
     fn non_finite_values_are_counted_in_every_dtype() {
         let f32s: Vec<u8> = [1.0f32, f32::NAN, f32::INFINITY, -0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(non_finite(&f32s, WeightDType::F32), (2, Some(1)));
-        let f16s: Vec<u8> = [1.0f32, 65504.0, f32::NEG_INFINITY].iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+        let f16s: Vec<u8> =
+            [1.0f32, 65504.0, f32::NEG_INFINITY].iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
         assert_eq!(non_finite(&f16s, WeightDType::F16), (1, Some(2)));
         let bf16s: Vec<u8> = [f32::NAN, 3e38].iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
         assert_eq!(non_finite(&bf16s, WeightDType::BF16), (1, Some(0)));

@@ -121,7 +121,11 @@ impl<B: Backend> WeightStore<B> {
         let shown = names.iter().take(5).copied().collect::<Vec<_>>().join("`, `");
         Err(Error::weights(
             &self.source_name,
-            format!("{} unexpected tensor(s) that this model's config does not use: `{shown}`{}", names.len(), if names.len() > 5 { ", ..." } else { "" }),
+            format!(
+                "{} unexpected tensor(s) that this model's config does not use: `{shown}`{}",
+                names.len(),
+                if names.len() > 5 { ", ..." } else { "" }
+            ),
         ))
     }
 }
@@ -141,7 +145,11 @@ impl<'a, B: Backend> Weights<'a, B> {
     }
 
     fn full_name(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     /// The tensor `name` under this prefix, which must have exactly `shape`.
@@ -156,7 +164,10 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
         let tensors = self.store.tensors.borrow();
         match tensors.get(&full) {
-            None => Err(Error::weights(&self.store.source_name, format!("missing tensor `{full}` (expected shape {shape:?})"))),
+            None => Err(Error::weights(
+                &self.store.source_name,
+                format!("missing tensor `{full}` (expected shape {shape:?})"),
+            )),
             Some((_, actual)) if actual.as_slice() != shape => Err(Error::weights(
                 &self.store.source_name,
                 format!("tensor `{full}` has shape {actual:?} but the config implies {shape:?}"),
@@ -196,7 +207,11 @@ impl<S> WeightFile<S> {
 /// The weight files of a component folder with their headers: `{dir}/{file_stem}.safetensors.index.json`
 /// (sharded) when present, else `{dir}/{file_stem}.safetensors`. Returns the name the weights go by in
 /// error messages and the files in shard order.
-pub async fn open_component<F: ModelFiles>(files: &F, dir: &str, file_stem: &str) -> Result<(String, Vec<WeightFile<F::Source>>)> {
+pub async fn open_component<F: ModelFiles>(
+    files: &F,
+    dir: &str,
+    file_stem: &str,
+) -> Result<(String, Vec<WeightFile<F::Source>>)> {
     let index_path = format!("{dir}/{file_stem}.safetensors.index.json");
     let shard_paths: Vec<String> = if files.exists(&index_path).await {
         let text = files.read_text(&index_path).await?;
@@ -251,7 +266,10 @@ pub async fn load_component_weights_where<B: Backend, F: ModelFiles>(
         store.skipped.extend(file.header.skipped.clone());
         for entry in &file.header.tensors {
             if !seen.insert(entry.name.as_str()) {
-                return Err(Error::weights(&file.header.source_name, format!("tensor `{}` appears in more than one shard", entry.name)));
+                return Err(Error::weights(
+                    &file.header.source_name,
+                    format!("tensor `{}` appears in more than one shard", entry.name),
+                ));
             }
             if keep(&entry.name) {
                 jobs.push((file, entry));

@@ -53,7 +53,11 @@ pub fn decode_jpeg_like_pillow(bytes: &[u8], limits: &DecodeLimits) -> Result<Op
 /// give `Ok(None)` (libjpeg cannot produce grayscale from them; OpenCV converts CMYK itself).
 /// `then_bytes_per_pixel`: what the caller will hold per pixel once it has the plane (Canny's working memory),
 /// so that the whole job is checked against `limits` from the SOF header, before any allocation.
-pub fn decode_jpeg_luma(bytes: &[u8], limits: &DecodeLimits, then_bytes_per_pixel: u64) -> Result<Option<image::GrayImage>> {
+pub fn decode_jpeg_luma(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    then_bytes_per_pixel: u64,
+) -> Result<Option<image::GrayImage>> {
     let Some(frame) = decode_frame(bytes, &Budget { limits, luma_only: true, then_bytes_per_pixel })? else {
         return Ok(None);
     };

@@ -20,7 +20,13 @@ pub(super) struct AddedKvAttention<B: Backend> {
 }
 
 impl<B: Backend> AddedKvAttention<B> {
-    pub(super) fn new(vb: &Weights<B>, channels: usize, head_dim: usize, cross_dim: usize, groups: usize) -> Result<Self> {
+    pub(super) fn new(
+        vb: &Weights<B>,
+        channels: usize,
+        head_dim: usize,
+        cross_dim: usize,
+        groups: usize,
+    ) -> Result<Self> {
         Ok(AddedKvAttention {
             group_norm: GroupNorm::new(&vb.pp("group_norm"), groups, channels, ATTENTION_NORM_EPS)?,
             proj: AttentionProjections::diffusers(vb, channels)?,

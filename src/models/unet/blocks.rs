@@ -18,7 +18,15 @@ struct Layer<B: Backend> {
 
 impl<B: Backend> Layer<B> {
     /// Layer `j` of the block at `vb`; `head`: the attention's head width, `None` for a resnet-only block.
-    fn new(be: &B, vb: &Weights<B>, j: usize, cin: usize, cout: usize, head: Option<usize>, d: &BlockDims) -> Result<Self> {
+    fn new(
+        be: &B,
+        vb: &Weights<B>,
+        j: usize,
+        cin: usize,
+        cout: usize,
+        head: Option<usize>,
+        d: &BlockDims,
+    ) -> Result<Self> {
         Ok(Layer {
             resnet: Resnet::new(be, &vb.pp("resnets").pp(j), cin, cout, d, Resample::None)?,
             attention: match head {
@@ -28,8 +36,15 @@ impl<B: Backend> Layer<B> {
         })
     }
 
-    fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, temb: &TimeInputs<B>, context: &B::Tensor)
-        -> Result<B::Tensor> {
+    fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        h: usize,
+        w: usize,
+        temb: &TimeInputs<B>,
+        context: &B::Tensor,
+    ) -> Result<B::Tensor> {
         let x = self.resnet.forward(be, x, h, w, temb)?.0;
         match &self.attention {
             Some(a) => a.forward(be, &x, context),
@@ -40,10 +55,20 @@ impl<B: Backend> Layer<B> {
 
 /// The resnet that halves (`downsamplers.0`) or doubles (`upsamplers.0`) the map at the end of every block
 /// but the last.
-fn resampler<B: Backend>(be: &B, vb: &Weights<B>, c: usize, d: &BlockDims, resample: Resample, last: bool)
-    -> Result<Option<Resnet<B>>> {
+fn resampler<B: Backend>(
+    be: &B,
+    vb: &Weights<B>,
+    c: usize,
+    d: &BlockDims,
+    resample: Resample,
+    last: bool,
+) -> Result<Option<Resnet<B>>> {
     let name = if resample == Resample::Down { "downsamplers" } else { "upsamplers" };
-    if last { Ok(None) } else { Resnet::new(be, &vb.pp(name).pp(0), c, c, d, resample).map(Some) }
+    if last {
+        Ok(None)
+    } else {
+        Resnet::new(be, &vb.pp(name).pp(0), c, c, d, resample).map(Some)
+    }
 }
 
 pub(super) struct DownBlock<B: Backend> {
@@ -52,18 +77,34 @@ pub(super) struct DownBlock<B: Backend> {
 }
 
 impl<B: Backend> DownBlock<B> {
-    pub(super) fn new(be: &B, vb: &Weights<B>, (cin, cout): (usize, usize), layers: usize, head: Option<usize>, last: bool,
-        d: &BlockDims) -> Result<Self> {
+    pub(super) fn new(
+        be: &B,
+        vb: &Weights<B>,
+        (cin, cout): (usize, usize),
+        layers: usize,
+        head: Option<usize>,
+        last: bool,
+        d: &BlockDims,
+    ) -> Result<Self> {
         Ok(DownBlock {
-            layers: (0..layers).map(|j| Layer::new(be, vb, j, if j == 0 { cin } else { cout }, cout, head, d)).collect::<Result<_>>()?,
+            layers: (0..layers)
+                .map(|j| Layer::new(be, vb, j, if j == 0 { cin } else { cout }, cout, head, d))
+                .collect::<Result<_>>()?,
             downsampler: resampler(be, vb, cout, d, Resample::Down, last)?,
         })
     }
 
     /// `x` at `h×w` → the block's output and its size; every layer's output and the downsampled map are pushed
     /// onto `skips`.
-    pub(super) fn forward(&self, be: &B, mut x: B::Tensor, (h, w): (usize, usize), temb: &TimeInputs<B>, context: &B::Tensor,
-        skips: &mut Vec<B::Tensor>) -> Result<(B::Tensor, (usize, usize))> {
+    pub(super) fn forward(
+        &self,
+        be: &B,
+        mut x: B::Tensor,
+        (h, w): (usize, usize),
+        temb: &TimeInputs<B>,
+        context: &B::Tensor,
+        skips: &mut Vec<B::Tensor>,
+    ) -> Result<(B::Tensor, (usize, usize))> {
         for layer in &self.layers {
             x = layer.forward(be, &x, h, w, temb, context)?;
             skips.push(x.clone());
@@ -91,8 +132,15 @@ impl<B: Backend> MidBlock<B> {
         })
     }
 
-    pub(super) fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, temb: &TimeInputs<B>, context: &B::Tensor)
-        -> Result<B::Tensor> {
+    pub(super) fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        h: usize,
+        w: usize,
+        temb: &TimeInputs<B>,
+        context: &B::Tensor,
+    ) -> Result<B::Tensor> {
         let x = self.first.forward(be, x, h, w, temb)?.0;
         let x = self.attention.forward(be, &x, context)?;
         Ok(self.second.forward(be, &x, h, w, temb)?.0)
@@ -114,20 +162,39 @@ pub(super) struct UpChannels {
 }
 
 impl<B: Backend> UpBlock<B> {
-    pub(super) fn new(be: &B, vb: &Weights<B>, c: UpChannels, layers: usize, head: Option<usize>, last: bool, d: &BlockDims)
-        -> Result<Self> {
+    pub(super) fn new(
+        be: &B,
+        vb: &Weights<B>,
+        c: UpChannels,
+        layers: usize,
+        head: Option<usize>,
+        last: bool,
+        d: &BlockDims,
+    ) -> Result<Self> {
         let layer = |j: usize| {
             let skip = if j == layers - 1 { c.skip_in } else { c.cout };
             Layer::new(be, vb, j, if j == 0 { c.prev } else { c.cout } + skip, c.cout, head, d)
         };
-        Ok(UpBlock { layers: (0..layers).map(layer).collect::<Result<_>>()?, upsampler: resampler(be, vb, c.cout, d, Resample::Up, last)? })
+        Ok(UpBlock {
+            layers: (0..layers).map(layer).collect::<Result<_>>()?,
+            upsampler: resampler(be, vb, c.cout, d, Resample::Up, last)?,
+        })
     }
 
     /// `x` at `h×w` → the block's output and its size, taking one skip from `skips` per layer.
-    pub(super) fn forward(&self, be: &B, mut x: B::Tensor, (h, w): (usize, usize), temb: &TimeInputs<B>, context: &B::Tensor,
-        skips: &mut Vec<B::Tensor>) -> Result<(B::Tensor, (usize, usize))> {
+    pub(super) fn forward(
+        &self,
+        be: &B,
+        mut x: B::Tensor,
+        (h, w): (usize, usize),
+        temb: &TimeInputs<B>,
+        context: &B::Tensor,
+        skips: &mut Vec<B::Tensor>,
+    ) -> Result<(B::Tensor, (usize, usize))> {
         for layer in &self.layers {
-            let skip = skips.pop().ok_or_else(|| Error::Input("UNet: the up blocks use more skips than the down blocks make".into()))?;
+            let skip = skips
+                .pop()
+                .ok_or_else(|| Error::Input("UNet: the up blocks use more skips than the down blocks make".into()))?;
             x = be.concat_cols(&[&x, &skip])?;
             x = layer.forward(be, &x, h, w, temb, context)?;
         }

@@ -1,8 +1,8 @@
 //! `UNet2DConditionModel`'s `config.json`: the fields with diffusers' defaults, and [`UNetConfig::validate`],
 //! which refuses by name every option this implementation does not compute.
 
-use crate::models::conv::PerBlock;
 use crate::error::{Error, Result};
+use crate::models::conv::PerBlock;
 use crate::ops::Activation;
 use serde::Deserialize;
 
@@ -166,16 +166,25 @@ impl UNetConfig {
     }
 
     pub(super) fn down_kind(&self, i: usize) -> BlockKind {
-        if self.down_block_types[i] == "SimpleCrossAttnDownBlock2D" { BlockKind::CrossAttn } else { BlockKind::Resnet }
+        if self.down_block_types[i] == "SimpleCrossAttnDownBlock2D" {
+            BlockKind::CrossAttn
+        } else {
+            BlockKind::Resnet
+        }
     }
 
     pub(super) fn up_kind(&self, i: usize) -> BlockKind {
-        if self.up_block_types[i] == "SimpleCrossAttnUpBlock2D" { BlockKind::CrossAttn } else { BlockKind::Resnet }
+        if self.up_block_types[i] == "SimpleCrossAttnUpBlock2D" {
+            BlockKind::CrossAttn
+        } else {
+            BlockKind::Resnet
+        }
     }
 
     /// Refuses every `UNet2DConditionModel` option this implementation does not compute, naming the field.
     pub fn validate(&self, path: &str) -> Result<()> {
-        let bad = |field: &str, what: String| Err(Error::config(path, format!("unsupported UNet config: `{field}` {what}")));
+        let bad =
+            |field: &str, what: String| Err(Error::config(path, format!("unsupported UNet config: `{field}` {what}")));
         let n = self.levels();
         if n == 0 || self.block_out_channels.contains(&0) {
             return bad("block_out_channels", "must list at least one positive width".into());
@@ -189,16 +198,25 @@ impl UNetConfig {
         }
         for t in &self.down_block_types {
             if t != "ResnetDownsampleBlock2D" && t != "SimpleCrossAttnDownBlock2D" {
-                return bad("down_block_types", format!("entry {t:?} (supported: ResnetDownsampleBlock2D, SimpleCrossAttnDownBlock2D)"));
+                return bad(
+                    "down_block_types",
+                    format!("entry {t:?} (supported: ResnetDownsampleBlock2D, SimpleCrossAttnDownBlock2D)"),
+                );
             }
         }
         for t in &self.up_block_types {
             if t != "ResnetUpsampleBlock2D" && t != "SimpleCrossAttnUpBlock2D" {
-                return bad("up_block_types", format!("entry {t:?} (supported: ResnetUpsampleBlock2D, SimpleCrossAttnUpBlock2D)"));
+                return bad(
+                    "up_block_types",
+                    format!("entry {t:?} (supported: ResnetUpsampleBlock2D, SimpleCrossAttnUpBlock2D)"),
+                );
             }
         }
         if self.mid_block_type.as_deref() != Some("UNetMidBlock2DSimpleCrossAttn") {
-            return bad("mid_block_type", format!("{:?} (supported: UNetMidBlock2DSimpleCrossAttn)", self.mid_block_type));
+            return bad(
+                "mid_block_type",
+                format!("{:?} (supported: UNetMidBlock2DSimpleCrossAttn)", self.mid_block_type),
+            );
         }
         if self.encoder_hid_dim_type.as_deref() != Some("image_proj") {
             return bad("encoder_hid_dim_type", format!("{:?} (supported: image_proj)", self.encoder_hid_dim_type));
@@ -216,7 +234,10 @@ impl UNetConfig {
             return bad("time_embedding_type", format!("{:?} (supported: positional)", self.time_embedding_type));
         }
         if self.resnet_time_scale_shift != "scale_shift" && self.resnet_time_scale_shift != "default" {
-            return bad("resnet_time_scale_shift", format!("{:?} (supported: scale_shift, default)", self.resnet_time_scale_shift));
+            return bad(
+                "resnet_time_scale_shift",
+                format!("{:?} (supported: scale_shift, default)", self.resnet_time_scale_shift),
+            );
         }
         let unsupported_set = [
             ("time_embedding_act_fn", self.time_embedding_act_fn.is_some()),
@@ -255,7 +276,10 @@ impl UNetConfig {
             _ => return bad("norm_num_groups", "must be a positive number of groups".into()),
         };
         if matches!(self.cross_attention_dim, PerBlock::Each(_)) {
-            return bad("cross_attention_dim", "must be one number (the image projection makes one context width)".into());
+            return bad(
+                "cross_attention_dim",
+                "must be one number (the image projection makes one context width)".into(),
+            );
         }
         for i in 0..n {
             self.layers_per_block.get(i, n, "layers_per_block", path)?;

@@ -18,15 +18,15 @@ mod resnet;
 pub use config::UNetConfig;
 pub use embeddings::{timestep_embedding, IMAGE_CONTEXT_TOKENS};
 
-use blocks::{DownBlock, MidBlock, UpBlock, UpChannels};
-use config::BlockKind;
-use embeddings::{ImageProjection, TimeEmbedding};
-use resnet::{BlockDims, TimeCond};
 use super::layers::{Conv2d, GroupNorm};
 use crate::error::{Error, Result};
 use crate::ops::meta::{Cost, MetaBackend, MetaTensor};
 use crate::ops::{Activation, Backend};
 use crate::weights::{WeightStore, Weights};
+use blocks::{DownBlock, MidBlock, UpBlock, UpChannels};
+use config::BlockKind;
+use embeddings::{ImageProjection, TimeEmbedding};
+use resnet::{BlockDims, TimeCond};
 
 pub struct UNet<B: Backend> {
     conv_in: Conv2d<B>,
@@ -68,7 +68,8 @@ impl<B: Backend> UNet<B> {
         };
         let layers = |i: usize| cfg.layers_per_block.get(i, n, "layers_per_block", path);
         let head = |i: usize| cfg.attention_head_dim.get(i, n, "attention_head_dim", path);
-        let attention_head = |kind: BlockKind, i: usize| if kind == BlockKind::CrossAttn { head(i).map(Some) } else { Ok(None) };
+        let attention_head =
+            |kind: BlockKind, i: usize| if kind == BlockKind::CrossAttn { head(i).map(Some) } else { Ok(None) };
 
         let mut down = Vec::with_capacity(n);
         for i in 0..n {
@@ -100,8 +101,15 @@ impl<B: Backend> UNet<B> {
 
     /// One sample: `sample [h·w, in_channels]` (channels-last), the timestep, `image_embeds [1, D]` →
     /// `[h·w, out_channels]`.
-    pub fn forward(&self, be: &B, sample: &B::Tensor, h: usize, w: usize, timestep: f32, image_embeds: &B::Tensor)
-        -> Result<B::Tensor> {
+    pub fn forward(
+        &self,
+        be: &B,
+        sample: &B::Tensor,
+        h: usize,
+        w: usize,
+        timestep: f32,
+        image_embeds: &B::Tensor,
+    ) -> Result<B::Tensor> {
         let cfg = &self.config;
         let m = cfg.size_multiple();
         if h == 0 || w == 0 || h % m != 0 || w % m != 0 {
@@ -109,7 +117,10 @@ impl<B: Backend> UNet<B> {
         }
         let d = cfg.image_embed_dim();
         if be.shape(image_embeds) != [1, d] {
-            return Err(Error::Input(format!("the UNet takes image embeddings [1, {d}], got {:?}", be.shape(image_embeds))));
+            return Err(Error::Input(format!(
+                "the UNet takes image embeddings [1, {d}], got {:?}",
+                be.shape(image_embeds)
+            )));
         }
         if be.shape(sample) != [h * w, cfg.in_channels] {
             return Err(Error::Input(format!(

@@ -51,7 +51,14 @@ pub(super) struct Resnet<B: Backend> {
 }
 
 impl<B: Backend> Resnet<B> {
-    pub(super) fn new(be: &B, vb: &Weights<B>, cin: usize, cout: usize, d: &BlockDims, resample: Resample) -> Result<Self> {
+    pub(super) fn new(
+        be: &B,
+        vb: &Weights<B>,
+        cin: usize,
+        cout: usize,
+        d: &BlockDims,
+        resample: Resample,
+    ) -> Result<Self> {
         let proj_out = if d.cond == TimeCond::ScaleShift { 2 * cout } else { cout };
         Ok(Resnet {
             norm1: GroupNorm::new(&vb.pp("norm1"), d.groups, cin, d.eps)?,
@@ -68,8 +75,14 @@ impl<B: Backend> Resnet<B> {
     }
 
     /// `x [h·w, cin]` → (`[h'·w', cout]`, h', w').
-    pub(super) fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, temb: &TimeInputs<B>)
-        -> Result<(B::Tensor, usize, usize)> {
+    pub(super) fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        h: usize,
+        w: usize,
+        temb: &TimeInputs<B>,
+    ) -> Result<(B::Tensor, usize, usize)> {
         let mut hs = self.norm1.forward_act(be, x, Activation::Silu)?;
         let mut input = x.clone();
         let (h2, w2) = match self.resample {
@@ -86,7 +99,11 @@ impl<B: Backend> Resnet<B> {
             }
         };
         hs = self.conv1.forward(be, &hs, h2, w2)?;
-        let t = self.time_emb_proj.forward(be, if self.skip_time_act { &temb.raw } else { &temb.activated }, Activation::Identity)?;
+        let t = self.time_emb_proj.forward(
+            be,
+            if self.skip_time_act { &temb.raw } else { &temb.activated },
+            Activation::Identity,
+        )?;
         hs = match self.cond {
             TimeCond::ScaleShift => {
                 let halves = be.reshape(&t, &[2, self.out_channels])?;

@@ -1,10 +1,10 @@
 //! Opening the device: the adapter, WebGPU's default limits, `shader-f16`, the options tests and benchmarks
 //! set, and the state every clone of a [`GpuBackend`] shares ([`Inner`]).
 
+use super::backend_err;
 use super::kernels::GemmTile;
 use super::pool::{self, lock, PoolStats, PooledBuffer};
 use super::recorder::Recorder;
-use super::backend_err;
 use crate::error::{DeviceError, Result};
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +40,13 @@ pub struct GpuOptions {
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { use_shader_f16: true, max_tensor_bytes: None, gemm_tile: None, vec4_loads: true, adapter_limits: false }
+        GpuOptions {
+            use_shader_f16: true,
+            max_tensor_bytes: None,
+            gemm_tile: None,
+            vec4_loads: true,
+            adapter_limits: false,
+        }
     }
 }
 
@@ -95,7 +101,11 @@ impl GpuBackend {
             .await
             .map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
         // WebGPU's default limits (as a browser guarantees), lowered only where the adapter offers less.
-        let limits = if options.adapter_limits { adapter.limits() } else { wgpu::Limits::default().or_worse_values_from(&adapter.limits()) };
+        let limits = if options.adapter_limits {
+            adapter.limits()
+        } else {
+            wgpu::Limits::default().or_worse_values_from(&adapter.limits())
+        };
         let shader_f16 = options.use_shader_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
         let binding_limit = u64::from(limits.max_storage_buffer_binding_size);
         let max_tensor_bytes = options.max_tensor_bytes.map_or(binding_limit, |m| m.clamp(4, binding_limit));

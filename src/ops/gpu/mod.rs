@@ -129,8 +129,15 @@ impl Backend for GpuBackend {
         norm::layer_norm(self, x, gamma, beta, eps)
     }
 
-    fn attention(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize, scale: f32,
-        bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+    fn attention(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        heads: usize,
+        scale: f32,
+        bias: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
         attention::attention(self, q, k, v, heads, scale, bias)
     }
 
@@ -162,13 +169,26 @@ impl Backend for GpuBackend {
         image::image_patches(self, image, patch)
     }
 
-    fn conv2d(&self, x: &GpuTensor, height: usize, width: usize, weight: &GpuTensor, bias: Option<&GpuTensor>,
-        kernel: usize) -> Result<GpuTensor> {
+    fn conv2d(
+        &self,
+        x: &GpuTensor,
+        height: usize,
+        width: usize,
+        weight: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        kernel: usize,
+    ) -> Result<GpuTensor> {
         gemm::conv2d(self, x, height, width, weight, bias, kernel)
     }
 
-    fn group_norm(&self, x: &GpuTensor, groups: usize, gamma: &GpuTensor, beta: &GpuTensor, eps: f64)
-        -> Result<GpuTensor> {
+    fn group_norm(
+        &self,
+        x: &GpuTensor,
+        groups: usize,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        eps: f64,
+    ) -> Result<GpuTensor> {
         norm::group_norm(self, x, groups, gamma, beta, eps)
     }
 
@@ -176,8 +196,14 @@ impl Backend for GpuBackend {
         image::avg_pool_2x2(self, x, height, width)
     }
 
-    fn resize_nearest(&self, x: &GpuTensor, height: usize, width: usize, out_height: usize, out_width: usize)
-        -> Result<GpuTensor> {
+    fn resize_nearest(
+        &self,
+        x: &GpuTensor,
+        height: usize,
+        width: usize,
+        out_height: usize,
+        out_width: usize,
+    ) -> Result<GpuTensor> {
         image::resize_nearest(self, x, height, width, out_height, out_width)
     }
 

@@ -115,7 +115,13 @@ impl GpuBackend {
 
     /// Records one dispatch: binding 0 is `params`, bindings 1.. are `buffers` in order (the kernel's
     /// bindings as registry.rs lists them).
-    pub(super) fn dispatch<P: KernelParams>(&self, kernel: Kernel, params: &P, buffers: &[&PooledBuffer], groups: [u32; 3]) {
+    pub(super) fn dispatch<P: KernelParams>(
+        &self,
+        kernel: Kernel,
+        params: &P,
+        buffers: &[&PooledBuffer],
+        groups: [u32; 3],
+    ) {
         debug_assert_eq!(P::LAYOUT.rust_name, kernel.params().rust_name, "{kernel:?} takes other params");
         debug_assert_eq!(buffers.len() + 1, kernel.bindings().len(), "{kernel:?} binds another number of buffers");
         let pipeline = self.pipeline(kernel);
@@ -130,7 +136,10 @@ impl GpuBackend {
             entries: &entries,
         });
         self.record(|enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name()), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.name()),
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);

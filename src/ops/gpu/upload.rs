@@ -55,17 +55,22 @@ impl GpuBackend {
         }
         let (bytes, gpu_dtype): (std::borrow::Cow<[u8]>, GpuDType) = match dtype {
             WeightDType::F32 if self.matrices == MatrixStorage::F16 && shape.len() >= 2 => {
-                let v: Vec<u8> = raw.chunks_exact(4).flat_map(|c| half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()).collect();
+                let v: Vec<u8> = raw
+                    .chunks_exact(4)
+                    .flat_map(|c| half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+                    .collect();
                 (v.into(), GpuDType::F16)
             }
             WeightDType::F32 => (raw.into(), GpuDType::F32),
             WeightDType::F16 if shape.len() >= 2 => (raw.into(), GpuDType::F16),
             WeightDType::F16 => {
-                let v: Vec<f32> = raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+                let v: Vec<f32> =
+                    raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
                 (bytemuck::cast_slice::<f32, u8>(&v).to_vec().into(), GpuDType::F32)
             }
             WeightDType::BF16 => {
-                let v: Vec<f32> = raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+                let v: Vec<f32> =
+                    raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
                 (bytemuck::cast_slice::<f32, u8>(&v).to_vec().into(), GpuDType::F32)
             }
         };

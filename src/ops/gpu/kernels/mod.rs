@@ -68,4 +68,3 @@ const fn write(index: u32, name: &'static str) -> Binding {
 const fn func(name: &'static str, args: &'static [WgslType], ret: Option<WgslType>) -> Function {
     Function { name, args, ret }
 }
-

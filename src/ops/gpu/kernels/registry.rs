@@ -10,13 +10,13 @@
 //! two functions can share one declaration of `w` is one file (int8); f32 and f16 have a second file for the
 //! four-at-a-time path because it binds `w` with a wider element type.
 
-use super::{func, read, write, Binding, Fragment, Function, P};
-use super::WgslType::{Vec4F32, F32, U32};
 use super::params::{
     ActivationParams, AttentionParams, AvgPool2x2Params, CopyColsParams, DequantizeI8Params, ElementwisePairParams,
     GatherRowsParams, GemmParams, GroupNormParams, ImagePatchesParams, KernelParams, LayerNormParams, ParamsLayout,
     ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams, UnpackF16Params,
 };
+use super::WgslType::{Vec4F32, F32, U32};
+use super::{func, read, write, Binding, Fragment, Function, P};
 
 /// A fragment from its file, with its contract.
 macro_rules! fragment {
@@ -179,9 +179,11 @@ const DEQUANTIZE_I8: Fragment = fragment!("dequantize_i8.wgsl",
 const GATHER_ROWS: Fragment = fragment!("gather_rows.wgsl",
     binds: [P, read(1, "table"), read(2, "ids"), write(3, "y"), read(4, "scales")], provides: []);
 const COPY_COLS: Fragment = fragment!("copy_cols.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
-const IMAGE_PATCHES: Fragment = fragment!("image_patches.wgsl", binds: [P, read(1, "image"), write(2, "y")], provides: []);
+const IMAGE_PATCHES: Fragment =
+    fragment!("image_patches.wgsl", binds: [P, read(1, "image"), write(2, "y")], provides: []);
 const AVG_POOL_2X2: Fragment = fragment!("avg_pool_2x2.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
-const RESIZE_NEAREST: Fragment = fragment!("resize_nearest.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
+const RESIZE_NEAREST: Fragment =
+    fragment!("resize_nearest.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
 
 /// The compute kernels; the GEMM in all its variants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -16,8 +16,15 @@ const ATTENTION_MAX_KEYS: usize = 1024;
 /// single-head attention over 9216 positions would otherwise need a 340 MB score matrix.
 const ATTENTION_SCORE_BLOCK_BYTES: usize = 64 << 20;
 
-pub fn attention(be: &GpuBackend, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize, scale: f32,
-    bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+pub fn attention(
+    be: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    heads: usize,
+    scale: f32,
+    bias: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
     let (t, width) = dims2(q, "attention")?;
     let (s, kw) = dims2(k, "attention")?;
     if kw != width || v.shape != [s, width] || heads == 0 || width % heads != 0 {
@@ -62,8 +69,15 @@ pub fn attention(be: &GpuBackend, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, h
 /// Attention for any length and head dim, unfused: per head and block of queries, scores by the tiled
 /// GEMM into a bounded buffer, softmax in place, then P·V by the GEMM into the head's output columns.
 /// Inputs as [`Backend::attention`](crate::ops::Backend::attention), already checked and f32.
-fn blocked(be: &GpuBackend, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize, scale: f32,
-    bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+fn blocked(
+    be: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    heads: usize,
+    scale: f32,
+    bias: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
     let (t, width) = dims2(q, "attention")?;
     let s = k.shape[0];
     let d = width / heads;
@@ -75,13 +89,16 @@ fn blocked(be: &GpuBackend, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: 
         for q0 in (0..t).step_by(block) {
             let rows = block.min(t - q0);
             let scores = be.alloc_f32(&[rows, s], "attention scores")?;
-            gemm::dispatch(be, &Gemm {
-                x_stride: width,
-                x_off: q0 * width + h * d,
-                w_sn: width,
-                w_off: h * d,
-                ..Gemm::linear(rows, d, s, q.buffer(), k, scores.buffer())
-            })?;
+            gemm::dispatch(
+                be,
+                &Gemm {
+                    x_stride: width,
+                    x_off: q0 * width + h * d,
+                    w_sn: width,
+                    w_off: h * d,
+                    ..Gemm::linear(rows, d, s, q.buffer(), k, scores.buffer())
+                },
+            )?;
             let params = SoftmaxRowsParams {
                 rows: rows as u32,
                 cols: u32_of(s, "keys")?,
@@ -92,14 +109,17 @@ fn blocked(be: &GpuBackend, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: 
             };
             let bias_buf = bias.map_or(&be.inner.dummy, |b| b.buffer());
             be.dispatch(Kernel::SoftmaxRows, &params, &[bias_buf, scores.buffer()], [rows as u32, 1, 1]);
-            gemm::dispatch(be, &Gemm {
-                w_sn: 1,
-                w_sk: width,
-                w_off: h * d,
-                out_stride: width,
-                out_off: q0 * width + h * d,
-                ..Gemm::linear(rows, s, d, scores.buffer(), v, out.buffer())
-            })?;
+            gemm::dispatch(
+                be,
+                &Gemm {
+                    w_sn: 1,
+                    w_sk: width,
+                    w_off: h * d,
+                    out_stride: width,
+                    out_off: q0 * width + h * d,
+                    ..Gemm::linear(rows, s, d, scores.buffer(), v, out.buffer())
+                },
+            )?;
         }
     }
     Ok(out)

@@ -54,14 +54,26 @@ pub fn scale_shift(be: &GpuBackend, x: &GpuTensor, scale: &GpuTensor, shift: &Gp
     let n = rows * cols;
     if n > 0 {
         let params = ScaleShiftParams { count: u32_of(n, "element count")?, cols: cols as u32, ..Default::default() };
-        be.dispatch(Kernel::ScaleShift, &params, &[x.buffer(), scale.buffer(), shift.buffer(), out.buffer()], be.groups_1d(n));
+        be.dispatch(
+            Kernel::ScaleShift,
+            &params,
+            &[x.buffer(), scale.buffer(), shift.buffer(), out.buffer()],
+            be.groups_1d(n),
+        );
     }
     Ok(out)
 }
 
 impl GpuBackend {
     /// Unpacks `count` f16 elements starting at `src_off` of `src` into `dst` at `dst_off`.
-    pub(in crate::ops::gpu) fn unpack_into(&self, src: &GpuTensor, src_off: usize, dst: &GpuTensor, dst_off: usize, count: usize) -> Result<()> {
+    pub(in crate::ops::gpu) fn unpack_into(
+        &self,
+        src: &GpuTensor,
+        src_off: usize,
+        dst: &GpuTensor,
+        dst_off: usize,
+        count: usize,
+    ) -> Result<()> {
         if count == 0 {
             return Ok(());
         }
@@ -94,7 +106,12 @@ impl GpuBackend {
                         row_len: u32_of(scales.row_len, "row length")?,
                         ..Default::default()
                     };
-                    self.dispatch(Kernel::DequantizeI8, &params, &[t.buffer(), &scales.buf, out.buffer()], self.groups_1d(n));
+                    self.dispatch(
+                        Kernel::DequantizeI8,
+                        &params,
+                        &[t.buffer(), &scales.buf, out.buffer()],
+                        self.groups_1d(n),
+                    );
                 }
                 Ok(out)
             }

@@ -20,7 +20,13 @@ pub fn matmul(be: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor
     strided(be, a, b, (m, k, n), (1, n), None, Activation::Identity, "matmul")
 }
 
-pub fn linear(be: &GpuBackend, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, act: Activation) -> Result<GpuTensor> {
+pub fn linear(
+    be: &GpuBackend,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    act: Activation,
+) -> Result<GpuTensor> {
     let (m, k) = dims2(x, "linear")?;
     let (n, k2) = dims2(w, "linear")?;
     if k != k2 {
@@ -34,8 +40,15 @@ pub fn linear(be: &GpuBackend, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTe
     strided(be, x, w, (m, k, n), (k, 1), bias, act, "linear")
 }
 
-pub fn conv2d(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize, weight: &GpuTensor,
-    bias: Option<&GpuTensor>, kernel: usize) -> Result<GpuTensor> {
+pub fn conv2d(
+    be: &GpuBackend,
+    x: &GpuTensor,
+    height: usize,
+    width: usize,
+    weight: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    kernel: usize,
+) -> Result<GpuTensor> {
     let cin = super::image::image_dims(x, height, width, "conv2d")?;
     let cout = *weight.shape.first().unwrap_or(&0);
     let k = cin * kernel * kernel;
@@ -55,23 +68,34 @@ pub fn conv2d(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize, weigh
     let m = height * width;
     let out = be.alloc_f32(&[m, cout], "conv2d")?;
     for (first, cols, w_buf) in weight.row_chunks() {
-        dispatch(be, &Gemm {
-            w: w_buf,
-            w_scale_off: first,
-            conv: Some((height, width, cin, kernel)),
-            bias: bias.as_ref().map(|b| (b.buffer(), first)),
-            out_stride: cout,
-            out_off: first,
-            ..Gemm::linear(m, k, cols, x.buffer(), weight, out.buffer())
-        })?;
+        dispatch(
+            be,
+            &Gemm {
+                w: w_buf,
+                w_scale_off: first,
+                conv: Some((height, width, cin, kernel)),
+                bias: bias.as_ref().map(|b| (b.buffer(), first)),
+                out_stride: cout,
+                out_off: first,
+                ..Gemm::linear(m, k, cols, x.buffer(), weight, out.buffer())
+            },
+        )?;
     }
     Ok(out)
 }
 
 /// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation.
 /// A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
-fn strided(be: &GpuBackend, x: &GpuTensor, w: &GpuTensor, (m, k, n): (usize, usize, usize), (w_sn, w_sk): (usize, usize),
-    bias: Option<&GpuTensor>, act: Activation, op: &str) -> Result<GpuTensor> {
+fn strided(
+    be: &GpuBackend,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    (m, k, n): (usize, usize, usize),
+    (w_sn, w_sk): (usize, usize),
+    bias: Option<&GpuTensor>,
+    act: Activation,
+    op: &str,
+) -> Result<GpuTensor> {
     let x = be.as_f32(x)?;
     let bias = bias.map(|b| be.as_f32(b)).transpose()?;
     let out = be.alloc_f32(&[m, n], op)?;
@@ -80,18 +104,21 @@ fn strided(be: &GpuBackend, x: &GpuTensor, w: &GpuTensor, (m, k, n): (usize, usi
     }
     let chunks = if w.is_split() { w.row_chunks() } else { vec![(0, n, w.buffer())] };
     for (first, cols, w_buf) in chunks {
-        dispatch(be, &Gemm {
-            n: cols,
-            w: w_buf,
-            w_scale_off: first,
-            w_sn,
-            w_sk,
-            bias: bias.as_ref().map(|b| (b.buffer(), first)),
-            act,
-            out_stride: n,
-            out_off: first,
-            ..Gemm::linear(m, k, cols, x.buffer(), w, out.buffer())
-        })?;
+        dispatch(
+            be,
+            &Gemm {
+                n: cols,
+                w: w_buf,
+                w_scale_off: first,
+                w_sn,
+                w_sk,
+                bias: bias.as_ref().map(|b| (b.buffer(), first)),
+                act,
+                out_stride: n,
+                out_off: first,
+                ..Gemm::linear(m, k, cols, x.buffer(), w, out.buffer())
+            },
+        )?;
     }
     Ok(out)
 }
@@ -192,7 +219,14 @@ pub struct Gemm<'a> {
 
 impl<'a> Gemm<'a> {
     /// `x [m, k] · w [n, k]ᵀ → out [m, n]`, all dense and unoffset; call sites change what differs.
-    pub fn linear(m: usize, k: usize, n: usize, x: &'a PooledBuffer, w: &'a GpuTensor, out: &'a PooledBuffer) -> Gemm<'a> {
+    pub fn linear(
+        m: usize,
+        k: usize,
+        n: usize,
+        x: &'a PooledBuffer,
+        w: &'a GpuTensor,
+        out: &'a PooledBuffer,
+    ) -> Gemm<'a> {
         Gemm {
             m,
             n,
@@ -216,4 +250,3 @@ impl<'a> Gemm<'a> {
         }
     }
 }
-

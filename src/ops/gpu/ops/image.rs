@@ -45,14 +45,25 @@ pub fn avg_pool_2x2(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize)
     let out = be.alloc_f32(&[oh * ow, c], "avg_pool_2x2")?;
     let n = oh * ow * c;
     if n > 0 {
-        let params = AvgPool2x2Params { count: u32_of(n, "element count")?, channels: c as u32, in_width: width as u32, out_width: ow as u32 };
+        let params = AvgPool2x2Params {
+            count: u32_of(n, "element count")?,
+            channels: c as u32,
+            in_width: width as u32,
+            out_width: ow as u32,
+        };
         be.dispatch(Kernel::AvgPool2x2, &params, &[x.buffer(), out.buffer()], be.groups_1d(n));
     }
     Ok(out)
 }
 
-pub fn resize_nearest(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize, out_height: usize,
-    out_width: usize) -> Result<GpuTensor> {
+pub fn resize_nearest(
+    be: &GpuBackend,
+    x: &GpuTensor,
+    height: usize,
+    width: usize,
+    out_height: usize,
+    out_width: usize,
+) -> Result<GpuTensor> {
     let c = image_dims(x, height, width, "resize_nearest")?;
     if (height == 0 || width == 0) && out_height * out_width > 0 {
         return Err(backend_err("resize_nearest: empty input image"));

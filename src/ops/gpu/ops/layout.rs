@@ -23,7 +23,9 @@ pub fn gather_rows(be: &GpuBackend, table: &GpuTensor, ids: &[u32]) -> Result<Gp
         (GpuDType::F32, _) => (0, &be.inner.dummy),
         (GpuDType::F16, _) => (1, &be.inner.dummy),
         (GpuDType::I8, Some(s)) if s.row_len == cols => (2, &s.buf),
-        (GpuDType::I8, _) => return Err(backend_err(format!("gather_rows: int8 table {:?} without per-row scales", table.shape))),
+        (GpuDType::I8, _) => {
+            return Err(backend_err(format!("gather_rows: int8 table {:?} without per-row scales", table.shape)))
+        }
     };
     // One dispatch per row chunk of a split table; each writes the output rows whose id it holds.
     for (first, count, table_buf) in table.row_chunks() {
@@ -45,7 +47,9 @@ pub fn gather_rows(be: &GpuBackend, table: &GpuTensor, ids: &[u32]) -> Result<Gp
 
 pub fn concat_rows(be: &GpuBackend, parts: &[&GpuTensor]) -> Result<GpuTensor> {
     let first = parts.first().ok_or_else(|| backend_err("concat_rows: no tensors"))?;
-    if first.shape.is_empty() || parts.iter().any(|p| p.shape.len() != first.shape.len() || p.shape[1..] != first.shape[1..]) {
+    if first.shape.is_empty()
+        || parts.iter().any(|p| p.shape.len() != first.shape.len() || p.shape[1..] != first.shape[1..])
+    {
         let shapes: Vec<_> = parts.iter().map(|p| &p.shape).collect();
         return Err(backend_err(format!("concat_rows: shapes {shapes:?} do not stack")));
     }
@@ -59,7 +63,13 @@ pub fn concat_rows(be: &GpuBackend, parts: &[&GpuTensor]) -> Result<GpuTensor> {
         let n = part.numel();
         match part.dtype {
             GpuDType::F32 if n > 0 => be.record(|enc| {
-                enc.copy_buffer_to_buffer(&part.buffer().buffer, 0, &out.buffer().buffer, (offset * 4) as u64, (n * 4) as u64)
+                enc.copy_buffer_to_buffer(
+                    &part.buffer().buffer,
+                    0,
+                    &out.buffer().buffer,
+                    (offset * 4) as u64,
+                    (n * 4) as u64,
+                )
             }),
             GpuDType::F32 => {}
             GpuDType::F16 => be.unpack_into(part, 0, &out, offset, n)?,
@@ -84,7 +94,13 @@ pub fn slice_rows(be: &GpuBackend, x: &GpuTensor, start: usize, len: usize) -> R
     let n = len * row;
     match x.dtype {
         GpuDType::F32 if n > 0 => be.record(|enc| {
-            enc.copy_buffer_to_buffer(&x.buffer().buffer, (start * row * 4) as u64, &out.buffer().buffer, 0, (n * 4) as u64)
+            enc.copy_buffer_to_buffer(
+                &x.buffer().buffer,
+                (start * row * 4) as u64,
+                &out.buffer().buffer,
+                0,
+                (n * 4) as u64,
+            )
         }),
         GpuDType::F32 => {}
         GpuDType::F16 => be.unpack_into(x, start * row, &out, 0, n)?,
@@ -128,7 +144,12 @@ pub fn concat_cols(be: &GpuBackend, parts: &[&GpuTensor]) -> Result<GpuTensor> {
         let cols = part.shape[1];
         let n = rows * cols;
         if n > 0 {
-            let params = CopyColsParams { count: u32_of(n, "element count")?, cols: cols as u32, total: total as u32, col0: col0 as u32 };
+            let params = CopyColsParams {
+                count: u32_of(n, "element count")?,
+                cols: cols as u32,
+                total: total as u32,
+                col0: col0 as u32,
+            };
             be.dispatch(Kernel::CopyCols, &params, &[part.buffer(), out.buffer()], be.groups_1d(n));
         }
         col0 += cols;

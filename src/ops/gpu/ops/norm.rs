@@ -26,8 +26,14 @@ pub fn layer_norm(be: &GpuBackend, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuT
     Ok(out)
 }
 
-pub fn group_norm(be: &GpuBackend, x: &GpuTensor, groups: usize, gamma: &GpuTensor, beta: &GpuTensor,
-    eps: f64) -> Result<GpuTensor> {
+pub fn group_norm(
+    be: &GpuBackend,
+    x: &GpuTensor,
+    groups: usize,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    eps: f64,
+) -> Result<GpuTensor> {
     let (positions, channels) = dims2(x, "group_norm")?;
     if groups == 0 || channels % groups != 0 || gamma.numel() != channels || beta.numel() != channels {
         return Err(backend_err(format!(
