@@ -17,6 +17,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+if ! cargo fmt --version >/dev/null 2>&1; then
+  echo "== rustup component add rustfmt"
+  rustup component add rustfmt
+fi
 if ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
   echo "== rustup target add wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
