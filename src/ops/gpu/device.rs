@@ -136,7 +136,7 @@ impl GpuBackend {
         Ok(GpuBackend {
             matrices: MatrixStorage::AsStored,
             inner: Arc::new(Inner {
-                dummy: PooledBuffer::owned(dummy),
+                dummy: PooledBuffer::owned(dummy, &recorder.bind_groups),
                 device,
                 queue,
                 info: adapter.get_info(),

@@ -51,6 +51,7 @@ mod upload;
 
 pub use device::{GpuBackend, GpuOptions};
 pub use pool::PoolStats;
+pub use recorder::BindGroupStats;
 pub use tensor::{GpuDType, GpuTensor, RowChunk};
 
 use super::{Activation, Backend, WeightDType};
