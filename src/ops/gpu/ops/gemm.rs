@@ -17,7 +17,7 @@ pub fn matmul(be: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor
         return Err(backend_err(format!("matmul: shapes {:?} and {:?} do not chain", a.shape, b.shape)));
     }
     be.check_whole(b, "matmul")?;
-    strided(be, a, b, (m, k, n), (1, n), None, Activation::Identity, "matmul")
+    strided(be, a, b, (m, k, n), (1, n), (None, Activation::Identity), "matmul")
 }
 
 pub fn linear(be: &GpuBackend, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, act: Activation) -> Result<GpuTensor> {
@@ -31,7 +31,7 @@ pub fn linear(be: &GpuBackend, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTe
             return Err(backend_err(format!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape)));
         }
     }
-    strided(be, x, w, (m, k, n), (k, 1), bias, act, "linear")
+    strided(be, x, w, (m, k, n), (k, 1), (bias, act), "linear")
 }
 
 pub fn conv2d(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize, weight: &GpuTensor,
@@ -39,7 +39,7 @@ pub fn conv2d(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize, weigh
     let cin = super::image::image_dims(x, height, width, "conv2d")?;
     let cout = *weight.shape.first().unwrap_or(&0);
     let k = cin * kernel * kernel;
-    if kernel % 2 == 0 || weight.numel() != cout * k {
+    if kernel.is_multiple_of(2) || weight.numel() != cout * k {
         return Err(backend_err(format!(
             "conv2d: weight {:?} is not [out, {cin}·{kernel}·{kernel}] for an odd kernel {kernel}",
             weight.shape
@@ -68,10 +68,10 @@ pub fn conv2d(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize, weigh
     Ok(out)
 }
 
-/// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation.
-/// A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
+/// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation (the
+/// epilogue). A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
 fn strided(be: &GpuBackend, x: &GpuTensor, w: &GpuTensor, (m, k, n): (usize, usize, usize), (w_sn, w_sk): (usize, usize),
-    bias: Option<&GpuTensor>, act: Activation, op: &str) -> Result<GpuTensor> {
+    (bias, act): (Option<&GpuTensor>, Activation), op: &str) -> Result<GpuTensor> {
     let x = be.as_f32(x)?;
     let bias = bias.map(|b| be.as_f32(b)).transpose()?;
     let out = be.alloc_f32(&[m, n], op)?;
@@ -135,7 +135,7 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         w_scale_off: u32_of(g.w_scale_off, "offset")?,
         _pad0: 0,
     };
-    let aligned = |v: usize| v % 4 == 0;
+    let aligned = |v: usize| v.is_multiple_of(4);
     let input = if g.conv.is_some() {
         GemmInput::Conv
     } else if be.inner.vec4_loads
