@@ -128,3 +128,32 @@ fn gpu_buffer_bytes_match_weight_bytes_after_loading() {
         );
     }
 }
+
+/// The whole λ pipeline run twice over every golden case on one engine: a dispatch that binds only weights
+/// and pooled activations finds its bind group in the cache whenever an earlier forward of the same shape
+/// recorded it (the pool hands repeated forwards the same buffers); bind groups are created for the first
+/// forward of a shape and where a dispatch binds an input uploaded for that run (token ids, masks, pixels).
+#[test]
+fn a_second_pass_over_the_golden_cases_reuses_bind_groups() {
+    let Some(be) = gpu() else { return };
+    let engine = block(LambdaEngine::load(be.clone(), &DirFiles::new(tiny_model()), &mut |_, _, _| {})).unwrap();
+    let run_all = || -> Vec<Vec<f32>> {
+        cases()
+            .iter()
+            .map(|case| {
+                let g = Golden::open(case);
+                block(engine.run(&golden_request(case, Noise::Explicit(g.f32("noise").1)))).unwrap().image_embeds
+            })
+            .collect()
+    };
+    let s0 = be.bind_group_stats();
+    let first = run_all();
+    let s1 = be.bind_group_stats();
+    let second = run_all();
+    let s2 = be.bind_group_stats();
+    let (d1, c1) = (s1.dispatches - s0.dispatches, s1.created - s0.created);
+    let (d2, c2) = (s2.dispatches - s1.dispatches, s2.created - s1.created);
+    eprintln!("golden cases, pass 1: {d1} dispatches, {c1} bind groups created; pass 2: {d2} dispatches, {c2} created; cached {}", s2.cached);
+    assert_eq!(second, first, "the second pass computes the same");
+    assert!(c1 < d1 && c2 < d2, "dispatches found their bind groups in the cache");
+}

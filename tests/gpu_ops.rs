@@ -650,6 +650,48 @@ fn repeated_forwards_reuse_pooled_buffers() {
     eprintln!("pool after 101 forwards: {pool:?}, {uniforms} uniform buffers");
 }
 
+/// Bind groups are cached by kernel and bound buffers: once the pool hands a repeated forward the same
+/// activation buffers, it creates no bind group at all; and a freed weight takes its bind groups with it (a
+/// cached bind group would otherwise keep the buffer alive).
+#[test]
+fn repeated_forwards_reuse_bind_groups_and_a_freed_weight_drops_its_own() {
+    let Some(be) = common::open_gpu_or_skip() else { return };
+    let mut rng = Rng(12);
+    let (t, d) = (9, 32);
+    let up = |v: Vec<f32>, shape: &[usize]| be.upload_weight(&f32_bytes(&v), WeightDType::F32, shape).unwrap();
+    let (w, b) = (up(rng.vec(d * d, 0.3), &[d, d]), up(rng.vec(d, 0.1), &[d]));
+    let (gamma, beta) = (up(rng.vec(d, 1.0), &[d]), up(rng.vec(d, 0.1), &[d]));
+    let x = be.from_f32(&rng.vec(t * d, 1.0), &[t, d]).unwrap();
+    let forward = || {
+        let h = be.layer_norm(&x, &gamma, &beta, 1e-5).unwrap();
+        let q = be.linear(&h, &w, Some(&b), Activation::GeluErf).unwrap();
+        let a = be.attention(&q, &q, &q, 4, 0.25, None).unwrap();
+        let y = be.add(&be.mul(&a, &h).unwrap(), &x).unwrap();
+        block(be.read_f32(&y)).unwrap()
+    };
+    let first = forward();
+    let after_first = be.bind_group_stats();
+    let dispatches = after_first.dispatches;
+    assert_eq!(dispatches, 5, "one dispatch per op: {after_first:?}");
+    for _ in 0..10 {
+        assert_eq!(forward(), first, "forwards are deterministic");
+    }
+    let after = be.bind_group_stats();
+    eprintln!("bind groups: after one forward {after_first:?}, after 10 more {after:?}");
+    assert_eq!(after.dispatches, 11 * dispatches);
+    assert_eq!(after.created, after_first.created, "10 more forwards created no bind group");
+    assert_eq!(after.cached, after_first.cached);
+
+    // A weight used once, then freed with its output: its one bind group leaves the cache.
+    let w2 = up(rng.vec(d * d, 0.3), &[d, d]);
+    let y2 = be.linear(&x, &w2, None, Activation::Identity).unwrap();
+    block(be.read_f32(&y2)).unwrap();
+    let with_w2 = be.bind_group_stats();
+    assert_eq!((with_w2.created, with_w2.cached), (after.created + 1, after.cached + 1));
+    drop((w2, y2));
+    assert_eq!(be.bind_group_stats().cached, after.cached, "the freed weight's bind group was dropped");
+}
+
 // ---- The decoder's ops (feature maps are channels-last [h·w, c]) ----
 
 #[test]

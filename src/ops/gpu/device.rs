@@ -107,7 +107,7 @@ impl GpuBackend {
             wgpu::Limits::default().or_worse_values_from(&adapter.limits())
         };
         let shader_f16 = options.use_shader_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
-        let binding_limit = u64::from(limits.max_storage_buffer_binding_size);
+        let binding_limit = limits.max_storage_buffer_binding_size;
         let max_tensor_bytes = options.max_tensor_bytes.map_or(binding_limit, |m| m.clamp(4, binding_limit));
         let gemm_tile = match options.gemm_tile {
             None => None,
@@ -143,7 +143,7 @@ impl GpuBackend {
         Ok(GpuBackend {
             matrices: MatrixStorage::AsStored,
             inner: Arc::new(Inner {
-                dummy: PooledBuffer::owned(dummy),
+                dummy: PooledBuffer::owned(dummy, &recorder.bind_groups),
                 device,
                 queue,
                 info: adapter.get_info(),

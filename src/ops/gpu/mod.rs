@@ -51,6 +51,7 @@ mod upload;
 
 pub use device::{GpuBackend, GpuOptions};
 pub use pool::PoolStats;
+pub use recorder::BindGroupStats;
 pub use tensor::{GpuDType, GpuTensor, RowChunk};
 
 use super::{Activation, Backend, WeightDType};
@@ -114,7 +115,7 @@ impl Backend for GpuBackend {
 
     fn max_activation_bytes(&self) -> Option<u64> {
         let l = &self.inner.limits;
-        Some(u64::from(l.max_storage_buffer_binding_size).min(l.max_buffer_size))
+        Some(l.max_storage_buffer_binding_size.min(l.max_buffer_size))
     }
 
     fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {

@@ -1,16 +1,17 @@
 //! Recording work: the one pending command encoder every op records into, and the caches that make a
-//! dispatch cheap to record — compiled pipelines per kernel variant and uniform buffers per parameter
-//! content.
+//! dispatch cheap to record — compiled pipelines per kernel variant, uniform buffers per parameter content,
+//! and bind groups per kernel variant and the buffers it binds (so a repeated forward — a decoder's steps —
+//! creates none: the pool hands its activations the same buffers again).
 //!
 //! Ordering: an encoder is always submitted while the `pending` lock is held, so work recorded later
 //! (possibly into a pooled buffer freed meanwhile) can never reach the queue before it. Nothing here waits on
 //! the device; `read_f32` (upload.rs) is where a forward is submitted and awaited.
 
 use super::kernels::{Kernel, KernelParams};
-use super::pool::{lock, PooledBuffer};
+use super::pool::{lock, new_buffer_id, BufferId, PooledBuffer};
 use super::GpuBackend;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 /// Workgroup size of the 1-D elementwise kernels (`@workgroup_size(256)`).
@@ -18,6 +19,9 @@ pub(super) const ELEMENTWISE_WG: usize = 256;
 /// Submit the pending encoder after this many recorded ops, so a long forward does not build one huge
 /// command buffer before the first read.
 const FLUSH_EVERY: usize = 512;
+/// The bind-group cache starts over when it holds this many: a bound on host and driver memory far above
+/// what one forward needs, so a repeated forward always finds its bind groups.
+const MAX_BIND_GROUPS: usize = 16384;
 
 /// Recorded work, submitted in order.
 #[derive(Default)]
@@ -32,13 +36,75 @@ pub(super) struct Recorder {
     pending: Mutex<Pending>,
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
     /// Uniform buffers by content: params are immutable, so equal params share one buffer forever.
-    uniforms: Mutex<HashMap<Vec<u8>, wgpu::Buffer>>,
+    uniforms: Mutex<HashMap<Vec<u8>, (BufferId, wgpu::Buffer)>>,
+    /// Shared with every owned buffer, which removes its bind groups when it is freed.
+    pub(super) bind_groups: Arc<Mutex<BindGroupCache>>,
+}
+
+/// A bind group's identity: the pipeline (auto layouts are per pipeline) and the buffers at bindings 0.. (the
+/// uniform first), each bound whole.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BindKey {
+    kernel: Kernel,
+    buffers: Vec<BufferId>,
+}
+
+/// Bind groups by [`BindKey`]. Pooled and uniform buffers live as long as the device, so their bind groups
+/// stay valid; an owned buffer (a weight, an input) calls [`BindGroupCache::forget_buffer`] when freed.
+#[derive(Default)]
+pub(super) struct BindGroupCache {
+    groups: HashMap<BindKey, wgpu::BindGroup>,
+    /// The keys that bind each owned buffer.
+    by_owned_buffer: HashMap<BufferId, HashSet<BindKey>>,
+    stats: BindGroupStats,
+}
+
+/// Counters of the bind-group cache, for tests and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindGroupStats {
+    /// Dispatches recorded.
+    pub dispatches: u64,
+    /// Bind groups created for them (the rest were found in the cache).
+    pub created: u64,
+    /// Bind groups held now.
+    pub cached: usize,
+}
+
+impl BindGroupCache {
+    fn insert(&mut self, key: BindKey, group: wgpu::BindGroup, owned: impl Iterator<Item = BufferId>) {
+        if self.groups.len() >= MAX_BIND_GROUPS {
+            self.groups.clear();
+            self.by_owned_buffer.clear();
+        }
+        for id in owned {
+            self.by_owned_buffer.entry(id).or_default().insert(key.clone());
+        }
+        self.groups.insert(key, group);
+    }
+
+    /// Drops every bind group that binds buffer `id` (being freed), so none keeps it alive.
+    pub(super) fn forget_buffer(&mut self, id: BufferId) {
+        for key in self.by_owned_buffer.remove(&id).unwrap_or_default() {
+            self.groups.remove(&key);
+            for other in &key.buffers {
+                if let Some(keys) = self.by_owned_buffer.get_mut(other) {
+                    keys.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 impl GpuBackend {
     /// Number of distinct uniform-parameter buffers created so far (bounded by the distinct op shapes).
     pub fn uniform_buffers(&self) -> usize {
         lock(&self.inner.recorder.uniforms).len()
+    }
+
+    /// Dispatches recorded, bind groups created for them and bind groups cached now.
+    pub fn bind_group_stats(&self) -> BindGroupStats {
+        let cache = lock(&self.inner.recorder.bind_groups);
+        BindGroupStats { cached: cache.groups.len(), ..cache.stats }
     }
 
     /// Submits all recorded work without waiting for it.
@@ -99,7 +165,7 @@ impl GpuBackend {
             .clone()
     }
 
-    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
+    fn uniform(&self, bytes: &[u8]) -> (BufferId, wgpu::Buffer) {
         let mut cache = lock(&self.inner.recorder.uniforms);
         if let Some(b) = cache.get(bytes) {
             return b.clone();
@@ -109,8 +175,37 @@ impl GpuBackend {
             contents: bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        cache.insert(bytes.to_vec(), buffer.clone());
-        buffer
+        let entry = (new_buffer_id(), buffer);
+        cache.insert(bytes.to_vec(), entry.clone());
+        entry
+    }
+
+    /// The bind group of `kernel` with `uniform` at binding 0 and `buffers` at 1.., from the cache or new.
+    fn bind_group(
+        &self,
+        kernel: Kernel,
+        pipeline: &wgpu::ComputePipeline,
+        uniform: (BufferId, &wgpu::Buffer),
+        buffers: &[&PooledBuffer],
+    ) -> wgpu::BindGroup {
+        let key = BindKey { kernel, buffers: std::iter::once(uniform.0).chain(buffers.iter().map(|b| b.id)).collect() };
+        let mut cache = lock(&self.inner.recorder.bind_groups);
+        cache.stats.dispatches += 1;
+        if let Some(group) = cache.groups.get(&key) {
+            return group.clone();
+        }
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.1.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.buffer.as_entire_binding() });
+        }
+        let group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name()),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        cache.stats.created += 1;
+        cache.insert(key, group.clone(), buffers.iter().filter(|b| b.is_owned()).map(|b| b.id));
+        group
     }
 
     /// Records one dispatch: binding 0 is `params`, bindings 1.. are `buffers` in order (the kernel's
@@ -125,16 +220,8 @@ impl GpuBackend {
         debug_assert_eq!(P::LAYOUT.rust_name, kernel.params().rust_name, "{kernel:?} takes other params");
         debug_assert_eq!(buffers.len() + 1, kernel.bindings().len(), "{kernel:?} binds another number of buffers");
         let pipeline = self.pipeline(kernel);
-        let uniform = self.uniform(bytemuck::bytes_of(params));
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.buffer.as_entire_binding() });
-        }
-        let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.name()),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let (uniform_id, uniform) = self.uniform(bytemuck::bytes_of(params));
+        let bind_group = self.bind_group(kernel, &pipeline, (uniform_id, &uniform), buffers);
         self.record(|enc| {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(kernel.name()),

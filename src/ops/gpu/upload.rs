@@ -35,7 +35,7 @@ impl GpuBackend {
             tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
             self.inner.queue.write_buffer(&buffer, whole as u64, &tail);
         }
-        Ok(PooledBuffer::owned(buffer))
+        Ok(PooledBuffer::owned(buffer, &self.inner.recorder.bind_groups))
     }
 
     /// [`crate::ops::Backend::upload_weight`]: f32 and f16 matrices as stored (or per [`MatrixStorage`]),

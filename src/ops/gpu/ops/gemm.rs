@@ -17,7 +17,7 @@ pub fn matmul(be: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor
         return Err(backend_err(format!("matmul: shapes {:?} and {:?} do not chain", a.shape, b.shape)));
     }
     be.check_whole(b, "matmul")?;
-    strided(be, a, b, (m, k, n), (1, n), None, Activation::Identity, "matmul")
+    strided(be, a, b, (m, k, n), (1, n), (None, Activation::Identity), "matmul")
 }
 
 pub fn linear(
@@ -37,7 +37,7 @@ pub fn linear(
             return Err(backend_err(format!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape)));
         }
     }
-    strided(be, x, w, (m, k, n), (k, 1), bias, act, "linear")
+    strided(be, x, w, (m, k, n), (k, 1), (bias, act), "linear")
 }
 
 pub fn conv2d(
@@ -52,7 +52,7 @@ pub fn conv2d(
     let cin = super::image::image_dims(x, height, width, "conv2d")?;
     let cout = *weight.shape.first().unwrap_or(&0);
     let k = cin * kernel * kernel;
-    if kernel % 2 == 0 || weight.numel() != cout * k {
+    if kernel.is_multiple_of(2) || weight.numel() != cout * k {
         return Err(backend_err(format!(
             "conv2d: weight {:?} is not [out, {cin}·{kernel}·{kernel}] for an odd kernel {kernel}",
             weight.shape
@@ -84,16 +84,15 @@ pub fn conv2d(
     Ok(out)
 }
 
-/// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation.
-/// A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
+/// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation (the
+/// epilogue). A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
 fn strided(
     be: &GpuBackend,
     x: &GpuTensor,
     w: &GpuTensor,
     (m, k, n): (usize, usize, usize),
     (w_sn, w_sk): (usize, usize),
-    bias: Option<&GpuTensor>,
-    act: Activation,
+    (bias, act): (Option<&GpuTensor>, Activation),
     op: &str,
 ) -> Result<GpuTensor> {
     let x = be.as_f32(x)?;
@@ -162,7 +161,7 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         w_scale_off: u32_of(g.w_scale_off, "offset")?,
         _pad0: 0,
     };
-    let aligned = |v: usize| v % 4 == 0;
+    let aligned = |v: usize| v.is_multiple_of(4);
     let input = if g.conv.is_some() {
         GemmInput::Conv
     } else if be.inner.vec4_loads

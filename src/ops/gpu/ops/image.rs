@@ -37,7 +37,7 @@ pub fn image_patches(be: &GpuBackend, image: &GpuTensor, patch: usize) -> Result
 
 pub fn avg_pool_2x2(be: &GpuBackend, x: &GpuTensor, height: usize, width: usize) -> Result<GpuTensor> {
     let c = image_dims(x, height, width, "avg_pool_2x2")?;
-    if height % 2 != 0 || width % 2 != 0 {
+    if !height.is_multiple_of(2) || !width.is_multiple_of(2) {
         return Err(backend_err(format!("avg_pool_2x2: {height}×{width} is not even")));
     }
     let x = be.as_f32(x)?;
