@@ -267,18 +267,25 @@ def test_ray_options_are_checked():
 # --- the command line --------------------------------------------------------------------------------------------------
 
 
-def test_command_line_starts_a_local_ray_and_stops_on_sigterm():
+def test_command_line_starts_a_local_ray_and_stops_on_sigterm(tmp_path):
     """`python3 -m lambda_decoder.serve --replicas 2 ...`: its own local Ray (no dashboard), serving /v1 from two
     replicas; SIGTERM stops Serve and Ray."""
     port = free_port()
     cmd = [sys.executable, "-m", "lambda_decoder.serve", "--replicas", "2", "--tiny-random", "--device", "cpu",
            "--replica-cpus", "0.5", "--num-cpus", "1", "--port", str(port), "--log-level", "warning"]
-    log = open(os.devnull, "w") if os.environ.get("QUIET_SERVER") else None
-    proc = subprocess.Popen(cmd, cwd=SERVER_DIR, stdout=log, stderr=log, start_new_session=True)
+    # Its output goes to a file, so that a failed start says why (the last lines are in the assertion).
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=SERVER_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+
+    def output_tail() -> str:
+        log.flush()
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+
     try:
         def both_replicas_ready():
-            assert proc.poll() is None, f"exited with {proc.returncode}"
+            assert proc.poll() is None, f"exited with {proc.returncode}; its output ended:\n{output_tail()}"
             try:
                 replicas = info(url)["replicas"]
             except OSError:
@@ -294,14 +301,13 @@ def test_command_line_starts_a_local_ray_and_stops_on_sigterm():
         assert status == 200 and headers["x-replica"] in {r["id"] for r in i["replicas"]}
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
-        assert proc.wait(90) == 0
+        assert proc.wait(90) == 0, f"exited with {proc.returncode}; its output ended:\n{output_tail()}"
         print(f"stopped {time.monotonic() - t0:.1f} s after SIGTERM")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if log:
-            log.close()
+        log.close()
 
 
 # --- the deployment files ------------------------------------------------------------------------------------------------
