@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -198,3 +199,19 @@ def server_process():
     yield start
     for s in started:
         s.stop()
+
+
+def info(url: str) -> dict:
+    """GET /v1/info of a server on `url`."""
+    with urllib.request.urlopen(url + "/v1/info", timeout=10) as r:
+        return json.load(r)
+
+
+def wait_for(condition, timeout: float, what: str) -> float:
+    """Polls condition() every 50 ms; returns the seconds it took, fails after `timeout`."""
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - t0

@@ -18,28 +18,13 @@ import pytest
 
 from urllib.parse import urlsplit
 
-from conftest import DIM, ServerProcess, small
+from conftest import DIM, ServerProcess, info, small, wait_for
 from lambda_decoder.config import SHUTDOWN_MARGIN_S
 
 # A decode that lasts: 128 px, 50 steps, guidance on (2 UNet passes a step). With the tiny random decoder on a CPU
 # a step takes 0.1 s (idle machine) to over 1 s (busy 2-core machine), so the whole decode takes 5 s to a minute:
 # long enough to be caught running, and each step short enough for a prompt cancellation.
 LONG = small(width=128, height=128, num_inference_steps=50, seed=3)
-
-
-def info(url: str) -> dict:
-    with urllib.request.urlopen(url + "/v1/info", timeout=10) as r:
-        return json.load(r)
-
-
-def wait_for(condition, timeout: float, what: str) -> float:
-    """Polls condition() every 50 ms; returns the seconds it took, fails after `timeout`."""
-    t0 = time.monotonic()
-    while not condition():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - t0
 
 
 def send_decode(url: str, body: dict) -> socket.socket:

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import ray_fakes
-from conftest import SERVER_DIR, free_port, small
+from conftest import SERVER_DIR, free_port, info, small, wait_for
 
 if not os.environ.get("LAMBDA_DECODER_REQUIRE_RAY"):  # CI sets it: there a missing ray fails instead
     pytest.importorskip("ray.serve", reason="ray[serve] is not installed")
@@ -45,20 +45,6 @@ def post(url: str, body: dict, timeout: float = 120) -> tuple[int, dict, bytes]:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
-
-
-def info(url: str) -> dict:
-    with urllib.request.urlopen(url + "/v1/info", timeout=10) as r:
-        return json.load(r)
-
-
-def wait_for(condition, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not condition():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - t0
 
 
 # --- saturation --------------------------------------------------------------------------------------------------
