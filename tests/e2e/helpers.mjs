@@ -63,6 +63,35 @@ export async function pasteFiles(page, locator, files) {
   }, dt);
 }
 
+/**
+ * The page's file choosers, subscribed to up front: `next(action)` runs `action` (a click or key press) and
+ * resolves with the chooser it opened. Subscribing when the page is made turns Chromium's file-chooser
+ * interception on before anything happens; `Promise.all([page.waitForEvent('filechooser'), press])` turns it on
+ * in the same moment as the key press, and on a loaded machine the picker could open first and be missed (a CI
+ * run timed out waiting that way). A picker that never opens fails with the focused element and the page's
+ * console warnings (e.g. Chromium's "File chooser dialog can only be shown with a user activation").
+ */
+export function fileChoosers(page) {
+  const opened = [];
+  const waiting = [];
+  const warnings = [];
+  page.on('filechooser', (chooser) => (waiting.length ? waiting.shift()(chooser) : opened.push(chooser)));
+  page.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') warnings.push(m.text()); });
+  return {
+    async next(action, timeout = 30_000) {
+      const chooser = opened.length ? Promise.resolve(opened.shift()) : new Promise((resolve) => waiting.push(resolve));
+      await action();
+      let timer;
+      const late = new Promise((resolve) => { timer = setTimeout(resolve, timeout, null); });
+      const got = await Promise.race([chooser, late]);
+      clearTimeout(timer);
+      if (got) return got;
+      const focused = await page.evaluate(() => { const el = document.activeElement; return `${el.tagName.toLowerCase()}.${el.className} “${(el.getAttribute('aria-label') || el.textContent).trim().slice(0, 60)}”`; });
+      assert.fail(`no file chooser opened within ${timeout} ms; focus on ${focused}; console: ${JSON.stringify(warnings)}`);
+    },
+  };
+}
+
 /** Waits until every subject photo has been checked; returns each slot's state ('ok' | 'error' | undefined). */
 export async function photoStates(page) {
   await page.waitForFunction(() => ![...document.querySelectorAll('.subject')].some((s) => s.dataset.image === 'checking'), null, { timeout: 60_000 });

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { CHROMIUM, IMAGES, SCREENSHOTS, TINY_DECODER, TINY_MODEL, openSite } from './browser.mjs';
-import { downloadOf, dropFiles, imageFile, openPanel, photoStates } from './helpers.mjs';
+import { downloadOf, dropFiles, fileChoosers, imageFile, openPanel, photoStates } from './helpers.mjs';
 import { axeViolations } from './a11y.mjs';
 
 let site, browser, base;
@@ -289,6 +289,7 @@ print(json.dumps(out))
 
 test('keyboard only: skip link, prompt, photos through the buttons, Create with Enter — the picture is made, and focus is always visible', async () => {
   const { page, context, errors } = await newPage();
+  const choosers = fileChoosers(page);
   await page.goto(`${base}/index.html?${TINY}`);
   await ready(page);
   const noFocusRing = [];
@@ -316,14 +317,12 @@ test('keyboard only: skip link, prompt, photos through the buttons, Create with 
   await tabTo('.subject[data-index="0"] .keyword');
   assert.equal(await page.evaluate(() => document.activeElement.value), 'cat');
   await tabTo('.subject[data-index="0"] .choose');
-  let [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Enter')]);
-  await chooser.setFiles(path.join(IMAGES, 'chelsea.png'));
+  await (await choosers.next(() => page.keyboard.press('Enter'))).setFiles(path.join(IMAGES, 'chelsea.png'));
   await tabTo('.subject[data-index="1"] .keyword');
   await page.keyboard.press('Control+A');
   await page.keyboard.type('cup');
   await tabTo('.subject[data-index="1"] .choose');
-  [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press(' ')]);
-  await chooser.setFiles(path.join(IMAGES, 'coffee.png'));
+  await (await choosers.next(() => page.keyboard.press(' '))).setFiles(path.join(IMAGES, 'coffee.png'));
   assert.deepEqual(await photoStates(page), ['ok', 'ok']);
   await tabTo('#create');
   assert.equal(await created(page, () => page.keyboard.press('Enter')), 'ok', await page.textContent('#status'));
