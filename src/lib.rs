@@ -18,6 +18,9 @@ pub mod image;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+// `lambda-eclipse quantize`: reads and writes folders on disk (native CLI builds only).
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod quantize;
 pub mod tensor_file;
 pub mod timing;
 pub mod tokenizer;

@@ -38,6 +38,13 @@ enum DTypeChoice {
     F16,
     /// f32 in the file, quantised at load to int8 per output channel (`Backend::with_int8_weights`).
     Int8,
+    /// Matrices in ggml's Q8_0 blocks, as a `quantize --type q8_0` folder holds them (the CPU multiplies the
+    /// blocks; the table adds the CPU in f32, timed in the same run, and the ratio).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Matrices in ggml's Q4_0 blocks (as q8_0).
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +222,20 @@ enum Command {
         #[arg(long)]
         int8_weights: bool,
     },
+    /// Writes a copy of a model folder (the λ model, or the decoder's unet/ and movq/) whose weight matrices
+    /// are in a ggml block type, each component's weights in one GGUF file; configs, tokenizer and
+    /// processor files are copied. Prints each file's size before and after and the weights' error, and
+    /// for a λ model the embedding of a fixed prompt and photo from both folders (cosine, CPU).
+    Quantize {
+        /// The original model folder (Hugging Face layout, safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// The folder to write (must not exist, or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long = "type", value_enum)]
+        quant_type: QuantChoice,
+    },
     /// Bilinear grid of embeddings between four corners (tensor `image_embeds` of four files, e.g. written
     /// by `prior`): writes `grid` [(n+1)², D] and `negative_image_embeds` from the first corner if present.
     Interpolate {
@@ -232,6 +253,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantChoice {
+    /// 8-bit blocks of 32 (34 bytes a block: 1.06 bytes a weight, about 0.4 % of a block's largest value).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks of 32 (18 bytes a block: 0.56 bytes a weight, about 7 % of a block's largest value).
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 /// Splits `KEYWORD=IMAGE` at the last `=` (keywords may hold spaces; paths rarely hold `=`).
@@ -457,6 +488,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             decode_local(weights.apply(select_backend(backend, true)?), &model, args, &out)
         }
+        Command::Quantize { model, out, quant_type } => quantize(&model, &out, quant_type),
         Command::Interpolate { top_left, top_right, bottom_left, bottom_right, steps, out } => {
             let corners = [&top_left, &top_right, &bottom_left, &bottom_right].map(|p| read_embeds(p, "image_embeds"));
             let [a, b, c, d] = corners;
@@ -692,7 +724,11 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     let dtype = match dtype {
         DTypeChoice::F32 | DTypeChoice::Int8 => WeightDType::F32,
         DTypeChoice::F16 => WeightDType::F16,
+        DTypeChoice::Q8_0 => WeightDType::Q8_0,
+        DTypeChoice::Q4_0 => WeightDType::Q4_0,
     };
+    // Block types: the CPU in f32 is timed beside them, row by row (the machine's speed drifts).
+    let baseline = dtype.is_quantized();
     let mut rows = Vec::new();
     if want(BenchItem::Matmul) {
         rows.extend(bench::BIGG_MATMULS.map(BenchRow::Matmul));
@@ -738,7 +774,11 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     println!(
         "cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up"
     );
-    println!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
+    print!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
+    if baseline {
+        print!(" {:>16} {:>12}", "cpu f32", format!("{dtype:?}/f32"));
+    }
+    println!();
     for row in &rows {
         let (label, unit) = match row {
             BenchRow::Matmul((m, k, n)) => (format!("linear [{m}×{k}]·[{k}×{n}]"), "GF/s"),
@@ -758,12 +798,19 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
         let ratio = g.map(|g| if unit == "ms" { c / g } else { g / c });
         let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} {unit}"));
-        println!(
+        print!(
             "{label:<34} {:>16} {:>16} {:>9}",
             cell(Some(c)),
             cell(g),
             ratio.map_or("—".to_string(), |r| format!("{r:.2}×"))
         );
+        if baseline {
+            let (f, _) = bench_item(&cpu, row, WeightDType::F32, iters)?;
+            // > 1: the block type is faster than f32 on the CPU.
+            let speedup = if unit == "ms" { f / c } else { c / f };
+            print!(" {:>16} {:>12}", cell(Some(f)), format!("{speedup:.2}×"));
+        }
+        println!();
         if let Some(part) = cpu_part {
             let f = part.flops;
             let rate = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{:.1} GF/s", f / (ms * 1e6)));
@@ -774,6 +821,71 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         }
     }
     Ok(())
+}
+
+fn quantize(model: &Path, out: &Path, quant_type: QuantChoice) -> Result<()> {
+    use lambda_eclipse::ops::WeightDType;
+    let dtype = match quant_type {
+        QuantChoice::Q8_0 => WeightDType::Q8_0,
+        QuantChoice::Q4_0 => WeightDType::Q4_0,
+    };
+    let report = lambda_eclipse::quantize::quantize_folder(model, out, dtype, |f| eprintln!("quantizing {f} ..."))?;
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "{:<42} {:>11} {:>11} {:>6} {:>10} {:>8} {:>10}  worst tensor",
+        "file", "MB before", "MB after", "ratio", "quantized", "kept", "rel. RMS"
+    );
+    let (mut before, mut after) = (0, 0);
+    for f in &report.files {
+        before += f.bytes_before;
+        after += f.bytes_after;
+        let worst = f.worst.as_ref().map(|(n, e)| format!("{n} ({e:.2e})")).unwrap_or_default();
+        println!(
+            "{:<42} {:>11.1} {:>11.1} {:>5.2}× {:>10} {:>8} {:>10.2e}  {worst}",
+            f.path,
+            mb(f.bytes_before),
+            mb(f.bytes_after),
+            f.bytes_before as f64 / f.bytes_after.max(1) as f64,
+            f.tensors_quantized,
+            f.tensors_kept,
+            f.relative_rms_error
+        );
+    }
+    println!(
+        "{:<42} {:>11.1} {:>11.1} {:>5.2}×",
+        "all weights",
+        mb(before),
+        mb(after),
+        before as f64 / after.max(1) as f64
+    );
+    println!(
+        "copied {} file(s); left out {}",
+        report.copied.len(),
+        if report.skipped.is_empty() { "none".to_string() } else { report.skipped.join(", ") }
+    );
+    if model.join("prior").is_dir() && model.join("text_encoder").is_dir() {
+        let (cosine, prompt) = compare_lambda(model, out)?;
+        println!("λ embedding of “{prompt}” with a synthetic photo as “cat”, seed 0, CPU: cosine {cosine:.6} (quantized vs original)");
+    }
+    Ok(())
+}
+
+/// The λ pipeline's embedding from the original and the quantized folder on the CPU, for a fixed prompt, a
+/// synthetic photo (a colour gradient, so the vision tower sees structure) and seed 0: their cosine.
+fn compare_lambda(model: &Path, quantized: &Path) -> Result<(f64, &'static str)> {
+    let prompt = "a cat sitting on a wooden table";
+    let photo =
+        image::RgbImage::from_fn(96, 80, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8]));
+    let photo = encode_image(&photo, image::ImageFormat::Png, Path::new("synthetic.png"))?;
+    let embed = |dir: &Path| -> Result<Vec<f32>> {
+        let engine =
+            pollster::block_on(LambdaEngine::load(CpuBackend::new(), &DirFiles::new(dir), &mut no_progress()))?;
+        let mut req = PriorRequest::new(prompt, Noise::Seed(0));
+        req.subjects.push(Subject { keyword: "cat".into(), image: photo.clone() });
+        Ok(pollster::block_on(engine.run(&req))?.image_embeds)
+    };
+    let (a, b) = (embed(model)?, embed(quantized)?);
+    Ok((lambda_eclipse::ops::blocks::cosine(&a, &b), prompt))
 }
 
 fn main() {

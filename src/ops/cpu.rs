@@ -1,9 +1,14 @@
 //! CPU backend on candle-core: native (multi-threaded gemm) and wasm (the fallback when there is no
-//! WebGPU adapter). Everything is f32.
+//! WebGPU adapter). Compute is f32; weights in a block type (Q8_0, Q4_0 from a GGUF file) stay in their
+//! blocks and multiply through candle's quantized matmul, which quantises each row of activations to 8-bit
+//! blocks and takes integer dot products (ggml's scheme, SIMD on x86, ARM and wasm simd128).
 
 use super::{Activation, Backend, Int8Rows, WeightDType};
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+use std::borrow::Cow;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
 pub struct CpuBackend {
@@ -14,6 +19,52 @@ pub struct CpuBackend {
 impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend::default()
+    }
+}
+
+/// A tensor of the CPU backend: f32 values, or a weight matrix kept in a block type.
+#[derive(Clone, Debug)]
+pub enum CpuTensor {
+    Values(Tensor),
+    Blocks(Arc<BlockMatrix>),
+}
+
+/// A weight in a block type: candle's quantized matrix `[rows, k]` (rows: the first dimension, k: the rest)
+/// and the shape the model sees (a conv kernel `[cout, cin, 3, 3]` until it is reshaped to `[cout, cin·9]`).
+#[derive(Debug)]
+pub struct BlockMatrix {
+    matrix: Arc<QTensor>,
+    times: QMatMul,
+    dtype: WeightDType,
+    shape: Vec<usize>,
+}
+
+impl CpuTensor {
+    /// The shape the model sees.
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            CpuTensor::Values(t) => t.dims(),
+            CpuTensor::Blocks(b) => &b.shape,
+        }
+    }
+
+    /// The values as a candle tensor. A block weight is dequantised into a copy: only `linear`, `conv2d`,
+    /// `gather_rows` and `reshape` use blocks directly, every other op (a position embedding added, say)
+    /// gets values.
+    fn values(&self) -> Result<Cow<'_, Tensor>> {
+        match self {
+            CpuTensor::Values(t) => Ok(Cow::Borrowed(t)),
+            CpuTensor::Blocks(b) => Ok(Cow::Owned(b.matrix.dequantize(&Device::Cpu)?.reshape(b.shape.as_slice())?)),
+        }
+    }
+
+    /// `x · selfᵀ` for a weight `[n, k]`.
+    fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            CpuTensor::Values(w) => Ok(x.matmul(&w.t()?)?),
+            // candle's quantized matmul wants contiguous activations.
+            CpuTensor::Blocks(b) => Ok(b.times.forward(&x.contiguous()?)?),
+        }
     }
 }
 
@@ -57,63 +108,24 @@ fn feature_map(x: &Tensor, height: usize, width: usize, op: &str) -> Result<usiz
     Ok(c)
 }
 
-impl Backend for CpuBackend {
-    type Tensor = Tensor;
+/// `x · wᵀ` for one weight `w`: candle's matmul for f32 values, candle's quantized matmul for blocks.
+type TimesWt<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
 
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
+/// The ops on candle tensors: what [`CpuBackend`] computes once its operands are values (see
+/// [`CpuTensor::values`]).
+struct Dense;
 
-    /// Quantise-dequantise: the CPU computes from the same values as the GPU's int8 kernels (so the two
-    /// compare closely) but keeps them in f32, saving no memory. Storing int8 here would need a tensor type
-    /// of our own around candle's (it has U8 but no I8 and no int8 matmul), with the scales carried through
-    /// every op and a dequantising copy per call: not done yet.
-    fn with_int8_weights(&self) -> CpuBackend {
-        CpuBackend { int8_weights: true }
-    }
-
-    fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<Tensor> {
-        let numel: usize = shape.iter().product();
-        if raw.len() != numel * dtype.size_in_bytes() {
-            return Err(Error::Backend(format!(
-                "weight of shape {shape:?} needs {} bytes, got {}",
-                numel * dtype.size_in_bytes(),
-                raw.len()
-            )));
-        }
-        let mut values = dtype.to_f32(raw);
-        if self.int8_weights && shape.len() >= 2 {
-            values = Int8Rows::quantize(&values, shape[0]).dequantize();
-        }
-        Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
-    }
-
-    fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        Ok(Tensor::from_slice(data, shape, &Device::Cpu)?)
-    }
-
-    fn shape(&self, t: &Tensor) -> Vec<usize> {
-        t.dims().to_vec()
-    }
-
-    async fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
-        Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
-    }
-
-    fn byte_size(&self, t: &Tensor) -> usize {
-        t.elem_count() * t.dtype().size_in_bytes()
-    }
-
+impl Dense {
     fn matmul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         check_rank(a, 2, "matmul")?;
         check_rank(b, 2, "matmul")?;
         Ok(a.matmul(b)?)
     }
 
-    fn linear(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+    /// `act(x · wᵀ + bias)`, with `times_wt` computing `x · wᵀ` (dense or from blocks).
+    fn linear(&self, x: &Tensor, times_wt: &TimesWt<'_>, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         check_rank(x, 2, "linear")?;
-        check_rank(w, 2, "linear")?;
-        let mut y = x.matmul(&w.t()?)?;
+        let mut y = times_wt(x)?;
         if let Some(b) = bias {
             y = y.broadcast_add(b)?;
         }
@@ -231,17 +243,18 @@ impl Backend for CpuBackend {
         x: &Tensor,
         height: usize,
         width: usize,
-        weight: &Tensor,
+        weight: (&[usize], &TimesWt<'_>),
         bias: Option<&Tensor>,
         kernel: usize,
     ) -> Result<Tensor> {
         let cin = feature_map(x, height, width, "conv2d")?;
-        check_rank(weight, 2, "conv2d")?;
-        let (cout, wk) = weight.dims2()?;
+        let (weight_dims, times_wt) = weight;
+        let &[cout, wk] = weight_dims else {
+            return Err(Error::Backend(format!("conv2d: expected a rank-2 weight, got shape {weight_dims:?}")));
+        };
         if kernel % 2 == 0 || wk != cin * kernel * kernel {
             return Err(Error::Backend(format!(
-                "conv2d: weight {:?} does not fit {cin} input channels and an odd kernel {kernel}",
-                weight.dims()
+                "conv2d: weight {weight_dims:?} does not fit {cin} input channels and an odd kernel {kernel}"
             )));
         }
         if let Some(b) = bias {
@@ -250,7 +263,7 @@ impl Backend for CpuBackend {
             }
         }
         let y = if kernel == 1 {
-            x.matmul(&weight.t()?)?
+            times_wt(x)?
         } else {
             // im2col: row (y, x) holds the kernel window around it, column `ci·k² + ky·k + kx` like the weight;
             // built for a band of output rows at a time so the patches stay ≤ IM2COL_BYTES (a 3×3 conv over
@@ -259,7 +272,6 @@ impl Backend for CpuBackend {
             let (k, pad, kk) = (kernel, kernel / 2, kernel * kernel);
             let cols = cin * kk;
             let band = (IM2COL_BYTES / (4 * width * cols).max(1)).clamp(1, height.max(1));
-            let wt = weight.t()?;
             let mut outs = Vec::with_capacity(height.div_ceil(band));
             for y0 in (0..height).step_by(band) {
                 let rows = band.min(height - y0);
@@ -284,7 +296,7 @@ impl Backend for CpuBackend {
                         }
                     }
                 }
-                outs.push(Tensor::from_vec(patches, (rows * width, cols), &Device::Cpu)?.matmul(&wt)?);
+                outs.push(times_wt(&Tensor::from_vec(patches, (rows * width, cols), &Device::Cpu)?)?);
             }
             if outs.len() == 1 {
                 outs.pop().expect("one band")
@@ -408,5 +420,223 @@ impl Backend for CpuBackend {
             )));
         }
         Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+    }
+}
+
+fn values(t: &CpuTensor) -> Result<Cow<'_, Tensor>> {
+    t.values()
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    /// Quantise-dequantise: the CPU computes from the same values as the GPU's int8 kernels (so the two
+    /// compare closely) but keeps them in f32, saving no memory. (A file in a block type, Q8_0 or Q4_0, is
+    /// what saves memory on the CPU: see `lambda-eclipse quantize`.)
+    fn with_int8_weights(&self) -> CpuBackend {
+        CpuBackend { int8_weights: true }
+    }
+
+    fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<CpuTensor> {
+        dtype.check_bytes(raw.len(), shape)?;
+        if dtype.is_quantized() {
+            return upload_blocks(raw, dtype, shape);
+        }
+        let mut values = dtype.to_f32(raw);
+        if self.int8_weights && shape.len() >= 2 {
+            values = Int8Rows::quantize(&values, shape[0]).dequantize();
+        }
+        Ok(CpuTensor::Values(Tensor::from_vec(values, shape, &Device::Cpu)?))
+    }
+
+    fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
+        Ok(CpuTensor::Values(Tensor::from_slice(data, shape, &Device::Cpu)?))
+    }
+
+    fn shape(&self, t: &CpuTensor) -> Vec<usize> {
+        t.dims().to_vec()
+    }
+
+    async fn read_f32(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.values()?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+
+    fn byte_size(&self, t: &CpuTensor) -> usize {
+        match t {
+            CpuTensor::Values(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            CpuTensor::Blocks(b) => b.matrix.storage_size_in_bytes(),
+        }
+    }
+
+    fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        Dense.matmul(&*values(a)?, &*values(b)?).map(CpuTensor::Values)
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, act: Activation) -> Result<CpuTensor> {
+        if w.dims().len() != 2 {
+            return Err(Error::Backend(format!("linear: expected a rank-2 tensor, got shape {:?}", w.dims())));
+        }
+        let bias = bias.map(values).transpose()?;
+        Dense.linear(&*values(x)?, &|x: &Tensor| w.times_transposed(x), bias.as_deref(), act).map(CpuTensor::Values)
+    }
+
+    fn layer_norm(&self, x: &CpuTensor, gamma: &CpuTensor, beta: &CpuTensor, eps: f64) -> Result<CpuTensor> {
+        Dense.layer_norm(&*values(x)?, &*values(gamma)?, &*values(beta)?, eps).map(CpuTensor::Values)
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        heads: usize,
+        scale: f32,
+        bias: Option<&CpuTensor>,
+    ) -> Result<CpuTensor> {
+        let bias = bias.map(values).transpose()?;
+        Dense.attention(&*values(q)?, &*values(k)?, &*values(v)?, heads, scale, bias.as_deref()).map(CpuTensor::Values)
+    }
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        Dense.add(&*values(a)?, &*values(b)?).map(CpuTensor::Values)
+    }
+
+    fn activation(&self, x: &CpuTensor, act: Activation) -> Result<CpuTensor> {
+        Dense.activation(&*values(x)?, act).map(CpuTensor::Values)
+    }
+
+    /// Rows of a block table are dequantised one by one: a q8_0 token embedding (49,408 rows) is never
+    /// expanded whole.
+    fn gather_rows(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
+        match table {
+            CpuTensor::Values(t) => Dense.gather_rows(t, ids).map(CpuTensor::Values),
+            CpuTensor::Blocks(b) => b.gather_rows(ids).map(CpuTensor::Values),
+        }
+    }
+
+    fn concat_rows(&self, parts: &[&CpuTensor]) -> Result<CpuTensor> {
+        let parts = parts.iter().map(|p| p.values()).collect::<Result<Vec<_>>>()?;
+        Dense.concat_rows(&parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>()).map(CpuTensor::Values)
+    }
+
+    fn slice_rows(&self, x: &CpuTensor, start: usize, len: usize) -> Result<CpuTensor> {
+        Dense.slice_rows(&*values(x)?, start, len).map(CpuTensor::Values)
+    }
+
+    /// A block weight keeps its blocks when its rows stay rows (the first dimension unchanged): a conv
+    /// kernel `[cout, cin, k, k]` → `[cout, cin·k·k]`.
+    fn reshape(&self, x: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        match x {
+            CpuTensor::Blocks(b)
+                if shape.first() == b.shape.first()
+                    && shape.iter().product::<usize>() == b.shape.iter().product::<usize>() =>
+            {
+                Ok(CpuTensor::Blocks(Arc::new(BlockMatrix {
+                    matrix: b.matrix.clone(),
+                    times: b.times.clone(),
+                    dtype: b.dtype,
+                    shape: shape.to_vec(),
+                })))
+            }
+            _ => Dense.reshape(&*values(x)?, shape).map(CpuTensor::Values),
+        }
+    }
+
+    fn image_patches(&self, image: &CpuTensor, patch: usize) -> Result<CpuTensor> {
+        Dense.image_patches(&*values(image)?, patch).map(CpuTensor::Values)
+    }
+
+    fn conv2d(
+        &self,
+        x: &CpuTensor,
+        height: usize,
+        width: usize,
+        weight: &CpuTensor,
+        bias: Option<&CpuTensor>,
+        kernel: usize,
+    ) -> Result<CpuTensor> {
+        let bias = bias.map(values).transpose()?;
+        let times_wt = |x: &Tensor| weight.times_transposed(x);
+        Dense
+            .conv2d(&*values(x)?, height, width, (weight.dims(), &times_wt), bias.as_deref(), kernel)
+            .map(CpuTensor::Values)
+    }
+
+    fn group_norm(
+        &self,
+        x: &CpuTensor,
+        groups: usize,
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+        eps: f64,
+    ) -> Result<CpuTensor> {
+        Dense.group_norm(&*values(x)?, groups, &*values(gamma)?, &*values(beta)?, eps).map(CpuTensor::Values)
+    }
+
+    fn avg_pool_2x2(&self, x: &CpuTensor, height: usize, width: usize) -> Result<CpuTensor> {
+        Dense.avg_pool_2x2(&*values(x)?, height, width).map(CpuTensor::Values)
+    }
+
+    fn resize_nearest(
+        &self,
+        x: &CpuTensor,
+        height: usize,
+        width: usize,
+        out_height: usize,
+        out_width: usize,
+    ) -> Result<CpuTensor> {
+        Dense.resize_nearest(&*values(x)?, height, width, out_height, out_width).map(CpuTensor::Values)
+    }
+
+    fn concat_cols(&self, parts: &[&CpuTensor]) -> Result<CpuTensor> {
+        let parts = parts.iter().map(|p| p.values()).collect::<Result<Vec<_>>>()?;
+        Dense.concat_cols(&parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>()).map(CpuTensor::Values)
+    }
+
+    fn mul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        Dense.mul(&*values(a)?, &*values(b)?).map(CpuTensor::Values)
+    }
+
+    fn scale_shift(&self, x: &CpuTensor, scale: &CpuTensor, shift: &CpuTensor) -> Result<CpuTensor> {
+        Dense.scale_shift(&*values(x)?, &*values(scale)?, &*values(shift)?).map(CpuTensor::Values)
+    }
+}
+
+/// A block-type weight as candle's quantized matrix `[rows, k]`. candle reads the blocks in place, so they
+/// are first copied into memory aligned for its block structs (a tensor's bytes may start anywhere).
+fn upload_blocks(raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<CpuTensor> {
+    let rows = shape[0];
+    let k: usize = shape[1..].iter().product();
+    let mut aligned = vec![0u64; raw.len().div_ceil(8)];
+    let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..raw.len()];
+    bytes.copy_from_slice(raw);
+    let storage = QStorage::from_data(Cow::Borrowed(&*bytes), &Device::Cpu, super::blocks::ggml_dtype(dtype)?)?;
+    let matrix = Arc::new(QTensor::new(storage, (rows, k))?);
+    let times = QMatMul::from_arc(matrix.clone())?;
+    Ok(CpuTensor::Blocks(Arc::new(BlockMatrix { matrix, times, dtype, shape: shape.to_vec() })))
+}
+
+impl BlockMatrix {
+    /// Rows `ids` dequantised (an embedding lookup in a block-type table).
+    fn gather_rows(&self, ids: &[u32]) -> Result<Tensor> {
+        if self.shape.len() != 2 {
+            return Err(Error::Backend(format!("gather_rows: expected a rank-2 tensor, got shape {:?}", self.shape)));
+        }
+        let (rows, k) = (self.shape[0], self.shape[1]);
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= rows) {
+            return Err(Error::Backend(format!("gather_rows: index {bad} out of range for {rows} rows")));
+        }
+        let data = self.matrix.data()?;
+        let row_bytes = k / self.dtype.block_values() * self.dtype.block_bytes();
+        let mut out = Vec::with_capacity(ids.len() * k);
+        for &i in ids {
+            let i = i as usize;
+            self.dtype.dequantize_into(&data[i * row_bytes..(i + 1) * row_bytes], &mut out);
+        }
+        Ok(Tensor::from_vec(out, (ids.len(), k), &Device::Cpu)?)
     }
 }

@@ -132,13 +132,7 @@ impl Backend for MetaBackend {
     }
 
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<MetaTensor> {
-        let bytes = shape.iter().product::<usize>() * dtype.size_in_bytes();
-        if raw.len() != bytes {
-            return Err(bad(
-                "upload_weight",
-                format!("a weight of shape {shape:?} needs {bytes} bytes, got {}", raw.len()),
-            ));
-        }
+        dtype.check_bytes(raw.len(), shape)?;
         Ok(MetaTensor::weight(shape))
     }
 

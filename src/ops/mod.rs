@@ -8,6 +8,7 @@
 //! where the recorded work is submitted and awaited.
 
 pub mod any;
+pub mod blocks;
 pub mod choice;
 pub mod cpu;
 #[cfg(feature = "gpu")]
@@ -26,29 +27,109 @@ use crate::error::Result;
 use std::future::Future;
 
 /// Element type of stored weights. Compute is always f32; weights are converted (CPU) or unpacked in the
-/// kernel (GPU) from what the file holds.
+/// kernel (GPU) from what the file holds. `Q8_0` and `Q4_0` are ggml's block formats as GGUF files store them
+/// (see [`blocks`]): blocks of 32 values along the last dimension, so a matrix `[rows, k]` needs `k % 32 == 0`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightDType {
     F32,
     F16,
     BF16,
+    Q8_0,
+    Q4_0,
 }
 
 impl WeightDType {
-    pub fn size_in_bytes(self) -> usize {
-        match self {
-            WeightDType::F32 => 4,
-            WeightDType::F16 | WeightDType::BF16 => 2,
+    /// Values per block: 1 for the float types.
+    pub fn block_values(self) -> usize {
+        if self.is_quantized() {
+            blocks::BLOCK_VALUES
+        } else {
+            1
         }
     }
 
-    /// Raw little-endian bytes of this type as f32 values (exact for all three types).
+    /// Bytes per block (per value for the float types).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            WeightDType::F32 => 4,
+            WeightDType::F16 | WeightDType::BF16 => 2,
+            WeightDType::Q8_0 => blocks::block_bytes(false),
+            WeightDType::Q4_0 => blocks::block_bytes(true),
+        }
+    }
+
+    /// Whether this is a block-quantised type.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, WeightDType::Q8_0 | WeightDType::Q4_0)
+    }
+
+    /// Bytes of `numel` values; `None` when they are not whole blocks (or the count overflows).
+    pub fn bytes_for(self, numel: usize) -> Option<usize> {
+        if numel % self.block_values() != 0 {
+            return None;
+        }
+        (numel / self.block_values()).checked_mul(self.block_bytes())
+    }
+
+    /// The name files use: `F32`, `F16`, `BF16`, `Q8_0`, `Q4_0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDType::F32 => "F32",
+            WeightDType::F16 => "F16",
+            WeightDType::BF16 => "BF16",
+            WeightDType::Q8_0 => "Q8_0",
+            WeightDType::Q4_0 => "Q4_0",
+        }
+    }
+
+    /// Raw little-endian bytes of this type as f32 values (exact for every type: the block formats'
+    /// values are small integers times an f16 scale).
     pub fn to_f32(self, raw: &[u8]) -> Vec<f32> {
         match self {
             WeightDType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             WeightDType::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             WeightDType::BF16 => {
                 raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+            WeightDType::Q8_0 | WeightDType::Q4_0 => {
+                let mut out = Vec::with_capacity(raw.len() / self.block_bytes() * blocks::BLOCK_VALUES);
+                self.dequantize_into(raw, &mut out);
+                out
+            }
+        }
+    }
+
+    /// Appends the values of whole blocks of a quantised type to `out` (nothing for the float types).
+    pub fn dequantize_into(self, raw: &[u8], out: &mut Vec<f32>) {
+        match self {
+            WeightDType::Q8_0 => blocks::dequantize_q8_0(raw, out),
+            WeightDType::Q4_0 => blocks::dequantize_q4_0(raw, out),
+            _ => {}
+        }
+    }
+
+    /// A tensor of this type and `shape` as the backends take it: the byte length `raw` must have. Block
+    /// types need a whole number of blocks in each row (the last dimensions after the first).
+    pub fn check_bytes(self, raw_len: usize, shape: &[usize]) -> Result<()> {
+        let numel: usize = shape.iter().product();
+        if self.is_quantized() {
+            let k: usize = shape.iter().skip(1).product();
+            if shape.len() < 2 || k % blocks::BLOCK_VALUES != 0 {
+                return Err(crate::error::Error::Backend(format!(
+                    "a {} weight must be a matrix whose rows are whole blocks of {} values; shape {shape:?} is not",
+                    self.name(),
+                    blocks::BLOCK_VALUES
+                )));
+            }
+        }
+        match self.bytes_for(numel) {
+            Some(n) if n == raw_len => Ok(()),
+            Some(n) => Err(crate::error::Error::Backend(format!(
+                "{} weight of shape {shape:?} needs {n} bytes, got {raw_len}",
+                self.name()
+            ))),
+            None => {
+                Err(crate::error::Error::Backend(format!("{} weight of shape {shape:?} is too large", self.name())))
             }
         }
     }

@@ -101,7 +101,8 @@ pub fn interpolate_grid(corners: JsValue, steps: f64) -> Result<JsValue, JsError
 
 /// Benchmarks in the browser (`www/app/bench.html`): the same measurements as `lambda-eclipse bench`.
 /// `backend`: `"webgpu"` or `"cpu"`; `what`: `"matmul:M,K,N"`, `"text"`, `"vision"` or `"prior"`;
-/// `dtype`: `"f32"` or `"f16"`. Returns GFLOP/s for a matmul, milliseconds for a model.
+/// `dtype`: `"f32"`, `"f16"`, `"q8_0"` or `"q4_0"` (ggml blocks, as a quantized folder holds them). Returns
+/// GFLOP/s for a matmul, milliseconds for a model.
 #[wasm_bindgen(js_name = benchmark)]
 pub async fn benchmark(backend: String, what: String, dtype: String, iters: usize) -> Result<f64, JsError> {
     use crate::bench::{forward_ms, matmul_gflops, Model};
@@ -109,7 +110,9 @@ pub async fn benchmark(backend: String, what: String, dtype: String, iters: usiz
     let dtype = match dtype.as_str() {
         "f32" => WeightDType::F32,
         "f16" => WeightDType::F16,
-        other => return Err(JsError::new(&format!("dtype must be f32 or f16, not {other}"))),
+        "q8_0" => WeightDType::Q8_0,
+        "q4_0" => WeightDType::Q4_0,
+        other => return Err(JsError::new(&format!("dtype must be f32, f16, q8_0 or q4_0, not {other}"))),
     };
     // A benchmark measures the backend it names: no `auto`.
     let choice = match backend.as_str() {

@@ -3,6 +3,7 @@
 //! read by its byte range and handed straight to the backend. No whole file is ever held in memory.
 
 pub mod files;
+pub mod gguf;
 #[cfg(target_arch = "wasm32")]
 pub mod http;
 pub mod safetensors;

@@ -215,7 +215,8 @@ fn check_tiling(name: &str, entries: &[(String, RawEntry)], data_len: u64) -> Re
     Ok(())
 }
 
-/// How many values of a tensor's raw little-endian bytes are NaN or ±∞, and the index of the first.
+/// How many values of a tensor's raw little-endian bytes are NaN or ±∞, and the index of the first (for the
+/// block types: every value of a block whose scale is non-finite).
 pub fn non_finite(raw: &[u8], dtype: WeightDType) -> (usize, Option<usize>) {
     // A float is non-finite exactly when its exponent bits are all ones.
     fn scan<const N: usize>(raw: &[u8], is_bad: impl Fn([u8; N]) -> bool) -> (usize, Option<usize>) {
@@ -233,6 +234,11 @@ pub fn non_finite(raw: &[u8], dtype: WeightDType) -> (usize, Option<usize>) {
         WeightDType::F32 => scan::<4>(raw, |b| u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000),
         WeightDType::F16 => scan::<2>(raw, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
         WeightDType::BF16 => scan::<2>(raw, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
+        // A block's values are its integers times its f16 scale: non-finite exactly when the scale is.
+        WeightDType::Q8_0 | WeightDType::Q4_0 => {
+            let (blocks, first) = crate::ops::blocks::non_finite_scales(raw, dtype.block_bytes());
+            (blocks * dtype.block_values(), first.map(|b| b * dtype.block_values()))
+        }
     }
 }
 
@@ -243,7 +249,7 @@ pub fn check_finite(raw: &[u8], dtype: WeightDType) -> Result<()> {
         (0, _) => Ok(()),
         (count, first) => Err(Error::Input(format!(
             "{count} of its {} values are NaN or infinite (the first at index {}): the weights are corrupt",
-            raw.len() / dtype.size_in_bytes(),
+            raw.len() / dtype.block_bytes() * dtype.block_values(),
             first.unwrap_or(0)
         ))),
     }

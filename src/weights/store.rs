@@ -2,9 +2,10 @@
 //! `VarBuilder`. After a model is built, [`WeightStore::finish`] reports any tensor the model did not use.
 
 use super::files::{ByteSource, ModelFiles, TensorBytes};
+use super::gguf;
 use super::safetensors::{check_finite, read_header, Header};
 use crate::error::{Error, Result};
-use crate::ops::{Backend, WeightDType};
+use crate::ops::{blocks, Backend, WeightDType};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -37,25 +38,33 @@ struct RandomWeights<B: Backend> {
 }
 
 impl<B: Backend> RandomWeights<B> {
-    /// Small uniform values in ±0.02 (xorshift64*), encoded as `dtype`, through the real upload path.
+    /// Small uniform values in ±0.02 (xorshift64*), encoded as `dtype`, through the real upload path. A
+    /// block type applies where the quantize command would apply it ([`blocks::can_quantize`]); other
+    /// tensors are made in f32.
     fn make(&self, shape: &[usize]) -> Result<B::Tensor> {
         let n: usize = shape.iter().product();
         let mut x = self.state.get();
-        let mut raw = Vec::with_capacity(n * self.dtype.size_in_bytes());
+        let mut values = Vec::with_capacity(n);
         for _ in 0..n {
             x ^= x >> 12;
             x ^= x << 25;
             x ^= x >> 27;
             let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-            let v = (u * 2.0 - 1.0) * 0.02;
-            match self.dtype {
-                WeightDType::F32 => raw.extend(v.to_le_bytes()),
-                WeightDType::F16 => raw.extend(half::f16::from_f32(v).to_le_bytes()),
-                WeightDType::BF16 => raw.extend(half::bf16::from_f32(v).to_le_bytes()),
-            }
+            values.push((u * 2.0 - 1.0) * 0.02);
         }
         self.state.set(x);
-        self.backend.upload_weight(&raw, self.dtype, shape)
+        let (raw, dtype) = match self.dtype {
+            WeightDType::F32 => (values.iter().flat_map(|v| v.to_le_bytes()).collect(), WeightDType::F32),
+            WeightDType::F16 => {
+                (values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(), WeightDType::F16)
+            }
+            WeightDType::BF16 => {
+                (values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(), WeightDType::BF16)
+            }
+            q if blocks::can_quantize(shape) => (blocks::quantize(q, &values, shape)?, q),
+            _ => (values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(), WeightDType::F32),
+        };
+        self.backend.upload_weight(&raw, dtype, shape)
     }
 }
 
@@ -205,8 +214,9 @@ impl<S> WeightFile<S> {
 }
 
 /// The weight files of a component folder with their headers: `{dir}/{file_stem}.safetensors.index.json`
-/// (sharded) when present, else `{dir}/{file_stem}.safetensors`. Returns the name the weights go by in
-/// error messages and the files in shard order.
+/// (sharded) when present, else `{dir}/{file_stem}.safetensors`, else `{dir}/{file_stem}.gguf` (a quantized
+/// folder, see `lambda-eclipse quantize`). Returns the name the weights go by in error messages and the
+/// files in shard order.
 pub async fn open_component<F: ModelFiles>(
     files: &F,
     dir: &str,
@@ -223,7 +233,15 @@ pub async fn open_component<F: ModelFiles>(
         }
         shards.into_iter().map(|s| format!("{dir}/{s}")).collect()
     } else {
-        vec![format!("{dir}/{file_stem}.safetensors")]
+        let single = format!("{dir}/{file_stem}.safetensors");
+        let gguf = format!("{dir}/{file_stem}.gguf");
+        if !files.exists(&single).await && files.exists(&gguf).await {
+            let source = files.open(&gguf);
+            let header = gguf::read_header(&source).await?;
+            let name = header.source_name.clone();
+            return Ok((name, vec![WeightFile { path: gguf, source, header }]));
+        }
+        vec![single]
     };
     let mut out = Vec::with_capacity(shard_paths.len());
     for path in shard_paths {

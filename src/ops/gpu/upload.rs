@@ -39,16 +39,16 @@ impl GpuBackend {
     }
 
     /// [`crate::ops::Backend::upload_weight`]: f32 and f16 matrices as stored (or per [`MatrixStorage`]),
-    /// vectors and bf16 as f32.
+    /// vectors and bf16 as f32. Block types (Q8_0, Q4_0) are dequantised here, on the host, and then kept as
+    /// an f32 weight would be (f16 with `with_f16_weights`, int8 rows with `with_int8_weights`): the values
+    /// are the CPU's exactly, but the device holds them expanded until the GEMMs read the blocks themselves.
     pub(super) fn upload_weight_as_stored(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<GpuTensor> {
-        let numel: usize = shape.iter().product();
-        if raw.len() != numel * dtype.size_in_bytes() {
-            return Err(backend_err(format!(
-                "weight of shape {shape:?} needs {} bytes, got {}",
-                numel * dtype.size_in_bytes(),
-                raw.len()
-            )));
+        dtype.check_bytes(raw.len(), shape)?;
+        if dtype.is_quantized() {
+            let values = dtype.to_f32(raw);
+            return self.upload_weight_as_stored(bytemuck::cast_slice(&values), WeightDType::F32, shape);
         }
+        let numel: usize = shape.iter().product();
         let what = format!("weight of shape {shape:?}");
         if self.matrices == MatrixStorage::Int8 && shape.len() >= 2 {
             return self.upload_int8(&Int8Rows::quantize(&dtype.to_f32(raw), shape[0]), shape, &what);
@@ -72,6 +72,9 @@ impl GpuBackend {
                 let v: Vec<f32> =
                     raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
                 (bytemuck::cast_slice::<f32, u8>(&v).to_vec().into(), GpuDType::F32)
+            }
+            WeightDType::Q8_0 | WeightDType::Q4_0 => {
+                return Err(backend_err(format!("{what}: {} blocks reached the f32 upload", dtype.name())))
             }
         };
         u32_of(numel, "element count")?;

@@ -1,0 +1,249 @@
+//! `lambda-eclipse quantize`: a model folder → the same folder with each component's weights in a GGUF file
+//! whose weight matrices are in a ggml block type (Q8_0 or Q4_0). Configs, tokenizer, image processor and
+//! scheduler files are copied, so the result is a model folder every loader of the engine reads as it reads
+//! the original (`{dir}/{stem}.gguf` where `{dir}/{stem}.safetensors` was; see `weights::open_component`).
+//!
+//! Which tensors get blocks: weights of the matrix products (`linear`, `conv2d` kernels, the token
+//! embedding table), i.e. a `*.weight` of rank ≥ 2 whose rows are whole blocks of 32. Kept as stored (f32,
+//! f16, bf16): biases and norms (vectors), position embeddings (added to activations, never multiplied, and
+//! small), and any matrix whose rows are not whole blocks — as llama.cpp's converters do.
+//!
+//! A component is converted in memory one at a time: its quantised tensors are held until the GGUF is
+//! written (candle's writer takes them all at once), so the peak is about the component's output size plus
+//! one original tensor.
+
+use crate::error::{Error, Result};
+use crate::ops::blocks;
+use crate::ops::WeightDType;
+use crate::weights::gguf::{self, SHAPES_KEY};
+use crate::weights::{ByteSource, DirFiles, ModelFiles};
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What one weight file became.
+#[derive(Clone, Debug)]
+pub struct FileReport {
+    /// Path of the GGUF relative to the output folder, e.g. `text_encoder/model.gguf`.
+    pub path: String,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub tensors_quantized: usize,
+    pub tensors_kept: usize,
+    /// Root-mean-square error of the quantised weights over all their values, relative to their RMS.
+    pub relative_rms_error: f64,
+    /// The tensor with the largest relative RMS error, and that error.
+    pub worst: Option<(String, f64)>,
+}
+
+/// What the whole folder became.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub files: Vec<FileReport>,
+    /// Files copied unchanged (configs, tokenizer, ...), relative paths.
+    pub copied: Vec<String>,
+    /// Files left out (other weight formats such as `*.bin`), relative paths.
+    pub skipped: Vec<String>,
+}
+
+/// Whether a tensor of the original gets blocks (see the module's documentation).
+pub fn gets_blocks(name: &str, dtype: WeightDType, shape: &[usize]) -> bool {
+    !dtype.is_quantized() && name.ends_with("weight") && !name.contains("position") && blocks::can_quantize(shape)
+}
+
+/// Converts the model folder `model` into `out` (created; must not exist or be empty) with weight matrices
+/// in `dtype` (`Q8_0` or `Q4_0`). `on_file(path)` is called as each weight file starts. The folder is
+/// written as `.{out}.partial` beside `out` and renamed when complete: a failed run (a corrupt original, a
+/// full disk) leaves no half-written model that would load.
+pub fn quantize_folder(model: &Path, out: &Path, dtype: WeightDType, on_file: impl FnMut(&str)) -> Result<Report> {
+    blocks::ggml_dtype(dtype)?;
+    if !model.is_dir() {
+        return Err(Error::io(model.display(), "not a folder"));
+    }
+    if out.exists() && std::fs::read_dir(out).map_err(|e| Error::io(out.display(), e))?.next().is_some() {
+        return Err(Error::io(out.display(), "the output folder exists and is not empty"));
+    }
+    let name = out.file_name().ok_or_else(|| Error::io(out.display(), "not a folder name"))?;
+    let partial = out.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(partial.display(), e))?;
+    }
+    let result = convert_folder(model, &partial, dtype, on_file);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+        return result;
+    }
+    if out.exists() {
+        std::fs::remove_dir(out).map_err(|e| Error::io(out.display(), e))?;
+    }
+    std::fs::rename(&partial, out).map_err(|e| Error::io(out.display(), e))?;
+    result
+}
+
+fn convert_folder(model: &Path, out: &Path, dtype: WeightDType, mut on_file: impl FnMut(&str)) -> Result<Report> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
+    let mut report = Report::default();
+    let mut files = Vec::new();
+    walk(model, Path::new(""), &mut files)?;
+    // Shards listed by an index are converted through it (one GGUF for the component), not one by one.
+    let mut sharded = Vec::new();
+    for rel in &files {
+        if rel.to_string_lossy().ends_with(".safetensors.index.json") {
+            let text = std::fs::read_to_string(model.join(rel)).map_err(|e| Error::io(rel.display(), e))?;
+            let index: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::config(rel.display(), format!("invalid shard index: {e}")))?;
+            let dir = rel.parent().unwrap_or(Path::new(""));
+            if let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) {
+                sharded.extend(map.values().filter_map(|v| v.as_str()).map(|s| dir.join(s)));
+            }
+        }
+    }
+    for rel in files {
+        let name = rel.to_string_lossy().replace('\\', "/");
+        if sharded.contains(&rel) {
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".safetensors.index.json") {
+            on_file(&name);
+            report.files.push(convert(model, out, &name, stem, dtype)?);
+        } else if let Some(stem) = name.strip_suffix(".safetensors") {
+            on_file(&name);
+            report.files.push(convert(model, out, &name, stem, dtype)?);
+        } else if [".bin", ".pt", ".pth", ".ckpt", ".onnx", ".gguf", ".msgpack", ".h5"]
+            .iter()
+            .any(|e| name.ends_with(e))
+        {
+            report.skipped.push(name);
+        } else {
+            let to = out.join(&rel);
+            create_parent(&to)?;
+            std::fs::copy(model.join(&rel), &to).map_err(|e| Error::io(to.display(), e))?;
+            report.copied.push(name);
+        }
+    }
+    if report.files.is_empty() {
+        return Err(Error::io(model.display(), "no safetensors weights found in the folder"));
+    }
+    Ok(report)
+}
+
+/// Relative paths of the files under `dir` (hidden entries such as `.git` left out), sorted.
+fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let dir = root.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(dir.display(), e))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(dir.display(), e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = rel.join(&name);
+        if entry.file_type().map_err(|e| Error::io(path.display(), e))?.is_dir() {
+            walk(root, &path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
+    }
+    Ok(())
+}
+
+/// One component's weights (`{stem}.safetensors` or its shard index) → `{stem}.gguf`.
+fn convert(model: &Path, out: &Path, rel: &str, stem: &str, dtype: WeightDType) -> Result<FileReport> {
+    let files = DirFiles::new(model);
+    let (dir, file_stem) = match stem.rsplit_once('/') {
+        Some((d, s)) => (d.to_string(), s.to_string()),
+        None => (String::new(), stem.to_string()),
+    };
+    let weight_files = pollster::block_on(crate::weights::open_component(&files, &dir, &file_stem))?.1;
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut shapes = BTreeMap::new();
+    let (mut bytes_before, mut quantized, mut kept) = (0u64, 0usize, 0usize);
+    let (mut err_sq, mut ref_sq) = (0f64, 0f64);
+    let mut worst: Option<(String, f64)> = None;
+    for file in &weight_files {
+        bytes_before += pollster::block_on(file.source.len())?;
+        for entry in &file.header.tensors {
+            let raw = pollster::block_on(file.source.read_range(entry.offset, entry.len))?;
+            crate::weights::safetensors::check_finite(&raw, entry.dtype)
+                .map_err(|e| Error::weights(&file.header.source_name, format!("tensor `{}`: {e}", entry.name)))?;
+            let values = entry.dtype.to_f32(&raw);
+            let shape = entry.shape.clone();
+            let stored = if gets_blocks(&entry.name, entry.dtype, &shape) {
+                let matrix = (shape[0], shape[1..].iter().product::<usize>());
+                let q =
+                    QTensor::quantize(&Tensor::from_slice(&values, matrix, &Device::Cpu)?, blocks::ggml_dtype(dtype)?)?;
+                let back = dtype.to_f32(&q.data()?);
+                let (e, r) = values
+                    .iter()
+                    .zip(&back)
+                    .fold((0f64, 0f64), |(e, r), (&a, &b)| (e + f64::from(a - b).powi(2), r + f64::from(a).powi(2)));
+                err_sq += e;
+                ref_sq += r;
+                let rel_err = if r > 0.0 { (e / r).sqrt() } else { 0.0 };
+                if worst.as_ref().is_none_or(|(_, w)| rel_err > *w) {
+                    worst = Some((entry.name.clone(), rel_err));
+                }
+                quantized += 1;
+                if shape.len() != 2 {
+                    shapes.insert(entry.name.clone(), shape.clone());
+                }
+                q
+            } else {
+                kept += 1;
+                let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?;
+                // Kept as stored: f16 stays f16, f32 stays f32 (bf16 as f32: exact, and GGUF readers vary on it).
+                let ggml = if entry.dtype == WeightDType::F16 { GgmlDType::F16 } else { GgmlDType::F32 };
+                QTensor::quantize(&t, ggml)?
+            };
+            tensors.push((entry.name.clone(), stored));
+        }
+    }
+    let out_rel = format!("{stem}.gguf");
+    let path = out.join(&out_rel);
+    create_parent(&path)?;
+    let shapes_json = Value::String(serde_json::to_string(&shapes).map_err(|e| Error::Input(e.to_string()))?);
+    let arch = Value::String("lambda-eclipse".into());
+    let source = Value::String(rel.to_string());
+    let version = Value::U32(2);
+    let metadata: Vec<(&str, &Value)> = vec![
+        ("general.architecture", &arch),
+        ("general.quantization_version", &version),
+        ("lambda_eclipse.source", &source),
+        (SHAPES_KEY, &shapes_json),
+    ];
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(path.display(), e))?);
+    gguf_file::write(&mut file, &metadata, &refs).map_err(|e| Error::io(path.display(), e))?;
+    drop(refs);
+    drop(tensors);
+    std::io::Write::flush(&mut file).map_err(|e| Error::io(path.display(), e))?;
+    drop(file);
+    // Read back through the engine's own reader: the file must pass every check a load makes.
+    let written = DirFiles::new(out);
+    let header = pollster::block_on(gguf::read_header(&written.open(&out_rel)))?;
+    let bytes_after = std::fs::metadata(&path).map_err(|e| Error::io(path.display(), e))?.len();
+    if header.tensors.len() != quantized + kept {
+        return Err(Error::weights(&out_rel, "the written file does not list every tensor"));
+    }
+    Ok(FileReport {
+        path: out_rel,
+        bytes_before,
+        bytes_after,
+        tensors_quantized: quantized,
+        tensors_kept: kept,
+        relative_rms_error: if ref_sq > 0.0 { (err_sq / ref_sq).sqrt() } else { 0.0 },
+        worst,
+    })
+}
