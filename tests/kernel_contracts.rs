@@ -55,6 +55,8 @@ fn wgsl_type(module: &Module, ty: naga::Handle<naga::Type>) -> Option<WgslType> 
     match module.types[ty].inner {
         TypeInner::Scalar(Scalar::U32) => Some(WgslType::U32),
         TypeInner::Scalar(Scalar::F32) => Some(WgslType::F32),
+        TypeInner::Scalar(Scalar::BOOL) => Some(WgslType::Bool),
+        TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 } => Some(WgslType::Vec3U32),
         TypeInner::Vector { size: VectorSize::Quad, scalar: Scalar::F32 } => Some(WgslType::Vec4F32),
         _ => None,
     }
@@ -93,8 +95,9 @@ fn rust_params(layout: &ParamsLayout) -> (Vec<(String, ParamType, usize)>, usize
 #[test]
 fn every_kernel_variant_validates_and_its_params_match_the_rust_struct() {
     let kernels = Kernel::all();
-    // 15 single kernels + the GEMM's 4 weight readers × 3 input readers × 2 tilings.
-    assert_eq!(kernels.len(), 15 + 4 * 3 * 2);
+    // 16 single kernels + the GEMM's 6 weight readers (f32, packed f16, native f16, int8, Q8_0, Q4_0) × 3 input
+    // readers × 2 tilings.
+    assert_eq!(kernels.len(), 16 + 6 * 3 * 2);
     for kernel in kernels {
         let module = parse_and_validate(kernel);
         let layout = kernel.params();

@@ -145,14 +145,38 @@ fn the_cpu_reads_blocks_as_the_host_dequantises_them_and_multiplies_without_expa
 
 #[cfg(feature = "gpu")]
 #[test]
-fn the_gpu_dequantises_blocks_to_the_cpus_values_exactly() {
+fn the_gpu_keeps_the_files_blocks_and_dequantises_them_to_the_cpus_values_exactly() {
+    use lambda_eclipse::ops::Activation::Identity;
     let Some(gpu) = open_gpu_or_skip() else { return };
     let cpu = CpuBackend::new();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    fn read<B: Backend>(be: &B, t: &B::Tensor) -> Vec<f32> {
+        pollster::block_on(be.read_f32(t)).unwrap()
+    }
     for (dtype, raw, shape) in block_weights() {
-        let on_gpu = pollster::block_on(gpu.read_f32(&gpu.upload_weight(&raw, dtype, &shape).unwrap())).unwrap();
+        let w = gpu.upload_weight(&raw, dtype, &shape).unwrap();
+        // On the device as the file's bytes (plus one padding word), not expanded.
+        assert!(gpu.byte_size(&w) <= raw.len() + 8, "{}: {} bytes for {}", dtype.name(), gpu.byte_size(&w), raw.len());
         let on_cpu = pollster::block_on(cpu.read_f32(&cpu.upload_weight(&raw, dtype, &shape).unwrap())).unwrap();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&on_gpu), bits(&on_cpu), "{}", dtype.name());
+        assert_eq!(bits(&read(&gpu, &w)), bits(&on_cpu), "{}", dtype.name());
+        assert_eq!(
+            bits(&read(&gpu, &gpu.gather_rows(&w, &[5, 0, 5]).unwrap())),
+            bits(&[&on_cpu[320..384], &on_cpu[..64], &on_cpu[320..384]].concat())
+        );
+        // The GEMM reading blocks computes what it computes from the same values in f32, in the same order:
+        // the four-at-a-time path ([3, 64]) and the one-at-a-time path (k = 64 through a strided view: matmul
+        // of x by the weight read transposed) alike.
+        let dense = gpu.from_f32(&on_cpu, &shape).unwrap();
+        let x: Vec<f32> = (0..3 * 64).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+        let xt = gpu.from_f32(&x, &[3, 64]).unwrap();
+        let from_blocks = read(&gpu, &gpu.linear(&xt, &w, None, Identity).unwrap());
+        let from_values = read(&gpu, &gpu.linear(&xt, &dense, None, Identity).unwrap());
+        assert_eq!(bits(&from_blocks), bits(&from_values), "{} linear", dtype.name());
+        let y: Vec<f32> = (0..5 * 8).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let yt = gpu.from_f32(&y, &[5, 8]).unwrap();
+        let from_blocks = read(&gpu, &gpu.matmul(&yt, &w).unwrap());
+        let from_values = read(&gpu, &gpu.matmul(&yt, &dense).unwrap());
+        assert_eq!(bits(&from_blocks), bits(&from_values), "{} matmul", dtype.name());
     }
 }
 

@@ -16,15 +16,27 @@ pub enum GpuDType {
     /// Signed bytes packed four per u32, element 4i in the low byte; value = q · scale of its row
     /// ([`Int8Scales`]).
     I8,
+    /// ggml's Q8_0 blocks as the GGUF file stores them (34 bytes per 32 values along each row; the row is
+    /// everything after the first dimension). Read by the GEMM and dequantize_blocks.wgsl.
+    Q8_0,
+    /// ggml's Q4_0 blocks (18 bytes per 32 values), as Q8_0.
+    Q4_0,
 }
 
 impl GpuDType {
-    pub(super) fn size_in_bytes(self) -> usize {
+    /// Bytes of one row of `row_elems` elements (whole blocks for the block types).
+    pub(super) fn row_bytes(self, row_elems: usize) -> usize {
         match self {
-            GpuDType::F32 => 4,
-            GpuDType::F16 => 2,
-            GpuDType::I8 => 1,
+            GpuDType::F32 => 4 * row_elems,
+            GpuDType::F16 => 2 * row_elems,
+            GpuDType::I8 => row_elems,
+            GpuDType::Q8_0 => row_elems / 32 * 34,
+            GpuDType::Q4_0 => row_elems / 32 * 18,
         }
+    }
+
+    pub(super) fn is_blocks(self) -> bool {
+        matches!(self, GpuDType::Q8_0 | GpuDType::Q4_0)
     }
 }
 
@@ -69,6 +81,10 @@ impl GpuTensor {
     }
     pub(super) fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+    /// Elements per row of the first dimension.
+    pub(super) fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
     }
     pub(super) fn is_split(&self) -> bool {
         !self.chunks.is_empty()

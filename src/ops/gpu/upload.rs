@@ -39,14 +39,21 @@ impl GpuBackend {
     }
 
     /// [`crate::ops::Backend::upload_weight`]: f32 and f16 matrices as stored (or per [`MatrixStorage`]),
-    /// vectors and bf16 as f32. Block types (Q8_0, Q4_0) are dequantised here, on the host, and then kept as
-    /// an f32 weight would be (f16 with `with_f16_weights`, int8 rows with `with_int8_weights`): the values
-    /// are the CPU's exactly, but the device holds them expanded until the GEMMs read the blocks themselves.
+    /// vectors and bf16 as f32. Block types (Q8_0, Q4_0) are kept as the file stores them, whatever the
+    /// matrix storage asks (they are smaller than f16 and int8 rows): the GEMM dequantises them as it loads
+    /// its tiles, other ops get an f32 copy (dequantize_blocks.wgsl).
     pub(super) fn upload_weight_as_stored(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<GpuTensor> {
         dtype.check_bytes(raw.len(), shape)?;
         if dtype.is_quantized() {
-            let values = dtype.to_f32(raw);
-            return self.upload_weight_as_stored(bytemuck::cast_slice(&values), WeightDType::F32, shape);
+            let gpu_dtype = if dtype == WeightDType::Q8_0 { GpuDType::Q8_0 } else { GpuDType::Q4_0 };
+            let what = format!("{} weight of shape {shape:?}", dtype.name());
+            u32_of(shape.iter().product(), "element count")?;
+            // Four zero bytes more: a kernel reading four values at once reads the word after theirs.
+            let padded = [raw, &[0u8; 4]].concat();
+            if padded.len() as u64 <= self.inner.max_tensor_bytes {
+                return Ok(GpuTensor::new(self.upload(&padded, &what)?, shape, gpu_dtype));
+            }
+            return self.upload_split(raw, shape, gpu_dtype, &what);
         }
         let numel: usize = shape.iter().product();
         let what = format!("weight of shape {shape:?}");
@@ -102,26 +109,31 @@ impl GpuBackend {
     fn upload_split(&self, bytes: &[u8], shape: &[usize], dtype: GpuDType, what: &str) -> Result<GpuTensor> {
         let rows = shape.first().copied().unwrap_or(1);
         let row_elems: usize = shape.iter().skip(1).product::<usize>().max(1);
-        let elem_bytes = dtype.size_in_bytes();
+        let row_bytes = dtype.row_bytes(row_elems);
         let max = self.inner.max_tensor_bytes as usize;
-        let mut rows_per_chunk = (max / (row_elems * elem_bytes)).min(rows);
+        // Block chunks start at a row (their kernels count blocks from there) and get four bytes of padding.
+        let room = if dtype.is_blocks() { max.saturating_sub(4) } else { max };
+        let mut rows_per_chunk = (room / row_bytes.max(1)).min(rows);
         // Packed f16 chunks must start on a u32 boundary: an even element count per chunk.
         if dtype == GpuDType::F16 && row_elems % 2 == 1 {
             rows_per_chunk -= rows_per_chunk % 2;
         }
         if rows_per_chunk == 0 {
             return Err(backend_err(format!(
-                "{what}: one row of {} bytes is above the {max}-byte binding limit, so it cannot be split by rows",
-                row_elems * elem_bytes
+                "{what}: one row of {row_bytes} bytes is above the {max}-byte binding limit, so it cannot be split by rows"
             )));
         }
-        let row_bytes = row_elems * elem_bytes;
         let mut chunks = Vec::new();
         let mut first_row = 0;
         while first_row < rows {
             let n = rows_per_chunk.min(rows - first_row);
             let part = &bytes[first_row * row_bytes..(first_row + n) * row_bytes];
-            let buf = Arc::new(self.upload(part, &format!("{what} rows {first_row}..{}", first_row + n))?);
+            let label = format!("{what} rows {first_row}..{}", first_row + n);
+            let buf = Arc::new(if dtype.is_blocks() {
+                self.upload(&[part, &[0u8; 4]].concat(), &label)?
+            } else {
+                self.upload(part, &label)?
+            });
             chunks.push(RowChunk { first_row, rows: n, buf });
             first_row += n;
         }

@@ -33,6 +33,8 @@ pub struct Binding {
 pub enum WgslType {
     U32,
     F32,
+    Bool,
+    Vec3U32,
     Vec4F32,
 }
 

@@ -109,6 +109,8 @@ kernel_params! {
     UnpackF16Params { count: u32, src_off: u32, dst_off: u32, _pad: u32 }
     /// dequantize_i8.wgsl
     DequantizeI8Params { count: u32, row_len: u32, _pad0: u32, _pad1: u32 }
+    /// dequantize_blocks.wgsl
+    DequantizeBlocksParams { rows: u32, cols: u32, q4: u32, _pad0: u32 }
     /// image_patches.wgsl
     ImagePatchesParams { h: u32, w: u32, patch_size: u32, grid_w: u32, cols: u32, count: u32, _pad0: u32, _pad1: u32 }
     /// group_norm.wgsl

@@ -11,11 +11,11 @@
 //! four-at-a-time path because it binds `w` with a wider element type.
 
 use super::params::{
-    ActivationParams, AttentionParams, AvgPool2x2Params, CopyColsParams, DequantizeI8Params, ElementwisePairParams,
-    GatherRowsParams, GemmParams, GroupNormParams, ImagePatchesParams, KernelParams, LayerNormParams, ParamsLayout,
-    ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams, UnpackF16Params,
+    ActivationParams, AttentionParams, AvgPool2x2Params, CopyColsParams, DequantizeBlocksParams, DequantizeI8Params,
+    ElementwisePairParams, GatherRowsParams, GemmParams, GroupNormParams, ImagePatchesParams, KernelParams,
+    LayerNormParams, ParamsLayout, ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams, UnpackF16Params,
 };
-use super::WgslType::{Vec4F32, F32, U32};
+use super::WgslType::{Bool, Vec3U32, Vec4F32, F32, U32};
 use super::{func, read, write, Binding, Fragment, Function, P};
 
 /// A fragment from its file, with its contract.
@@ -35,6 +35,14 @@ const ACTIVATION_FNS: Fragment = fragment!("activation_fns.wgsl", binds: [], pro
 const INT8_FNS: Fragment = fragment!("int8_fns.wgsl", binds: [], provides: [
     func("int8_at", &[U32, U32], Some(F32)),
     func("int8x4", &[U32], Some(Vec4F32))
+]);
+
+const BLOCKS_FNS: Fragment = fragment!("blocks_fns.wgsl", binds: [], provides: [
+    func("block_bytes", &[U32, U32, Bool], Some(Vec3U32)),
+    func("half_at", &[U32, U32], Some(F32)),
+    func("word_at", &[U32, U32, U32], Some(U32)),
+    func("block_q", &[U32, U32, U32, Bool], Some(F32)),
+    func("block_q4", &[U32, U32, Bool], Some(Vec4F32))
 ]);
 
 // ---- The tiled GEMM ----
@@ -84,6 +92,12 @@ const READ_F16_NATIVE: WeightReader = WeightReader {
 };
 const GEMM_W_I8: Fragment = fragment!("gemm_w_i8.wgsl", binds: [W, read(5, "w_scales")], provides: [LOAD_W, LOAD_W4]);
 const READ_I8: WeightReader = WeightReader { scalar: &GEMM_W_I8, vec4: &GEMM_W_I8, helpers: &[&INT8_FNS] };
+const GEMM_W_Q8_0: Fragment = fragment!("gemm_w_q8_0.wgsl", binds: [W], provides: [LOAD_W, LOAD_W4]);
+const READ_Q8_0: WeightReader =
+    WeightReader { scalar: &GEMM_W_Q8_0, vec4: &GEMM_W_Q8_0, helpers: &[&INT8_FNS, &BLOCKS_FNS] };
+const GEMM_W_Q4_0: Fragment = fragment!("gemm_w_q4_0.wgsl", binds: [W], provides: [LOAD_W, LOAD_W4]);
+const READ_Q4_0: WeightReader =
+    WeightReader { scalar: &GEMM_W_Q4_0, vec4: &GEMM_W_Q4_0, helpers: &[&INT8_FNS, &BLOCKS_FNS] };
 
 /// How the tiled GEMM reads its right operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,10 +109,21 @@ pub enum GemmWeight {
     F16Native,
     /// int8 four per u32 with per-row scales, dequantised in the load.
     Int8,
+    /// ggml Q8_0 blocks as the file stores them, dequantised in the load.
+    Q8_0,
+    /// ggml Q4_0 blocks as the file stores them, dequantised in the load.
+    Q4_0,
 }
 
 impl GemmWeight {
-    pub const ALL: [GemmWeight; 4] = [GemmWeight::F32, GemmWeight::F16Packed, GemmWeight::F16Native, GemmWeight::Int8];
+    pub const ALL: [GemmWeight; 6] = [
+        GemmWeight::F32,
+        GemmWeight::F16Packed,
+        GemmWeight::F16Native,
+        GemmWeight::Int8,
+        GemmWeight::Q8_0,
+        GemmWeight::Q4_0,
+    ];
 
     pub fn reader(self) -> &'static WeightReader {
         match self {
@@ -106,6 +131,8 @@ impl GemmWeight {
             GemmWeight::F16Packed => &READ_F16_PACKED,
             GemmWeight::F16Native => &READ_F16_NATIVE,
             GemmWeight::Int8 => &READ_I8,
+            GemmWeight::Q8_0 => &READ_Q8_0,
+            GemmWeight::Q4_0 => &READ_Q4_0,
         }
     }
 }
@@ -176,6 +203,8 @@ const SCALE_SHIFT: Fragment = fragment!("scale_shift.wgsl",
 const UNPACK_F16: Fragment = fragment!("unpack_f16.wgsl", binds: [P, read(1, "src"), write(2, "dst")], provides: []);
 const DEQUANTIZE_I8: Fragment = fragment!("dequantize_i8.wgsl",
     binds: [P, read(1, "q"), read(2, "scales"), write(3, "dst")], provides: []);
+const DEQUANTIZE_BLOCKS: Fragment = fragment!("dequantize_blocks.wgsl",
+    binds: [P, read(1, "table"), read(2, "ids"), write(3, "y")], provides: []);
 const GATHER_ROWS: Fragment = fragment!("gather_rows.wgsl",
     binds: [P, read(1, "table"), read(2, "ids"), write(3, "y"), read(4, "scales")], provides: []);
 const COPY_COLS: Fragment = fragment!("copy_cols.wgsl", binds: [P, read(1, "x"), write(2, "y")], provides: []);
@@ -198,6 +227,7 @@ pub enum Kernel {
     GatherRows,
     UnpackF16,
     DequantizeI8,
+    DequantizeBlocks,
     ImagePatches,
     SoftmaxRows,
     GroupNorm,
@@ -219,6 +249,7 @@ impl Kernel {
             Kernel::GatherRows,
             Kernel::UnpackF16,
             Kernel::DequantizeI8,
+            Kernel::DequantizeBlocks,
             Kernel::ImagePatches,
             Kernel::SoftmaxRows,
             Kernel::GroupNorm,
@@ -249,6 +280,7 @@ impl Kernel {
             Kernel::GatherRows => "gather_rows",
             Kernel::UnpackF16 => "unpack_f16",
             Kernel::DequantizeI8 => "dequantize_i8",
+            Kernel::DequantizeBlocks => "dequantize_blocks",
             Kernel::ImagePatches => "image_patches",
             Kernel::SoftmaxRows => "softmax_rows",
             Kernel::GroupNorm => "group_norm",
@@ -288,6 +320,7 @@ impl Kernel {
             Kernel::GatherRows => vec![&INT8_FNS, &GATHER_ROWS],
             Kernel::UnpackF16 => vec![&UNPACK_F16],
             Kernel::DequantizeI8 => vec![&INT8_FNS, &DEQUANTIZE_I8],
+            Kernel::DequantizeBlocks => vec![&INT8_FNS, &BLOCKS_FNS, &DEQUANTIZE_BLOCKS],
             Kernel::ImagePatches => vec![&IMAGE_PATCHES],
             Kernel::SoftmaxRows => vec![&ACTIVATION_FNS, &SOFTMAX_ROWS],
             Kernel::GroupNorm => vec![&GROUP_NORM],
@@ -327,6 +360,7 @@ impl Kernel {
             Kernel::GatherRows => &GatherRowsParams::LAYOUT,
             Kernel::UnpackF16 => &UnpackF16Params::LAYOUT,
             Kernel::DequantizeI8 => &DequantizeI8Params::LAYOUT,
+            Kernel::DequantizeBlocks => &DequantizeBlocksParams::LAYOUT,
             Kernel::ImagePatches => &ImagePatchesParams::LAYOUT,
             Kernel::SoftmaxRows => &SoftmaxRowsParams::LAYOUT,
             Kernel::GroupNorm => &GroupNormParams::LAYOUT,

@@ -4,7 +4,8 @@
 
 use crate::error::Result;
 use crate::ops::gpu::kernels::params::{
-    activation_code, ActivationParams, DequantizeI8Params, ElementwisePairParams, ScaleShiftParams, UnpackF16Params,
+    activation_code, ActivationParams, DequantizeBlocksParams, DequantizeI8Params, ElementwisePairParams,
+    ScaleShiftParams, UnpackF16Params,
 };
 use crate::ops::gpu::kernels::Kernel;
 use crate::ops::gpu::tensor::{dims2, GpuDType, GpuTensor};
@@ -116,6 +117,33 @@ impl GpuBackend {
                 Ok(out)
             }
             (GpuDType::I8, None) => Err(backend_err("int8 tensor without scales")),
+            (GpuDType::Q8_0 | GpuDType::Q4_0, _) => {
+                let out = self.alloc_f32(&t.shape, "dequantised block tensor")?;
+                let rows: Vec<u32> = (0..u32_of(t.shape.first().copied().unwrap_or(1), "rows")?).collect();
+                self.dequantize_rows(t, &rows, &out)?;
+                Ok(out)
+            }
         }
+    }
+
+    /// `out [ids.len(), row_len] = rows ids of the block tensor t` as f32 (dequantize_blocks.wgsl).
+    pub(in crate::ops::gpu) fn dequantize_rows(
+        &self,
+        t: &GpuTensor,
+        ids: &[u32],
+        out: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        let n = ids.len() * t.row_len();
+        if n > 0 {
+            let ids_buf = self.upload(bytemuck::cast_slice(ids), "dequantised rows")?;
+            let params = DequantizeBlocksParams {
+                rows: u32_of(ids.len(), "rows")?,
+                cols: u32_of(t.row_len(), "cols")?,
+                q4: (t.dtype == GpuDType::Q4_0) as u32,
+                ..Default::default()
+            };
+            self.dispatch(Kernel::DequantizeBlocks, &params, &[t.buffer(), &ids_buf, out.buffer()], self.groups_1d(n));
+        }
+        Ok(out.clone())
     }
 }

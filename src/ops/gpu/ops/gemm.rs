@@ -132,10 +132,13 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         GpuDType::F16 if be.inner.shader_f16 => GemmWeight::F16Native,
         GpuDType::F16 => GemmWeight::F16Packed,
         GpuDType::I8 => GemmWeight::Int8,
+        GpuDType::Q8_0 => GemmWeight::Q8_0,
+        GpuDType::Q4_0 => GemmWeight::Q4_0,
     };
     let (scales, w_row_len) = match (weight, g.w_scales) {
         (GemmWeight::Int8, Some(s)) => (Some(&s.buf), s.row_len),
         (GemmWeight::Int8, None) => return Err(backend_err("int8 GEMM weight without scales")),
+        (GemmWeight::Q8_0 | GemmWeight::Q4_0, _) => (None, g.w_row_len),
         _ => (None, 0),
     };
     let (conv_h, conv_w, conv_cin, conv_ks) = g.conv.unwrap_or((0, 0, 0, 0));
@@ -204,6 +207,8 @@ pub struct Gemm<'a> {
     pub w_dtype: GpuDType,
     /// An int8 weight's scales, and the row of `w`'s first element among them (a split weight's chunk).
     pub w_scales: Option<&'a Int8Scales>,
+    /// A block weight's row length (the blocks run along rows of the stored matrix).
+    pub w_row_len: usize,
     pub w_scale_off: usize,
     pub w_sn: usize,
     pub w_sk: usize,
@@ -237,6 +242,7 @@ impl<'a> Gemm<'a> {
             w: w.buffer(),
             w_dtype: w.dtype,
             w_scales: w.scales.as_deref(),
+            w_row_len: w.row_len(),
             w_scale_off: 0,
             w_sn: k,
             w_sk: 1,

@@ -19,6 +19,10 @@ pub fn gather_rows(be: &GpuBackend, table: &GpuTensor, ids: &[u32]) -> Result<Gp
         return Ok(out);
     }
     let ids_buf = be.upload(bytemuck::cast_slice(ids), "gather_rows ids")?;
+    if table.dtype.is_blocks() {
+        be.check_whole(table, "gather_rows")?;
+        return be.dequantize_rows(table, ids, &out);
+    }
     let (table_type, scales) = match (table.dtype, &table.scales) {
         (GpuDType::F32, _) => (0, &be.inner.dummy),
         (GpuDType::F16, _) => (1, &be.inner.dummy),
@@ -26,6 +30,7 @@ pub fn gather_rows(be: &GpuBackend, table: &GpuTensor, ids: &[u32]) -> Result<Gp
         (GpuDType::I8, _) => {
             return Err(backend_err(format!("gather_rows: int8 table {:?} without per-row scales", table.shape)))
         }
+        (GpuDType::Q8_0 | GpuDType::Q4_0, _) => return Err(backend_err("gather_rows: blocks are read above")),
     };
     // One dispatch per row chunk of a split table; each writes the output rows whose id it holds.
     for (first, count, table_buf) in table.row_chunks() {
@@ -59,7 +64,11 @@ pub fn concat_rows(be: &GpuBackend, parts: &[&GpuTensor]) -> Result<GpuTensor> {
     let mut offset = 0;
     for part in parts {
         be.check_whole(part, "concat_rows")?;
-        let part = if part.dtype == GpuDType::I8 { &be.as_f32(part)? } else { *part };
+        let part = if matches!(part.dtype, GpuDType::I8 | GpuDType::Q8_0 | GpuDType::Q4_0) {
+            &be.as_f32(part)?
+        } else {
+            *part
+        };
         let n = part.numel();
         match part.dtype {
             GpuDType::F32 if n > 0 => be.record(|enc| {
@@ -73,7 +82,9 @@ pub fn concat_rows(be: &GpuBackend, parts: &[&GpuTensor]) -> Result<GpuTensor> {
             }),
             GpuDType::F32 => {}
             GpuDType::F16 => be.unpack_into(part, 0, &out, offset, n)?,
-            GpuDType::I8 => return Err(backend_err("concat_rows: an int8 part was not dequantised")),
+            GpuDType::I8 | GpuDType::Q8_0 | GpuDType::Q4_0 => {
+                return Err(backend_err("concat_rows: a quantised part was not dequantised"))
+            }
         }
         offset += n;
     }
@@ -86,7 +97,7 @@ pub fn slice_rows(be: &GpuBackend, x: &GpuTensor, start: usize, len: usize) -> R
         return Err(backend_err(format!("slice_rows: rows {start}..{} out of range for {:?}", start + len, x.shape)));
     }
     be.check_whole(x, "slice_rows")?;
-    let x = if x.dtype == GpuDType::I8 { &be.as_f32(x)? } else { x };
+    let x = if matches!(x.dtype, GpuDType::I8 | GpuDType::Q8_0 | GpuDType::Q4_0) { &be.as_f32(x)? } else { x };
     let row: usize = x.shape[1..].iter().product();
     let mut shape = x.shape.clone();
     shape[0] = len;
@@ -104,7 +115,9 @@ pub fn slice_rows(be: &GpuBackend, x: &GpuTensor, start: usize, len: usize) -> R
         }),
         GpuDType::F32 => {}
         GpuDType::F16 => be.unpack_into(x, start * row, &out, 0, n)?,
-        GpuDType::I8 => return Err(backend_err("slice_rows: an int8 tensor was not dequantised")),
+        GpuDType::I8 | GpuDType::Q8_0 | GpuDType::Q4_0 => {
+            return Err(backend_err("slice_rows: a quantised tensor was not dequantised"))
+        }
     }
     Ok(out)
 }
@@ -113,9 +126,9 @@ pub fn reshape(x: &GpuTensor, shape: &[usize]) -> Result<GpuTensor> {
     if shape.iter().product::<usize>() != x.numel() {
         return Err(backend_err(format!("reshape: cannot view {:?} as {shape:?}", x.shape)));
     }
-    // A split weight keeps its row chunks, so only reshapes that keep the first dimension are allowed
-    // (e.g. a conv weight [out, in, kh, kw] viewed as [out, in·kh·kw]).
-    if x.is_split() && shape.first() != x.shape.first() {
+    // A split weight keeps its row chunks, and a block weight its blocks along rows, so only reshapes that
+    // keep the first dimension are allowed (e.g. a conv weight [out, in, kh, kw] viewed as [out, in·kh·kw]).
+    if (x.is_split() || x.dtype.is_blocks()) && shape.first() != x.shape.first() {
         return Err(backend_err(format!(
             "reshape: {:?} is split by rows across {} buffers; cannot view it as {shape:?}",
             x.shape,
