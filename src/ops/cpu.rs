@@ -238,7 +238,7 @@ impl Backend for CpuBackend {
         let cin = feature_map(x, height, width, "conv2d")?;
         check_rank(weight, 2, "conv2d")?;
         let (cout, wk) = weight.dims2()?;
-        if kernel % 2 == 0 || wk != cin * kernel * kernel {
+        if kernel.is_multiple_of(2) || wk != cin * kernel * kernel {
             return Err(Error::Backend(format!(
                 "conv2d: weight {:?} does not fit {cin} input channels and an odd kernel {kernel}",
                 weight.dims()
@@ -339,7 +339,7 @@ impl Backend for CpuBackend {
 
     fn avg_pool_2x2(&self, x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
         let c = feature_map(x, height, width, "avg_pool_2x2")?;
-        if height % 2 != 0 || width % 2 != 0 {
+        if !height.is_multiple_of(2) || !width.is_multiple_of(2) {
             return Err(Error::Backend(format!("avg_pool_2x2: {height}×{width} is not even")));
         }
         let v = host(x)?;
