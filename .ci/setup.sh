@@ -21,6 +21,10 @@ if ! cargo fmt --version >/dev/null 2>&1; then
   echo "== rustup component add rustfmt"
   rustup component add rustfmt
 fi
+if ! cargo clippy --version >/dev/null 2>&1; then
+  echo "== rustup component add clippy"
+  rustup component add clippy
+fi
 if ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
   echo "== rustup target add wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown

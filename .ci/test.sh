@@ -10,6 +10,15 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 echo "== formatting (cargo fmt --check; rustfmt.toml: 120 columns)"
 cargo fmt --check
 
+echo "== clippy (-D warnings; every feature combination's lib, tests with default features)"
+# Each cfg is linted on and off: default features (cli, gpu) with --all-targets (the lib, its unit tests, the
+# CLI, every tests/*.rs); the lib without cli and gpu (the stand-in `ops::gpu`); the wasm32 lib with gpu and the
+# in-browser tests, which are empty natively. The other combinations only mix this code (feature-matrix.sh).
+cargo clippy --quiet --all-targets -- -D warnings
+cargo clippy --quiet --lib --no-default-features -- -D warnings
+cargo clippy --quiet --target wasm32-unknown-unknown --no-default-features --features gpu \
+  --lib --test wasm_golden --test wasm_decoder --test wasm_api -- -D warnings
+
 echo "== native tests"
 cargo test --quiet
 

@@ -340,7 +340,8 @@ fn a_failed_write_keeps_the_previous_output_and_leaves_no_temporary_file() {
     let endpoint = canned_server(http_reply("image/png", &png), 2);
 
     // (name, output file, command writing it)
-    let commands: Vec<(&str, &str, Box<dyn Fn(&Path) -> Command>)> = vec![
+    type MakeCommand<'a> = Box<dyn Fn(&Path) -> Command + 'a>;
+    let commands: Vec<(&str, &str, MakeCommand<'_>)> = vec![
         (
             "embed-text",
             "t.safetensors",

@@ -175,6 +175,8 @@ fn run_measured(mut cmd: Command) -> Run {
         });
     }
     let start = Instant::now();
+    // Reaped by `libc::wait4` below, not `Child::wait`: only `wait4` also reports the child's resource usage.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn lambda-eclipse");
     let mut stderr_pipe = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {

@@ -105,7 +105,7 @@ fn check_runs(sampler: &str) -> usize {
     let m = meta();
     let bytes = std::fs::read(fixtures().join("schedulers.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let read = |name: &str| tensor_file::read_f32(&bytes, name, "schedulers.safetensors").map(|(s, v)| (s, v)).ok();
+    let read = |name: &str| tensor_file::read_f32(&bytes, name, "schedulers.safetensors").ok();
     let mut runs: Vec<String> = st
         .names()
         .into_iter()

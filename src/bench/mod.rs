@@ -184,7 +184,7 @@ pub async fn decoder_ms<B: Backend>(
     dtype: WeightDType,
     iters: usize,
 ) -> Result<DecoderTiming> {
-    if size == 0 || size % 64 != 0 {
+    if size == 0 || !size.is_multiple_of(64) {
         return Err(crate::Error::Input(format!("bench size {size} must be a positive multiple of 64")));
     }
     let store = WeightStore::random(be.clone(), dtype, 5);

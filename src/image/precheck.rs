@@ -40,7 +40,7 @@ fn check_png_chunks(bytes: &[u8], limits: &DecodeLimits) -> Result<()> {
         let Some(data) = bytes.get(pos + 8..(pos + 8).saturating_add(len)) else { return Ok(()) };
         match kind {
             b"IDAT" => return Ok(()),
-            b"PLTE" if len == 0 || len % 3 != 0 || len > 3 * 256 => {
+            b"PLTE" if len == 0 || !len.is_multiple_of(3) || len > 3 * 256 => {
                 return Err(Error::Image(format!(
                     "corrupt PNG: its palette (PLTE chunk) is {len} bytes, not 1 to 256 RGB entries of 3 bytes"
                 )))

@@ -49,7 +49,7 @@ impl ImageProcessorConfig {
         if self.resample != 3 {
             return Err(Error::config(path, format!("resample {} is not supported (only 3 = bicubic)", self.resample)));
         }
-        if self.image_std.iter().any(|&s| s == 0.0) {
+        if self.image_std.contains(&0.0) {
             return Err(Error::config(path, "image_std has a zero"));
         }
         let (h, w) = self.crop_hw();

@@ -66,7 +66,7 @@ impl ClipVisionConfig {
     /// Checks, before any weight is read, the values that would make the tower compute nonsense or NaN.
     pub fn validate(&self, path: &str) -> Result<()> {
         validate_encoder(path, self.layer_norm_eps, self.hidden_size, self.num_attention_heads, &self.hidden_act)?;
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::config(
                 path,
                 format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size),
@@ -90,7 +90,7 @@ fn activation(name: &str) -> Result<Activation> {
 }
 
 fn check_heads(hidden: usize, heads: usize) -> Result<()> {
-    if heads == 0 || hidden % heads != 0 {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(Error::Input(format!("hidden_size {hidden} is not divisible by num_attention_heads {heads}")));
     }
     Ok(())
@@ -266,7 +266,7 @@ impl<B: Backend> ClipVisionModel<B> {
     /// `vb` is the root of a `CLIPVisionModelWithProjection` checkpoint.
     pub fn new(be: &B, vb: &Weights<B>, cfg: &ClipVisionConfig) -> Result<Self> {
         check_heads(cfg.hidden_size, cfg.num_attention_heads)?;
-        if cfg.patch_size == 0 || cfg.image_size % cfg.patch_size != 0 {
+        if cfg.patch_size == 0 || !cfg.image_size.is_multiple_of(cfg.patch_size) {
             return Err(Error::Input(format!(
                 "image_size {} is not a multiple of patch_size {}",
                 cfg.image_size, cfg.patch_size

@@ -52,7 +52,7 @@ pub struct Conv2d<B: Backend> {
 
 impl<B: Backend> Conv2d<B> {
     pub fn new(be: &B, vb: &Weights<B>, cin: usize, cout: usize, kernel: usize) -> Result<Self> {
-        if kernel % 2 == 0 {
+        if kernel.is_multiple_of(2) {
             return Err(Error::Input(format!("convolution kernel {kernel} is not odd (only 1 and 3 are supported)")));
         }
         let weight = vb.get("weight", &[cout, cin, kernel, kernel])?;
@@ -79,7 +79,7 @@ pub struct GroupNorm<B: Backend> {
 
 impl<B: Backend> GroupNorm<B> {
     pub fn new(vb: &Weights<B>, groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::Input(format!("group norm: {channels} channels cannot be split into {groups} groups")));
         }
         Ok(GroupNorm { gamma: vb.get("weight", &[channels])?, beta: vb.get("bias", &[channels])?, groups, eps })

@@ -9,7 +9,6 @@ use super::cpu::CpuBackend;
 use super::gpu::GpuBackend;
 use super::{Activation, Backend, WeightDType};
 use crate::error::{Error, Result};
-use std::future::Future;
 
 /// The CPU (candle) or the GPU (WGSL through wgpu), chosen at run time (see `ops::choice`).
 #[derive(Clone)]
@@ -115,12 +114,10 @@ impl Backend for AnyBackend {
         }
     }
 
-    fn sync(&self) -> impl Future<Output = Result<()>> {
-        async move {
-            match self {
-                AnyBackend::Cpu(b) => b.sync().await,
-                AnyBackend::Gpu(b) => b.sync().await,
-            }
+    async fn sync(&self) -> Result<()> {
+        match self {
+            AnyBackend::Cpu(b) => b.sync().await,
+            AnyBackend::Gpu(b) => b.sync().await,
         }
     }
 
@@ -149,12 +146,10 @@ impl Backend for AnyBackend {
         }
     }
 
-    fn read_f32(&self, t: &AnyTensor) -> impl Future<Output = Result<Vec<f32>>> {
-        async move {
-            match self {
-                AnyBackend::Cpu(b) => b.read_f32(t.cpu()?).await,
-                AnyBackend::Gpu(b) => b.read_f32(t.gpu()?).await,
-            }
+    async fn read_f32(&self, t: &AnyTensor) -> Result<Vec<f32>> {
+        match self {
+            AnyBackend::Cpu(b) => b.read_f32(t.cpu()?).await,
+            AnyBackend::Gpu(b) => b.read_f32(t.gpu()?).await,
         }
     }
 

@@ -252,7 +252,7 @@ impl Dense {
         let &[cout, wk] = weight_dims else {
             return Err(Error::Backend(format!("conv2d: expected a rank-2 weight, got shape {weight_dims:?}")));
         };
-        if kernel % 2 == 0 || wk != cin * kernel * kernel {
+        if kernel.is_multiple_of(2) || wk != cin * kernel * kernel {
             return Err(Error::Backend(format!(
                 "conv2d: weight {weight_dims:?} does not fit {cin} input channels and an odd kernel {kernel}"
             )));
@@ -351,7 +351,7 @@ impl Dense {
 
     fn avg_pool_2x2(&self, x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
         let c = feature_map(x, height, width, "avg_pool_2x2")?;
-        if height % 2 != 0 || width % 2 != 0 {
+        if !height.is_multiple_of(2) || !width.is_multiple_of(2) {
             return Err(Error::Backend(format!("avg_pool_2x2: {height}×{width} is not even")));
         }
         let v = host(x)?;

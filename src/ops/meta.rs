@@ -274,7 +274,7 @@ impl Backend for MetaBackend {
     ) -> Result<MetaTensor> {
         let cin = feature_map(x, height, width, "conv2d")?;
         let (cout, wk) = dims2(weight, "conv2d")?;
-        if kernel % 2 == 0 || wk != cin * kernel * kernel {
+        if kernel.is_multiple_of(2) || wk != cin * kernel * kernel {
             return Err(bad(
                 "conv2d",
                 format!("weight {:?} does not fit {cin} input channels and an odd kernel {kernel}", weight.shape),
@@ -305,7 +305,7 @@ impl Backend for MetaBackend {
 
     fn avg_pool_2x2(&self, x: &MetaTensor, height: usize, width: usize) -> Result<MetaTensor> {
         let c = feature_map(x, height, width, "avg_pool_2x2")?;
-        if height % 2 != 0 || width % 2 != 0 {
+        if !height.is_multiple_of(2) || !width.is_multiple_of(2) {
             return Err(bad("avg_pool_2x2", format!("{height}×{width} is not even")));
         }
         self.out(vec![(height / 2) * (width / 2), c], 0.0)

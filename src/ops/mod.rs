@@ -147,7 +147,7 @@ impl Int8Rows {
     /// (an all-zero row gets scale 0 and q 0). Both backends quantise through this, so they dequantise to the
     /// same values.
     pub fn quantize(values: &[f32], rows: usize) -> Int8Rows {
-        let cols = if rows == 0 { 0 } else { values.len() / rows };
+        let cols = values.len().checked_div(rows).unwrap_or(0);
         let mut q = Vec::with_capacity(values.len());
         let mut scales = Vec::with_capacity(rows);
         for r in 0..rows {
@@ -214,6 +214,9 @@ pub trait Backend: Clone + 'static {
     /// Creates a tensor from raw little-endian weight bytes as stored in a safetensors file.
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<Self::Tensor>;
     /// Creates a tensor from f32 values (activations, masks, inputs).
+    // `self` is the backend the tensor is made on, not the value converted (like candle's
+    // `Tensor::from_slice(data, shape, device)`), so the `from_*` convention's "no self" does not apply.
+    #[allow(clippy::wrong_self_convention)]
     fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
     /// The tensor's shape.
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;

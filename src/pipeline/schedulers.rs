@@ -235,6 +235,8 @@ enum Spacing {
     Trailing,
 }
 
+// The variants are diffusers' `variance_type` values (`fixed_small`, ...), kept recognisable.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variance {
     FixedSmall,

@@ -6,6 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 /// One file that can be read by byte range.
+// `len` is an async, fallible look-up (file metadata, or a question to the server in the browser); nobody asks
+// "is it empty" apart from the size (`read_header` refuses anything under 8 bytes), so no `is_empty`.
+#[allow(clippy::len_without_is_empty)]
 pub trait ByteSource {
     /// The bytes of one tensor as [`ByteSource::read_tensor`] delivers them.
     type Chunk: TensorBytes;

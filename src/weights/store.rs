@@ -12,10 +12,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
+/// The tensors a store holds, by full Hugging Face name, each with its shape.
+type TensorsByName<T> = HashMap<String, (T, Vec<usize>)>;
+
 pub struct WeightStore<B: Backend> {
     /// What the weights came from, for error messages (e.g. `text_encoder/model.safetensors`).
     pub source_name: String,
-    tensors: RefCell<HashMap<String, (B::Tensor, Vec<usize>)>>,
+    tensors: RefCell<TensorsByName<B::Tensor>>,
     used: RefCell<BTreeSet<String>>,
     /// Non-float tensors in the files (e.g. `position_ids`), which models never read.
     pub skipped: BTreeMap<String, String>,

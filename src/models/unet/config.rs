@@ -284,7 +284,7 @@ impl UNetConfig {
         for i in 0..n {
             self.layers_per_block.get(i, n, "layers_per_block", path)?;
             let c = self.block_out_channels[i];
-            if c % groups != 0 {
+            if !c.is_multiple_of(groups) {
                 return bad("norm_num_groups", format!("{groups} does not divide block width {c}"));
             }
             // Attention widths: down block i and the mid block at their own width; up block i at the reversed

@@ -112,7 +112,7 @@ impl<B: Backend> UNet<B> {
     ) -> Result<B::Tensor> {
         let cfg = &self.config;
         let m = cfg.size_multiple();
-        if h == 0 || w == 0 || h % m != 0 || w % m != 0 {
+        if h == 0 || w == 0 || !h.is_multiple_of(m) || !w.is_multiple_of(m) {
             return Err(Error::Input(format!("the UNet takes latents whose sides are multiples of {m}, got {h}×{w}")));
         }
         let d = cfg.image_embed_dim();

@@ -41,6 +41,11 @@
 //!   (add, mul, activations, scale-shift, f16/int8 → f32), `layout` (gather, concat, slice, reshape) and
 //!   `image` (patches, pooling, resizing); the `Backend` impl below only routes to them.
 
+// wgpu's handles are `Send + Sync` natively but not on wasm32, where they wrap JS objects. One code shares the
+// device and buffers through `Arc` in both builds, which keeps the native backend `Send + Sync`; clippy's
+// advice (`Rc`, or make the contents `Send + Sync`) applies to the browser build only, single-threaded there.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 mod device;
 pub mod kernels;
 mod ops;
