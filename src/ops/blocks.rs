@@ -52,7 +52,7 @@ pub fn dequantize_q4_0(raw: &[u8], out: &mut Vec<f32>) {
 /// Whether a weight of `shape` can be stored in a block type: a matrix (or a conv kernel, rows = output
 /// channels) whose rows — everything after the first dimension — are whole blocks.
 pub fn can_quantize(shape: &[usize]) -> bool {
-    shape.len() >= 2 && shape.iter().skip(1).product::<usize>() % BLOCK_VALUES == 0
+    shape.len() >= 2 && shape.iter().skip(1).product::<usize>().is_multiple_of(BLOCK_VALUES)
 }
 
 /// ggml's dtype for a block type.

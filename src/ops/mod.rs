@@ -65,7 +65,7 @@ impl WeightDType {
 
     /// Bytes of `numel` values; `None` when they are not whole blocks (or the count overflows).
     pub fn bytes_for(self, numel: usize) -> Option<usize> {
-        if numel % self.block_values() != 0 {
+        if !numel.is_multiple_of(self.block_values()) {
             return None;
         }
         (numel / self.block_values()).checked_mul(self.block_bytes())
@@ -114,7 +114,7 @@ impl WeightDType {
         let numel: usize = shape.iter().product();
         if self.is_quantized() {
             let k: usize = shape.iter().skip(1).product();
-            if shape.len() < 2 || k % blocks::BLOCK_VALUES != 0 {
+            if shape.len() < 2 || !k.is_multiple_of(blocks::BLOCK_VALUES) {
                 return Err(crate::error::Error::Backend(format!(
                     "a {} weight must be a matrix whose rows are whole blocks of {} values; shape {shape:?} is not",
                     self.name(),
