@@ -2,7 +2,9 @@
 // (`memory.buffer.byteLength` of its instance, which only grows: its peak) once every weight is on the device
 // and when the load completes, the times, and the resident memory of the browser's processes, next to the
 // same numbers for the tiny golden model. (The load's last step runs the vision tower once, for the
-// empty-image embedding: tens of minutes on a software adapter; --weights-only stops before it.)
+// empty-image embedding: tens of minutes on a software adapter; --weights-only stops before it. After a
+// complete load one text-tower forward is timed, twice.) A quantized folder (`lambda-eclipse quantize`) loads
+// the same way: `node ../bench/bigg_load.mjs /tmp/bigg-q8_0 --backend cpu`.
 //
 //   python3 tests/bench/make_random_bigg.py --out /tmp/bigg --text-dtype f16   # ≈ 5.2 GB: check df -h first
 //   cd tests/e2e && node ../bench/bigg_load.mjs /tmp/bigg [--backend webgpu|cpu] [--weights-only]
@@ -66,7 +68,16 @@ const start = (page, model) => page.evaluate(({ model, backend, cache }) => {
       }
     },
   })).then(async (engine) => {
-    run.done = { seconds: (performance.now() - t0) / 1000, ...engine.loadInfo, backend: engine.backend, memoryNow: await engine.memoryBytes() };
+    const done = { seconds: (performance.now() - t0) / 1000, ...engine.loadInfo, backend: engine.backend, memoryNow: await engine.memoryBytes() };
+    // One text-tower forward (77 tokens), timed twice: the first may still be warming up.
+    done.textMs = [];
+    for (let i = 0; i < 2; i++) {
+      const t = performance.now();
+      await engine.embedText('a photo of a cat sitting on a wooden table');
+      done.textMs.push(performance.now() - t);
+    }
+    done.memoryAfterText = await engine.memoryBytes();
+    run.done = done;
     engine.dispose();
   }).catch((e) => { run.error = `${e.name}: ${e.message ?? e}`; });
 }, { model, backend, cache });
@@ -103,8 +114,10 @@ async function bigLoad(page, label) {
   if (weightsOnly) return { weights: w };
   const finished = await poll(page, (r) => r.done, maxMinutes);
   if (finished.done) {
-    console.log(`  load complete (with the engine's empty-image embedding through the vision tower) in ${finished.done.seconds.toFixed(1)} s; `
-      + `wasm memory ${MB(finished.done.memoryBytes)}`);
+    const d = finished.done;
+    console.log(`  load complete (with the engine's empty-image embedding through the vision tower) in ${d.seconds.toFixed(1)} s; `
+      + `wasm memory ${MB(d.memoryBytes)}; one text-tower forward ${d.textMs.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', then ')} `
+      + `(wasm memory after it ${MB(d.memoryAfterText)})`);
   } else {
     console.log(`  the load had not completed after ${maxMinutes} min more: the empty-image embedding through the bigG vision tower is slow on this adapter`);
   }
