@@ -135,14 +135,18 @@ pub fn unpack_folder(data: &[u8]) -> MemFiles {
 // Targets
 // ---------------------------------------------------------------------------------------------------------
 
-/// `weights/`: a component folder `w/` — one `model.safetensors` (the input itself, unless it is a packed
-/// folder with a shard index and shards) — through the streaming header reader and the whole CPU load.
+/// `weights/`: a component folder `w/` — one `model.safetensors` or, for an input starting with GGUF's magic,
+/// one `model.gguf` (the input itself, unless it is a packed folder with a shard index and shards) — through
+/// the streaming header reader and the whole CPU load (block weights included).
 pub fn safetensors_header(data: &[u8]) {
     let files = if data.starts_with(b"#file ") {
         unpack_folder(data)
     } else {
         let mut files = MemFiles::new();
-        files.insert("w/model.safetensors", data.to_vec());
+        // A GGUF file (a quantized folder's) goes where the loader looks for one: the same loading path
+        // after its header, including the CPU's block upload.
+        let name = if data.starts_with(b"GGUF") { "w/model.gguf" } else { "w/model.safetensors" };
+        files.insert(name, data.to_vec());
         files
     };
     let backend = CpuBackend::new();
