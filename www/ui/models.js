@@ -3,7 +3,8 @@
 //   bytes  the download (the weight files the engine reads), or null when unknown until its headers are read
 //   needs  what the device must have: { webgpu (no CPU fallback at this size), wasmBytes (engine memory),
 //          gpuBytes (weights held on the GPU, shown only), maxBindingBytes (+ maxBindingWhat) }
-// A quantized variant (q8_0, q4_k: issue 15) is one more entry in each list, with its URL, bytes and needs.
+// A quantized variant (a `lambda-eclipse quantize` folder, q8_0 or q4_0, hosted somewhere: README) is one more
+// entry in each list, with its URL, bytes and needs.
 //
 // Sizes of the hub's files (../shared/docs/lambda-eclipse-spec.md, decoder-spec.md): the bigG text tower
 // 2.78 GB (f32), the vision tower 3.69 GB (f16), the λ prior 139 MB (f32); the decoder's UNet 5.01 GB (f32)
