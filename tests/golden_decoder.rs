@@ -531,11 +531,13 @@ fn q8_0_folder() -> &'static std::path::Path {
     })
 }
 
-/// On the CPU two roundings stack — the weights' blocks and, inside candle's quantized matmul, the activations'
-/// 8-bit blocks — and the guided decodes (guidance 4 and 7.5) amplify every perturbation at every step, so
-/// for them only the mean-abs bound is derived (the int8 cosine bound assumed the weights' rounding alone;
-/// measured 0.84 for ddpm_cfg). One forward of each model, where errors stay linear, and the unguided decode
-/// are held to the int8 bounds in full; the GPU, which rounds only the weights, is held to them everywhere.
+/// On the CPU, where candle's integer kernels pay (ARM with dot products; x86 with VNNI for Q8_0 rows that are
+/// multiples of 256 — none of the tiny decoder's), two roundings stack: the weights' blocks and the
+/// activations' 8-bit blocks; the guided decodes (guidance 4 and 7.5) amplify every perturbation at every
+/// step, so for them only the mean-abs bound is derived (the int8 cosine bound assumed the weights' rounding
+/// alone; with both roundings ddpm_cfg measured 0.84). One forward of each model, where errors stay linear,
+/// and the unguided decode are held to the int8 bounds in full; the GPU, which rounds only the weights, is
+/// held to them everywhere.
 #[test]
 fn cpu_q8_0_folder_decodes_within_the_int8_bounds() {
     let be = lambda_eclipse::ops::cpu::CpuBackend::new();

@@ -111,7 +111,7 @@ fn block_weights() -> Vec<(WeightDType, Vec<u8>, Vec<usize>)> {
 }
 
 #[test]
-fn the_cpu_reads_blocks_as_the_host_dequantises_them_and_multiplies_without_expanding() {
+fn the_cpu_holds_blocks_reads_them_as_the_host_dequantises_them_and_multiplies_them() {
     let be = CpuBackend::new();
     for (dtype, raw, shape) in block_weights() {
         let w = be.upload_weight(&raw, dtype, &shape).unwrap();
@@ -123,23 +123,33 @@ fn the_cpu_reads_blocks_as_the_host_dequantises_them_and_multiplies_without_expa
         let rows = be.gather_rows(&w, &[5, 0]).unwrap();
         let got = pollster::block_on(be.read_f32(&rows)).unwrap();
         assert_eq!(got, [&values[5 * 64..6 * 64], &values[..64]].concat(), "{}", dtype.name());
-        // `linear` through candle's quantized matmul (activations rounded to 8-bit blocks, as ggml does): within
-        // that rounding — each activation block off by at most half a step of its largest value / 127 — of the
-        // product with the dequantised weights.
-        let x: Vec<f32> = (0..3 * 64).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
-        let xt = be.from_f32(&x, &[3, 64]).unwrap();
-        let dense = be.from_f32(&values, &shape).unwrap();
-        let got = pollster::block_on(
-            be.read_f32(&be.linear(&xt, &w, None, lambda_eclipse::ops::Activation::Identity).unwrap()),
-        )
-        .unwrap();
-        let want = pollster::block_on(
-            be.read_f32(&be.linear(&xt, &dense, None, lambda_eclipse::ops::Activation::Identity).unwrap()),
-        )
-        .unwrap();
-        let x_step = 2.0f32 / 127.0 / 2.0; // |x| ≤ 2: half a step of the activation blocks
-        let bound = 64.0 * x_step * values.iter().fold(0f32, |m, v| m.max(v.abs())) * 1.01;
-        assert!(max_abs_diff(&got, &want) <= bound, "{}: {} > {bound}", dtype.name(), max_abs_diff(&got, &want));
+    }
+}
+
+/// `linear` with a block weight `[n, k]` — through candle's integer kernels where they pay (activations
+/// rounded to 8-bit blocks, as ggml does: on x86 with VNNI for Q8_0 rows of 256-multiples, on ARM with dot
+/// products), else through the weight's values for the call — is within that rounding of the product with the
+/// dequantised weights: each of the k activations off by at most half a step (its block's largest |x| / 127),
+/// so each output by at most k · step/2 · max|w|.
+#[test]
+fn the_cpu_multiplies_blocks_within_the_activation_rounding_on_either_route() {
+    use lambda_eclipse::ops::Activation::Identity;
+    let be = CpuBackend::new();
+    for (n, k) in [(8, 64), (16, 256)] {
+        let values: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 97.0).collect();
+        let x: Vec<f32> = (0..3 * k).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+        let xt = be.from_f32(&x, &[3, k]).unwrap();
+        for dtype in [WeightDType::Q8_0, WeightDType::Q4_0] {
+            let raw = lambda_eclipse::ops::blocks::quantize(dtype, &values, &[n, k]).unwrap();
+            let w = be.upload_weight(&raw, dtype, &[n, k]).unwrap();
+            let exact = be.from_f32(&dtype.to_f32(&raw), &[n, k]).unwrap();
+            let got = pollster::block_on(be.read_f32(&be.linear(&xt, &w, None, Identity).unwrap())).unwrap();
+            let want = pollster::block_on(be.read_f32(&be.linear(&xt, &exact, None, Identity).unwrap())).unwrap();
+            let x_step = 2.0f32 / 127.0; // |x| ≤ 2
+            let bound = k as f32 * x_step / 2.0 * values.iter().fold(0f32, |m, v| m.max(v.abs())) * 1.01;
+            let d = max_abs_diff(&got, &want);
+            assert!(d <= bound, "{} [{n}, {k}]: {d} > {bound}", dtype.name());
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! CPU backend on candle-core: native (multi-threaded gemm) and wasm (the fallback when there is no
 //! WebGPU adapter). Compute is f32; weights in a block type (Q8_0, Q4_0 from a GGUF file) stay in their
-//! blocks and multiply through candle's quantized matmul, which quantises each row of activations to 8-bit
-//! blocks and takes integer dot products (ggml's scheme, SIMD on x86, ARM and wasm simd128).
+//! blocks. A product with such a weight takes one of two routes (see [`int8_dot_products_pay`]): candle's
+//! quantized matmul — each activation row rounded to 8-bit blocks, integer dot products, ggml's scheme —
+//! where the CPU has 8-bit dot-product instructions candle uses for that shape; elsewhere the weight is
+//! dequantised for the call into a transient f32 copy and multiplied by candle's f32 gemm, which is faster
+//! there (measured on AVX2 without VNNI and in wasm: the integer path ran at 0.25–0.4× f32).
 
 use super::{Activation, Backend, Int8Rows, WeightDType};
 use crate::error::{Error, Result};
@@ -37,6 +40,35 @@ pub struct BlockMatrix {
     times: QMatMul,
     dtype: WeightDType,
     shape: Vec<usize>,
+    /// Products go through candle's integer kernels ([`int8_dot_products_pay`]), else through f32.
+    integer: bool,
+}
+
+/// Whether candle 0.11's quantized matmul has a fast kernel for an `[n, k]` weight of `dtype` on this CPU:
+/// its repacked, tiled kernels on x86-64 with AVX-512 VNNI or AVX-VNNI (Q8_0 only, `k` a multiple of 256 and
+/// `n` of 16: `repack_x86::select`) and on ARM with dot-product instructions (`n` a multiple of 4:
+/// `repack::PackedKind::select`). Elsewhere its generic kernels run at ~40 GF/s against ~160 for f32 on 2
+/// x86 cores (AVX2 path: Q8_0 0.25–0.35×, Q4_0 0.22–0.28× of f32, the bigG text tower 0.58×) and at 12 against
+/// 29 GF/s in wasm with simd128, so dequantising the weight for the call is faster there.
+fn int8_dot_products_pay(dtype: WeightDType, n: usize, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let vnni = (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
+            || is_x86_feature_detected!("avxvnni");
+        vnni && dtype == WeightDType::Q8_0 && k.is_multiple_of(256) && n.is_multiple_of(16)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let _ = k;
+        matches!(dtype, WeightDType::Q8_0 | WeightDType::Q4_0)
+            && n.is_multiple_of(4)
+            && std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = (dtype, n, k);
+        false
+    }
 }
 
 impl CpuTensor {
@@ -63,7 +95,9 @@ impl CpuTensor {
         match self {
             CpuTensor::Values(w) => Ok(x.matmul(&w.t()?)?),
             // candle's quantized matmul wants contiguous activations.
-            CpuTensor::Blocks(b) => Ok(b.times.forward(&x.contiguous()?)?),
+            CpuTensor::Blocks(b) if b.integer => Ok(b.times.forward(&x.contiguous()?)?),
+            // The weight's values for this call only (freed after it): the model stays in blocks.
+            CpuTensor::Blocks(b) => Ok(x.matmul(&b.matrix.dequantize(&Device::Cpu)?.t()?)?),
         }
     }
 }
@@ -540,6 +574,7 @@ impl Backend for CpuBackend {
                     times: b.times.clone(),
                     dtype: b.dtype,
                     shape: shape.to_vec(),
+                    integer: b.integer,
                 })))
             }
             _ => Dense.reshape(&*values(x)?, shape).map(CpuTensor::Values),
@@ -617,7 +652,8 @@ fn upload_blocks(raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<CpuT
     let storage = QStorage::from_data(Cow::Borrowed(&*bytes), &Device::Cpu, super::blocks::ggml_dtype(dtype)?)?;
     let matrix = Arc::new(QTensor::new(storage, (rows, k))?);
     let times = QMatMul::from_arc(matrix.clone())?;
-    Ok(CpuTensor::Blocks(Arc::new(BlockMatrix { matrix, times, dtype, shape: shape.to_vec() })))
+    let integer = int8_dot_products_pay(dtype, rows, k);
+    Ok(CpuTensor::Blocks(Arc::new(BlockMatrix { matrix, times, dtype, shape: shape.to_vec(), integer })))
 }
 
 impl BlockMatrix {
