@@ -225,3 +225,49 @@ fn a_gguf_with_a_shifted_tensor_or_cut_short_is_refused_naming_the_file() {
         lambda_eclipse::weights::gguf::header_from_bytes("prior.gguf", b"PK\x03\x04 not gguf").unwrap_err().to_string();
     assert!(e.contains("not a GGUF file"), "{e}");
 }
+
+#[test]
+fn the_quantize_command_prints_its_summary_and_refuses_bad_folders_in_one_line() {
+    let root = scratch("quantized", "cli");
+    let out = root.join("q8");
+    let run = ok(bin()
+        .args(["quantize", "--model"])
+        .arg(tiny_model())
+        .arg("--out")
+        .arg(&out)
+        .args(["--type", "q8_0"])
+        .output()
+        .unwrap());
+    let text = String::from_utf8_lossy(&run.stdout);
+    for needle in ["text_encoder/model.gguf", "all weights", "cosine 0.99"] {
+        assert!(text.contains(needle), "the summary should mention {needle:?}: {text}");
+    }
+    assert!(out.join("prior/diffusion_pytorch_model.gguf").is_file());
+    // The output exists and is not empty now: refused, and the folder is left as it was.
+    let again =
+        bin().args(["quantize", "--model"]).arg(tiny_model()).arg("--out").arg(&out).args(["--type", "q4_0"]).output();
+    fails_clearly(again.unwrap(), &["not empty"]);
+    assert!(out.join("prior/diffusion_pytorch_model.gguf").is_file());
+    // A folder without weights: nothing is written.
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let none = bin()
+        .args(["quantize", "--model"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(root.join("none"))
+        .args(["--type", "q8_0"])
+        .output();
+    fails_clearly(none.unwrap(), &["no safetensors weights"]);
+    assert!(!root.join("none").exists() && !root.join(".none.partial").exists());
+    // A type the engine does not compute.
+    let bad = bin()
+        .args(["quantize", "--model"])
+        .arg(tiny_model())
+        .arg("--out")
+        .arg(root.join("k"))
+        .args(["--type", "q4_k"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("q8_0"));
+}
