@@ -33,7 +33,7 @@ struct Params {
     conv_cin: u32,
     conv_ks: u32,
     // int8 weights (gemm_w_i8.wgsl): elements per scale row, and the first row's index in w_scales. Block
-    // weights (gemm_w_q8_0.wgsl, gemm_w_q4_0.wgsl): w_row_len is the row length (k).
+    // weights (gemm_w_blocks.wgsl): w_row_len is the row length (k).
     w_row_len: u32,
     w_scale_off: u32,
     _pad0: u32,

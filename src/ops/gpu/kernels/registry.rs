@@ -92,12 +92,20 @@ const READ_F16_NATIVE: WeightReader = WeightReader {
 };
 const GEMM_W_I8: Fragment = fragment!("gemm_w_i8.wgsl", binds: [W, read(5, "w_scales")], provides: [LOAD_W, LOAD_W4]);
 const READ_I8: WeightReader = WeightReader { scalar: &GEMM_W_I8, vec4: &GEMM_W_I8, helpers: &[&INT8_FNS] };
-const GEMM_W_Q8_0: Fragment = fragment!("gemm_w_q8_0.wgsl", binds: [W], provides: [LOAD_W, LOAD_W4]);
+const GEMM_W_BLOCKS: Fragment = fragment!("gemm_w_blocks.wgsl", binds: [W], provides: [LOAD_W, LOAD_W4]);
+/// Which block format gemm_w_blocks.wgsl reads.
+const BLOCK_Q8_0: Fragment = Fragment {
+    file: "(inline) BLOCK_Q4 = false",
+    source: "const BLOCK_Q4: bool = false;\n",
+    binds: &[],
+    provides: &[],
+};
+const BLOCK_Q4_0: Fragment =
+    Fragment { file: "(inline) BLOCK_Q4 = true", source: "const BLOCK_Q4: bool = true;\n", binds: &[], provides: &[] };
 const READ_Q8_0: WeightReader =
-    WeightReader { scalar: &GEMM_W_Q8_0, vec4: &GEMM_W_Q8_0, helpers: &[&INT8_FNS, &BLOCKS_FNS] };
-const GEMM_W_Q4_0: Fragment = fragment!("gemm_w_q4_0.wgsl", binds: [W], provides: [LOAD_W, LOAD_W4]);
+    WeightReader { scalar: &GEMM_W_BLOCKS, vec4: &GEMM_W_BLOCKS, helpers: &[&BLOCK_Q8_0, &INT8_FNS, &BLOCKS_FNS] };
 const READ_Q4_0: WeightReader =
-    WeightReader { scalar: &GEMM_W_Q4_0, vec4: &GEMM_W_Q4_0, helpers: &[&INT8_FNS, &BLOCKS_FNS] };
+    WeightReader { scalar: &GEMM_W_BLOCKS, vec4: &GEMM_W_BLOCKS, helpers: &[&BLOCK_Q4_0, &INT8_FNS, &BLOCKS_FNS] };
 
 /// How the tiled GEMM reads its right operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
