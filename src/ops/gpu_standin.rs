@@ -10,27 +10,7 @@ use crate::error::{DeviceError, Result};
 use std::convert::Infallible;
 use std::future::Future;
 
-/// The same fields as the real `GpuOptions`, so option-building code compiles in both builds.
-#[derive(Clone, Copy, Debug)]
-pub struct GpuOptions {
-    pub use_shader_f16: bool,
-    pub max_tensor_bytes: Option<u64>,
-    pub gemm_tile: Option<u32>,
-    pub vec4_loads: bool,
-    pub adapter_limits: bool,
-}
-
-impl Default for GpuOptions {
-    fn default() -> Self {
-        GpuOptions {
-            use_shader_f16: true,
-            max_tensor_bytes: None,
-            gemm_tile: None,
-            vec4_loads: true,
-            adapter_limits: false,
-        }
-    }
-}
+pub use super::gpu_options::GpuOptions;
 
 /// Activation-pool counters (as the real backend's; never produced here).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

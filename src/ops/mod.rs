@@ -13,6 +13,7 @@ pub mod choice;
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+mod gpu_options;
 pub mod meta;
 // Without the `gpu` feature, `ops::gpu` is a stand-in with the same API whose constructors fail (as candle's
 // dummy CUDA and Metal backends), so no caller needs a `cfg` of its own.

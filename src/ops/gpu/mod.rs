@@ -54,7 +54,8 @@ mod recorder;
 mod tensor;
 mod upload;
 
-pub use device::{GpuBackend, GpuOptions};
+pub use super::gpu_options::GpuOptions;
+pub use device::GpuBackend;
 pub use pool::PoolStats;
 pub use recorder::BindGroupStats;
 pub use tensor::{GpuDType, GpuTensor, RowChunk};

@@ -1,0 +1,35 @@
+//! The choices made when opening the GPU device: one struct for the WebGPU backend and its stand-in
+//! (`gpu_standin.rs`), so option-building code compiles in every build. Nothing here needs wgpu.
+
+/// Choices when opening the device; [`GpuOptions::default`] is what the app and CLI use.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions {
+    /// Use `shader-f16` where the adapter has it (default true). Off: the packed-f16 path browsers without the
+    /// feature take, so it can be tested on any adapter.
+    pub use_shader_f16: bool,
+    /// Split weights above this many bytes across buffers (default: the storage-binding limit). Tests lower it
+    /// to exercise splitting with small tensors.
+    pub max_tensor_bytes: Option<u64>,
+    /// Force the GEMM's 64×64 (`Some(64)`) or 128×128 (`Some(128)`) tiling; `None` (default) picks 128×128
+    /// when both output dimensions are ≥ 128. For tests and the benchmark.
+    pub gemm_tile: Option<u32>,
+    /// Let the GEMM load four consecutive k at once where k, strides and offsets are multiples of 4
+    /// (default true). Off: element-wise loads everywhere, for tests and the benchmark.
+    pub vec4_loads: bool,
+    /// Request the adapter's own limits instead of WebGPU's defaults (storage bindings above 128 MiB on most
+    /// real GPUs). Off by default so native runs behave like the browser; the benchmark uses it to show what
+    /// a card can do at sizes whose activations exceed 128 MiB (the MoVQ at 512 px).
+    pub adapter_limits: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            use_shader_f16: true,
+            max_tensor_bytes: None,
+            gemm_tile: None,
+            vec4_loads: true,
+            adapter_limits: false,
+        }
+    }
+}
