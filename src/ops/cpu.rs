@@ -37,7 +37,6 @@ pub enum CpuTensor {
 #[derive(Debug)]
 pub struct BlockMatrix {
     matrix: Arc<QTensor>,
-    times: QMatMul,
     dtype: WeightDType,
     shape: Vec<usize>,
     /// Products go through candle's integer kernels ([`int8_dot_products_pay`]), else through f32.
@@ -95,7 +94,7 @@ impl CpuTensor {
         match self {
             CpuTensor::Values(w) => Ok(x.matmul(&w.t()?)?),
             // candle's quantized matmul wants contiguous activations.
-            CpuTensor::Blocks(b) if b.integer => Ok(b.times.forward(&x.contiguous()?)?),
+            CpuTensor::Blocks(b) if b.integer => Ok(QMatMul::from_arc(b.matrix.clone())?.forward(&x.contiguous()?)?),
             // The weight's values for this call only (freed after it): the model stays in blocks.
             CpuTensor::Blocks(b) => Ok(x.matmul(&b.matrix.dequantize(&Device::Cpu)?.t()?)?),
         }
@@ -571,7 +570,6 @@ impl Backend for CpuBackend {
             {
                 Ok(CpuTensor::Blocks(Arc::new(BlockMatrix {
                     matrix: b.matrix.clone(),
-                    times: b.times.clone(),
                     dtype: b.dtype,
                     shape: shape.to_vec(),
                     integer: b.integer,
@@ -641,19 +639,25 @@ impl Backend for CpuBackend {
     }
 }
 
-/// A block-type weight as candle's quantized matrix `[rows, k]`. candle reads the blocks in place, so they
-/// are first copied into memory aligned for its block structs (a tensor's bytes may start anywhere).
+/// A block-type weight as candle's quantized matrix `[rows, k]`. candle copies the blocks into its own
+/// storage through a cast that requires them aligned for its block structs (2 bytes: their f16 scale); bytes
+/// that start elsewhere (a tensor's bytes may) are first copied into aligned memory.
 fn upload_blocks(raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<CpuTensor> {
     let rows = shape[0];
     let k: usize = shape[1..].iter().product();
-    let mut aligned = vec![0u64; raw.len().div_ceil(8)];
-    let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..raw.len()];
-    bytes.copy_from_slice(raw);
-    let storage = QStorage::from_data(Cow::Borrowed(&*bytes), &Device::Cpu, super::blocks::ggml_dtype(dtype)?)?;
+    let mut aligned = Vec::new();
+    let bytes = if raw.as_ptr().align_offset(8) == 0 {
+        raw
+    } else {
+        aligned.resize(raw.len().div_ceil(8), 0u64);
+        let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..raw.len()];
+        copy.copy_from_slice(raw);
+        &*copy
+    };
+    let storage = QStorage::from_data(Cow::Borrowed(bytes), &Device::Cpu, super::blocks::ggml_dtype(dtype)?)?;
     let matrix = Arc::new(QTensor::new(storage, (rows, k))?);
-    let times = QMatMul::from_arc(matrix.clone())?;
     let integer = int8_dot_products_pay(dtype, rows, k);
-    Ok(CpuTensor::Blocks(Arc::new(BlockMatrix { matrix, times, dtype, shape: shape.to_vec(), integer })))
+    Ok(CpuTensor::Blocks(Arc::new(BlockMatrix { matrix, dtype, shape: shape.to_vec(), integer })))
 }
 
 impl BlockMatrix {

@@ -56,16 +56,16 @@ impl<B: Backend> RandomWeights<B> {
             values.push((u * 2.0 - 1.0) * 0.02);
         }
         self.state.set(x);
+        // f32 values are handed over as their bytes, without a copy (little-endian: every target we build).
         let (raw, dtype) = match self.dtype {
-            WeightDType::F32 => (values.iter().flat_map(|v| v.to_le_bytes()).collect(), WeightDType::F32),
             WeightDType::F16 => {
                 (values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(), WeightDType::F16)
             }
             WeightDType::BF16 => {
                 (values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(), WeightDType::BF16)
             }
-            q if blocks::can_quantize(shape) => (blocks::quantize(q, &values, shape)?, q),
-            _ => (values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(), WeightDType::F32),
+            q if q.is_quantized() && blocks::can_quantize(shape) => (blocks::quantize(q, &values, shape)?, q),
+            _ => return self.backend.upload_weight(bytemuck::cast_slice(&values), WeightDType::F32, shape),
         };
         self.backend.upload_weight(&raw, dtype, shape)
     }

@@ -18,8 +18,14 @@ impl GpuBackend {
     /// before the next submission and nothing recorded earlier can use it (a pooled buffer could not be
     /// written this way). Not pooled: freed when dropped.
     pub(super) fn upload(&self, bytes: &[u8], what: &str) -> Result<PooledBuffer> {
-        self.check_binding_size(bytes.len() as u64, what)?;
-        let size = (bytes.len().max(4) as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        self.upload_padded(bytes, 0, what)
+    }
+
+    /// [`GpuBackend::upload`] into a buffer `extra` bytes longer, those left zero (WebGPU zero-fills new
+    /// buffers): a block weight's padding word without a padded copy of the tensor in (wasm) memory.
+    fn upload_padded(&self, bytes: &[u8], extra: usize, what: &str) -> Result<PooledBuffer> {
+        self.check_binding_size((bytes.len() + extra) as u64, what)?;
+        let size = ((bytes.len() + extra).max(4) as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         let buffer = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size,
@@ -49,9 +55,8 @@ impl GpuBackend {
             let what = format!("{} weight of shape {shape:?}", dtype.name());
             u32_of(shape.iter().product(), "element count")?;
             // Four zero bytes more: a kernel reading four values at once reads the word after theirs.
-            let padded = [raw, &[0u8; 4]].concat();
-            if padded.len() as u64 <= self.inner.max_tensor_bytes {
-                return Ok(GpuTensor::new(self.upload(&padded, &what)?, shape, gpu_dtype));
+            if raw.len() as u64 + 4 <= self.inner.max_tensor_bytes {
+                return Ok(GpuTensor::new(self.upload_padded(raw, 4, &what)?, shape, gpu_dtype));
             }
             return self.upload_split(raw, shape, gpu_dtype, &what);
         }
@@ -129,11 +134,7 @@ impl GpuBackend {
             let n = rows_per_chunk.min(rows - first_row);
             let part = &bytes[first_row * row_bytes..(first_row + n) * row_bytes];
             let label = format!("{what} rows {first_row}..{}", first_row + n);
-            let buf = Arc::new(if dtype.is_blocks() {
-                self.upload(&[part, &[0u8; 4]].concat(), &label)?
-            } else {
-                self.upload(part, &label)?
-            });
+            let buf = Arc::new(self.upload_padded(part, if dtype.is_blocks() { 4 } else { 0 }, &label)?);
             chunks.push(RowChunk { first_row, rows: n, buf });
             first_row += n;
         }
