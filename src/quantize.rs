@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 pub struct FileReport {
     /// Path of the GGUF relative to the output folder, e.g. `text_encoder/model.gguf`.
     pub path: String,
+    /// The original's weight files it was made from (one, or a shard index's shards), relative paths.
+    pub sources: Vec<String>,
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub tensors_quantized: usize,
@@ -87,28 +89,24 @@ fn convert_folder(model: &Path, out: &Path, dtype: WeightDType, mut on_file: imp
     let mut report = Report::default();
     let mut files = Vec::new();
     walk(model, Path::new(""), &mut files)?;
-    // Shards listed by an index are converted through it (one GGUF for the component), not one by one.
-    let mut sharded = Vec::new();
+    // A shard index first: its shards are converted through it (one GGUF for the component) and skipped below.
+    let is_index = |name: &str| name.ends_with(".safetensors.index.json");
+    let mut consumed = std::collections::BTreeSet::new();
     for rel in &files {
-        if rel.to_string_lossy().ends_with(".safetensors.index.json") {
-            let text = std::fs::read_to_string(model.join(rel)).map_err(|e| Error::io(rel.display(), e))?;
-            let index: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::config(rel.display(), format!("invalid shard index: {e}")))?;
-            let dir = rel.parent().unwrap_or(Path::new(""));
-            if let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) {
-                sharded.extend(map.values().filter_map(|v| v.as_str()).map(|s| dir.join(s)));
-            }
+        let name = rel.to_string_lossy().replace('\\', "/");
+        if let Some(stem) = name.strip_suffix(".safetensors.index.json") {
+            on_file(&name);
+            let converted = convert(model, out, &name, stem, dtype)?;
+            consumed.extend(converted.sources.iter().cloned());
+            report.files.push(converted);
         }
     }
     for rel in files {
         let name = rel.to_string_lossy().replace('\\', "/");
-        if sharded.contains(&rel) {
+        if is_index(&name) || consumed.contains(&name) {
             continue;
         }
-        if let Some(stem) = name.strip_suffix(".safetensors.index.json") {
-            on_file(&name);
-            report.files.push(convert(model, out, &name, stem, dtype)?);
-        } else if let Some(stem) = name.strip_suffix(".safetensors") {
+        if let Some(stem) = name.strip_suffix(".safetensors") {
             on_file(&name);
             report.files.push(convert(model, out, &name, stem, dtype)?);
         } else if [".bin", ".pt", ".pth", ".ckpt", ".onnx", ".gguf", ".msgpack", ".h5"]
@@ -164,7 +162,8 @@ fn convert(model: &Path, out: &Path, rel: &str, stem: &str, dtype: WeightDType) 
     let files = DirFiles::new(model);
     let (dir, file_stem) = match stem.rsplit_once('/') {
         Some((d, s)) => (d.to_string(), s.to_string()),
-        None => (String::new(), stem.to_string()),
+        // Weights at the folder's root (a component folder given by itself): "." keeps paths relative.
+        None => (".".to_string(), stem.to_string()),
     };
     let weight_files = pollster::block_on(crate::weights::open_component(&files, &dir, &file_stem))?.1;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
@@ -239,6 +238,7 @@ fn convert(model: &Path, out: &Path, rel: &str, stem: &str, dtype: WeightDType) 
     }
     Ok(FileReport {
         path: out_rel,
+        sources: weight_files.iter().map(|f| f.path.trim_start_matches("./").to_string()).collect(),
         bytes_before,
         bytes_after,
         tensors_quantized: quantized,

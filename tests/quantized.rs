@@ -271,3 +271,39 @@ fn the_quantize_command_prints_its_summary_and_refuses_bad_folders_in_one_line()
         .unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("q8_0"));
 }
+
+#[test]
+fn a_sharded_component_becomes_one_gguf_and_its_shards_are_not_copied() {
+    use safetensors::tensor::{serialize, TensorView};
+    let root = scratch("quantized", "sharded");
+    let (model, out) = (root.join("model"), root.join("q8"));
+    std::fs::create_dir_all(model.join("comp")).unwrap();
+    let weight: Vec<u8> = (0..32 * 64).flat_map(|i| ((i % 17) as f32 / 17.0 - 0.5).to_le_bytes()).collect();
+    let bias: Vec<u8> = (0..32).flat_map(|i| (i as f32 / 100.0).to_le_bytes()).collect();
+    let shard = |name: &str, shape: Vec<usize>, data: &[u8]| {
+        let view = TensorView::new(safetensors::Dtype::F32, shape, data).unwrap();
+        serialize([(name, view)], None).unwrap()
+    };
+    std::fs::write(model.join("comp/model-00001-of-00002.safetensors"), shard("a.weight", vec![32, 64], &weight))
+        .unwrap();
+    std::fs::write(model.join("comp/model-00002-of-00002.safetensors"), shard("a.bias", vec![32], &bias)).unwrap();
+    let index = r#"{"weight_map": {"a.weight": "model-00001-of-00002.safetensors", "a.bias": "model-00002-of-00002.safetensors"}}"#;
+    std::fs::write(model.join("comp/model.safetensors.index.json"), index).unwrap();
+    std::fs::write(model.join("comp/config.json"), "{}").unwrap();
+    let report = quantize_folder(&model, &out, WeightDType::Q8_0, |_| {}).unwrap();
+    assert_eq!(report.files.len(), 1);
+    assert_eq!(report.files[0].path, "comp/model.gguf");
+    assert_eq!(
+        report.files[0].sources,
+        ["comp/model-00001-of-00002.safetensors", "comp/model-00002-of-00002.safetensors"]
+    );
+    assert_eq!(report.copied, ["comp/config.json"]);
+    let header =
+        lambda_eclipse::weights::gguf::header_from_bytes("m", &std::fs::read(out.join("comp/model.gguf")).unwrap())
+            .unwrap();
+    let types: Vec<(String, WeightDType)> = header.tensors.iter().map(|t| (t.name.clone(), t.dtype)).collect();
+    assert!(
+        types.contains(&("a.weight".into(), WeightDType::Q8_0)) && types.contains(&("a.bias".into(), WeightDType::F32)),
+        "{types:?}"
+    );
+}
