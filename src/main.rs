@@ -23,6 +23,8 @@ struct Cli {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BenchItem {
     Matmul,
+    /// Attention at the towers' and the UNet's shapes.
+    Attention,
     Text,
     Vision,
     Prior,
@@ -108,7 +110,7 @@ enum Command {
     /// Matmul GFLOP/s at the bigG shapes and forward ms of the real-size towers, prior and decoder parts (random
     /// weights of the real configs), per backend, printed as a table.
     Bench {
-        /// What to time (repeatable): matmul, text, vision, prior, unet, movq. Default: all.
+        /// What to time (repeatable): matmul, attention, text, vision, prior, unet, movq. Default: all.
         #[arg(long = "only", value_enum)]
         only: Vec<BenchItem>,
         /// Image side in pixels for the decoder items (unet, movq): a multiple of 64.
@@ -133,6 +135,12 @@ enum Command {
         /// GPU: request the adapter's own limits (bindings above WebGPU's default 128 MiB), as a page could.
         #[arg(long)]
         adapter_limits: bool,
+        /// GPU: attention through the tiled GEMM and a softmax instead of the fused flash kernel.
+        #[arg(long)]
+        blocked_attention: bool,
+        /// Time the GPU only (the CPU column stays empty): for kernel work, where the CPU's minutes are noise.
+        #[arg(long)]
+        gpu_only: bool,
     },
     /// Canny edge map as cv2.imread(GRAYSCALE) + cv2.Canny(img, low, high).
     Canny {
@@ -373,8 +381,20 @@ fn run(cli: Cli) -> Result<()> {
             req.control = control.as_deref().map(read_file).transpose()?;
             prior(select_backend(backend, false)?, &model, &req, &out, timings)
         }
-        Command::Bench { only, iters, dtype, size, gemm_tile, packed_f16, scalar_loads, adapter_limits } => {
-            run_bench(&only, iters, dtype, size, GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits })
+        Command::Bench {
+            only,
+            iters,
+            dtype,
+            size,
+            gemm_tile,
+            packed_f16,
+            scalar_loads,
+            adapter_limits,
+            blocked_attention,
+            gpu_only,
+        } => {
+            let choices = GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention };
+            run_bench(&only, iters, dtype, size, choices, gpu_only)
         }
         Command::Canny { image, out, low, high } => {
             lambda_eclipse::pipeline::lambda::check_canny_thresholds(low, high)?;
@@ -692,6 +712,7 @@ fn bench_item<B: Backend>(
     use lambda_eclipse::bench;
     match item {
         BenchRow::Matmul(shape) => Ok((pollster::block_on(bench::matmul_gflops(be, *shape, dtype, iters))?, None)),
+        BenchRow::Attention(_, shape) => Ok((pollster::block_on(bench::attention_gflops(be, *shape, iters))?, None)),
         BenchRow::Model(model) => Ok((pollster::block_on(bench::forward_ms(be, *model, dtype, iters))?, None)),
         BenchRow::Decoder(part, size) => {
             let t = pollster::block_on(bench::decoder_ms(be, *part, *size, dtype, iters))?;
@@ -702,6 +723,7 @@ fn bench_item<B: Backend>(
 
 enum BenchRow {
     Matmul((usize, usize, usize)),
+    Attention(&'static str, (usize, usize, usize, usize)),
     Model(lambda_eclipse::bench::Model),
     Decoder(lambda_eclipse::bench::DecoderPart, usize),
 }
@@ -712,10 +734,18 @@ struct GpuChoices {
     packed_f16: bool,
     scalar_loads: bool,
     adapter_limits: bool,
+    blocked_attention: bool,
 }
 
-fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, choices: GpuChoices) -> Result<()> {
-    let GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits } = choices;
+fn run_bench(
+    only: &[BenchItem],
+    iters: usize,
+    dtype: DTypeChoice,
+    size: usize,
+    choices: GpuChoices,
+    gpu_only: bool,
+) -> Result<()> {
+    let GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention } = choices;
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
@@ -732,6 +762,9 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     let mut rows = Vec::new();
     if want(BenchItem::Matmul) {
         rows.extend(bench::BIGG_MATMULS.map(BenchRow::Matmul));
+    }
+    if want(BenchItem::Attention) {
+        rows.extend(bench::ATTENTION_SHAPES.map(|(what, shape)| BenchRow::Attention(what, shape)));
     }
     for (item, model) in
         [(BenchItem::Text, Model::TextTower), (BenchItem::Vision, Model::VisionTower), (BenchItem::Prior, Model::Prior)]
@@ -753,17 +786,19 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         use_shader_f16: !packed_f16,
         vec4_loads: !scalar_loads,
         adapter_limits,
+        blocked_attention,
         ..Default::default()
     };
     // A build without the `gpu` feature gets the stand-in's "built without the gpu feature" here.
     let (gpu, gpu_name) = match pollster::block_on(GpuBackend::with_options(options)) {
         Ok(g) => {
             let name = format!(
-                "{} (shader-f16 {}, GEMM tile {}, {} loads{})",
+                "{} (shader-f16 {}, GEMM tile {}, {} loads, {} attention{})",
                 g.adapter_description(),
                 if g.has_shader_f16() { "on" } else { "off" },
                 gemm_tile.map_or("auto".to_string(), |t| t.to_string()),
                 if scalar_loads { "scalar" } else { "vec4" },
+                if blocked_attention { "blocked" } else { "flash" },
                 if adapter_limits { ", adapter limits" } else { "" }
             );
             (Some(storage.apply(g)), name)
@@ -771,10 +806,26 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         Err(e) => (None, format!("none ({e})")),
     };
     let weights = if int8 { "F32 quantised to int8".to_string() } else { format!("{dtype:?}") };
-    println!(
-        "cpu: candle-core, {threads} threads | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up"
-    );
-    print!("{:<34} {:>16} {:>16} {:>9}", "benchmark", "cpu", "gpu", "gpu/cpu");
+    let cpu_name =
+        if gpu_only { "not timed (--gpu-only)".to_string() } else { format!("candle-core, {threads} threads") };
+    println!("cpu: {cpu_name} | gpu: {gpu_name} | weights {weights} | median of {iters} after a warm-up");
+    // The GPU's FMA throughput, measured now: every kernel does its arithmetic in f32, so "% peak" is of the
+    // f32 figure; the f16 one shows what f16 arithmetic could reach.
+    let peak = match &gpu {
+        Some(g) => {
+            let f32_peak = pollster::block_on(g.fma_peak_gflops(false))?;
+            let f16_peak = pollster::block_on(g.fma_peak_gflops(true))?;
+            let f16_text = f16_peak.map_or("— (no shader-f16)".to_string(), |p| format!("{p:.0} GF/s"));
+            println!("gpu FMA peak, measured: f32 {:.0} GF/s, f16 {f16_text}", f32_peak.unwrap_or(0.0));
+            f32_peak
+        }
+        None => None,
+    };
+    let of_peak = |gflops: Option<f64>| match (gflops, peak) {
+        (Some(g), Some(p)) if p > 0.0 => format!("{:.1} %", 100.0 * g / p),
+        _ => "—".to_string(),
+    };
+    print!("{:<34} {:>16} {:>16} {:>9} {:>8}", "benchmark", "cpu", "gpu", "gpu/cpu", "% peak");
     if baseline {
         print!(" {:>16} {:>12}", "cpu f32", format!("{dtype:?}/f32"));
     }
@@ -782,10 +833,12 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
     for row in &rows {
         let (label, unit) = match row {
             BenchRow::Matmul((m, k, n)) => (format!("linear [{m}×{k}]·[{k}×{n}]"), "GF/s"),
+            BenchRow::Attention(what, (t, s, h, d)) => (format!("attention {what} {t}×{s}, {h}×{d}"), "GF/s"),
             BenchRow::Model(model) => (model.label().to_string(), "ms"),
             BenchRow::Decoder(part, size) => (part.label(*size), "ms"),
         };
-        let (c, cpu_part) = bench_item(&cpu, row, dtype, iters)?;
+        let cpu_result = if gpu_only { None } else { Some(bench_item(&cpu, row, dtype, iters)?) };
+        let c = cpu_result.map(|r| r.0);
         // A GPU failure (e.g. an op without a kernel yet) leaves the GPU cell empty and says why.
         let gpu_result = gpu.as_ref().and_then(|g| match bench_item(g, row, dtype, iters) {
             Ok(r) => Some(r),
@@ -796,28 +849,40 @@ fn run_bench(only: &[BenchItem], iters: usize, dtype: DTypeChoice, size: usize, 
         });
         let g = gpu_result.map(|r| r.0);
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
-        let ratio = g.map(|g| if unit == "ms" { c / g } else { g / c });
+        let ratio = c.zip(g).map(|(c, g)| if unit == "ms" { c / g } else { g / c });
         let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} {unit}"));
         print!(
-            "{label:<34} {:>16} {:>16} {:>9}",
-            cell(Some(c)),
+            "{label:<34} {:>16} {:>16} {:>9} {:>8}",
+            cell(c),
             cell(g),
-            ratio.map_or("—".to_string(), |r| format!("{r:.2}×"))
+            ratio.map_or("—".to_string(), |r| format!("{r:.2}×")),
+            if unit == "GF/s" { of_peak(g) } else { String::new() }
         );
-        if baseline {
+        if let (true, Some(c)) = (baseline, c) {
             let (f, _) = bench_item(&cpu, row, WeightDType::F32, iters)?;
             // > 1: the block type is faster than f32 on the CPU.
             let speedup = if unit == "ms" { f / c } else { c / f };
             print!(" {:>16} {:>12}", cell(Some(f)), format!("{speedup:.2}×"));
         }
         println!();
-        if let Some(part) = cpu_part {
+        let part = cpu_result.and_then(|r| r.1).or(gpu_result.and_then(|r| r.1));
+        if let Some(part) = part {
             let f = part.flops;
-            let rate = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{:.1} GF/s", f / (ms * 1e6)));
-            println!("{:<34} {:>16} {:>16}", format!("  ({:.1} GFLOP per call)", f / 1e9), rate(Some(c)), rate(g));
+            let rate = |ms: Option<f64>| ms.map(|ms| f / (ms * 1e6));
+            let text = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.1} GF/s"));
+            println!(
+                "{:<34} {:>16} {:>16} {:>9} {:>8}",
+                format!("  ({:.1} GFLOP per call)", f / 1e9),
+                text(rate(c)),
+                text(rate(g)),
+                "",
+                of_peak(rate(g))
+            );
             let gb = |b: usize| format!("{:.3} GB", b as f64 / 1e9);
-            let gpu_bytes = gpu_result.and_then(|r| r.1).map_or("—".to_string(), |t| gb(t.weight_bytes));
-            println!("{:<34} {:>16} {:>16}", "  weights held", gb(part.weight_bytes), gpu_bytes);
+            let bytes = |r: Option<(f64, Option<lambda_eclipse::bench::DecoderTiming>)>| {
+                r.and_then(|r| r.1).map_or("—".to_string(), |t| gb(t.weight_bytes))
+            };
+            println!("{:<34} {:>16} {:>16}", "  weights held", bytes(cpu_result), bytes(gpu_result));
         }
     }
     Ok(())

@@ -353,19 +353,50 @@ fn attention_both(
 }
 
 #[test]
-fn attention_beyond_the_fused_kernel_matches_cpu_for_long_sequences_and_wide_heads() {
+fn attention_matches_cpu_for_any_number_of_keys() {
     let Some(gpu) = gpu() else { return };
+    let blocked =
+        block(GpuBackend::with_options(GpuOptions { blocked_attention: true, ..GpuOptions::default() })).unwrap();
     let mut rng = Rng(6);
-    // The decoders' shapes, scaled down where only the size class matters: UNet self+context attention
-    // (1024 positions + 32 context keys, head dim 64), MoVQ's single 512-wide head, odd sizes.
-    for (t, s, heads, d, with_bias) in
-        [(1024, 1056, 2, 64, false), (300, 300, 1, 512, false), (33, 1031, 3, 7, true), (5, 2, 1, 257, true)]
-    {
+    // The flash kernel takes keys 32 at a time: 1 key, a tile minus/plus one, the old fused kernel's limit of
+    // 1024 and one past it, the UNet's self-attention at 768 px (48² = 2304 positions + 32 context keys) and
+    // 4096 keys; head dims of one staged chunk (7, 32), more (64, 104 = CLIP vision), and the most (256); queries that
+    // do not fill a block of 32.
+    for (t, s, heads, d, with_bias) in [
+        (1, 1, 1, 64, false),
+        (33, 31, 2, 64, true),
+        (32, 32, 1, 104, false),
+        (31, 33, 3, 7, true),
+        (5, 40, 2, 32, true),
+        (70, 1024, 2, 64, true),
+        (64, 1025, 1, 256, false),
+        (2304, 2336, 1, 64, false),
+        (40, 4096, 2, 104, true),
+        (4096, 4096, 1, 64, false),
+    ] {
+        let width = heads * d;
+        let (q, k, v) = (rng.vec(t * width, 2.0), rng.vec(s * width, 2.0), rng.vec(s * width, 1.0));
+        let bias = with_bias.then(|| rng.vec(t * s, 3.0));
+        let (got, want) = attention_both(gpu, &q, &k, &v, (t, s, width), heads, bias.as_ref());
+        assert_f32_close(&format!("attention t={t} s={s} heads={heads} d={d} bias={with_bias}"), &got, &want);
+        // The GEMM path the bench compares it with (GpuOptions::blocked_attention) computes the same.
+        let (got, _) = attention_both(&blocked, &q, &k, &v, (t, s, width), heads, bias.as_ref());
+        assert_f32_close(&format!("blocked attention t={t} s={s} heads={heads} d={d}"), &got, &want);
+    }
+}
+
+#[test]
+fn attention_with_heads_wider_than_256_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng(7);
+    // Past the flash kernel's registers: the MoVQ's single 512-wide head, and one just past the bound; the
+    // per-head GEMM path with a softmax in between.
+    for (t, s, heads, d, with_bias) in [(300, 300, 1, 512, false), (5, 2, 1, 257, true), (40, 1100, 2, 260, true)] {
         let width = heads * d;
         let (q, k, v) = (rng.vec(t * width, 1.0), rng.vec(s * width, 1.0), rng.vec(s * width, 1.0));
         let bias = with_bias.then(|| rng.vec(t * s, 3.0));
         let (got, want) = attention_both(gpu, &q, &k, &v, (t, s, width), heads, bias.as_ref());
-        assert_f32_close(&format!("blocked attention t={t} s={s} heads={heads} d={d} bias={with_bias}"), &got, &want);
+        assert_f32_close(&format!("wide-head attention t={t} s={s} heads={heads} d={d} bias={with_bias}"), &got, &want);
     }
 }
 
@@ -1139,4 +1170,16 @@ fn split_int8_weights_use_their_rows_scales_in_linear_and_conv() {
     let got = read_gpu(&gpu8, &gpu8.conv2d(&gpu8.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &gw, None, 3).unwrap());
     let want = read_cpu(&cpu.conv2d(&cpu.from_f32(&x, &[h * w, cin]).unwrap(), h, w, &cw, None, 3).unwrap());
     assert_f32_close(&format!("split int8 conv2d in {} buffers", gw.buffer_count()), &got, &want);
+}
+
+#[test]
+fn fma_peak_is_measured_in_f32_and_in_f16_only_with_shader_f16() {
+    let Some(gpu) = gpu() else { return };
+    let f32_peak = block(gpu.fma_peak_gflops(false)).unwrap().expect("f32 peak");
+    assert!(f32_peak.is_finite() && f32_peak > 0.0, "f32 FMA peak {f32_peak}");
+    let f16_peak = block(gpu.fma_peak_gflops(true)).unwrap();
+    assert_eq!(f16_peak.is_some(), gpu.has_shader_f16(), "f16 peak {f16_peak:?}");
+    let packed =
+        block(GpuBackend::with_options(GpuOptions { use_shader_f16: false, ..GpuOptions::default() })).unwrap();
+    assert_eq!(block(packed.fma_peak_gflops(true)).unwrap(), None, "no f16 arithmetic without shader-f16");
 }

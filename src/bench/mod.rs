@@ -70,6 +70,35 @@ pub async fn matmul_gflops<B: Backend>(
     Ok(2.0 * (m * k * n) as f64 / (ms * 1e6))
 }
 
+/// Attention shapes of the real models: (queries, keys, heads, head dim). The UNet's self-attention takes its
+/// 10 image-context tokens as extra keys (SimpleCrossAttn's added keys); 2304 positions is its first attention
+/// level at 768 px.
+pub const ATTENTION_SHAPES: [(&str, (usize, usize, usize, usize)); 4] = [
+    ("bigG text", (77, 77, 20, 64)),
+    ("bigG vision", (257, 257, 16, 104)),
+    ("UNet 512 px", (1024, 1034, 12, 64)),
+    ("UNet 768 px", (2304, 2314, 12, 64)),
+];
+
+/// GFLOP/s of `attention` (no bias) at `(t, s, heads, d)`: 4·t·s·width FLOPs (scores and P·V).
+pub async fn attention_gflops<B: Backend>(
+    be: &B,
+    (t, s, heads, d): (usize, usize, usize, usize),
+    iters: usize,
+) -> Result<f64> {
+    let width = heads * d;
+    let q = be.from_f32(&pseudo_random(t * width, 11), &[t, width])?;
+    let k = be.from_f32(&pseudo_random(s * width, 12), &[s, width])?;
+    let v = be.from_f32(&pseudo_random(s * width, 13), &[s, width])?;
+    let scale = 1.0 / (d as f32).sqrt();
+    let ms = median_ms(iters, || async {
+        let y = be.attention(&q, &k, &v, heads, scale, None)?;
+        be.read_f32(&y).await.map(|_| ())
+    })
+    .await?;
+    Ok(4.0 * (t * s * width) as f64 / (ms * 1e6))
+}
+
 /// Which real-size model to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Model {

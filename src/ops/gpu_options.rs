@@ -20,6 +20,10 @@ pub struct GpuOptions {
     /// real GPUs). Off by default so native runs behave like the browser; the benchmark uses it to show what
     /// a card can do at sizes whose activations exceed 128 MiB (the MoVQ at 512 px).
     pub adapter_limits: bool,
+    /// Attention through the tiled GEMM (scores per head and block of queries, softmax, P·V) instead of the
+    /// fused flash kernel, for every head dim (default false: flash up to head dim 256). For the benchmark, to
+    /// compare the two on one device in one run, and tests.
+    pub blocked_attention: bool,
 }
 
 impl Default for GpuOptions {
@@ -30,6 +34,7 @@ impl Default for GpuOptions {
             gemm_tile: None,
             vec4_loads: true,
             adapter_limits: false,
+            blocked_attention: false,
         }
     }
 }

@@ -60,6 +60,10 @@ impl GpuBackend {
         absurd(&self.never)
     }
 
+    pub async fn fma_peak_gflops(&self, _f16: bool) -> Result<Option<f64>> {
+        absurd(&self.never)
+    }
+
     pub fn uniform_buffers(&self) -> usize {
         absurd(&self.never)
     }

@@ -42,6 +42,7 @@ pub(super) struct Inner {
     pub(super) gemm_tile: Option<GemmTile>,
     /// Whether the GEMM may read four consecutive k at once where alignment allows.
     pub(super) vec4_loads: bool,
+    pub(super) blocked_attention: bool,
     /// The pending command encoder and the pipeline, uniform and bind-group caches.
     pub(super) recorder: Recorder,
     pub(super) pool: Arc<Mutex<pool::Pool>>,
@@ -120,6 +121,7 @@ impl GpuBackend {
                 max_tensor_bytes,
                 gemm_tile,
                 vec4_loads: options.vec4_loads,
+                blocked_attention: options.blocked_attention,
                 recorder,
                 pool: Arc::default(),
                 device_error,
@@ -137,6 +139,12 @@ impl GpuBackend {
     /// packed f16 is unpacked with core `unpack2x16float`, which every adapter has.
     pub fn has_shader_f16(&self) -> bool {
         self.inner.shader_f16
+    }
+
+    /// Measured FMA throughput in GFLOP/s, f32 or (`f16`) f16 arithmetic; `None` for f16 without
+    /// `shader-f16`. The bench's denominator for "% of peak" (ops/peak.rs).
+    pub async fn fma_peak_gflops(&self, f16: bool) -> Result<Option<f64>> {
+        super::ops::peak::fma_peak_gflops(self, f16).await
     }
 
     /// Activation-pool counters (buffers are reused across forwards; this lets tests check it).

@@ -95,8 +95,10 @@ kernel_params! {
     }
     /// layer_norm.wgsl
     LayerNormParams { cols: u32, eps: f32, _pad0: u32, _pad1: u32 }
-    /// attention.wgsl
-    AttentionParams { s: u32, d: u32, width: u32, has_bias: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
+    /// flash_attention.wgsl
+    AttentionParams { t: u32, s: u32, d: u32, width: u32, has_bias: u32, scale: f32, _pad0: u32, _pad1: u32 }
+    /// fma_peak.wgsl, fma_peak_f16.wgsl
+    FmaPeakParams { iters: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
     /// softmax_rows.wgsl
     SoftmaxRowsParams { rows: u32, cols: u32, has_bias: u32, bias_off: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
     /// elementwise_pair.wgsl (add, mul)

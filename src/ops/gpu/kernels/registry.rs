@@ -12,8 +12,9 @@
 
 use super::params::{
     ActivationParams, AttentionParams, AvgPool2x2Params, CopyColsParams, DequantizeBlocksParams, DequantizeI8Params,
-    ElementwisePairParams, GatherRowsParams, GemmParams, GroupNormParams, ImagePatchesParams, KernelParams,
-    LayerNormParams, ParamsLayout, ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams, UnpackF16Params,
+    ElementwisePairParams, FmaPeakParams, GatherRowsParams, GemmParams, GroupNormParams, ImagePatchesParams,
+    KernelParams, LayerNormParams, ParamsLayout, ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams,
+    UnpackF16Params,
 };
 use super::WgslType::{Bool, Vec3U32, Vec4F32, F32, U32};
 use super::{func, read, write, Binding, Fragment, Function, P};
@@ -187,8 +188,10 @@ const LAYER_NORM: Fragment = fragment!("layer_norm.wgsl",
     binds: [P, read(1, "x"), read(2, "gamma"), read(3, "beta"), write(4, "y")], provides: []);
 const GROUP_NORM: Fragment = fragment!("group_norm.wgsl",
     binds: [P, read(1, "x"), read(2, "gamma"), read(3, "beta"), write(4, "y")], provides: []);
-const ATTENTION: Fragment = fragment!("attention.wgsl",
+const FLASH_ATTENTION: Fragment = fragment!("flash_attention.wgsl",
     binds: [P, read(1, "q"), read(2, "k"), read(3, "v"), read(4, "bias"), write(5, "out")], provides: []);
+const FMA_PEAK: Fragment = fragment!("fma_peak.wgsl", binds: [P, write(1, "out")], provides: []);
+const FMA_PEAK_F16: Fragment = fragment!("fma_peak_f16.wgsl", binds: [P, write(1, "out")], provides: []);
 const SOFTMAX_ROWS: Fragment = fragment!("softmax_rows.wgsl", binds: [P, read(1, "bias"), write(2, "s")], provides: []);
 const COMBINE: Function = func("combine", &[F32, F32], Some(F32));
 const ADD_COMBINE: Fragment = Fragment {
@@ -244,6 +247,8 @@ pub enum Kernel {
     AvgPool2x2,
     ResizeNearest,
     CopyCols,
+    /// The FMA-throughput micro-kernel of the bench (f32, or f16 arithmetic when true).
+    FmaPeak(bool),
 }
 
 impl Kernel {
@@ -266,6 +271,8 @@ impl Kernel {
             Kernel::AvgPool2x2,
             Kernel::ResizeNearest,
             Kernel::CopyCols,
+            Kernel::FmaPeak(false),
+            Kernel::FmaPeak(true),
         ];
         for w in GemmWeight::ALL {
             for i in GemmInput::ALL {
@@ -297,6 +304,8 @@ impl Kernel {
             Kernel::AvgPool2x2 => "avg_pool_2x2",
             Kernel::ResizeNearest => "resize_nearest",
             Kernel::CopyCols => "copy_cols",
+            Kernel::FmaPeak(false) => "fma_peak",
+            Kernel::FmaPeak(true) => "fma_peak_f16",
         }
     }
 
@@ -322,7 +331,7 @@ impl Kernel {
                 parts
             }
             Kernel::LayerNorm => vec![&LAYER_NORM],
-            Kernel::Attention => vec![&ACTIVATION_FNS, &ATTENTION],
+            Kernel::Attention => vec![&ACTIVATION_FNS, &FLASH_ATTENTION],
             Kernel::Add => vec![&ADD_COMBINE, &ELEMENTWISE_PAIR],
             Kernel::Activation => vec![&ACTIVATION_FNS, &ACTIVATION],
             Kernel::GatherRows => vec![&INT8_FNS, &GATHER_ROWS],
@@ -337,6 +346,8 @@ impl Kernel {
             Kernel::AvgPool2x2 => vec![&AVG_POOL_2X2],
             Kernel::ResizeNearest => vec![&RESIZE_NEAREST],
             Kernel::CopyCols => vec![&COPY_COLS],
+            Kernel::FmaPeak(false) => vec![&FMA_PEAK],
+            Kernel::FmaPeak(true) => vec![&FMA_PEAK_F16],
         }
     }
 
@@ -363,6 +374,7 @@ impl Kernel {
             Kernel::Gemm(..) => &GemmParams::LAYOUT,
             Kernel::LayerNorm => &LayerNormParams::LAYOUT,
             Kernel::Attention => &AttentionParams::LAYOUT,
+            Kernel::FmaPeak(_) => &FmaPeakParams::LAYOUT,
             Kernel::Add | Kernel::Mul => &ElementwisePairParams::LAYOUT,
             Kernel::Activation => &ActivationParams::LAYOUT,
             Kernel::GatherRows => &GatherRowsParams::LAYOUT,

@@ -1,6 +1,7 @@
-//! Multi-head attention with an optional additive bias: one fused kernel (attention.wgsl) where a query's
-//! head and scores fit in workgroup memory (CLIP, the prior), else per head and block of queries the tiled
-//! GEMM for the scores, an in-place softmax (softmax_rows.wgsl) and the GEMM again for P·V (the decoders).
+//! Multi-head attention with an optional additive bias: one fused flash-style kernel (flash_attention.wgsl:
+//! online softmax over tiles of 32 keys, any number of keys) for head dims up to 256 (CLIP, the prior, the
+//! UNet); wider heads (the MoVQ's single 512-wide head) go per head and block of queries through the tiled
+//! GEMM for the scores, an in-place softmax (softmax_rows.wgsl) and the GEMM again for P·V.
 
 use super::gemm::{self, Gemm};
 use crate::error::Result;
@@ -9,9 +10,10 @@ use crate::ops::gpu::kernels::Kernel;
 use crate::ops::gpu::tensor::{dims2, GpuTensor};
 use crate::ops::gpu::{backend_err, u32_of, GpuBackend};
 
-/// Bounds of attention.wgsl's workgroup arrays (`MAX_D`, `MAX_S`).
-const ATTENTION_MAX_HEAD_DIM: usize = 256;
-const ATTENTION_MAX_KEYS: usize = 1024;
+/// flash_attention.wgsl keeps two queries' heads in 16 registers each per invocation of 16 (`MAX_D`).
+const FLASH_MAX_HEAD_DIM: usize = 256;
+/// Queries per workgroup of flash_attention.wgsl (`BQ`).
+const FLASH_QUERY_BLOCK: usize = 32;
 /// Scores of one block of queries (for one head) stay below this, whatever the sequence length: MoVQ's
 /// single-head attention over 9216 positions would otherwise need a 340 MB score matrix.
 const ATTENTION_SCORE_BLOCK_BYTES: usize = 64 << 20;
@@ -41,8 +43,8 @@ pub fn attention(
     let d = width / heads;
     let (q, k, v) = (be.as_f32(q)?, be.as_f32(k)?, be.as_f32(v)?);
     let bias = bias.map(|b| be.as_f32(b)).transpose()?;
-    if t > 0 && s > 0 && (d > ATTENTION_MAX_HEAD_DIM || s > ATTENTION_MAX_KEYS) {
-        // Beyond the fused kernel's workgroup memory (the decoders' long sequences, MoVQ's 512-wide head).
+    if t > 0 && s > 0 && (d > FLASH_MAX_HEAD_DIM || be.inner.blocked_attention) {
+        // Beyond the fused kernel's registers (MoVQ's 512-wide head), or asked for (GpuOptions).
         return blocked(be, &q, &k, &v, heads, scale, bias.as_ref());
     }
     let out = be.alloc_f32(&[t, width], "attention")?;
@@ -53,6 +55,7 @@ pub fn attention(
         return Err(backend_err("attention: no keys"));
     }
     let params = AttentionParams {
+        t: u32_of(t, "queries")?,
         s: u32_of(s, "keys")?,
         d: u32_of(d, "head dim")?,
         width: u32_of(width, "width")?,
@@ -61,7 +64,7 @@ pub fn attention(
         ..Default::default()
     };
     let bias_buf = bias.as_ref().map_or(&be.inner.dummy, |b| b.buffer());
-    let groups = [u32_of(t, "queries")?, u32_of(heads, "heads")?, 1];
+    let groups = [u32_of(t.div_ceil(FLASH_QUERY_BLOCK), "queries")?, u32_of(heads, "heads")?, 1];
     be.dispatch(Kernel::Attention, &params, &[q.buffer(), k.buffer(), v.buffer(), bias_buf, out.buffer()], groups);
     Ok(out)
 }

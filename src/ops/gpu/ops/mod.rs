@@ -8,3 +8,4 @@ pub(super) mod gemm;
 pub(super) mod image;
 pub(super) mod layout;
 pub(super) mod norm;
+pub(super) mod peak;
