@@ -1,5 +1,5 @@
 // End-to-end: a model that lists its quantized copies (issue #15, item 4). The tiny golden model is copied into
-// tests/output/variants-site/lambda/ and quantized there to q8_0 and q4_0 by `lambda-eclipse quantize --list`
+// tests/output/variants-site/ and quantized there to q8_0 and q4_0 by `lambda-eclipse quantize --list`
 // (README's hub layout: the copies in the model's folder, `variants.json` at its root), then served at
 // /variants/. Checked: the JS API's `load({ model, variant })` (the copy loads and reproduces the goldens at
 // cosine ≥ 0.999 — the issue's bound for 8 bits, as quantized.test.mjs — an unknown variant is refused naming
@@ -9,36 +9,18 @@
 // fetched, naming the variants that fit — in the picker and in the API.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { CHROMIUM, GOLDENS, IMAGES, OUTPUT, ROOT, SCREENSHOTS, chromium, startStaticServer } from './browser.mjs';
-import { golden } from './helpers.mjs';
+import { CHROMIUM, GOLDENS, IMAGES, SCREENSHOTS, chromium, startStaticServer } from './browser.mjs';
+import { golden, makeVariantsSite } from './helpers.mjs';
 
-const SITE = path.join(OUTPUT, 'variants-site', 'lambda');
 const MIB = 1024 ** 2;
 let server, browser, base, listing;
 
-/** The CLI the native tests built (CI runs them first), else built here. */
-function cli() {
-  for (const profile of ['debug', 'release']) {
-    const bin = path.join(ROOT, 'target', profile, 'lambda-eclipse');
-    if (existsSync(bin)) return [bin, []];
-  }
-  return ['cargo', ['run', '--quiet', '--bin', 'lambda-eclipse', '--']];
-}
-
 before(async () => {
-  rmSync(SITE, { recursive: true, force: true });
-  mkdirSync(SITE, { recursive: true });
-  cpSync(path.join(GOLDENS, 'model'), SITE, { recursive: true });
-  const [bin, pre] = cli();
-  for (const type of ['q8_0', 'q4_0']) {
-    const run = spawnSync(bin, [...pre, 'quantize', '--model', SITE, '--out', path.join(SITE, type), '--type', type, '--list'], { cwd: ROOT, encoding: 'utf8' });
-    assert.equal(run.status, 0, `quantize ${type} failed: ${run.stderr}`);
-  }
-  listing = JSON.parse(readFileSync(path.join(SITE, 'variants.json'), 'utf8')).variants;
-  ({ process: server, base } = await startStaticServer({ args: ['--mount', `/variants/=${SITE}`] }));
+  let dir;
+  ({ dir, listing } = makeVariantsSite());
+  ({ process: server, base } = await startStaticServer({ args: ['--mount', `/variants/=${dir}`] }));
   mkdirSync(SCREENSHOTS, { recursive: true });
   browser = await chromium.launch(CHROMIUM);
 });

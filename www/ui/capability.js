@@ -118,16 +118,19 @@ export function assess(variant, device, { cachedBytes = 0, siblings = [] } = {})
   if (variant.bytes == null) {
     return { verdict: 'unknown', problems, toDownload: null, waitSeconds: null, summary: 'Its size and needs are read from its files when it loads.' };
   }
-  if (!gpu.available) {
-    if (needs.webgpu) no(`It needs WebGPU, which is not available here (${gpu.reason}), and it is too large for the CPU fallback (a web page's engine has at most ${formatLimit(device.wasmBytes || 4 * GIB)}). Open this page in a browser with WebGPU (a recent Chrome or Edge; Safari 26; Firefox 141 on Windows).`);
-    else warn(`No WebGPU here (${gpu.reason}): it computes on the CPU, which is much slower.`);
+  // The engine computes on the CPU without WebGPU, or when the page address asks for it (?backend=cpu).
+  const onCpu = !gpu.available || device.backend === 'cpu';
+  if (onCpu) {
+    const why = gpu.available ? 'but this page is set to compute on the CPU (backend=cpu in its address)' : `which is not available here (${gpu.reason})`;
+    if (needs.webgpu) no(`It needs WebGPU, ${why}, and it is too large for the CPU fallback (a web page's engine has at most ${formatLimit(device.wasmBytes || 4 * GIB)}). Open this page in a browser with WebGPU (a recent Chrome or Edge; Safari 26; Firefox 141 on Windows).`);
+    else warn(gpu.available ? 'It computes on the CPU, as the page address asks (backend=cpu): much slower than WebGPU.' : `No WebGPU here (${gpu.reason}): it computes on the CPU, which is much slower.`);
   } else {
     if (gpu.fallback) warn('The WebGPU adapter is a software fallback (no GPU): it works, slowly.');
     if (needs.maxBindingBytes && gpu.maxBindingBytes < needs.maxBindingBytes) {
       warn(`${needs.maxBindingWhat ?? 'It'} needs GPU buffers of ${formatLimit(needs.maxBindingBytes)}; this adapter allows ${formatLimit(gpu.maxBindingBytes)}: choose a smaller picture size.`);
     }
   }
-  if (variant.listed && (!gpu.available || device.backend === 'cpu')) {
+  if (variant.listed && onCpu) {
     const problem = cpuFitProblem(variant.listed, siblings.map((v) => v.listed).filter(Boolean), device.wasmBytes);
     if (problem) no(`${problem[0].toUpperCase()}${problem.slice(1)}.`);
   }
@@ -143,7 +146,7 @@ export function assess(variant, device, { cachedBytes = 0, siblings = [] } = {})
   // The browser's own figure is capped (Chromium: 10 Mbit/s) or a guess: a fast line's time beside it.
   const fast = wait.basis.startsWith('at the') && !wait.basis.includes('last download') ? `; ${formatSeconds(toDownload / 12.5e6)} on a 100 Mbit/s line` : '';
   const verdict = problems.some((p) => p.level === 'no') ? 'no' : problems.length ? 'warn' : 'ok';
-  const where = gpu.available && device.backend !== 'cpu' ? `with WebGPU on ${gpu.name}` : 'on the CPU';
+  const where = onCpu ? 'on the CPU' : `with WebGPU on ${gpu.name}`;
   const summary = verdict === 'no' ? 'Cannot run on this device.'
     : toDownload === 0 ? `Already in this browser: starts without downloading, ${where}.`
       : `Runs on this device ${where}. Download: about ${formatSeconds(wait.seconds)} ${wait.basis}${fast}${cachedBytes > 0 ? ` (${formatBytes(cachedBytes)} already here)` : ''}.`;
