@@ -13,12 +13,12 @@
 // (endpoint) and body[data-decoded-local] = 'loading' | 'pending' | 'ok' | 'error' | 'cancelled',
 // body[data-created] = 'pending' | 'ok' | 'error' (the whole Create); window.__lambdaResult (the result shown).
 import { decode } from '../lib/decoder-client.js';
-import { DEFAULT_DECODER } from '../lib/lambda-eclipse.js';
+import { DEFAULT_DECODER, cacheUsage } from '../lib/lambda-eclipse.js';
 import { download } from '../lib/tensor-files.js';
 import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from '../ui/subjects.js';
 import { LocalDecoder, drawRgba, pngOf, readDecoderInput, stepText, timingText } from '../ui/local-decoder.js';
 import { checkDevice, formatBytes, formatSeconds } from '../ui/capability.js';
-import { DECODER_VARIANTS, MODEL_VARIANTS, customVariant, listedVariants, rememberVariant, rememberedVariant } from '../ui/models.js';
+import { DECODER_VARIANTS, MODEL_VARIANTS, customVariant, listedVariants, rememberListing, rememberVariant, rememberedListing, rememberedVariant } from '../ui/models.js';
 import { listVariants } from '../lib/variants.js';
 import { withAdvice } from '../ui/advice.js';
 import { EdgeControl } from './control.js';
@@ -89,11 +89,25 @@ async function main() {
   const model = params.get('model');
   // A model given by address may list its quantized copies (variants.json): the picker then offers each, and
   // starts from ?variant=, else the choice remembered for that model, else the original.
+  // The listing is read from the network unless the variant this visit would load is in the browser cache
+  // already: then the one remembered from the last read serves, and a reload asks the network nothing.
+  const asked = params.get('variant');
   let listed = null;
   if (model) {
-    try { listed = await listVariants(model); } catch (e) { status(`The model's list of variants cannot be read: ${e.message}`, 'warn'); }
+    const remembered = rememberedListing(model);
+    const wanted = remembered === undefined ? undefined : remembered?.find((v) => v.id === (asked ?? rememberedVariant(model) ?? 'original'));
+    const cached = remembered !== undefined && (await cacheUsage(wanted?.url ?? model).catch(() => ({ bytes: 0 }))).bytes > 0;
+    if (cached) listed = remembered;
+    else {
+      try {
+        listed = await listVariants(model);
+        rememberListing(model, listed);
+      } catch (e) {
+        listed = remembered ?? null;
+        if (!listed) status(`The model's list of variants cannot be read: ${e.message}`, 'warn');
+      }
+    }
   }
-  const asked = params.get('variant');
   if (asked && listed && !listed.some((v) => v.id === asked)) status(`The model at ${model} has no variant “${asked}”: it lists ${listed.map((v) => v.id).join(', ')}.`, 'error');
   const modelPicker = new VariantPicker($('model-picker'), {
     name: 'model-variant', device, cacheKind: 'model',

@@ -127,7 +127,7 @@ export function loadModel({ params = new URLSearchParams(location.search), picke
   const choice = () => {
     const variant = picker.selected;
     const name = variant?.id === 'custom' ? variant.url : variant?.variant ? `${variant.model} · variant ${variant.variant}` : variant?.name;
-    return { variant, model: variant?.model ?? variant?.url ?? undefined, variantId: variant?.variant, name };
+    return { variant, model: variant?.source ?? variant?.url ?? undefined, variantId: variant?.variant, name };
   };
   /** Which listed variants this browser keeps ("original: not in this browser · q8_0: in this browser, 7.2 MB"). */
   const showCachedVariants = () => {
@@ -172,7 +172,7 @@ export function loadModel({ params = new URLSearchParams(location.search), picke
         const info = engine.loadInfo;
         loaded = true;
         if (engine.variant) {
-          rememberVariant(model, engine.variant);
+          rememberVariant(variant.model, engine.variant);
           document.body.dataset.variant = engine.variant;
           $('load-source').textContent = `${name} (loaded${info.downloadedBytes === 0 || info.cachedBytes >= info.weightBytes ? ' from this browser\'s cache' : ''})`;
         }

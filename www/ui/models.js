@@ -51,7 +51,10 @@ const TYPE_NOTES = {
 /** The picker's entries of a model's listed variants (www/lib/variants.js `listVariants`): the original and
  * its quantized copies, each with its download size and the listing's entry for the CPU's memory check. */
 export function listedVariants(model, entries) {
+  // What `load` takes for any of them: the model with its listing given, so a load does not read it again.
+  const source = { base: model, variants: Object.fromEntries(entries.map((e) => [e.id, { url: e.url, type: e.type ?? undefined, bytes: e.bytes ?? undefined, cpuBytes: e.cpuBytes ?? undefined }])) };
   return entries.map((e) => ({
+    source,
     id: e.id,
     name: e.id === 'original' ? `The model at ${model} (original files)` : `${e.id}: quantized copy of the model at ${model}`,
     url: e.url,
@@ -74,4 +77,19 @@ export function rememberedVariant(model) {
 /** Remembers the variant chosen for `model` (the app's and the widget's next visit start from it). */
 export function rememberVariant(model, id) {
   try { if (id) localStorage.setItem(choiceKey(model), id); } catch { /* no storage */ }
+}
+
+const listingKey = (model) => `lambda-eclipse.listing:${new URL(model, globalThis.location?.href).href}`;
+
+/** The variants listing last read for `model` (entries, or null: it has none), or undefined when never read. */
+export function rememberedListing(model) {
+  try {
+    const text = localStorage.getItem(listingKey(model));
+    return text === null ? undefined : JSON.parse(text);
+  } catch { return undefined; }
+}
+
+/** Remembers `model`'s listing (entries or null), so that a visit whose choice is cached asks the network nothing. */
+export function rememberListing(model, entries) {
+  try { localStorage.setItem(listingKey(model), JSON.stringify(entries ?? null)); } catch { /* no storage */ }
 }
