@@ -243,6 +243,11 @@ enum Command {
         out: PathBuf,
         #[arg(long = "type", value_enum)]
         quant_type: QuantChoice,
+        /// Also list the copy in `variants.json` at the model's root (created, or updated: other entries
+        /// are kept), with the original: its URL relative to the model, download size and memory on the
+        /// browser's CPU. The app, the widget and `load({ model, variant })` offer what it lists.
+        #[arg(long)]
+        list: bool,
     },
     /// Bilinear grid of embeddings between four corners (tensor `image_embeds` of four files, e.g. written
     /// by `prior`): writes `grid` [(n+1)², D] and `negative_image_embeds` from the first corner if present.
@@ -508,7 +513,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             decode_local(weights.apply(select_backend(backend, true)?), &model, args, &out)
         }
-        Command::Quantize { model, out, quant_type } => quantize(&model, &out, quant_type),
+        Command::Quantize { model, out, quant_type, list } => quantize(&model, &out, quant_type, list),
         Command::Interpolate { top_left, top_right, bottom_left, bottom_right, steps, out } => {
             let corners = [&top_left, &top_right, &bottom_left, &bottom_right].map(|p| read_embeds(p, "image_embeds"));
             let [a, b, c, d] = corners;
@@ -888,11 +893,11 @@ fn run_bench(
     Ok(())
 }
 
-fn quantize(model: &Path, out: &Path, quant_type: QuantChoice) -> Result<()> {
+fn quantize(model: &Path, out: &Path, quant_type: QuantChoice, list: bool) -> Result<()> {
     use lambda_eclipse::ops::WeightDType;
-    let dtype = match quant_type {
-        QuantChoice::Q8_0 => WeightDType::Q8_0,
-        QuantChoice::Q4_0 => WeightDType::Q4_0,
+    let (dtype, kind) = match quant_type {
+        QuantChoice::Q8_0 => (WeightDType::Q8_0, "q8_0"),
+        QuantChoice::Q4_0 => (WeightDType::Q4_0, "q4_0"),
     };
     let report = lambda_eclipse::quantize::quantize_folder(model, out, dtype, |f| eprintln!("quantizing {f} ..."))?;
     let mb = |b: u64| b as f64 / 1e6;
@@ -928,6 +933,17 @@ fn quantize(model: &Path, out: &Path, quant_type: QuantChoice) -> Result<()> {
         report.copied.len(),
         if report.skipped.is_empty() { "none".to_string() } else { report.skipped.join(", ") }
     );
+    println!(
+        "download: {:.1} MB (original {:.1} MB); the browser's CPU holds {:.1} MB for the weights (original {:.1} MB)",
+        mb(report.download_bytes(true)),
+        mb(report.download_bytes(false)),
+        mb(report.cpu_bytes(true)),
+        mb(report.cpu_bytes(false))
+    );
+    if list {
+        let (path, _, copy) = lambda_eclipse::quantize::update_listing(model, out, kind, &report)?;
+        println!("listed as `{kind}` (url {}) in {}", copy.url, path.display());
+    }
     if model.join("prior").is_dir() && model.join("text_encoder").is_dir() {
         let (cosine, prompt) = compare_lambda(model, out)?;
         println!("λ embedding of “{prompt}” with a synthetic photo as “cat”, seed 0, CPU: cosine {cosine:.6} (quantized vs original)");

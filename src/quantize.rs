@@ -38,6 +38,11 @@ pub struct FileReport {
     pub relative_rms_error: f64,
     /// The tensor with the largest relative RMS error, and that error.
     pub worst: Option<(String, f64)>,
+    /// Bytes the CPU backend holds for the weights of the original and of the copy (see [`cpu_held_bytes`]).
+    pub cpu_bytes_before: u64,
+    pub cpu_bytes_after: u64,
+    /// Values of the file's largest tensor.
+    pub largest_values: u64,
 }
 
 /// What the whole folder became.
@@ -48,6 +53,35 @@ pub struct Report {
     pub copied: Vec<String>,
     /// Files left out (other weight formats such as `*.bin`), relative paths.
     pub skipped: Vec<String>,
+    /// Bytes of the copied files (the same in the original and the copy).
+    pub copied_bytes: u64,
+}
+
+impl Report {
+    /// Bytes a load of the original (`quantized` false) or of the copy downloads: weight files and the rest.
+    pub fn download_bytes(&self, quantized: bool) -> u64 {
+        self.files.iter().map(|f| if quantized { f.bytes_after } else { f.bytes_before }).sum::<u64>()
+            + self.copied_bytes
+    }
+
+    /// Memory the CPU backend needs for the weights of the original or of the copy while it loads and
+    /// computes: what it holds ([`cpu_held_bytes`]) plus one tensor as f32 values — the largest one's bytes
+    /// while they are converted at load, or a block matrix dequantised for one product (`ops::cpu`). The
+    /// engine's own memory (code, tokenizer, activations) comes on top: the page adds it (www/lib/variants.js).
+    pub fn cpu_bytes(&self, quantized: bool) -> u64 {
+        let held: u64 = self.files.iter().map(|f| if quantized { f.cpu_bytes_after } else { f.cpu_bytes_before }).sum();
+        held + 4 * self.files.iter().map(|f| f.largest_values).max().unwrap_or(0)
+    }
+}
+
+/// Bytes the CPU backend holds for one weight (`ops::cpu::CpuBackend::upload_weight`): a block type as stored,
+/// any float type as f32 values (f16 and bf16 files double on the CPU).
+pub fn cpu_held_bytes(dtype: WeightDType, shape: &[usize], stored_bytes: u64) -> u64 {
+    if dtype.is_quantized() {
+        stored_bytes
+    } else {
+        4 * shape.iter().product::<usize>() as u64
+    }
 }
 
 /// Whether a tensor of the original gets blocks (see the module's documentation).
@@ -88,7 +122,8 @@ fn convert_folder(model: &Path, out: &Path, dtype: WeightDType, mut on_file: imp
     std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
     let mut report = Report::default();
     let mut files = Vec::new();
-    walk(model, Path::new(""), &mut files)?;
+    let skip = listed_folders(model, out)?;
+    walk(model, Path::new(""), &skip, &mut files)?;
     // A shard index first: its shards are converted through it (one GGUF for the component) and skipped below.
     let is_index = |name: &str| name.ends_with(".safetensors.index.json");
     let mut consumed = std::collections::BTreeSet::new();
@@ -103,7 +138,7 @@ fn convert_folder(model: &Path, out: &Path, dtype: WeightDType, mut on_file: imp
     }
     for rel in files {
         let name = rel.to_string_lossy().replace('\\', "/");
-        if is_index(&name) || consumed.contains(&name) {
+        if is_index(&name) || consumed.contains(&name) || name == LISTING_FILE {
             continue;
         }
         if let Some(stem) = name.strip_suffix(".safetensors") {
@@ -117,7 +152,7 @@ fn convert_folder(model: &Path, out: &Path, dtype: WeightDType, mut on_file: imp
         } else {
             let to = out.join(&rel);
             create_parent(&to)?;
-            std::fs::copy(model.join(&rel), &to).map_err(|e| Error::io(to.display(), e))?;
+            report.copied_bytes += std::fs::copy(model.join(&rel), &to).map_err(|e| Error::io(to.display(), e))?;
             report.copied.push(name);
         }
     }
@@ -127,8 +162,9 @@ fn convert_folder(model: &Path, out: &Path, dtype: WeightDType, mut on_file: imp
     Ok(report)
 }
 
-/// Relative paths of the files under `dir` (hidden entries such as `.git` left out), sorted.
-fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Relative paths of the files under `dir` (hidden entries such as `.git` and the folders in `skip` left
+/// out), sorted.
+fn walk(root: &Path, rel: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> {
     let dir = root.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .map_err(|e| Error::io(dir.display(), e))?
@@ -142,7 +178,9 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
         let path = rel.join(&name);
         if entry.file_type().map_err(|e| Error::io(path.display(), e))?.is_dir() {
-            walk(root, &path, out)?;
+            if !skip.contains(&path) {
+                walk(root, &path, skip, out)?;
+            }
         } else {
             out.push(path);
         }
@@ -169,6 +207,7 @@ fn convert(model: &Path, out: &Path, rel: &str, stem: &str, dtype: WeightDType) 
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut shapes = BTreeMap::new();
     let (mut bytes_before, mut quantized, mut kept) = (0u64, 0usize, 0usize);
+    let (mut cpu_bytes_before, mut cpu_bytes_after, mut largest_values) = (0u64, 0u64, 0u64);
     let (mut err_sq, mut ref_sq) = (0f64, 0f64);
     let mut worst: Option<(String, f64)> = None;
     for file in &weight_files {
@@ -179,6 +218,8 @@ fn convert(model: &Path, out: &Path, rel: &str, stem: &str, dtype: WeightDType) 
                 .map_err(|e| Error::weights(&file.header.source_name, format!("tensor `{}`: {e}", entry.name)))?;
             let values = entry.dtype.to_f32(&raw);
             let shape = entry.shape.clone();
+            cpu_bytes_before += cpu_held_bytes(entry.dtype, &shape, raw.len() as u64);
+            largest_values = largest_values.max(values.len() as u64);
             let stored = if gets_blocks(&entry.name, entry.dtype, &shape) {
                 let matrix = (shape[0], shape[1..].iter().product::<usize>());
                 let q =
@@ -198,9 +239,11 @@ fn convert(model: &Path, out: &Path, rel: &str, stem: &str, dtype: WeightDType) 
                 if shape.len() != 2 {
                     shapes.insert(entry.name.clone(), shape.clone());
                 }
+                cpu_bytes_after += q.storage_size_in_bytes() as u64;
                 q
             } else {
                 kept += 1;
+                cpu_bytes_after += 4 * values.len() as u64;
                 let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?;
                 // Kept as stored: f16 stays f16, f32 stays f32 (bf16 as f32: exact, and GGUF readers vary on it).
                 let ggml = if entry.dtype == WeightDType::F16 { GgmlDType::F16 } else { GgmlDType::F32 };
@@ -245,5 +288,109 @@ fn convert(model: &Path, out: &Path, rel: &str, stem: &str, dtype: WeightDType) 
         tensors_kept: kept,
         relative_rms_error: if ref_sq > 0.0 { (err_sq / ref_sq).sqrt() } else { 0.0 },
         worst,
+        cpu_bytes_before,
+        cpu_bytes_after,
+        largest_values,
     })
+}
+
+/// The listing of a model's quantized copies, at the model's root: `{ "variants": { "original": { "url": "./",
+/// "bytes", "cpuBytes" }, "q8_0": { "url": "q8_0/", "type": "q8_0", "bytes", "cpuBytes" }, … } }` (URLs
+/// relative to the model's base). The app, the widget and `load({ model, variant })` read it to offer the
+/// copies with their download size and to refuse, before downloading, one the browser's CPU cannot hold.
+pub const LISTING_FILE: &str = "variants.json";
+
+/// One listed variant (`bytes`: its download; `cpuBytes`: [`Report::cpu_bytes`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ListedVariant {
+    pub url: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub bytes: u64,
+    #[serde(rename = "cpuBytes")]
+    pub cpu_bytes: u64,
+}
+
+/// The folders under `model` (relative paths) that are not part of it: `out` when it is inside, and the
+/// copies its listing names (a copy written into the model's folder, as README's hub layout has them).
+fn listed_folders(model: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let model = model.canonicalize().map_err(|e| Error::io(model.display(), e))?;
+    let mut folders = vec![out.to_path_buf()];
+    if let Some(listing) = read_listing(&model)? {
+        for (id, v) in listing {
+            let v: ListedVariant = serde_json::from_value(v).map_err(|e| Error::Input(e.to_string()))?;
+            let url = v.url.trim_end_matches('/');
+            if id != "original" && !url.is_empty() && !url.contains("://") && !url.starts_with('/') {
+                folders.push(model.join(url));
+            }
+        }
+    }
+    Ok(folders
+        .into_iter()
+        .filter_map(|f| f.canonicalize().ok()?.strip_prefix(&model).ok().map(Path::to_path_buf))
+        .filter(|f| !f.as_os_str().is_empty())
+        .collect())
+}
+
+/// The variants of `{model}/variants.json` in their order, or None when there is no listing.
+pub fn read_listing(model: &Path) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let path = model.join(LISTING_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.display(), e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::io(path.display(), e))?;
+    let variants = json.get("variants").cloned().unwrap_or_else(|| serde_json::json!({}));
+    let serde_json::Value::Object(map) = variants else {
+        return Err(Error::io(path.display(), "`variants` is not an object"));
+    };
+    for (id, v) in &map {
+        serde_json::from_value::<ListedVariant>(v.clone())
+            .map_err(|e| Error::io(path.display(), format!("variant `{id}`: {e}")))?;
+    }
+    Ok(Some(map))
+}
+
+/// The URL of `target` relative to the folder `base` (both existing): `q8_0/`, `../lambda-q8_0/`, `./`.
+fn relative_url(base: &Path, target: &Path) -> Result<String> {
+    let base = base.canonicalize().map_err(|e| Error::io(base.display(), e))?;
+    let target = target.canonicalize().map_err(|e| Error::io(target.display(), e))?;
+    let common = base.components().zip(target.components()).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = base.components().skip(common).map(|_| "..".to_string()).collect();
+    parts.extend(target.components().skip(common).map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    Ok(if parts.is_empty() { "./".to_string() } else { format!("{}/", parts.join("/")) })
+}
+
+/// Adds the copy `out` of `model` (made as `report` says, in block type `kind`, e.g. "q8_0") to the listing
+/// at the model's root, with the original, creating the listing when there is none; other entries are kept.
+/// Returns the listing's path and the two entries written.
+pub fn update_listing(
+    model: &Path,
+    out: &Path,
+    kind: &str,
+    report: &Report,
+) -> Result<(PathBuf, ListedVariant, ListedVariant)> {
+    let path = model.join(LISTING_FILE);
+    let mut variants = read_listing(model)?.unwrap_or_default();
+    let original = ListedVariant {
+        url: "./".into(),
+        kind: None,
+        bytes: report.download_bytes(false),
+        cpu_bytes: report.cpu_bytes(false),
+    };
+    let copy = ListedVariant {
+        url: relative_url(model, out)?,
+        kind: Some(kind.to_string()),
+        bytes: report.download_bytes(true),
+        cpu_bytes: report.cpu_bytes(true),
+    };
+    let value = |v: &ListedVariant| serde_json::to_value(v).map_err(|e| Error::Input(e.to_string()));
+    variants.insert("original".into(), value(&original)?);
+    variants.insert(kind.into(), value(&copy)?);
+    let text = serde_json::to_string_pretty(&serde_json::json!({ "variants": variants }))
+        .map_err(|e| Error::Input(e.to_string()))?;
+    let partial = model.join(format!(".{LISTING_FILE}.partial"));
+    std::fs::write(&partial, text + "\n").map_err(|e| Error::io(partial.display(), e))?;
+    std::fs::rename(&partial, &path).map_err(|e| Error::io(path.display(), e))?;
+    Ok((path, original, copy))
 }

@@ -307,3 +307,59 @@ fn a_sharded_component_becomes_one_gguf_and_its_shards_are_not_copied() {
         "{types:?}"
     );
 }
+
+/// `quantize --list` (`update_listing`): copies written into the model's own folder, as README's hub layout
+/// has them, are listed in its `variants.json` with the original — URL relative to the model, download bytes
+/// and the CPU's bytes — and a second copy neither converts nor copies the first one.
+#[test]
+fn copies_in_the_models_folder_are_listed_with_the_original_and_not_quantized_again() {
+    use lambda_eclipse::quantize::{read_listing, update_listing, ListedVariant};
+    let model = scratch("quantized", "listed").join("lambda");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in ["text_encoder", "image_encoder", "image_processor", "prior", "tokenizer"] {
+        let (from, to) = (tiny_model().join(entry), model.join(entry));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+    let q8 = quantize_folder(&model, &model.join("q8_0"), WeightDType::Q8_0, |_| {}).unwrap();
+    update_listing(&model, &model.join("q8_0"), "q8_0", &q8).unwrap();
+    let q4 = quantize_folder(&model, &model.join("q4_0"), WeightDType::Q4_0, |_| {}).unwrap();
+    update_listing(&model, &model.join("q4_0"), "q4_0", &q4).unwrap();
+    // The second run saw only the original: the same files, nothing under q8_0/, no listing copied.
+    let names = |r: &Report| r.files.iter().map(|f| f.path.clone()).chain(r.copied.iter().cloned()).collect::<Vec<_>>();
+    assert_eq!(names(&q4), names(&q8));
+    assert!(!names(&q4).iter().any(|n| n.starts_with("q8_0/") || n == "variants.json"), "{:?}", names(&q4));
+    let listing = read_listing(&model).unwrap().expect("variants.json");
+    let entry = |id: &str| serde_json::from_value::<ListedVariant>(listing[id].clone()).unwrap();
+    let folder_bytes = |dir: &Path| -> u64 {
+        let mut n = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    n += e.metadata().unwrap().len();
+                }
+            }
+        }
+        n
+    };
+    let (original, q8e, q4e) = (entry("original"), entry("q8_0"), entry("q4_0"));
+    assert_eq!((original.url.as_str(), q8e.url.as_str(), q4e.url.as_str()), ("./", "q8_0/", "q4_0/"));
+    assert_eq!((q8e.kind.as_deref(), q4e.kind.as_deref()), (Some("q8_0"), Some("q4_0")));
+    // A copy's download is every file of its folder; the original's every file of the tiny model.
+    assert_eq!(q8e.bytes, folder_bytes(&model.join("q8_0")));
+    assert_eq!(q4e.bytes, folder_bytes(&model.join("q4_0")));
+    assert_eq!(original.bytes, folder_bytes(&tiny_model()));
+    // The tiny model is f32: on the CPU its weights take their file's tensor bytes, plus the largest tensor once
+    // more (its conversion at load); blocks stay blocks, so the copies need less, q4_0 least.
+    let tensor_bytes: u64 = q8.files.iter().map(|f| f.cpu_bytes_before).sum();
+    let largest = q8.files.iter().map(|f| f.largest_values).max().unwrap();
+    assert_eq!(original.cpu_bytes, tensor_bytes + 4 * largest);
+    assert!(q4e.cpu_bytes < q8e.cpu_bytes && q8e.cpu_bytes < original.cpu_bytes, "{q4e:?} {q8e:?} {original:?}");
+}

@@ -2,9 +2,9 @@
 // reading exported files with the reference Python readers (numpy, safetensors: server/requirements.txt).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { GOLDENS, IMAGES, OUTPUT, TINY_MODEL } from './browser.mjs';
+import { GOLDENS, IMAGES, OUTPUT, ROOT, TINY_MODEL } from './browser.mjs';
 
 /** Tensor `name` of a golden file (in lambda-tiny unless `dir` says otherwise), parsed by hand: `{ shape, data }`
  * (F32 → Float32Array, U8 → Uint8Array, I64 → numbers). */
@@ -134,4 +134,32 @@ print(json.dumps(out))
 export async function openPanel(page, id) {
   const panel = page.locator(`#${id}`);
   if (!(await panel.evaluate((d) => d.open))) await panel.locator(':scope > summary').click();
+}
+
+/** The `lambda-eclipse` CLI the native tests built (CI runs them first), else `cargo run`: `[bin, args]`. */
+export function cli() {
+  for (const profile of ['debug', 'release']) {
+    const bin = path.join(ROOT, 'target', profile, 'lambda-eclipse');
+    if (existsSync(bin)) return [bin, []];
+  }
+  return ['cargo', ['run', '--quiet', '--bin', 'lambda-eclipse', '--']];
+}
+
+/**
+ * A model that lists its quantized copies, as README's hub layout has it: the tiny golden model copied into
+ * tests/output/`name`/, quantized there to q8_0 and q4_0 by `lambda-eclipse quantize --list` (the copies in
+ * `q8_0/`, `q4_0/`, `variants.json` at the root). Returns `{ dir, listing }` (listing: variants.json's
+ * `variants`).
+ */
+export function makeVariantsSite(name = 'variants-site') {
+  const dir = path.join(OUTPUT, name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  cpSync(path.join(GOLDENS, 'model'), dir, { recursive: true });
+  const [bin, pre] = cli();
+  for (const type of ['q8_0', 'q4_0']) {
+    const run = spawnSync(bin, [...pre, 'quantize', '--model', dir, '--out', path.join(dir, type), '--type', type, '--list'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(run.status, 0, `quantize ${type} failed: ${run.stderr}`);
+  }
+  return { dir, listing: JSON.parse(readFileSync(path.join(dir, 'variants.json'), 'utf8')).variants };
 }

@@ -1,21 +1,24 @@
 // End-to-end: the <lambda-eclipse-widget> custom element. On www/widget/embed-example.html (tiny model, tiny local
 // decoder server with a token): load, photos by picker / drop / paste inside its shadow DOM, highlighted
 // keywords, Compute, Decode → the image appears; a wrong token is reported in words. Then the same widget
-// embedded by a page on another origin: its worker and wasm still come from the widget's own origin.
+// embedded by a page on another origin: its worker and wasm still come from the widget's own origin. And a
+// model that lists quantized copies: the widget offers them with sizes, its `variant` attribute picks one,
+// the choice is remembered, and an unknown variant is refused in words.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { IMAGES, ROOT, SCREENSHOTS, TINY_MODEL, freePort, launchChromium, startStaticServer, waitFor } from './browser.mjs';
-import { dropFiles, imageFile, pasteFiles } from './helpers.mjs';
+import { dropFiles, imageFile, makeVariantsSite, pasteFiles } from './helpers.mjs';
 
 const TOKEN = 'widget-test-token';
-let siteA, siteB, decoder, browser, endpoint;
+let siteA, siteB, decoder, browser, endpoint, variants;
 
 before(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
-  siteA = await startStaticServer({ cors: true }); // serves the widget to siteB's page too
+  variants = makeVariantsSite('widget-variants-site'); // a model listing its q8_0 and q4_0 copies
+  siteA = await startStaticServer({ cors: true, args: ['--mount', `/variants/=${variants.dir}`] }); // serves the widget to siteB's page too
   siteB = await startStaticServer(); // another port: another origin
   const port = await freePort();
   endpoint = `http://127.0.0.1:${port}`;
@@ -118,4 +121,63 @@ test('a page on another origin embeds the widget with one module script; its wor
   assert.deepEqual(Object.keys(b).filter((p) => !p.startsWith('/tests/e2e/pages/')), []);
   assert.deepEqual(errors, []);
   await page.close();
+});
+
+/** A blank page of siteA holding `<lambda-eclipse-widget attrs>` (the module loaded first). */
+async function widgetPage(context, attrs) {
+  const page = await context.newPage();
+  await page.goto(`${siteA.base}/tests/e2e/pages/blank.html`);
+  await page.evaluate(async (a) => {
+    await import('/www/widget/lambda-eclipse-widget.js');
+    document.body.innerHTML = `<lambda-eclipse-widget ${a}></lambda-eclipse-widget>`;
+  }, attrs);
+  return page;
+}
+const options = (page) => page.locator(`${W} select.variant option`).allTextContents();
+const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+test('the widget offers a model\'s listed variants with sizes, loads the one its variant attribute names, and remembers the choice', async () => {
+  const context = await browser.newContext();
+  const errors = [];
+  context.on('weberror', (e) => errors.push(e.error().message));
+  const { listing } = variants;
+  let page = await widgetPage(context, 'model="/variants/" variant="q8_0" backend="cpu"');
+  await page.waitForFunction((w) => !document.querySelector(w).shadowRoot.querySelector('.variant-choice').hidden, W, { timeout: 30_000 });
+  assert.deepEqual(await options(page), [`original — ${mb(listing.original.bytes)}`, `q8_0 — ${mb(listing.q8_0.bytes)}`, `q4_0 — ${mb(listing.q4_0.bytes)}`]);
+  assert.equal(await page.locator(`${W} select.variant`).inputValue(), 'q8_0');
+  assert.equal(await page.locator(`${W} .load`).textContent(), `Load q8_0 (${mb(listing.q8_0.bytes)} download, once)`);
+  await fetch(`${siteA.base}/__stats/reset`, { method: 'POST' });
+  await page.click(`${W} .load`);
+  assert.equal(await settled(page), 'warn', await statusText(page)); // 'warn': computing on the CPU, as asked
+  assert.equal(await page.evaluate((w) => document.querySelector(w).engine.variant, W), 'q8_0');
+  assert.match(await page.locator(`${W} h2`).textContent(), /CPU \(wasm\) · q8_0/);
+  const stats = await (await fetch(`${siteA.base}/__stats`)).json();
+  const weights = Object.keys(stats).filter((p) => /\.(gguf|safetensors)$/.test(p));
+  assert.ok(weights.length > 0 && weights.every((p) => p.startsWith('/variants/q8_0/')), JSON.stringify(weights));
+  await page.screenshot({ path: path.join(SCREENSHOTS, '18-widget-variant.png'), fullPage: true });
+  await page.close();
+
+  // Chosen in the widget (q4_0), remembered: without a variant attribute the next widget starts from it.
+  page = await widgetPage(context, 'model="/variants/" backend="cpu"');
+  await page.waitForFunction((w) => !document.querySelector(w).shadowRoot.querySelector('.variant-choice').hidden, W, { timeout: 30_000 });
+  assert.equal(await page.locator(`${W} select.variant`).inputValue(), 'q8_0', 'the loaded variant is remembered');
+  await page.locator(`${W} select.variant`).selectOption('q4_0');
+  assert.equal(await page.locator(`${W} .load`).textContent(), `Load q4_0 (${mb(listing.q4_0.bytes)} download, once)`);
+  await page.reload();
+  await page.evaluate(async () => {
+    await import('/www/widget/lambda-eclipse-widget.js');
+    document.body.innerHTML = '<lambda-eclipse-widget model="/variants/" backend="cpu"></lambda-eclipse-widget>';
+  });
+  await page.waitForFunction((w) => !document.querySelector(w).shadowRoot.querySelector('.variant-choice').hidden, W, { timeout: 30_000 });
+  assert.equal(await page.locator(`${W} select.variant`).inputValue(), 'q4_0');
+  await page.close();
+
+  // A variant the model does not list: refused in words, naming those it lists.
+  page = await widgetPage(context, 'model="/shared/goldens/lambda-tiny/model/" variant="q8_0" backend="cpu"');
+  await page.click(`${W} .load`);
+  assert.equal(await settled(page), 'error');
+  assert.match(await statusText(page), /The model failed to load: unknown variant "q8_0": \/shared\/goldens\/lambda-tiny\/model\/ lists no variants/);
+  await page.close();
+  assert.deepEqual(errors, []);
+  await context.close();
 });

@@ -13,12 +13,13 @@
 // (endpoint) and body[data-decoded-local] = 'loading' | 'pending' | 'ok' | 'error' | 'cancelled',
 // body[data-created] = 'pending' | 'ok' | 'error' (the whole Create); window.__lambdaResult (the result shown).
 import { decode } from '../lib/decoder-client.js';
-import { DEFAULT_DECODER } from '../lib/lambda-eclipse.js';
+import { DEFAULT_DECODER, cacheUsage } from '../lib/lambda-eclipse.js';
 import { download } from '../lib/tensor-files.js';
 import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from '../ui/subjects.js';
 import { LocalDecoder, drawRgba, pngOf, readDecoderInput, stepText, timingText } from '../ui/local-decoder.js';
 import { checkDevice, formatBytes, formatSeconds } from '../ui/capability.js';
-import { DECODER_VARIANTS, MODEL_VARIANTS, customVariant } from '../ui/models.js';
+import { DECODER_VARIANTS, MODEL_VARIANTS, customVariant, listedVariants, rememberListing, rememberVariant, rememberedListing, rememberedVariant } from '../ui/models.js';
+import { listVariants } from '../lib/variants.js';
 import { withAdvice } from '../ui/advice.js';
 import { EdgeControl } from './control.js';
 import { InterpolationPanel } from './interpolation.js';
@@ -78,7 +79,7 @@ async function main() {
     compare: $('compare'), compareGrid: $('compare-grid'), compareClose: $('compare-close'), exportButton: $('export-session'),
   }, { onRestore: (entry) => (entry.result ? restore(entry) : restorePicture(entry)), announce: (t) => status(t) });
 
-  const device = await checkDevice();
+  const device = { ...(await checkDevice()), backend: params.get('backend') || 'auto' };
   window.__lambdaDevice = device;
   renderDeviceFacts($('device-facts'), device);
   $('capability').setAttribute('aria-busy', 'false');
@@ -86,10 +87,34 @@ async function main() {
   $('device-badge').hidden = false;
 
   const model = params.get('model');
+  // A model given by address may list its quantized copies (variants.json): the picker then offers each, and
+  // starts from ?variant=, else the choice remembered for that model, else the original.
+  // The listing is read from the network unless the variant this visit would load is in the browser cache
+  // already: then the one remembered from the last read serves, and a reload asks the network nothing.
+  const asked = params.get('variant');
+  let listed = null;
+  if (model) {
+    const remembered = rememberedListing(model);
+    const wanted = remembered === undefined ? undefined : remembered?.find((v) => v.id === (asked ?? rememberedVariant(model) ?? 'original'));
+    const cached = remembered !== undefined && (await cacheUsage(wanted?.url ?? model).catch(() => ({ bytes: 0 }))).bytes > 0;
+    if (cached) listed = remembered;
+    else {
+      try {
+        listed = await listVariants(model);
+        rememberListing(model, listed);
+      } catch (e) {
+        listed = remembered ?? null;
+        if (!listed) status(`The model's list of variants cannot be read: ${e.message}`, 'warn');
+      }
+    }
+  }
+  if (asked && listed && !listed.some((v) => v.id === asked)) status(`The model at ${model} has no variant “${asked}”: it lists ${listed.map((v) => v.id).join(', ')}.`, 'error');
   const modelPicker = new VariantPicker($('model-picker'), {
     name: 'model-variant', device, cacheKind: 'model',
-    variants: model ? [customVariant(model, 'model'), ...MODEL_VARIANTS] : MODEL_VARIANTS, selectedId: model ? 'custom' : undefined,
+    variants: model ? [...(listed ? listedVariants(model, listed) : [customVariant(model, 'model')]), ...MODEL_VARIANTS] : MODEL_VARIANTS,
+    selectedId: listed ? asked ?? rememberedVariant(model) ?? 'original' : model ? 'custom' : undefined,
   });
+  if (listed) modelPicker.addEventListener('choose', () => rememberVariant(model, modelPicker.selected?.variant));
   const decoderUrl = params.get('decoder');
   decoderPicker = new VariantPicker($('decoder-picker'), {
     name: 'decoder-variant', device, cacheKind: 'decoder',
@@ -108,7 +133,7 @@ async function main() {
   $('device-badge').textContent = engine.backend === 'webgpu' ? `Computing with WebGPU${info.adapter ? ` · ${info.adapter}` : ''}` : 'Computing on the CPU (WebAssembly)';
   const chosen = modelPicker.selected;
   $('setup-title').textContent = 'Model and device';
-  $('setup-note').textContent = `${chosen?.id === 'custom' ? chosen.url : chosen?.name ?? 'model'} · loaded · ${backendName(engine.backend)}`;
+  $('setup-note').textContent = `${chosen?.id === 'custom' ? chosen.url : chosen?.variant ? `${chosen.model} · ${chosen.variant}` : chosen?.name ?? 'model'} · loaded · ${backendName(engine.backend)}`;
   $('setup').open = false;
   setupCompose(engine);
   document.body.dataset.ready = 'true';

@@ -7,11 +7,14 @@
 // Page options: ?model=BASE_URL (a folder in the Hugging Face layout; default: the real model on Hugging
 // Face), &prior=URL, &backend=auto|webgpu|cpu, &autoload=0|1 (default: load at once when ?model= is given or
 // the model is already in the browser cache; the multi-GB default model otherwise waits for the user's click).
+// A model with listed variants (variants.json) loads as `load({ model, variant })`; the panel says which
+// variant is chosen, which of them this browser keeps, and which one loaded (remembered for the next visit).
 // State for tests: body[data-ready] = 'true' | 'error' | 'cancelled' after a load attempt, body[data-loading]
-// during one, window.__lambdaLoadProgress = the latest progress snapshot.
+// during one, body[data-variant] = the variant loaded, window.__lambdaLoadProgress = the latest progress snapshot.
 import { load, cacheUsage, clearCache } from '../lib/lambda-eclipse.js';
 import { formatBytes, formatSeconds, rememberSpeed } from '../ui/capability.js';
 import { withAdvice } from '../ui/advice.js';
+import { rememberVariant } from '../ui/models.js';
 
 export { formatBytes, formatSeconds };
 
@@ -22,6 +25,7 @@ export const LOAD_FILES_HEAD = '<thead><tr><th>Weight file</th><th>Loaded</th><t
 
 const PANEL = `
   <p class="load-source">Model: <span id="load-source"></span></p>
+  <p class="load-variants" id="load-variants" hidden></p>
   <p class="load-buttons">
     <button type="button" id="load-model" class="primary">Load the model</button>
     <button type="button" id="cancel-load" hidden>Cancel</button>
@@ -119,12 +123,23 @@ export function loadModel({ params = new URLSearchParams(location.search), picke
   let controller = null;
   let loaded = false;
 
-  /** The chosen variant: `{ variant, model, name }` (model: what load() takes). */
+  /** The chosen variant: `{ variant, model, variantId, name }` (model, variantId: what load() takes). */
   const choice = () => {
     const variant = picker.selected;
-    return { variant, model: variant?.url ?? undefined, name: variant?.id === 'custom' ? variant.url : variant?.name };
+    const name = variant?.id === 'custom' ? variant.url : variant?.variant ? `${variant.model} · variant ${variant.variant}` : variant?.name;
+    return { variant, model: variant?.source ?? variant?.url ?? undefined, variantId: variant?.variant, name };
+  };
+  /** Which listed variants this browser keeps ("original: not in this browser · q8_0: in this browser, 7.2 MB"). */
+  const showCachedVariants = () => {
+    const listed = picker.variants.filter((v) => v.variant);
+    $('load-variants').hidden = listed.length === 0;
+    $('load-variants').textContent = listed.length ? `In this browser: ${listed.map((v) => {
+      const cached = picker.assessments.get(v.id)?.cachedBytes ?? 0;
+      return `${v.variant} ${cached > 0 ? `cached (${formatBytes(cached)})` : 'not cached'}`;
+    }).join(' · ')}.` : '';
   };
   const showChoice = () => {
+    showCachedVariants();
     if (controller || loaded) return;
     const { variant, name } = choice();
     $('load-source').textContent = name ?? 'none';
@@ -138,7 +153,7 @@ export function loadModel({ params = new URLSearchParams(location.search), picke
 
   return new Promise((resolve) => {
     async function start() {
-      const { variant, model, name } = choice();
+      const { variant, model, variantId, name } = choice();
       if (!variant) return;
       controller = new AbortController();
       lastProgress = null;
@@ -153,9 +168,14 @@ export function loadModel({ params = new URLSearchParams(location.search), picke
       $('load-summary').textContent = '';
       status(variant.id === 'custom' ? `Loading the model from ${name}…` : `Loading ${name}: it downloads once, then stays in this browser. You can keep this tab in the background.`);
       try {
-        const engine = await load({ model, prior, backend, signal: controller.signal, onProgress: showProgress });
+        const engine = await load({ model, variant: variantId, prior, backend, signal: controller.signal, onProgress: showProgress });
         const info = engine.loadInfo;
         loaded = true;
+        if (engine.variant) {
+          rememberVariant(variant.model, engine.variant);
+          document.body.dataset.variant = engine.variant;
+          $('load-source').textContent = `${name} (loaded${info.downloadedBytes === 0 || info.cachedBytes >= info.weightBytes ? ' from this browser\'s cache' : ''})`;
+        }
         status('Model loaded. Try an example, or type a prompt and give a photo for each subject.', 'ok');
         $('progress').hidden = true;
         $('cancel-load').hidden = true;
@@ -214,7 +234,9 @@ export function loadModel({ params = new URLSearchParams(location.search), picke
       const auto = params.get('autoload');
       const { variant } = choice();
       const cached = variant ? (picker.assessments.get(variant.id)?.cachedBytes ?? 0) > 0 : false;
-      if (variant && (auto === '1' || (auto !== '0' && (variant.id === 'custom' || cached)))) start();
+      // A model given by address (?model=, with ?variant= when it lists variants) loads at once, as a cached one.
+      const addressed = variant?.id === 'custom' || (variant?.variant && variant.variant === params.get('variant'));
+      if (variant && (auto === '1' || (auto !== '0' && (addressed || cached)))) start();
       else if (!variant) status('None of the models can run on this device: see why under each of them below.', 'error');
       else status(`Nothing is downloaded yet. Check what this device can run, choose a model, then press “${$('load-model').textContent}”.`);
     })();

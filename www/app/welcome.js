@@ -49,7 +49,7 @@ let uid = 0;
 /**
  * One kind of model's choices in `fieldset`: `variants` (models.js entries; plus `{ id: 'none', … }` for "no
  * download") held against `device`. `selected` is the chosen entry (null when none can run); 'change' fires
- * when it changes. `cacheKind`: 'model' | 'decoder' (how a variant's URL maps to cached files).
+ * when it changes, 'choose' when the user picked one. `cacheKind`: 'model' | 'decoder' (how a variant's URL maps to cached files).
  */
 export class VariantPicker extends EventTarget {
   constructor(fieldset, { name, variants, device, cacheKind, selectedId }) {
@@ -74,7 +74,7 @@ export class VariantPicker extends EventTarget {
   async refresh() {
     const cached = await Promise.all(this.variants.map((v) => this.#cached(v)));
     this.variants.forEach((v, i) => {
-      const a = v.url === null ? { verdict: 'ok', problems: [], summary: 'Nothing to download.' } : assess(v, this.device, { cachedBytes: cached[i] });
+      const a = v.url === null ? { verdict: 'ok', problems: [], summary: 'Nothing to download.' } : assess(v, this.device, { cachedBytes: cached[i], siblings: this.variants });
       this.assessments.set(v.id, { ...a, cachedBytes: cached[i] });
     });
     // The first variant that runs here, when the chosen one cannot.
@@ -92,6 +92,7 @@ export class VariantPicker extends EventTarget {
       row.className = 'variant';
       row.dataset.variant = v.id;
       row.dataset.verdict = a.verdict;
+      row.dataset.cached = String(a.cachedBytes > 0);
       const size = v.url === null ? '' : v.bytes == null ? 'size: read when it loads' : `${formatBytes(v.bytes)} download`;
       row.innerHTML = `<input type="radio" name="${this.name}" id="${id}" aria-describedby="${id}-desc">
         <label for="${id}"><span class="name"></span><span class="size"></span></label>
@@ -107,7 +108,7 @@ export class VariantPicker extends EventTarget {
       radio.value = v.id;
       radio.checked = v.id === this.selectedId;
       radio.disabled = a.verdict === 'no';
-      radio.addEventListener('change', () => { if (radio.checked) { this.selectedId = v.id; this.dispatchEvent(new Event('change')); } });
+      radio.addEventListener('change', () => { if (radio.checked) { this.selectedId = v.id; this.dispatchEvent(new Event('change')); this.dispatchEvent(new Event('choose')); } });
       return row;
     });
     this.fieldset.replaceChildren(legend, ...rows);

@@ -10,8 +10,45 @@ export type ModelManifest = Record<ModelFolder, string>;
 /** The real model: Kandinsky 2.2's prior repository and the Lambda-ECLIPSE prior on Hugging Face. */
 export const DEFAULT_MANIFEST: Readonly<ModelManifest>;
 
-/** A base URL (folders under it), a manifest (partial ones take the rest from `base`), or nothing: the real model. */
-export type ModelSource = string | (Partial<ModelManifest> & { base?: string });
+/** A base URL (folders under it), a manifest (partial ones take the rest from `base`; `variants`: its listing
+ * of variants, or that listing's URL — else `base`'s `variants.json`), or nothing: the real model. */
+export type ModelSource = string | (Partial<ModelManifest> & { base?: string; variants?: string | Record<string, ListedVariant> });
+
+/** One entry of a `variants.json` (written by `lambda-eclipse quantize --list`), URLs relative to the model. */
+export interface ListedVariant {
+  url: string;
+  /** The ggml block type of a copy ('q8_0', 'q4_0'); absent for the original. */
+  type?: string;
+  /** The download. */
+  bytes: number;
+  /** What the CPU backend holds for the weights (plus one tensor's f32 values while loading). */
+  cpuBytes: number;
+}
+
+/** A variant as `listVariants` gives it: absolute folder URL; null where the listing does not say. */
+export interface ModelVariant {
+  /** 'original', 'q8_0', 'q4_0', …: what `load`'s `variant` takes. */
+  id: string;
+  url: string;
+  type: string | null;
+  bytes: number | null;
+  cpuBytes: number | null;
+}
+
+/** The file at a model's root that lists its variants. */
+export const LISTING_FILE: 'variants.json';
+
+/** A model's variants, the original first (then the larger downloads first), or null when it lists none
+ * (no `variants.json`). Rejects naming the listing's URL when it cannot be read or is malformed. */
+export function listVariants(model: ModelSource, options?: { signal?: AbortSignal }): Promise<ModelVariant[] | null>;
+
+/** What `load` loads for `variant`: the copy's folder URL (or `model` itself for 'original' / none), the
+ * listing's entry and every entry. Rejects an unknown variant naming those that exist. */
+export function resolveVariant(model: ModelSource, variant?: string, options?: { signal?: AbortSignal }): Promise<{ model: ModelSource; entry: ModelVariant | null; variants: ModelVariant[] | null }>;
+
+/** Why `entry` cannot compute on the CPU within `limit` bytes of WebAssembly memory, naming the variants that
+ * fit; null when it fits (or its need is not listed). */
+export function cpuFitProblem(entry: ModelVariant, variants: ModelVariant[] | null, limit: number): string | null;
 
 /** The absolute folder URLs of a model source; `prior` overrides the prior's folder. */
 export function resolveManifest(model?: ModelSource, prior?: string): ModelManifest;
@@ -153,6 +190,10 @@ export interface Engine {
   readonly embeddingDim: number;
   /** How the load went. */
   readonly loadInfo: LoadInfo;
+  /** The variant loaded ('original', 'q8_0', …), or null when `load` was given none. */
+  readonly variant: string | null;
+  /** The model the weights came from: a copy's folder URL for a variant, else the `model` given. */
+  readonly source: ModelSource | null;
   /** Bytes of the engine's wasm memory now. */
   memoryBytes(): Promise<number>;
   embedText(prompt: string): Promise<TextEmbedding>;
@@ -175,6 +216,10 @@ export interface Engine {
  */
 export function load(options?: {
   model?: ModelSource;
+  /** One of the variants the model lists ('q8_0', …), or 'original' / nothing: the model itself. An unknown
+   * one is refused naming those that exist; on the CPU one whose listed memory exceeds this browser's
+   * WebAssembly memory is refused before downloading, naming those that fit. */
+  variant?: string;
   prior?: string;
   backend?: 'auto' | 'webgpu' | 'cpu';
   onProgress?: (p: Progress) => void;

@@ -7,8 +7,10 @@
 //   const img = await decoder.decode({ imageEmbeds: r.imageEmbeds, negativeImageEmbeds: r.negativeImageEmbeds, onStep });
 import { cacheUsage as usageOf, clearCache } from './weight-cache.js';
 import { blobWorker, isCrossOrigin } from './spawn-worker.js';
+import { computesOnCpu, cpuFitProblem, probeWasmMemory, resolveVariant } from './variants.js';
 
 export { clearCache };
+export { listVariants, resolveVariant, cpuFitProblem, LISTING_FILE } from './variants.js';
 
 const KANDINSKY = 'https://huggingface.co/kandinsky-community/kandinsky-2-2-prior/resolve/main/';
 
@@ -203,6 +205,10 @@ class WorkerEngine extends WorkerClient {
   embeddingDim = 0;
   /** How the load went: `{ loadSeconds, weightBytes, downloadedBytes, cachedBytes, memoryBytes, cacheWarning }`. */
   loadInfo = null;
+  /** The variant loaded ('original', 'q8_0', …: `load`'s `variant`), or null when none was asked for. */
+  variant = null;
+  /** The folder URL (or manifest) the weights came from. */
+  source = null;
 
   /** Tokenize and run the text tower. */
   embedText(prompt) { return this.call('embedText', { prompt }); }
@@ -240,21 +246,32 @@ class WorkerEngine extends WorkerClient {
 
 /**
  * Loads the model in a Web Worker. `model`: a base URL, a manifest (see `resolveManifest`) or nothing for the
- * real model on Hugging Face. Weights are kept in the browser cache (`cache: false` to skip it): a reload
- * downloads nothing, and a load after an interruption fetches only what is missing. `onProgress(p)` reports
- * the weight files (`p.files`), bytes, speed and ETA. Aborting `signal` cancels the load: the fetches stop
- * and the promise rejects with an AbortError. `backend`: 'auto' (WebGPU when the browser has an adapter,
- * else the CPU) | 'webgpu' | 'cpu'.
+ * real model on Hugging Face. `variant`: one of the copies its `variants.json` lists ('q8_0', 'q4_0', …: see
+ * variants.js), or 'original' / nothing for the model itself; an unknown one is refused naming those that
+ * exist, and, when the load would compute on the CPU (`backend` 'cpu', or 'auto' without WebGPU), so is one
+ * whose listed memory exceeds this browser's WebAssembly memory — before anything is downloaded, naming the
+ * variants that fit. A copy's folder URL also loads as a plain `model`. Weights are kept in the browser cache
+ * (`cache: false` to skip it): a reload downloads nothing, and a load after an interruption fetches only
+ * what is missing. `onProgress(p)` reports the weight files (`p.files`), bytes, speed and ETA. Aborting
+ * `signal` cancels the load: the fetches stop and the promise rejects with an AbortError. `backend`: 'auto'
+ * (WebGPU when the browser has an adapter, else the CPU) | 'webgpu' | 'cpu'.
  */
-export async function load({ model, prior, backend = 'auto', onProgress, signal, cache = true } = {}) {
+export async function load({ model, variant, prior, backend = 'auto', onProgress, signal, cache = true } = {}) {
   signal?.throwIfAborted();
-  const manifest = resolveManifest(model, prior);
+  const chosen = await resolveVariant(model, variant, { signal });
+  if (chosen.entry?.cpuBytes != null && await computesOnCpu(backend)) {
+    const problem = cpuFitProblem(chosen.entry, chosen.variants, probeWasmMemory());
+    if (problem) throw new Error(`${problem[0].toUpperCase()}${problem.slice(1)}.`);
+  }
+  const manifest = resolveManifest(chosen.model, prior);
   const engine = new WorkerEngine(engineWorker(), 'the model');
   const info = await loadInWorker(engine, 'load', { manifest, backend, cache }, { onProgress, signal });
   engine.backend = info.backend;
   engine.fallbackReason = info.fallbackReason;
   engine.embeddingDim = info.embeddingDim;
   engine.loadInfo = loadInfoOf(info);
+  engine.variant = chosen.entry?.id ?? (variant ? String(variant) : null);
+  engine.source = chosen.model ?? null;
   return engine;
 }
 

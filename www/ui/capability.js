@@ -4,24 +4,13 @@
 // holds one model variant ({ name, url, bytes, needs }, see models.js) against it and says, in words, whether
 // it runs here, what would go wrong and how long the download takes. Nothing here downloads a model.
 
+import { cpuFitProblem, formatBytes, formatLimit, probeWasmMemory } from '../lib/variants.js';
+
 const GIB = 1024 ** 3;
-const MIB = 1024 ** 2;
 
-/** 1234567 → "1.2 MB" (SI units, like download tools). */
-export function formatBytes(n) {
-  if (!Number.isFinite(n)) return '?';
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let i = 0;
-  while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
-  return `${i ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
-}
-
-/** Binary sizes for limits that are powers of two: 134217728 → "128 MiB", 1073741824 → "1 GiB". */
-export function formatLimit(n) {
-  if (!Number.isFinite(n)) return '?';
-  if (n >= GIB) return `${+(n / GIB).toFixed(2)} GiB`;
-  return `${+(n / MIB).toFixed(1)} MiB`;
-}
+// The byte formats and the memory probe live with the JS API (www/lib/variants.js), which refuses a variant
+// the CPU cannot hold with the same words the picker shows.
+export { formatBytes, formatLimit, probeWasmMemory };
 
 /** 75 → "1 min 15 s". */
 export function formatSeconds(s) {
@@ -73,24 +62,6 @@ async function checkStorage(storage) {
 }
 
 /**
- * The most memory a WebAssembly instance may grow to here (wasm32 ends at 4 GiB; phones and 32-bit browsers
- * give less). Probed by growing a throw-away `WebAssembly.Memory`: the pages are reserved, not written, and
- * the memory is dropped at once.
- */
-export function probeWasmMemory() {
-  const PAGE = 65536;
-  for (const bytes of [4 * GIB, 3 * GIB, 2 * GIB, GIB, 512 * MIB, 256 * MIB]) {
-    const pages = Math.min(65536, bytes / PAGE);
-    try {
-      const memory = new WebAssembly.Memory({ initial: 1, maximum: pages });
-      memory.grow(pages - 1);
-      return pages * PAGE;
-    } catch { /* try a smaller size */ }
-  }
-  return 0;
-}
-
-/**
  * Checks this device. `{ webgpu, storage, wasmBytes, deviceMemoryGB, cores, downlinkMbps, measuredBytesPerSecond }`.
  * `measuredBytesPerSecond`: the speed of this browser's last model download here (see `rememberSpeed`).
  */
@@ -133,9 +104,12 @@ export function estimateWait(bytes, device) {
  * Holds a variant against the device: `{ verdict, lines, problems, waitSeconds, toDownload }`.
  * verdict: 'ok' (runs here), 'warn' (runs, with the caveats in `problems`), 'no' (cannot run here: `problems`
  * says why and what to do), 'unknown' (a model given by address: its size and needs are read when it loads).
- * `cachedBytes`: what this browser already keeps of it. Every problem is a sentence the page shows as is.
+ * `cachedBytes`: what this browser already keeps of it. `siblings`: the other variants of the same model
+ * (models.js entries with `listed`, the variants.json entry): when the engine would compute on the CPU (no
+ * WebGPU, or `device.backend` 'cpu') a variant whose listed CPU memory exceeds the WebAssembly limit is
+ * refused naming those that fit. Every problem is a sentence the page shows as is.
  */
-export function assess(variant, device, { cachedBytes = 0 } = {}) {
+export function assess(variant, device, { cachedBytes = 0, siblings = [] } = {}) {
   const needs = variant.needs ?? {};
   const problems = [];
   const no = (text) => problems.push({ level: 'no', text });
@@ -144,14 +118,21 @@ export function assess(variant, device, { cachedBytes = 0 } = {}) {
   if (variant.bytes == null) {
     return { verdict: 'unknown', problems, toDownload: null, waitSeconds: null, summary: 'Its size and needs are read from its files when it loads.' };
   }
-  if (!gpu.available) {
-    if (needs.webgpu) no(`It needs WebGPU, which is not available here (${gpu.reason}), and it is too large for the CPU fallback (a web page's engine has at most ${formatLimit(device.wasmBytes || 4 * GIB)}). Open this page in a browser with WebGPU (a recent Chrome or Edge; Safari 26; Firefox 141 on Windows).`);
-    else warn(`No WebGPU here (${gpu.reason}): it computes on the CPU, which is much slower.`);
+  // The engine computes on the CPU without WebGPU, or when the page address asks for it (?backend=cpu).
+  const onCpu = !gpu.available || device.backend === 'cpu';
+  if (onCpu) {
+    const why = gpu.available ? 'but this page is set to compute on the CPU (backend=cpu in its address)' : `which is not available here (${gpu.reason})`;
+    if (needs.webgpu) no(`It needs WebGPU, ${why}, and it is too large for the CPU fallback (a web page's engine has at most ${formatLimit(device.wasmBytes || 4 * GIB)}). Open this page in a browser with WebGPU (a recent Chrome or Edge; Safari 26; Firefox 141 on Windows).`);
+    else warn(gpu.available ? 'It computes on the CPU, as the page address asks (backend=cpu): much slower than WebGPU.' : `No WebGPU here (${gpu.reason}): it computes on the CPU, which is much slower.`);
   } else {
     if (gpu.fallback) warn('The WebGPU adapter is a software fallback (no GPU): it works, slowly.');
     if (needs.maxBindingBytes && gpu.maxBindingBytes < needs.maxBindingBytes) {
       warn(`${needs.maxBindingWhat ?? 'It'} needs GPU buffers of ${formatLimit(needs.maxBindingBytes)}; this adapter allows ${formatLimit(gpu.maxBindingBytes)}: choose a smaller picture size.`);
     }
+  }
+  if (variant.listed && onCpu) {
+    const problem = cpuFitProblem(variant.listed, siblings.map((v) => v.listed).filter(Boolean), device.wasmBytes);
+    if (problem) no(`${problem[0].toUpperCase()}${problem.slice(1)}.`);
   }
   if (needs.wasmBytes && device.wasmBytes < needs.wasmBytes) {
     no(`It needs ${formatLimit(needs.wasmBytes)} of engine memory; this browser allowed ${formatLimit(device.wasmBytes)}. Close other tabs, or use a desktop browser.`);
@@ -165,7 +146,7 @@ export function assess(variant, device, { cachedBytes = 0 } = {}) {
   // The browser's own figure is capped (Chromium: 10 Mbit/s) or a guess: a fast line's time beside it.
   const fast = wait.basis.startsWith('at the') && !wait.basis.includes('last download') ? `; ${formatSeconds(toDownload / 12.5e6)} on a 100 Mbit/s line` : '';
   const verdict = problems.some((p) => p.level === 'no') ? 'no' : problems.length ? 'warn' : 'ok';
-  const where = gpu.available ? `with WebGPU on ${gpu.name}` : 'on the CPU';
+  const where = onCpu ? 'on the CPU' : `with WebGPU on ${gpu.name}`;
   const summary = verdict === 'no' ? 'Cannot run on this device.'
     : toDownload === 0 ? `Already in this browser: starts without downloading, ${where}.`
       : `Runs on this device ${where}. Download: about ${formatSeconds(wait.seconds)} ${wait.basis}${fast}${cachedBytes > 0 ? ` (${formatBytes(cachedBytes)} already here)` : ''}.`;

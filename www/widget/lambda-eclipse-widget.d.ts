@@ -1,16 +1,19 @@
 import type { Engine, EngineDescription, PriorResult } from '../lib/lambda-eclipse.js';
 
 /**
- * `<lambda-eclipse-widget model="…" prior="…" backend="auto|webgpu|cpu" autoload endpoint="…" token="…"
+ * `<lambda-eclipse-widget model="…" variant="original|q8_0|q4_0|…" prior="…" backend="auto|webgpu|cpu" autoload endpoint="…" token="…"
  * decoder="…" decoder-weights="f16|int8|f32" prompt="…" seed="42" width="512" height="512" steps="50" guidance="4"
  * scheduler="ddpm|ddim|dpmpp">`. `decoder` (a decoder folder URL, or empty for Kandinsky 2.2 on Hugging Face)
- * enables "Decode locally".
+ * enables "Decode locally". When the model lists variants (its `variants.json`), the widget offers them with
+ * their download sizes, starting from `variant`, else the choice remembered for that model, else the original.
  */
 export class LambdaEclipseWidget extends HTMLElement {
   /** The loaded engine, or null before `load()` finished. */
   readonly engine: Engine | null;
   /** The last result of `compute()`, or null. */
   readonly result: PriorResult | null;
+  /** The variant `load()` asks for: the chooser's, else the `variant` attribute; undefined: the model itself. */
+  readonly variant: string | undefined;
   /** Loads the model once (also started by the "Load the model" button or the `autoload` attribute). */
   load(): Promise<Engine>;
   /** Computes the embedding of the widget's prompt and subjects. */
@@ -38,7 +41,8 @@ export interface LocalDecodeResult {
 }
 
 export interface LambdaEclipseWidgetEventMap {
-  'lambda-ready': CustomEvent<EngineDescription>;
+  /** `variant`: the variant loaded, or null when none was asked for. */
+  'lambda-ready': CustomEvent<EngineDescription & { variant: string | null }>;
   'lambda-result': CustomEvent<PriorResult>;
   'lambda-decoded': CustomEvent<{ blob: Blob; seed: number; decodeMs: number } | LocalDecodeResult>;
   'lambda-error': CustomEvent<{ message: string }>;

@@ -3,7 +3,9 @@
 //   <script type="module" src="https://your.host/lambda-eclipse/www/lambda-eclipse-widget.js"></script>
 //   <lambda-eclipse-widget model="https://…/model/" endpoint="https://decoder.example" token="…"></lambda-eclipse-widget>
 //
-// Attributes: model, prior (model folders; default: the real Hugging Face files), backend (auto | webgpu |
+// Attributes: model, prior (model folders; default: the real Hugging Face files), variant (one of the copies the
+// model's variants.json lists, e.g. q8_0, or original: when it lists any, the widget offers them with their
+// download size and remembers the choice, as the app does; the attribute is the starting choice), backend (auto | webgpu |
 // cpu), autoload (load at once instead of on the first click), endpoint + token (a decoder endpoint: enables
 // "Decode"), decoder (a decoder folder, or empty for Kandinsky 2.2 on Hugging Face: enables "Decode locally",
 // on this device) + decoder-weights (f16 | int8 | f32), prompt, seed, width, height, steps, guidance, scheduler
@@ -16,7 +18,8 @@ import { decode } from '../lib/decoder-client.js';
 import { LocalDecoder, drawRgba, pngOf, stepText, timingText } from '../ui/local-decoder.js';
 import { SubjectList, SUBJECTS_CSS, bindKeywordCheck } from '../ui/subjects.js';
 import { formatBytes } from '../ui/capability.js';
-import { MODEL_VARIANTS } from '../ui/models.js';
+import { MODEL_VARIANTS, rememberVariant, rememberedVariant } from '../ui/models.js';
+import { listVariants } from '../lib/variants.js';
 import { withAdvice } from '../ui/advice.js';
 
 // The shared look: design tokens and control styles (www/ui/tokens.css, also the page's), linked inside the
@@ -55,7 +58,7 @@ const TEMPLATE = `
 <h2>λ-ECLIPSE <small class="backend"></small></h2>
 <div class="status" role="status">Photos stay on this device.</div>
 <progress max="1" value="0" hidden aria-label="Model download"></progress>
-<div class="row"><button type="button" class="load primary">Load the model</button></div>
+<div class="row"><label class="variant-choice" hidden>Variant <select class="variant"></select></label><button type="button" class="load primary">Load the model</button></div>
 <figure hidden><img class="result-image" alt="decoded image"><figcaption></figcaption></figure>
 <div class="progress-row"><canvas class="preview" hidden role="img" aria-label="The picture forming (a rough preview)"></canvas><p class="decode-step" aria-live="polite"></p></div>
 <ul class="warnings"></ul>
@@ -94,6 +97,7 @@ export class LambdaEclipseWidget extends HTMLElement {
   connectedCallback() {
     // The default model is the multi-GB one: the button says what a click downloads.
     if (!this.getAttribute('model') && !this.#engine) this.#q('.load').textContent = `Load the model (${formatBytes(MODEL_VARIANTS[0].bytes)} download, once)`;
+    if (this.getAttribute('model') && !this.#engine) this.#offerVariants().catch(() => {});
     this.#q('.prompt').value ||= this.getAttribute('prompt') ?? 'a cat wearing glasses at a park';
     if (this.hasAttribute('seed')) this.#q('.seed').value = this.getAttribute('seed');
     this.#q('.decode').hidden = !this.getAttribute('endpoint');
@@ -128,6 +132,32 @@ export class LambdaEclipseWidget extends HTMLElement {
     throw e;
   }
 
+  /** The listed variants of the `model` (variants.json), offered in a chooser with their download sizes:
+   * starts from the `variant` attribute, else the choice remembered for that model, else the original. */
+  async #offerVariants() {
+    const model = this.getAttribute('model');
+    const listed = await listVariants(model);
+    if (!listed || this.#engine || this.#loading) return;
+    const select = this.#q('select.variant');
+    const options = listed.map((v) => Object.assign(document.createElement('option'), { value: v.id, textContent: `${v.id}${v.bytes != null ? ` — ${formatBytes(v.bytes)}` : ''}` }));
+    select.replaceChildren(...options);
+    const wanted = [this.getAttribute('variant'), rememberedVariant(model), 'original'].find((id) => id && listed.some((v) => v.id === id));
+    select.value = wanted ?? listed[0].id;
+    const label = () => {
+      const v = listed.find((x) => x.id === select.value);
+      this.#q('.load').textContent = v?.bytes != null ? `Load ${v.id} (${formatBytes(v.bytes)} download, once)` : 'Load the model';
+    };
+    select.onchange = () => { rememberVariant(model, select.value); label(); };
+    label();
+    this.#q('.variant-choice').hidden = false;
+  }
+
+  /** The variant `load()` asks for: the chooser's, else the `variant` attribute (undefined: the model itself). */
+  get variant() {
+    const choice = this.#q('.variant-choice');
+    return (!choice.hidden && this.#q('select.variant').value) || this.getAttribute('variant') || undefined;
+  }
+
   /** Loads the model (once); resolves the engine. */
   load() {
     this.#loading ??= this.#load();
@@ -136,16 +166,18 @@ export class LambdaEclipseWidget extends HTMLElement {
 
   async #load() {
     const model = this.getAttribute('model') || undefined;
+    const variant = this.variant;
     const prior = this.getAttribute('prior') || undefined;
     const backend = this.getAttribute('backend') || 'auto';
     this.#q('.load').disabled = true;
     const progress = this.#q('progress');
     progress.hidden = false;
-    this.#status(`Loading the model from ${model || 'Hugging Face'}…`);
+    this.#q('select.variant').disabled = true;
+    this.#status(`Loading the model${variant ? ` (${variant})` : ''} from ${model || 'Hugging Face'}…`);
     const totals = {};
     try {
       this.#engine = await load({
-        model, prior, backend,
+        model, variant, prior, backend,
         onProgress: ({ component, done, total }) => {
           totals[component] = [done, total];
           const [d, t] = Object.values(totals).reduce(([a, b], [x, y]) => [a + x, b + y], [0, 0]);
@@ -155,13 +187,16 @@ export class LambdaEclipseWidget extends HTMLElement {
     } catch (e) {
       this.#loading = null;
       this.#q('.load').disabled = false;
+      this.#q('select.variant').disabled = false;
       progress.hidden = true;
       this.#fail('The model failed to load', e);
     }
     progress.hidden = true;
     this.#q('.load').hidden = true;
-    const info = await this.#engine.describe();
-    this.#q('.backend').textContent = info.backend === 'webgpu' ? `· WebGPU${info.adapter ? ` (${info.adapter})` : ''}` : '· CPU (wasm)';
+    this.#q('.variant-choice').hidden = true;
+    if (model && this.#engine.variant) rememberVariant(model, this.#engine.variant);
+    const info = { ...(await this.#engine.describe()), variant: this.#engine.variant };
+    this.#q('.backend').textContent = `${info.backend === 'webgpu' ? `· WebGPU${info.adapter ? ` (${info.adapter})` : ''}` : '· CPU (wasm)'}${info.variant ? ` · ${info.variant}` : ''}`;
     this.#list = new SubjectList(this.#q('.subjects'));
     this.#list.attachPaste(this);
     this.#list.add('cat');

@@ -4,11 +4,11 @@
 import {
   load, loadDecoder, cacheUsage, clearCache, inspectImage, cannyPreview, interpolateGrid, resolveManifest,
   resolveDecoderManifest, DEFAULT_MODEL, DEFAULT_PRIOR, DEFAULT_MANIFEST, DEFAULT_DECODER, MODEL_FOLDERS,
-  DECODER_FOLDERS,
+  DECODER_FOLDERS, listVariants, resolveVariant, cpuFitProblem, LISTING_FILE,
 } from 'lambda-eclipse';
 import type {
   Engine, Decoder, PriorResult, Progress, DecodedImage, DecodeStep, CacheUsage, KeywordMatch, EngineDescription,
-  TextEmbedding, CannyPreview, ModelManifest, DecoderManifest, LoadInfo, FileProgress,
+  TextEmbedding, CannyPreview, ModelManifest, DecoderManifest, LoadInfo, FileProgress, ModelVariant, ListedVariant,
 } from 'lambda-eclipse';
 import { LambdaEclipseWidget } from 'lambda-eclipse/widget';
 import type { LocalDecodeResult } from 'lambda-eclipse/widget';
@@ -37,6 +37,14 @@ export async function everything(): Promise<void> {
     },
   });
   const info: LoadInfo = engine.loadInfo;
+  // A listed variant of a model (its variants.json), by id; a copy's folder URL also loads as a plain model.
+  const listed: ModelVariant[] | null = await listVariants('/model/');
+  const q8: Engine = await load({ model: '/model/', variant: 'q8_0', backend: 'cpu' });
+  const loadedVariant: string | null = q8.variant;
+  const { entry } = await resolveVariant({ base: '/model/', variants: { q8_0: { url: 'q8_0/', type: 'q8_0', bytes: 1, cpuBytes: 2 } satisfies ListedVariant } }, 'q8_0');
+  const why: string | null = entry ? cpuFitProblem(entry, listed, 4 * 1024 ** 3) : null;
+  const listingFile: string = LISTING_FILE;
+  console.log(loadedVariant, why, listingFile);
   const backend: 'webgpu' | 'cpu' = engine.backend;
   console.log(info.loadSeconds, backend, engine.fallbackReason, engine.embeddingDim, engine.alive, await engine.memoryBytes());
 
@@ -101,6 +109,8 @@ export async function everything(): Promise<void> {
 // The typings are not `any`: each of these must be a type error.
 // @ts-expect-error: no such backend
 load({ backend: 'tpu' });
+// @ts-expect-error: a variant is named by a string such as 'q8_0'
+load({ model: '/model/', variant: 8 });
 // @ts-expect-error: prior() needs a prompt
 declare const e1: Engine; e1.prior({ subjects: [] });
 // @ts-expect-error: no such sampler
