@@ -301,3 +301,40 @@ fn a_size_above_the_gpu_buffer_limit_is_refused_before_any_step_naming_a_size_th
     assert!(engine.check_fits(side, side).is_ok(), "{side} should fit");
     assert!(engine.check_fits(side + m, side + m).is_err(), "{} should not fit", side + m);
 }
+
+/// The UNet at a 768×768 picture's size: latents 96×96, so its attention level (48×48) has 2304 positions + the
+/// image context as keys — more than the old fused kernel's 1024 — through the flash kernel on the GPU.
+#[test]
+fn the_gpu_unet_runs_at_768_px_with_2304_attention_positions_like_the_cpu() {
+    let Some(be) = open_gpu_or_skip() else { return };
+    let gpu = pollster::block_on(DecoderEngine::load(be.clone(), &DirFiles::new(tiny()), &mut |_, _, _| {})).unwrap();
+    let cpu = load(&tiny()).unwrap();
+    let (h, w) = (96, 96);
+    let c = cpu.configs.unet.in_channels;
+    let d = cpu.embedding_dim();
+    let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let e: Vec<f32> = (0..d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+    let run = |be: &dyn Fn(&[f32], &[usize], &[f32], &[usize]) -> Vec<f32>| be(&x, &[h * w, c], &e, &[1, d]);
+    let cpu_be = CpuBackend::new();
+    let want = run(&|x, xs, e, es| {
+        let out =
+            cpu.unet.forward(&cpu_be, &cpu_be.from_f32(x, xs).unwrap(), h, w, 500.0, &cpu_be.from_f32(e, es).unwrap());
+        pollster::block_on(cpu_be.read_f32(&out.unwrap())).unwrap()
+    });
+    let got = run(&|x, xs, e, es| {
+        let out = gpu.unet.forward(&be, &be.from_f32(x, xs).unwrap(), h, w, 500.0, &be.from_f32(e, es).unwrap());
+        pollster::block_on(be.read_f32(&out.unwrap())).unwrap()
+    });
+    assert_eq!(got.len(), want.len());
+    // Each backend's UNet forward is held to 1e-4 of the output scale from diffusers' f32 result (the component
+    // goldens, tests/golden_decoder.rs), so the two are within 2e-4 of each other; the attention's longer sums
+    // (2314 keys instead of the goldens' few) are summed in tiles of 32 on the GPU, which keeps their rounding
+    // to the goldens' order.
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = max_abs(&want);
+    eprintln!(
+        "UNet forward at 96×96 latents: GPU vs CPU max-abs {diff:.3e} (scale {scale:.3e}, relative {:.3e})",
+        diff / scale
+    );
+    assert!(diff <= 2e-4 * scale, "UNet forward at 96×96: max-abs {diff:e} exceeds 2e-4 × {scale:e}");
+}
