@@ -836,6 +836,36 @@ fn group_norm_matches_cpu_for_group_counts_and_sizes() {
 }
 
 #[test]
+fn group_norm_with_its_activation_fused_equals_the_two_ops_bit_for_bit() {
+    if gpu().is_none() {
+        return;
+    }
+    // A backend of its own: the shared one counts other tests' dispatches too.
+    let gpu = &block(GpuBackend::new()).unwrap();
+    let mut rng = Rng(29);
+    let (positions, channels, groups) = (300, 64, 8);
+    let x = gpu.from_f32(&rng.vec(positions * channels, 3.0), &[positions, channels]).unwrap();
+    let (g, b) = (
+        gpu.from_f32(&rng.vec(channels, 1.5), &[channels]).unwrap(),
+        gpu.from_f32(&rng.vec(channels, 0.5), &[channels]).unwrap(),
+    );
+    let before = gpu.bind_group_stats().dispatches;
+    let normed = gpu.group_norm(&x, groups, &g, &b, 1e-5).unwrap();
+    assert_eq!(gpu.bind_group_stats().dispatches - before, 1);
+    for act in [Activation::Silu, Activation::GeluErf, Activation::QuickGelu, Activation::Identity] {
+        let before = gpu.bind_group_stats().dispatches;
+        let fused = read_gpu(gpu, &gpu.group_norm_act(&x, groups, &g, &b, 1e-5, act).unwrap());
+        assert_eq!(gpu.bind_group_stats().dispatches - before, 1, "{act:?}: one dispatch");
+        let two = match act {
+            Activation::Identity => read_gpu(gpu, &normed),
+            act => read_gpu(gpu, &gpu.activation(&normed, act).unwrap()),
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&two), "{act:?}");
+    }
+}
+
+#[test]
 fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = CpuBackend::new();

@@ -91,11 +91,7 @@ impl<B: Backend> GroupNorm<B> {
 
     /// Group norm followed by an activation (the resnets' `nonlinearity(norm(x))`).
     pub fn forward_act(&self, be: &B, x: &B::Tensor, act: Activation) -> Result<B::Tensor> {
-        let y = self.forward(be, x)?;
-        match act {
-            Activation::Identity => Ok(y),
-            act => be.activation(&y, act),
-        }
+        be.group_norm_act(x, self.groups, &self.gamma, &self.beta, self.eps, act)
     }
 }
 

@@ -237,6 +237,18 @@ impl Backend for AnyBackend {
         on_each!(self, |be, t| be.group_norm(t(x)?, groups, t(gamma)?, t(beta)?, eps))
     }
 
+    fn group_norm_act(
+        &self,
+        x: &AnyTensor,
+        groups: usize,
+        gamma: &AnyTensor,
+        beta: &AnyTensor,
+        eps: f64,
+        act: Activation,
+    ) -> Result<AnyTensor> {
+        on_each!(self, |be, t| be.group_norm_act(t(x)?, groups, t(gamma)?, t(beta)?, eps, act))
+    }
+
     fn avg_pool_2x2(&self, x: &AnyTensor, height: usize, width: usize) -> Result<AnyTensor> {
         on_each!(self, |be, t| be.avg_pool_2x2(t(x)?, height, width))
     }

@@ -301,6 +301,23 @@ pub trait Backend: Clone + 'static {
         beta: &Self::Tensor,
         eps: f64,
     ) -> Result<Self::Tensor>;
+    /// `act(group_norm(x))`, the resnets' `nonlinearity(norm(x))`: one pass where a backend fuses the two (the
+    /// GPU does: the activation is applied to the same f32 value the unfused pair would have stored).
+    fn group_norm_act(
+        &self,
+        x: &Self::Tensor,
+        groups: usize,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        eps: f64,
+        act: Activation,
+    ) -> Result<Self::Tensor> {
+        let y = self.group_norm(x, groups, gamma, beta, eps)?;
+        match act {
+            Activation::Identity => Ok(y),
+            act => self.activation(&y, act),
+        }
+    }
     /// 2×2 average pool, stride 2: `[h·w, c]` → `[(h/2)·(w/2), c]` (h, w even).
     fn avg_pool_2x2(&self, x: &Self::Tensor, height: usize, width: usize) -> Result<Self::Tensor>;
     /// Nearest-neighbour resize like PyTorch's `mode="nearest"`: `src = floor(dst · in / out)`:

@@ -196,7 +196,19 @@ impl Backend for GpuBackend {
         beta: &GpuTensor,
         eps: f64,
     ) -> Result<GpuTensor> {
-        norm::group_norm(self, x, groups, gamma, beta, eps)
+        norm::group_norm(self, x, groups, gamma, beta, eps, Activation::Identity)
+    }
+
+    fn group_norm_act(
+        &self,
+        x: &GpuTensor,
+        groups: usize,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        eps: f64,
+        act: Activation,
+    ) -> Result<GpuTensor> {
+        norm::group_norm(self, x, groups, gamma, beta, eps, act)
     }
 
     fn avg_pool_2x2(&self, x: &GpuTensor, height: usize, width: usize) -> Result<GpuTensor> {

@@ -2,13 +2,19 @@
 // cg = channels / groups) mean and biased variance over all positions × cg values, then
 // y = x·scale + shift with scale = gamma[c] / sqrt(var + eps), shift = beta[c] − mean·scale: the form
 // PyTorch's group norm applies (its rounding, which the decoders' goldens amplify a few hundred times).
-// One workgroup per group; mean first, then the variance around it (two passes).
+// One workgroup per group; mean first, then the variance around it (two passes). The activation that follows
+// the norm in the resnets (SiLU) is applied before the store (`act`, codes of activation_fns.wgsl, which
+// precedes this file): one pass over the feature map instead of two.
 
 struct Params {
     positions: u32,
     channels: u32,
     group_channels: u32,
     eps: f32,
+    act: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -58,6 +64,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let e = index_of(i, c0);
         let c = c0 + i % p.group_channels;
         let scale = inv * gamma[c];
-        y[e] = x[e] * scale + (beta[c] - mean * scale);
+        y[e] = apply_activation(x[e] * scale + (beta[c] - mean * scale), p.act);
     }
 }

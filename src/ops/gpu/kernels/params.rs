@@ -116,7 +116,7 @@ kernel_params! {
     /// image_patches.wgsl
     ImagePatchesParams { h: u32, w: u32, patch_size: u32, grid_w: u32, cols: u32, count: u32, _pad0: u32, _pad1: u32 }
     /// group_norm.wgsl
-    GroupNormParams { positions: u32, channels: u32, group_channels: u32, eps: f32 }
+    GroupNormParams { positions: u32, channels: u32, group_channels: u32, eps: f32, act: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
     /// scale_shift.wgsl
     ScaleShiftParams { count: u32, cols: u32, _pad0: u32, _pad1: u32 }
     /// avg_pool_2x2.wgsl

@@ -340,7 +340,7 @@ impl Kernel {
             Kernel::DequantizeBlocks => vec![&INT8_FNS, &BLOCKS_FNS, &DEQUANTIZE_BLOCKS],
             Kernel::ImagePatches => vec![&IMAGE_PATCHES],
             Kernel::SoftmaxRows => vec![&ACTIVATION_FNS, &SOFTMAX_ROWS],
-            Kernel::GroupNorm => vec![&GROUP_NORM],
+            Kernel::GroupNorm => vec![&ACTIVATION_FNS, &GROUP_NORM],
             Kernel::Mul => vec![&MUL_COMBINE, &ELEMENTWISE_PAIR],
             Kernel::ScaleShift => vec![&SCALE_SHIFT],
             Kernel::AvgPool2x2 => vec![&AVG_POOL_2X2],

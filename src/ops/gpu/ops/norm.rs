@@ -1,11 +1,12 @@
 //! Normalisations: layer norm over each row (layer_norm.wgsl), group norm over a channels-last feature map
-//! (group_norm.wgsl, in PyTorch's rounding form). One workgroup per row or group, two-pass variance.
+//! (group_norm.wgsl, in PyTorch's rounding form, with the activation that follows it fused in). One workgroup per row or group, two-pass variance.
 
 use crate::error::Result;
-use crate::ops::gpu::kernels::params::{GroupNormParams, LayerNormParams};
+use crate::ops::gpu::kernels::params::{activation_code, GroupNormParams, LayerNormParams};
 use crate::ops::gpu::kernels::Kernel;
 use crate::ops::gpu::tensor::{dims2, GpuTensor};
 use crate::ops::gpu::{backend_err, u32_of, GpuBackend};
+use crate::ops::Activation;
 
 pub fn layer_norm(be: &GpuBackend, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, eps: f64) -> Result<GpuTensor> {
     let (rows, cols) = dims2(x, "layer_norm")?;
@@ -33,6 +34,7 @@ pub fn group_norm(
     gamma: &GpuTensor,
     beta: &GpuTensor,
     eps: f64,
+    act: Activation,
 ) -> Result<GpuTensor> {
     let (positions, channels) = dims2(x, "group_norm")?;
     if groups == 0 || channels % groups != 0 || gamma.numel() != channels || beta.numel() != channels {
@@ -51,6 +53,8 @@ pub fn group_norm(
         channels: channels as u32,
         group_channels: (channels / groups) as u32,
         eps: eps as f32,
+        act: activation_code(act),
+        ..Default::default()
     };
     let buffers = [x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()];
     be.dispatch(Kernel::GroupNorm, &params, &buffers, [u32_of(groups, "groups")?, 1, 1]);
