@@ -52,6 +52,30 @@ where
     Ok(times[times.len() / 2])
 }
 
+/// Median milliseconds of one call of `op`, timed in batches: `op` is recorded `reps` times before the
+/// result of the last is read back, `reps` chosen (1..=64) so that a batch takes about 50 ms. On a GPU one
+/// read-back costs a submit and a map (tens to hundreds of µs), more than a small GEMM on a large card, so a
+/// figure per single call would measure the round trip; the CPU computes synchronously and gets `reps` = 1.
+async fn per_call_ms<B, F>(be: &B, iters: usize, op: F) -> Result<f64>
+where
+    B: Backend,
+    F: Fn() -> Result<B::Tensor>,
+{
+    let batch = |reps: usize| {
+        let op = &op;
+        async move {
+            let mut last = op()?;
+            for _ in 1..reps {
+                last = op()?;
+            }
+            be.read_f32(&last).await.map(|_| ())
+        }
+    };
+    let once = median_ms(1, || batch(1)).await?;
+    let reps = ((50.0 / once.max(1e-3)).floor() as usize).clamp(1, 64);
+    Ok(median_ms(iters, || batch(reps)).await? / reps as f64)
+}
+
 /// GFLOP/s of `linear` at `(m, k, n)` with weights stored as `dtype`.
 pub async fn matmul_gflops<B: Backend>(
     be: &B,
@@ -62,11 +86,7 @@ pub async fn matmul_gflops<B: Backend>(
     let x = be.from_f32(&pseudo_random(m * k, 1), &[m, k])?;
     let store = WeightStore::random(be.clone(), dtype, 2);
     let w = store.root().get("w", &[n, k])?;
-    let ms = median_ms(iters, || async {
-        let y = be.linear(&x, &w, None, Activation::Identity)?;
-        be.read_f32(&y).await.map(|_| ())
-    })
-    .await?;
+    let ms = per_call_ms(be, iters, || be.linear(&x, &w, None, Activation::Identity)).await?;
     Ok(2.0 * (m * k * n) as f64 / (ms * 1e6))
 }
 
@@ -91,11 +111,7 @@ pub async fn attention_gflops<B: Backend>(
     let k = be.from_f32(&pseudo_random(s * width, 12), &[s, width])?;
     let v = be.from_f32(&pseudo_random(s * width, 13), &[s, width])?;
     let scale = 1.0 / (d as f32).sqrt();
-    let ms = median_ms(iters, || async {
-        let y = be.attention(&q, &k, &v, heads, scale, None)?;
-        be.read_f32(&y).await.map(|_| ())
-    })
-    .await?;
+    let ms = per_call_ms(be, iters, || be.attention(&q, &k, &v, heads, scale, None)).await?;
     Ok(4.0 * (t * s * width) as f64 / (ms * 1e6))
 }
 
