@@ -767,6 +767,7 @@ fn run_bench(
     let mut rows = Vec::new();
     if want(BenchItem::Matmul) {
         rows.extend(bench::BIGG_MATMULS.map(BenchRow::Matmul));
+        rows.extend(bench::SKINNY_MATMULS.map(BenchRow::Matmul));
     }
     if want(BenchItem::Attention) {
         rows.extend(bench::ATTENTION_SHAPES.map(|(what, shape)| BenchRow::Attention(what, shape)));
@@ -855,7 +856,10 @@ fn run_bench(
         let g = gpu_result.map(|r| r.0);
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
         let ratio = c.zip(g).map(|(c, g)| if unit == "ms" { c / g } else { g / c });
-        let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} {unit}"));
+        // Two significant digits below 10 (lavapipe's GF/s), one decimal above.
+        let cell = |v: Option<f64>| {
+            v.map_or("—".to_string(), |v| if v < 10.0 { format!("{v:.2} {unit}") } else { format!("{v:.1} {unit}") })
+        };
         print!(
             "{label:<34} {:>16} {:>16} {:>9} {:>8}",
             cell(c),

@@ -866,6 +866,36 @@ fn group_norm_with_its_activation_fused_equals_the_two_ops_bit_for_bit() {
 }
 
 #[test]
+fn a_linear_with_its_residual_fused_equals_linear_then_add_bit_for_bit() {
+    if gpu().is_none() {
+        return;
+    }
+    let gpu =
+        &block(GpuBackend::with_options(GpuOptions { max_tensor_bytes: Some(4096), ..GpuOptions::default() })).unwrap();
+    let mut rng = Rng(31);
+    // m = 1 and 5 (GEMV), 77 and 257 (tiles); n = 130 with weights split by rows into 4 KiB chunks (8 rows of
+    // 128 f32, 10 of 96), so each chunk's epilogue adds its own columns of the residual.
+    for (m, k, n) in [(1, 128, 130), (5, 64, 16), (77, 128, 130), (257, 96, 64)] {
+        let x = gpu.from_f32(&rng.vec(m * k, 1.0), &[m, k]).unwrap();
+        let w = gpu.upload_weight(&f32_bytes(&rng.vec(n * k, 0.2)), WeightDType::F32, &[n, k]).unwrap();
+        let b = gpu.from_f32(&rng.vec(n, 0.5), &[n]).unwrap();
+        let r = gpu.from_f32(&rng.vec(m * n, 2.0), &[m, n]).unwrap();
+        let before = gpu.bind_group_stats().dispatches;
+        let fused = gpu.linear_residual(&x, &w, Some(&b), &r).unwrap();
+        let dispatches = gpu.bind_group_stats().dispatches - before;
+        let two = gpu.add(&r, &gpu.linear(&x, &w, Some(&b), Activation::Identity).unwrap()).unwrap();
+        let chunks = n.div_ceil((4096 / (k * 4)).max(1)) as u64;
+        assert_eq!(dispatches, chunks, "m={m}: one GEMM per chunk of rows, no add");
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(read_gpu(gpu, &fused)), bits(read_gpu(gpu, &two)), "m={m} k={k} n={n}");
+    }
+    let x = gpu.from_f32(&[0.0; 6], &[2, 3]).unwrap();
+    let w = gpu.from_f32(&[0.0; 12], &[4, 3]).unwrap();
+    let err = gpu.linear_residual(&x, &w, None, &gpu.from_f32(&[0.0; 6], &[2, 3]).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("residual [2, 3] is not the output's [2, 4]"), "{err}");
+}
+
+#[test]
 fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = CpuBackend::new();
@@ -994,6 +1024,73 @@ fn every_gemm_variant_matches_cpu_for_linear_matmul_and_conv() {
             )
             .unwrap();
         assert_f32_close(&format!("conv2d tile {tile}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+    }
+}
+
+#[test]
+fn gemms_of_at_most_8_rows_take_the_gemv_kernel_and_match_cpu() {
+    let Some(_) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = Rng(27);
+    // Default tiling choice (GEMV for m ≤ 8), with and without four-at-a-time loads, f32 and f16 weights; k
+    // shorter than, equal to and far past the 32 (or 128) k one pass of the workgroup covers; n not a multiple
+    // of the 8 columns per workgroup.
+    for (vec4_loads, use_shader_f16) in [(true, true), (false, true), (true, false)] {
+        let options = GpuOptions { vec4_loads, use_shader_f16, ..GpuOptions::default() };
+        let gpu = block(GpuBackend::with_options(options)).unwrap();
+        for (m, k, n) in [(1, 7, 3), (1, 1280, 1283), (2, 128, 9), (5, 516, 130), (8, 1664, 64), (8, 33, 8)] {
+            let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
+            let w16 = f16_bytes(&w);
+            for (what, dtype, bytes) in [("f32", WeightDType::F32, f32_bytes(&w)), ("f16", WeightDType::F16, w16)] {
+                let before = gpu.bind_group_stats().dispatches;
+                let got = gpu
+                    .linear(
+                        &gpu.from_f32(&x, &[m, k]).unwrap(),
+                        &gpu.upload_weight(&bytes, dtype, &[n, k]).unwrap(),
+                        Some(&gpu.from_f32(&b, &[n]).unwrap()),
+                        Activation::Silu,
+                    )
+                    .unwrap();
+                assert_eq!(gpu.bind_group_stats().dispatches - before, 1, "one dispatch");
+                let want = cpu
+                    .linear(
+                        &cpu.from_f32(&x, &[m, k]).unwrap(),
+                        &cpu.upload_weight(&bytes, dtype, &[n, k]).unwrap(),
+                        Some(&cpu.from_f32(&b, &[n]).unwrap()),
+                        Activation::Silu,
+                    )
+                    .unwrap();
+                let tag = format!("gemv {what} linear vec4 {vec4_loads} m={m} k={k} n={n}");
+                assert_f32_close(&tag, &read_gpu(&gpu, &got), &read_cpu(&want));
+            }
+            let got = gpu.matmul(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            let want = cpu.matmul(&cpu.from_f32(&x, &[m, k]).unwrap(), &cpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            assert_f32_close(&format!("gemv matmul m={m} k={k} n={n}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+        }
+        // A 2×3 image: 6 positions, through the conv gather.
+        let (h, w, cin, cout) = (2, 3, 20, 13);
+        let (x, wt) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.2));
+        let got = gpu
+            .conv2d(
+                &gpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &gpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                None,
+                3,
+            )
+            .unwrap();
+        let want = cpu
+            .conv2d(
+                &cpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                None,
+                3,
+            )
+            .unwrap();
+        assert_f32_close("gemv conv2d 2×3", &read_gpu(&gpu, &got), &read_cpu(&want));
     }
 }
 

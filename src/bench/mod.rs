@@ -23,6 +23,9 @@ pub const MOVQ_CONFIG: &str = include_str!("real_configs/movq.json");
 /// The matmul shapes of bigG: (m, k, n) for `x [m, k] · wᵀ`, w `[n, k]`.
 pub const BIGG_MATMULS: [(usize, usize, usize); 3] = [(77, 1280, 5120), (257, 1664, 8192), (257, 8192, 1664)];
 
+/// Skinny products (m ≤ 8: the GPU's GEMV kernel): one pooled embedding through bigG's MLP width, and eight.
+pub const SKINNY_MATMULS: [(usize, usize, usize); 2] = [(1, 1280, 5120), (8, 1280, 5120)];
+
 fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
     let mut x = seed | 1;
     (0..n)

@@ -124,10 +124,10 @@ impl<B: Backend> EncoderLayer<B> {
 
     fn forward(&self, be: &B, x: &B::Tensor, bias: Option<&B::Tensor>) -> Result<B::Tensor> {
         let h = self.ln1.forward(be, x)?;
-        let x = be.add(x, &self.attn.self_attention(be, &h, self.heads, self.scale, bias)?)?;
+        let x = self.attn.self_attention_residual(be, &h, self.heads, self.scale, bias, x)?;
         let h = self.ln2.forward(be, &x)?;
         let h = self.fc1.forward(be, &h, self.act)?;
-        be.add(&x, &self.fc2.forward(be, &h, Activation::Identity)?)
+        self.fc2.forward_residual(be, &h, &x)
     }
 }
 

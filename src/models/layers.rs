@@ -23,6 +23,11 @@ impl<B: Backend> Linear<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor, act: Activation) -> Result<B::Tensor> {
         be.linear(x, &self.weight, self.bias.as_ref(), act)
     }
+
+    /// `residual + self(x)`: the layer with the skip connection around it (fused on the GPU).
+    pub fn forward_residual(&self, be: &B, x: &B::Tensor, residual: &B::Tensor) -> Result<B::Tensor> {
+        be.linear_residual(x, &self.weight, self.bias.as_ref(), residual)
+    }
 }
 
 /// `nn.LayerNorm(dim, eps)` over the last dimension, with affine `weight` and `bias`.
@@ -151,9 +156,27 @@ impl<B: Backend> AttentionProjections<B> {
         scale: f32,
         bias: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
+        self.out.forward(be, &self.heads(be, x, heads, scale, bias)?, Activation::Identity)
+    }
+
+    /// The heads' output before the output projection.
+    fn heads(&self, be: &B, x: &B::Tensor, heads: usize, scale: f32, bias: Option<&B::Tensor>) -> Result<B::Tensor> {
         let id = Activation::Identity;
         let (q, k, v) = (self.q.forward(be, x, id)?, self.k.forward(be, x, id)?, self.v.forward(be, x, id)?);
-        let a = be.attention(&q, &k, &v, heads, scale, bias)?;
-        self.out.forward(be, &a, id)
+        be.attention(&q, &k, &v, heads, scale, bias)
+    }
+
+    /// `residual + self_attention(x)`: a transformer block's attention with its skip connection, the add
+    /// fused into the output projection.
+    pub fn self_attention_residual(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        heads: usize,
+        scale: f32,
+        bias: Option<&B::Tensor>,
+        residual: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        self.out.forward_residual(be, &self.heads(be, x, heads, scale, bias)?, residual)
     }
 }

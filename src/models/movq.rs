@@ -208,7 +208,7 @@ impl<B: Backend> Attention<B> {
 
     fn forward(&self, be: &B, x: &B::Tensor, h: usize, w: usize, zq: &Zq<B>) -> Result<B::Tensor> {
         let hs = self.norm.forward(be, x, h, w, zq)?;
-        be.add(&self.proj.self_attention(be, &hs, 1, self.scale, None)?, x)
+        self.proj.self_attention_residual(be, &hs, 1, self.scale, None, x)
     }
 }
 

@@ -197,10 +197,10 @@ impl<B: Backend> LambdaPrior<B> {
         let scale = (cfg.attention_head_dim as f32).powf(-0.5);
         for block in &self.blocks {
             let x = block.norm1.forward(be, &h)?;
-            h = be.add(&h, &block.attn.self_attention(be, &x, cfg.num_attention_heads, scale, Some(&bias))?)?;
+            h = block.attn.self_attention_residual(be, &x, cfg.num_attention_heads, scale, Some(&bias), &h)?;
             let x = block.norm3.forward(be, &h)?;
             let x = block.ff_in.forward(be, &x, Activation::GeluErf)?;
-            h = be.add(&h, &block.ff_out.forward(be, &x, id)?)?;
+            h = block.ff_out.forward_residual(be, &x, &h)?;
         }
         let h = self.norm_out.forward(be, &h)?;
         let prd = be.slice_rows(&h, seq_len - 1, 1)?;

@@ -170,6 +170,16 @@ impl Backend for AnyBackend {
         on_each!(self, |be, t| be.linear(t(x)?, t(w)?, opt(bias, t)?, act))
     }
 
+    fn linear_residual(
+        &self,
+        x: &AnyTensor,
+        w: &AnyTensor,
+        bias: Option<&AnyTensor>,
+        residual: &AnyTensor,
+    ) -> Result<AnyTensor> {
+        on_each!(self, |be, t| be.linear_residual(t(x)?, t(w)?, opt(bias, t)?, t(residual)?))
+    }
+
     fn layer_norm(&self, x: &AnyTensor, gamma: &AnyTensor, beta: &AnyTensor, eps: f64) -> Result<AnyTensor> {
         on_each!(self, |be, t| be.layer_norm(t(x)?, t(gamma)?, t(beta)?, eps))
     }

@@ -246,6 +246,17 @@ pub trait Backend: Clone + 'static {
         bias: Option<&Self::Tensor>,
         act: Activation,
     ) -> Result<Self::Tensor>;
+    /// `residual + (x · wᵀ + bias)`: a linear layer and the skip connection around it. One pass where a
+    /// backend fuses the add into the product's epilogue (the GPU does, with the same f32 sum as `add`).
+    fn linear_residual(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        residual: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        self.add(residual, &self.linear(x, w, bias, Activation::Identity)?)
+    }
     /// Layer norm over the last dimension with affine `gamma`, `beta` `[k]`.
     fn layer_norm(&self, x: &Self::Tensor, gamma: &Self::Tensor, beta: &Self::Tensor, eps: f64)
         -> Result<Self::Tensor>;

@@ -45,6 +45,7 @@ impl<B: Backend> AddedKvAttention<B> {
         let k = be.concat_rows(&[&self.add_k_proj.forward(be, context, id)?, &self.proj.k.forward(be, &hs, id)?])?;
         let v = be.concat_rows(&[&self.add_v_proj.forward(be, context, id)?, &self.proj.v.forward(be, &hs, id)?])?;
         let a = be.attention(&q, &k, &v, self.heads, self.scale, None)?;
-        be.add(&self.proj.out.forward(be, &a, id)?, x)
+        // x + out(a): IEEE addition is commutative, so the fused add equals diffusers' out(a) + x exactly.
+        self.proj.out.forward_residual(be, &a, x)
     }
 }

@@ -129,7 +129,17 @@ impl Backend for GpuBackend {
     }
 
     fn linear(&self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, act: Activation) -> Result<GpuTensor> {
-        gemm::linear(self, x, w, bias, act)
+        gemm::linear(self, x, w, bias, act, None)
+    }
+
+    fn linear_residual(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        residual: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        gemm::linear(self, x, w, bias, Activation::Identity, Some(residual))
     }
 
     fn layer_norm(&self, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, eps: f64) -> Result<GpuTensor> {

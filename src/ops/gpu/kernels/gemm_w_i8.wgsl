@@ -4,7 +4,7 @@
 // e / w_row_len, counted from w_scale_off (the first row of this buffer when the weight is split by rows).
 // Both functions read the same `w`, so one file serves both load paths.
 @group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(5) var<storage, read> w_scales: array<f32>;
+@group(0) @binding(6) var<storage, read> w_scales: array<f32>;
 
 // One element at any strides.
 fn load_w(n: u32, k: u32) -> f32 {

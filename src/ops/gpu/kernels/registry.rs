@@ -47,7 +47,7 @@ const BLOCKS_FNS: Fragment = fragment!("blocks_fns.wgsl", binds: [], provides: [
 ]);
 
 // ---- The tiled GEMM ----
-const GEMM_PARAMS: Fragment = fragment!("gemm_params.wgsl", binds: [P, read(3, "bias"), write(4, "y")],
+const GEMM_PARAMS: Fragment = fragment!("gemm_params.wgsl", binds: [P, read(3, "bias"), write(4, "y"), read(5, "residual")],
     provides: [func("store", &[U32, U32, F32], None)]);
 const GEMM_X_DENSE: Fragment = fragment!("gemm_x_dense.wgsl", binds: [read(1, "x")],
     provides: [func("load_x", &[U32, U32], Some(F32))]);
@@ -60,6 +60,10 @@ const GEMM_LOAD: Fragment = fragment!("gemm_load.wgsl", binds: [], provides: [LO
 const GEMM_LOAD_VEC4: Fragment = fragment!("gemm_load_vec4.wgsl", binds: [], provides: [LOAD_TILES]);
 const GEMM_TILE_64: Fragment = fragment!("gemm_tile_64.wgsl", binds: [], provides: []);
 const GEMM_TILE_128: Fragment = fragment!("gemm_tile_128.wgsl", binds: [], provides: []);
+const GEMV_ACCUMULATE: Function = func("gemv_accumulate", &[U32, U32], None);
+const GEMV_LOAD: Fragment = fragment!("gemv_load.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
+const GEMV_LOAD_VEC4: Fragment = fragment!("gemv_load_vec4.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
+const GEMM_TILE_GEMV: Fragment = fragment!("gemm_tile_gemv.wgsl", binds: [], provides: []);
 
 const LOAD_W: Function = func("load_w", &[U32, U32], Some(F32));
 const LOAD_W4: Function = func("load_w4", &[U32, U32], Some(Vec4F32));
@@ -91,7 +95,7 @@ const READ_F16_NATIVE: WeightReader = WeightReader {
     vec4: &fragment!("gemm_w_f16_vec4.wgsl", binds: [W], provides: [LOAD_W4]),
     helpers: &[],
 };
-const GEMM_W_I8: Fragment = fragment!("gemm_w_i8.wgsl", binds: [W, read(5, "w_scales")], provides: [LOAD_W, LOAD_W4]);
+const GEMM_W_I8: Fragment = fragment!("gemm_w_i8.wgsl", binds: [W, read(6, "w_scales")], provides: [LOAD_W, LOAD_W4]);
 const READ_I8: WeightReader = WeightReader { scalar: &GEMM_W_I8, vec4: &GEMM_W_I8, helpers: &[&INT8_FNS] };
 const GEMM_W_BLOCKS: Fragment = fragment!("gemm_w_blocks.wgsl", binds: [W], provides: [LOAD_W, LOAD_W4]);
 /// Which block format gemm_w_blocks.wgsl reads.
@@ -169,16 +173,19 @@ pub enum GemmTile {
     T64,
     /// 128×128, 8×8 per thread: both output dimensions ≥ 128.
     T128,
+    /// At most 8 rows (M ≤ 8), 8 columns per workgroup, K split over 32 invocations per column.
+    Gemv,
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 2] = [GemmTile::T64, GemmTile::T128];
+    pub const ALL: [GemmTile; 3] = [GemmTile::T64, GemmTile::T128, GemmTile::Gemv];
 
-    /// Output rows (and columns) per workgroup.
-    pub fn size(self) -> usize {
+    /// Output (rows, columns) per workgroup.
+    pub fn size(self) -> (usize, usize) {
         match self {
-            GemmTile::T64 => 64,
-            GemmTile::T128 => 128,
+            GemmTile::T64 => (64, 64),
+            GemmTile::T128 => (128, 128),
+            GemmTile::Gemv => (8, 8),
         }
     }
 }
@@ -323,10 +330,16 @@ impl Kernel {
                     GemmInput::DenseVec4 => &GEMM_X_DENSE_VEC4,
                     GemmInput::Conv => &GEMM_X_CONV,
                 });
-                parts.push(if vec4 { &GEMM_LOAD_VEC4 } else { &GEMM_LOAD });
+                parts.push(match (tile, vec4) {
+                    (GemmTile::Gemv, false) => &GEMV_LOAD,
+                    (GemmTile::Gemv, true) => &GEMV_LOAD_VEC4,
+                    (_, false) => &GEMM_LOAD,
+                    (_, true) => &GEMM_LOAD_VEC4,
+                });
                 parts.push(match tile {
                     GemmTile::T64 => &GEMM_TILE_64,
                     GemmTile::T128 => &GEMM_TILE_128,
+                    GemmTile::Gemv => &GEMM_TILE_GEMV,
                 });
                 parts
             }

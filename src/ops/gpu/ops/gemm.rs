@@ -1,6 +1,6 @@
 //! The tiled GEMM family: `linear`, `matmul` and `conv2d` (implicit im2col), and the one place that turns a
 //! [`Gemm`] description into a kernel variant — weight reader by storage type, input reader by alignment,
-//! tiling by output size — and its params (gemm_params.wgsl). The long-sequence attention uses it too.
+//! tiling by output size (a GEMV kernel for at most 8 rows) — and its params (gemm_params.wgsl). The long-sequence attention uses it too.
 
 use crate::error::Result;
 use crate::ops::gpu::kernels::params::{activation_code, GemmParams};
@@ -17,15 +17,17 @@ pub fn matmul(be: &GpuBackend, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor
         return Err(backend_err(format!("matmul: shapes {:?} and {:?} do not chain", a.shape, b.shape)));
     }
     be.check_whole(b, "matmul")?;
-    strided(be, a, b, (m, k, n), (1, n), (None, Activation::Identity), "matmul")
+    strided(be, a, b, (m, k, n), (1, n), (None, Activation::Identity, None), "matmul")
 }
 
+/// `act(x · wᵀ + bias)`, plus `residual` (shaped as the output) added in the epilogue when given.
 pub fn linear(
     be: &GpuBackend,
     x: &GpuTensor,
     w: &GpuTensor,
     bias: Option<&GpuTensor>,
     act: Activation,
+    residual: Option<&GpuTensor>,
 ) -> Result<GpuTensor> {
     let (m, k) = dims2(x, "linear")?;
     let (n, k2) = dims2(w, "linear")?;
@@ -37,7 +39,12 @@ pub fn linear(
             return Err(backend_err(format!("linear: bias {:?} does not fit weight {:?}", b.shape, w.shape)));
         }
     }
-    strided(be, x, w, (m, k, n), (k, 1), (bias, act), "linear")
+    if let Some(r) = residual {
+        if r.shape != [m, n] {
+            return Err(backend_err(format!("linear: residual {:?} is not the output's [{m}, {n}]", r.shape)));
+        }
+    }
+    strided(be, x, w, (m, k, n), (k, 1), (bias, act, residual), "linear")
 }
 
 pub fn conv2d(
@@ -84,19 +91,21 @@ pub fn conv2d(
     Ok(out)
 }
 
-/// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation (the
-/// epilogue). A weight split by rows (`linear` only: rows are output columns) runs one dispatch per chunk.
+/// `x [m, k]` times the weight described by strides (see gemm_params.wgsl), plus bias, then activation, then
+/// the residual (the epilogue). A weight split by rows (`linear` only: rows are output columns) runs one
+/// dispatch per chunk.
 fn strided(
     be: &GpuBackend,
     x: &GpuTensor,
     w: &GpuTensor,
     (m, k, n): (usize, usize, usize),
     (w_sn, w_sk): (usize, usize),
-    (bias, act): (Option<&GpuTensor>, Activation),
+    (bias, act, residual): (Option<&GpuTensor>, Activation, Option<&GpuTensor>),
     op: &str,
 ) -> Result<GpuTensor> {
     let x = be.as_f32(x)?;
     let bias = bias.map(|b| be.as_f32(b)).transpose()?;
+    let residual = residual.map(|r| be.as_f32(r)).transpose()?;
     let out = be.alloc_f32(&[m, n], op)?;
     if m == 0 || n == 0 {
         return Ok(out);
@@ -113,6 +122,7 @@ fn strided(
                 w_sk,
                 bias: bias.as_ref().map(|b| (b.buffer(), first)),
                 act,
+                residual: residual.as_ref().map(|r| r.buffer()),
                 out_stride: n,
                 out_off: first,
                 ..Gemm::linear(m, k, cols, x.buffer(), w, out.buffer())
@@ -162,7 +172,7 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         conv_ks: u32_of(conv_ks, "kernel")?,
         w_row_len: u32_of(w_row_len, "row length")?,
         w_scale_off: u32_of(g.w_scale_off, "offset")?,
-        _pad0: 0,
+        has_residual: g.residual.is_some() as u32,
     };
     let aligned = |v: usize| v.is_multiple_of(4);
     let input = if g.conv.is_some() {
@@ -177,16 +187,19 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         GemmInput::Dense
     };
     let tile = match be.inner.gemm_tile {
-        Some(tile) => tile,
+        // GpuOptions can force a tiling (tests, the bench); the GEMV kernel only computes 8 rows.
+        Some(tile) if tile != GemmTile::Gemv || g.m <= 8 => tile,
+        _ if g.m <= 8 => GemmTile::Gemv,
         // 128×128 tiles only where there are enough of them to fill a large GPU (an H200 has 132 SMs):
         // measured there, [257×8192]·[8192×1664] (39 such tiles) ran at 660 GF/s against 1060 with 64×64.
-        None if g.m.div_ceil(128) * g.n.div_ceil(128) >= 256 => GemmTile::T128,
-        None => GemmTile::T64,
+        _ if g.m.div_ceil(128) * g.n.div_ceil(128) >= 256 => GemmTile::T128,
+        _ => GemmTile::T64,
     };
-    let size = tile.size();
+    let (rows, cols) = tile.size();
     let bias_buf = g.bias.map_or(&be.inner.dummy, |b| b.0);
-    let groups = [u32_of(g.n.div_ceil(size), "n")?, u32_of(g.m.div_ceil(size), "m")?, 1];
-    let mut buffers = vec![g.x, g.w, bias_buf, g.out];
+    let groups = [u32_of(g.n.div_ceil(cols), "n")?, u32_of(g.m.div_ceil(rows), "m")?, 1];
+    let residual_buf = g.residual.unwrap_or(&be.inner.dummy);
+    let mut buffers = vec![g.x, g.w, bias_buf, g.out, residual_buf];
     buffers.extend(scales);
     be.dispatch(Kernel::Gemm(weight, input, tile), &params, &buffers, groups);
     Ok(())
@@ -216,6 +229,8 @@ pub struct Gemm<'a> {
     /// The bias buffer and the offset of output column 0 in it.
     pub bias: Option<(&'a PooledBuffer, usize)>,
     pub act: Activation,
+    /// Added after the activation, read at the output's own index (same layout as `out`).
+    pub residual: Option<&'a PooledBuffer>,
     pub out: &'a PooledBuffer,
     pub out_stride: usize,
     pub out_off: usize,
@@ -249,6 +264,7 @@ impl<'a> Gemm<'a> {
             w_off: 0,
             bias: None,
             act: Activation::Identity,
+            residual: None,
             out,
             out_stride: n,
             out_off: 0,
