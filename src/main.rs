@@ -728,7 +728,7 @@ fn bench_item<B: Backend>(
 
 enum BenchRow {
     Matmul((usize, usize, usize)),
-    Attention(&'static str, (usize, usize, usize, usize)),
+    Attention(&'static str, lambda_eclipse::bench::AttentionShape),
     Model(lambda_eclipse::bench::Model),
     Decoder(lambda_eclipse::bench::DecoderPart, usize),
 }

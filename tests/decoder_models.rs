@@ -302,29 +302,33 @@ fn a_size_above_the_gpu_buffer_limit_is_refused_before_any_step_naming_a_size_th
     assert!(engine.check_fits(side + m, side + m).is_err(), "{} should not fit", side + m);
 }
 
+/// One UNet forward of `x [h·w, c]` at timestep 500 with `embeds`, read back.
+fn unet_forward<B: Backend>(
+    engine: &DecoderEngine<B>,
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    embeds: &[f32],
+) -> Vec<f32> {
+    let be = &engine.backend;
+    let x = be.from_f32(x, &[h * w, c]).unwrap();
+    let e = be.from_f32(embeds, &[1, embeds.len()]).unwrap();
+    pollster::block_on(be.read_f32(&engine.unet.forward(be, &x, h, w, 500.0, &e).unwrap())).unwrap()
+}
+
 /// The UNet at a 768×768 picture's size: latents 96×96, so its attention level (48×48) has 2304 positions + the
 /// image context as keys — more than the old fused kernel's 1024 — through the flash kernel on the GPU.
 #[test]
 fn the_gpu_unet_runs_at_768_px_with_2304_attention_positions_like_the_cpu() {
     let Some(be) = open_gpu_or_skip() else { return };
-    let gpu = pollster::block_on(DecoderEngine::load(be.clone(), &DirFiles::new(tiny()), &mut |_, _, _| {})).unwrap();
+    let gpu = pollster::block_on(DecoderEngine::load(be, &DirFiles::new(tiny()), &mut |_, _, _| {})).unwrap();
     let cpu = load(&tiny()).unwrap();
     let (h, w) = (96, 96);
     let c = cpu.configs.unet.in_channels;
     let d = cpu.embedding_dim();
     let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
     let e: Vec<f32> = (0..d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
-    let run = |be: &dyn Fn(&[f32], &[usize], &[f32], &[usize]) -> Vec<f32>| be(&x, &[h * w, c], &e, &[1, d]);
-    let cpu_be = CpuBackend::new();
-    let want = run(&|x, xs, e, es| {
-        let out =
-            cpu.unet.forward(&cpu_be, &cpu_be.from_f32(x, xs).unwrap(), h, w, 500.0, &cpu_be.from_f32(e, es).unwrap());
-        pollster::block_on(cpu_be.read_f32(&out.unwrap())).unwrap()
-    });
-    let got = run(&|x, xs, e, es| {
-        let out = gpu.unet.forward(&be, &be.from_f32(x, xs).unwrap(), h, w, 500.0, &be.from_f32(e, es).unwrap());
-        pollster::block_on(be.read_f32(&out.unwrap())).unwrap()
-    });
+    let want = unet_forward(&cpu, &x, (h, w, c), &e);
+    let got = unet_forward(&gpu, &x, (h, w, c), &e);
     assert_eq!(got.len(), want.len());
     // Each backend's UNet forward is held to 1e-4 of the output scale from diffusers' f32 result (the component
     // goldens, tests/golden_decoder.rs), so the two are within 2e-4 of each other; the attention's longer sums

@@ -93,10 +93,13 @@ pub async fn matmul_gflops<B: Backend>(
     Ok(2.0 * (m * k * n) as f64 / (ms * 1e6))
 }
 
+/// (queries, keys, heads, head dim).
+pub type AttentionShape = (usize, usize, usize, usize);
+
 /// Attention shapes of the real models: (queries, keys, heads, head dim). The UNet's self-attention takes its
 /// 10 image-context tokens as extra keys (SimpleCrossAttn's added keys); 2304 positions is its first attention
 /// level at 768 px.
-pub const ATTENTION_SHAPES: [(&str, (usize, usize, usize, usize)); 4] = [
+pub const ATTENTION_SHAPES: [(&str, AttentionShape); 4] = [
     ("bigG text", (77, 77, 20, 64)),
     ("bigG vision", (257, 257, 16, 104)),
     ("UNet 512 px", (1024, 1034, 12, 64)),
