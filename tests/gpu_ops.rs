@@ -896,6 +896,39 @@ fn a_linear_with_its_residual_fused_equals_linear_then_add_bit_for_bit() {
 }
 
 #[test]
+fn consecutive_dispatches_share_one_compute_pass_until_a_copy_or_a_read() {
+    if gpu().is_none() {
+        return;
+    }
+    let gpu = &block(GpuBackend::new()).unwrap();
+    let mut rng = Rng(37);
+    let x = gpu.from_f32(&rng.vec(40 * 16, 1.0), &[40, 16]).unwrap();
+    let w = gpu.from_f32(&rng.vec(16 * 16, 0.3), &[16, 16]).unwrap();
+    block(gpu.sync()).unwrap();
+    let passes = || gpu.bind_group_stats().compute_passes;
+    let start = passes();
+    let mut h = x.clone();
+    for _ in 0..10 {
+        h = gpu.linear(&h, &w, None, Activation::Silu).unwrap();
+    }
+    assert_eq!(passes() - start, 1, "ten linears, one pass");
+    // A concat is a buffer copy: it ends the pass; the next dispatch opens another.
+    let both = gpu.concat_rows(&[&h, &x]).unwrap();
+    let y = gpu.linear(&both, &w, None, Activation::Identity).unwrap();
+    assert_eq!(passes() - start, 2, "the copy ended the first pass");
+    // And the values are those of the same ops recorded one pass each (the CPU's, within f32 parity).
+    let cpu = CpuBackend::new();
+    let mut c = cpu.from_f32(&read_gpu(gpu, &x), &[40, 16]).unwrap();
+    let cw = cpu.from_f32(&read_gpu(gpu, &w), &[16, 16]).unwrap();
+    let cx = c.clone();
+    for _ in 0..10 {
+        c = cpu.linear(&c, &cw, None, Activation::Silu).unwrap();
+    }
+    let want = cpu.linear(&cpu.concat_rows(&[&c, &cx]).unwrap(), &cw, None, Activation::Identity).unwrap();
+    assert_f32_close("ten linears, a concat and a linear in two passes", &read_gpu(gpu, &y), &read_cpu(&want));
+}
+
+#[test]
 fn pooling_resizing_concat_mul_scale_shift_and_silu_match_cpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = CpuBackend::new();

@@ -23,11 +23,31 @@ const FLUSH_EVERY: usize = 512;
 /// what one forward needs, so a repeated forward always finds its bind groups.
 const MAX_BIND_GROUPS: usize = 16384;
 
-/// Recorded work, submitted in order.
+/// Recorded work, submitted in order. Consecutive dispatches share one compute pass (`pass`, open on
+/// `encoder`): WebGPU makes each dispatch its own usage scope, so ordering through storage buffers holds
+/// inside a pass, and a forward costs one begin/end pair instead of one per op (each a call across the wasm
+/// boundary in the browser). The pass is ended before anything else is recorded (a copy) or submitted.
 #[derive(Default)]
 struct Pending {
+    /// Dropped (ended) before `encoder` is used otherwise: `forget_lifetime` leaves the borrow to us.
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     ops: usize,
+}
+
+impl Pending {
+    /// The encoder, after ending an open pass; created on demand.
+    fn encoder(&mut self, new: impl FnOnce() -> wgpu::CommandEncoder) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder.get_or_insert_with(new)
+    }
+
+    /// The finished command buffer of everything recorded, if anything was.
+    fn finish(&mut self) -> Option<wgpu::CommandBuffer> {
+        self.pass = None;
+        self.ops = 0;
+        self.encoder.take().map(|e| e.finish())
+    }
 }
 
 /// The pending encoder and the caches behind [`GpuBackend::dispatch`]; one per device.
@@ -68,6 +88,8 @@ pub struct BindGroupStats {
     pub created: u64,
     /// Bind groups held now.
     pub cached: usize,
+    /// Compute passes begun for the dispatches (consecutive dispatches share one).
+    pub compute_passes: u64,
 }
 
 impl BindGroupCache {
@@ -110,37 +132,39 @@ impl GpuBackend {
     /// Submits all recorded work without waiting for it.
     pub fn flush(&self) {
         let mut pending = lock(&self.inner.recorder.pending);
-        if let Some(enc) = pending.encoder.take() {
-            self.inner.queue.submit(Some(enc.finish()));
+        if let Some(commands) = pending.finish() {
+            self.inner.queue.submit(Some(commands));
         }
-        pending.ops = 0;
     }
 
     fn new_encoder(&self) -> wgpu::CommandEncoder {
         self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lambda-eclipse") })
     }
 
-    /// Runs `f` on the pending encoder (created on demand) and submits it every `FLUSH_EVERY` ops.
+    /// Runs `f` (a copy) on the pending encoder, after ending an open compute pass.
     pub(super) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut pending = lock(&self.inner.recorder.pending);
-        let encoder = pending.encoder.get_or_insert_with(|| self.new_encoder());
-        f(encoder);
+        f(pending.encoder(|| self.new_encoder()));
+        self.count_op(&mut pending);
+    }
+
+    /// Submits everything recorded every `FLUSH_EVERY` ops.
+    fn count_op(&self, pending: &mut Pending) {
         pending.ops += 1;
         if pending.ops >= FLUSH_EVERY {
-            if let Some(enc) = pending.encoder.take() {
-                self.inner.queue.submit(Some(enc.finish()));
+            if let Some(commands) = pending.finish() {
+                self.inner.queue.submit(Some(commands));
             }
-            pending.ops = 0;
         }
     }
 
     /// Records `f` (a copy into a readback buffer) after everything pending and submits it all now.
     pub(super) fn record_and_submit(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut pending = lock(&self.inner.recorder.pending);
-        let mut encoder = pending.encoder.take().unwrap_or_else(|| self.new_encoder());
-        f(&mut encoder);
-        self.inner.queue.submit(Some(encoder.finish()));
-        pending.ops = 0;
+        f(pending.encoder(|| self.new_encoder()));
+        if let Some(commands) = pending.finish() {
+            self.inner.queue.submit(Some(commands));
+        }
     }
 
     fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
@@ -222,15 +246,21 @@ impl GpuBackend {
         let pipeline = self.pipeline(kernel);
         let (uniform_id, uniform) = self.uniform(bytemuck::bytes_of(params));
         let bind_group = self.bind_group(kernel, &pipeline, (uniform_id, &uniform), buffers);
-        self.record(|enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel.name()),
+        let mut pending = lock(&self.inner.recorder.pending);
+        if pending.pass.is_none() {
+            let encoder = pending.encoder(|| self.new_encoder());
+            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("lambda-eclipse ops"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        });
+            pending.pass = Some(pass.forget_lifetime());
+            lock(&self.inner.recorder.bind_groups).stats.compute_passes += 1;
+        }
+        let pass = pending.pass.as_mut().expect("a compute pass was just opened");
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.count_op(&mut pending);
     }
 
     /// Workgroup grid for a 1-D kernel over `n` elements (256 per group), folded into y past the 65535 limit.
