@@ -138,6 +138,9 @@ enum Command {
         /// GPU: attention through the tiled GEMM and a softmax instead of the fused flash kernel.
         #[arg(long)]
         blocked_attention: bool,
+        /// GPU: GEMM tiles in f16 arithmetic (needs shader-f16; f32 totals per K-tile).
+        #[arg(long)]
+        f16_math: bool,
         /// Time the GPU only (the CPU column stays empty): for kernel work, where the CPU's minutes are noise.
         #[arg(long)]
         gpu_only: bool,
@@ -396,9 +399,11 @@ fn run(cli: Cli) -> Result<()> {
             scalar_loads,
             adapter_limits,
             blocked_attention,
+            f16_math,
             gpu_only,
         } => {
-            let choices = GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention };
+            let choices =
+                GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention, f16_math };
             run_bench(&only, iters, dtype, size, choices, gpu_only)
         }
         Command::Canny { image, out, low, high } => {
@@ -740,6 +745,7 @@ struct GpuChoices {
     scalar_loads: bool,
     adapter_limits: bool,
     blocked_attention: bool,
+    f16_math: bool,
 }
 
 fn run_bench(
@@ -750,7 +756,7 @@ fn run_bench(
     choices: GpuChoices,
     gpu_only: bool,
 ) -> Result<()> {
-    let GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention } = choices;
+    let GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention, f16_math } = choices;
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
@@ -793,16 +799,18 @@ fn run_bench(
         vec4_loads: !scalar_loads,
         adapter_limits,
         blocked_attention,
+        f16_math,
         ..Default::default()
     };
     // A build without the `gpu` feature gets the stand-in's "built without the gpu feature" here.
     let (gpu, gpu_name) = match pollster::block_on(GpuBackend::with_options(options)) {
         Ok(g) => {
             let name = format!(
-                "{} (shader-f16 {}, GEMM tile {}, {} loads, {} attention{})",
+                "{} (shader-f16 {}, GEMM tile {}, {} math, {} loads, {} attention{})",
                 g.adapter_description(),
                 if g.has_shader_f16() { "on" } else { "off" },
                 gemm_tile.map_or("auto".to_string(), |t| t.to_string()),
+                if g.has_f16_math() { "f16" } else { "f32" },
                 if scalar_loads { "scalar" } else { "vec4" },
                 if blocked_attention { "blocked" } else { "flash" },
                 if adapter_limits { ", adapter limits" } else { "" }

@@ -1128,6 +1128,77 @@ fn gemms_of_at_most_8_rows_take_the_gemv_kernel_and_match_cpu() {
 }
 
 #[test]
+fn gemm_tiles_in_f16_arithmetic_stay_within_f16_rounding_of_the_exact_product() {
+    if gpu().is_none() {
+        return;
+    }
+    let mut rng = Rng(28);
+    for (tile, vec4_loads) in [(64, true), (128, true), (64, false), (128, false)] {
+        let options = GpuOptions { gemm_tile: Some(tile), vec4_loads, f16_math: true, ..GpuOptions::default() };
+        let gpu = block(GpuBackend::with_options(options)).unwrap();
+        if !gpu.has_shader_f16() {
+            // Without shader-f16 the option is refused silently and the f32 tiles run (what the packed path
+            // and the goldens test); nothing f16 to check here.
+            assert!(!gpu.has_f16_math());
+            continue;
+        }
+        assert!(gpu.has_f16_math());
+        // K-tile of the tiling: 16 products summed in f16 for 64×64, 8 for 128×128.
+        let tk = if tile == 64 { 16.0 } else { 8.0 };
+        let mut worst = 0.0f64;
+        for (m, k, n) in [(9, 7, 3), (77, 1280, 130), (129, 516, 257), (300, 64, 200)] {
+            let (x, w, b) = (rng.vec(m * k, 2.0), rng.vec(n * k, 0.3), rng.vec(n, 0.5));
+            let got = read_gpu(
+                &gpu,
+                &gpu.linear(
+                    &gpu.from_f32(&x, &[m, k]).unwrap(),
+                    &gpu.from_f32(&w, &[n, k]).unwrap(),
+                    Some(&gpu.from_f32(&b, &[n]).unwrap()),
+                    Activation::Identity,
+                )
+                .unwrap(),
+            );
+            // Bound from the arithmetic, per output: x and w rounded to f16 (2 roundings of 2⁻¹¹ per product),
+            // tk FMAs in f16 (one rounding each, on partial sums bounded by Σ|x·w|), then f32 for the total
+            // across K-tiles, the bias and the store (≤ (k/tk + 4)·2⁻²⁴·(Σ|x·w| + |b|)).
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut exact, mut abs) = (b[j] as f64, 0.0f64);
+                    for kk in 0..k {
+                        let p = x[i * k + kk] as f64 * w[j * k + kk] as f64;
+                        exact += p;
+                        abs += p.abs();
+                    }
+                    let f16_part = (tk + 2.0) * 2f64.powi(-11) * abs;
+                    let f32_part = (k as f64 / tk + 4.0) * 2f64.powi(-24) * (abs + b[j].abs() as f64);
+                    let err = (got[i * n + j] as f64 - exact).abs();
+                    worst = worst.max(err / (f16_part + f32_part));
+                    assert!(
+                        err <= f16_part + f32_part,
+                        "f16 math tile {tile} vec4 {vec4_loads} m={m} k={k} n={n} [{i},{j}]: error {err:e} > {:e}",
+                        f16_part + f32_part
+                    );
+                }
+            }
+        }
+        eprintln!("f16 math tile {tile} vec4 {vec4_loads}: worst error / bound = {worst:.3}");
+        // It is f16 arithmetic: a product whose exact value needs more than f16's 11 bits comes back rounded.
+        let x = 1.0 + 2f32.powi(-10);
+        let got = read_gpu(
+            &gpu,
+            &gpu.linear(
+                &gpu.from_f32(&[x], &[1, 1]).unwrap(),
+                &gpu.from_f32(&[x], &[1, 1]).unwrap(),
+                None,
+                Activation::Identity,
+            )
+            .unwrap(),
+        );
+        assert_ne!(got[0], x * x, "tile {tile}: (1 + 2⁻¹⁰)² = 1 + 2⁻⁹ + 2⁻²⁰ in f32, 1 + 2⁻⁹ in f16");
+    }
+}
+
+#[test]
 fn f32_weights_kept_as_f16_take_half_the_bytes_and_stay_close() {
     let Some(gpu) = gpu() else { return };
     let half = gpu.with_f16_weights();

@@ -24,6 +24,10 @@ pub struct GpuOptions {
     /// fused flash kernel, for every head dim (default false: flash up to head dim 256). For the benchmark, to
     /// compare the two on one device in one run, and tests.
     pub blocked_attention: bool,
+    /// GEMM tiles computed in f16 (f16 shared tiles and FMAs per K-tile, f32 totals) where the adapter has
+    /// `shader-f16` (default false: f32 arithmetic everywhere, which the goldens' bounds assume). For the
+    /// decoders at speed, as diffusers runs them in fp16; the bench's `--f16-math`.
+    pub f16_math: bool,
 }
 
 impl Default for GpuOptions {
@@ -35,6 +39,7 @@ impl Default for GpuOptions {
             vec4_loads: true,
             adapter_limits: false,
             blocked_attention: false,
+            f16_math: false,
         }
     }
 }

@@ -56,6 +56,10 @@ impl GpuBackend {
         absurd(&self.never)
     }
 
+    pub fn has_f16_math(&self) -> bool {
+        absurd(&self.never)
+    }
+
     pub fn pool_stats(&self) -> PoolStats {
         absurd(&self.never)
     }

@@ -36,9 +36,11 @@ for bin in "${bins[@]}"; do
   bench "$bin" "GEMMs and attention (f32)" --only matmul --only attention --iters 5
   bench "$bin" "attention through the GEMM path" --only attention --blocked-attention --iters 5
   bench "$bin" "GEMMs with f16 weights" --only matmul --dtype f16 --iters 5
+  bench "$bin" "GEMMs with f16 weights in f16 arithmetic" --only matmul --dtype f16 --f16-math --iters 5
   if [ "$ITEMS" != quick ]; then
     bench "$bin" "towers and prior, f16 weights" --only text --only vision --only prior --dtype f16 --iters 3
     bench "$bin" "decoder parts at 512 px, f16 weights" --only unet --only movq --dtype f16 --iters 3
+    bench "$bin" "decoder parts at 512 px, f16 weights and arithmetic" --only unet --only movq --dtype f16 --f16-math --iters 3
   fi
 done
 

@@ -43,6 +43,7 @@ pub(super) struct Inner {
     /// Whether the GEMM may read four consecutive k at once where alignment allows.
     pub(super) vec4_loads: bool,
     pub(super) blocked_attention: bool,
+    pub(super) f16_math: bool,
     /// The pending command encoder and the pipeline, uniform and bind-group caches.
     pub(super) recorder: Recorder,
     pub(super) pool: Arc<Mutex<pool::Pool>>,
@@ -122,6 +123,7 @@ impl GpuBackend {
                 gemm_tile,
                 vec4_loads: options.vec4_loads,
                 blocked_attention: options.blocked_attention,
+                f16_math: options.f16_math && shader_f16,
                 recorder,
                 pool: Arc::default(),
                 device_error,
@@ -139,6 +141,11 @@ impl GpuBackend {
     /// packed f16 is unpacked with core `unpack2x16float`, which every adapter has.
     pub fn has_shader_f16(&self) -> bool {
         self.inner.shader_f16
+    }
+
+    /// Whether the GEMM tiles compute in f16 (GpuOptions::f16_math on an adapter with `shader-f16`).
+    pub fn has_f16_math(&self) -> bool {
+        self.inner.f16_math
     }
 
     /// Measured FMA throughput in GFLOP/s, f32 or (`f16`) f16 arithmetic; `None` for f16 without

@@ -2,6 +2,9 @@
 // K in steps of 8 through workgroup memory (2 × 4 KiB). Twice the outputs per shared-memory read of the
 // 64×64 tiling: 64 FMAs per 16 loads. Out-of-range loads read 0, so any M, N, K works.
 
+// The shared tiles' element type (the loaders convert to it).
+alias tile_t = f32;
+
 const TILE: u32 = 128u;
 const TK: u32 = 8u;
 

@@ -2,6 +2,9 @@
 // that reads of the shared tiles are consecutive across threads), K in steps of 16 through workgroup memory.
 // Out-of-range loads read 0, so any M, N, K works. Used where an output dimension is small (M or N < 128).
 
+// The shared tiles' element type (the loaders convert to it).
+alias tile_t = f32;
+
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
 

@@ -64,6 +64,11 @@ const GEMV_ACCUMULATE: Function = func("gemv_accumulate", &[U32, U32], None);
 const GEMV_LOAD: Fragment = fragment!("gemv_load.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMV_LOAD_VEC4: Fragment = fragment!("gemv_load_vec4.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMM_TILE_GEMV: Fragment = fragment!("gemm_tile_gemv.wgsl", binds: [], provides: []);
+const GEMM_TILE_64_F16: Fragment = fragment!("gemm_tile_64_f16.wgsl", binds: [], provides: []);
+const GEMM_TILE_128_F16: Fragment = fragment!("gemm_tile_128_f16.wgsl", binds: [], provides: []);
+/// Opens a module whose tiling computes in f16 when its weight reader does not already.
+const ENABLE_F16: Fragment =
+    Fragment { file: "(inline) enable f16", source: "enable f16;\n", binds: &[], provides: &[] };
 
 const LOAD_W: Function = func("load_w", &[U32, U32], Some(F32));
 const LOAD_W4: Function = func("load_w4", &[U32, U32], Some(Vec4F32));
@@ -175,18 +180,35 @@ pub enum GemmTile {
     T128,
     /// At most 8 rows (M ≤ 8), 8 columns per workgroup, K split over 32 invocations per column.
     Gemv,
+    /// T64 and T128 in f16 arithmetic (`shader-f16`, GpuOptions::f16_math): f16 tiles and FMAs per K-tile,
+    /// f32 totals.
+    T64F16,
+    T128F16,
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 3] = [GemmTile::T64, GemmTile::T128, GemmTile::Gemv];
+    pub const ALL: [GemmTile; 5] = [GemmTile::T64, GemmTile::T128, GemmTile::Gemv, GemmTile::T64F16, GemmTile::T128F16];
 
     /// Output (rows, columns) per workgroup.
     pub fn size(self) -> (usize, usize) {
         match self {
-            GemmTile::T64 => (64, 64),
-            GemmTile::T128 => (128, 128),
+            GemmTile::T64 | GemmTile::T64F16 => (64, 64),
+            GemmTile::T128 | GemmTile::T128F16 => (128, 128),
             GemmTile::Gemv => (8, 8),
         }
+    }
+
+    /// The same tiling in f16 arithmetic (the GEMV has none: it is bound by reading the weights).
+    pub fn with_f16_math(self) -> GemmTile {
+        match self {
+            GemmTile::T64 => GemmTile::T64F16,
+            GemmTile::T128 => GemmTile::T128F16,
+            other => other,
+        }
+    }
+
+    fn f16_math(self) -> bool {
+        matches!(self, GemmTile::T64F16 | GemmTile::T128F16)
     }
 }
 
@@ -322,7 +344,12 @@ impl Kernel {
             Kernel::Gemm(weight, input, tile) => {
                 let reader = weight.reader();
                 let vec4 = input == GemmInput::DenseVec4;
-                let mut parts = vec![if vec4 { reader.vec4 } else { reader.scalar }];
+                let first = if vec4 { reader.vec4 } else { reader.scalar };
+                let mut parts = Vec::new();
+                if tile.f16_math() && !first.source.starts_with("enable f16;") {
+                    parts.push(&ENABLE_F16);
+                }
+                parts.push(first);
                 parts.extend(reader.helpers);
                 parts.extend([&ACTIVATION_FNS, &GEMM_PARAMS]);
                 parts.push(match input {
@@ -340,6 +367,8 @@ impl Kernel {
                     GemmTile::T64 => &GEMM_TILE_64,
                     GemmTile::T128 => &GEMM_TILE_128,
                     GemmTile::Gemv => &GEMM_TILE_GEMV,
+                    GemmTile::T64F16 => &GEMM_TILE_64_F16,
+                    GemmTile::T128F16 => &GEMM_TILE_128_F16,
                 });
                 parts
             }

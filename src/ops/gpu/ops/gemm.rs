@@ -195,6 +195,7 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         _ if g.m.div_ceil(128) * g.n.div_ceil(128) >= 256 => GemmTile::T128,
         _ => GemmTile::T64,
     };
+    let tile = if be.inner.f16_math { tile.with_f16_math() } else { tile };
     let (rows, cols) = tile.size();
     let bias_buf = g.bias.map_or(&be.inner.dummy, |b| b.0);
     let groups = [u32_of(g.n.div_ceil(cols), "n")?, u32_of(g.m.div_ceil(rows), "m")?, 1];
