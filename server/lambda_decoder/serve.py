@@ -67,15 +67,25 @@ def start_local_ray(num_cpus: int, object_store_mb: int, log_level: str = "warni
     # Ray starts its workers at nice 15 (background work); here they are the service itself.
     os.environ.setdefault("RAY_worker_niceness", "0")
     pythonpath = os.pathsep.join(p for p in (SERVER_DIR, os.environ.get("PYTHONPATH")) if p)
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        object_store_memory=object_store_mb << 20,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        logging_level=log_level.upper(),
-        log_to_driver=log_level.lower() in ("debug", "info"),
-    )
+    # Ray waits a fixed 30 s for its raylet to register and cannot be told to wait longer; on a busy machine
+    # (seen on 2 cores under load) that start times out. One more start, said in words, then give up.
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=object_store_mb << 20,
+                _node_ip_address="127.0.0.1",
+                runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+                logging_level=log_level.upper(),
+                log_to_driver=log_level.lower() in ("debug", "info"),
+            )
+            return
+        except Exception as e:  # Ray raises a bare Exception for this
+            if attempt == 2 or "timed out during startup" not in str(e):
+                raise
+            print(f"Ray's node did not start in time ({e}); starting it once more", file=sys.stderr, flush=True)
+            ray.shutdown()
 
 
 def start_serve(settings: Settings, opts, *, app_name: str | None = None, decoder_factory=None, route_prefix: str = "/"):

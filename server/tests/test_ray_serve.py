@@ -324,3 +324,36 @@ def test_serve_config_and_rayservice_manifest_build_the_same_application():
     assert gpus >= 1 and workers["maxReplicas"] * gpus >= config["applications"][0]["args"]["max_replicas"]
     with pytest.raises(ValueError, match="unknown argument"):
         ray_app.app_builder({"replicas": 2, "max_wating": 3})
+
+
+def test_a_local_ray_that_times_out_at_startup_is_started_once_more_and_other_errors_are_raised(monkeypatch, capsys):
+    """Ray waits a fixed 30 s for its raylet; on a busy machine that start can time out. start_local_ray tries
+    once more (saying so); any other error, or a second timeout, reaches the caller."""
+    from lambda_decoder import serve
+
+    calls = []
+
+    def flaky_init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", flaky_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    serve.start_local_ray(1, 64)
+    assert len(calls) == 3 and calls[1] == "shutdown" and calls[2]["num_cpus"] == 1
+    assert "starting it once more" in capsys.readouterr().err
+
+    def always_times_out(**kwargs):
+        raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", always_times_out)
+    with pytest.raises(Exception, match="timed out during startup"):
+        serve.start_local_ray(1, 64)
+
+    def other_error(**kwargs):
+        raise ValueError("object store too small")
+
+    monkeypatch.setattr(ray, "init", other_error)
+    with pytest.raises(ValueError, match="object store too small"):
+        serve.start_local_ray(1, 64)
