@@ -33,6 +33,8 @@ struct Pending {
     pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     ops: usize,
+    /// Compute passes begun so far (reported by `bind_group_stats`).
+    passes: u64,
 }
 
 impl Pending {
@@ -125,8 +127,9 @@ impl GpuBackend {
 
     /// Dispatches recorded, bind groups created for them and bind groups cached now.
     pub fn bind_group_stats(&self) -> BindGroupStats {
+        let compute_passes = lock(&self.inner.recorder.pending).passes;
         let cache = lock(&self.inner.recorder.bind_groups);
-        BindGroupStats { cached: cache.groups.len(), ..cache.stats }
+        BindGroupStats { cached: cache.groups.len(), compute_passes, ..cache.stats }
     }
 
     /// Submits all recorded work without waiting for it.
@@ -254,7 +257,7 @@ impl GpuBackend {
                 timestamp_writes: None,
             });
             pending.pass = Some(pass.forget_lifetime());
-            lock(&self.inner.recorder.bind_groups).stats.compute_passes += 1;
+            pending.passes += 1;
         }
         let pass = pending.pass.as_mut().expect("a compute pass was just opened");
         pass.set_pipeline(&pipeline);

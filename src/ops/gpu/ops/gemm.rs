@@ -187,13 +187,13 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         GemmInput::Dense
     };
     let tile = match be.inner.gemm_tile {
-        // GpuOptions can force a tiling (tests, the bench); the GEMV kernel only computes 8 rows.
-        Some(tile) if tile != GemmTile::Gemv || g.m <= 8 => tile,
-        _ if g.m <= 8 => GemmTile::Gemv,
+        // GpuOptions can force the 64² or 128² tiling (tests, the bench).
+        Some(tile) => tile,
+        None if g.m <= 8 => GemmTile::Gemv,
         // 128×128 tiles only where there are enough of them to fill a large GPU (an H200 has 132 SMs):
         // measured there, [257×8192]·[8192×1664] (39 such tiles) ran at 660 GF/s against 1060 with 64×64.
-        _ if g.m.div_ceil(128) * g.n.div_ceil(128) >= 256 => GemmTile::T128,
-        _ => GemmTile::T64,
+        None if g.m.div_ceil(128) * g.n.div_ceil(128) >= 256 => GemmTile::T128,
+        None => GemmTile::T64,
     };
     let tile = if be.inner.f16_math { tile.with_f16_math() } else { tile };
     let (rows, cols) = tile.size();
