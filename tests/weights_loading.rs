@@ -3,10 +3,11 @@
 
 mod common;
 use common::*;
-use lambda_eclipse::ops::cpu::CpuBackend;
+use lambda_eclipse::ops::cpu::{CpuBackend, CpuTensor};
+use lambda_eclipse::ops::{Activation, Backend, WeightDType};
 use lambda_eclipse::pipeline;
 use lambda_eclipse::tensor_file::{to_bytes, OutTensor};
-use lambda_eclipse::weights::{ByteSource, MemFiles, ModelFiles};
+use lambda_eclipse::weights::{ByteSource, MemFiles, ModelFiles, WeightStore};
 use safetensors::SafeTensors;
 use std::collections::BTreeMap;
 
@@ -197,4 +198,57 @@ fn tensors_read_four_at_a_time_and_arriving_out_of_order_load_to_the_same_model(
     assert!(reports.windows(2).all(|w| w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[1].0 == 0)));
     let (done, total) = *reports.last().unwrap();
     assert_eq!(done, total);
+}
+
+/// Values in ±1 that are not round numbers (so a product's rounding is exercised).
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 20_011) as f32 / 10_005.5 - 1.0).collect()
+}
+
+/// The CPU keeps a product weight `w [n, k]` as `wᵀ` (so gemm reads it without repacking it per call): the
+/// tensor shows the same shape and values, and `x · wᵀ + b` matches the exact (f64) product as closely as
+/// the plain layout does. gemm may pick another kernel for another stride, so the order of the f32 sums
+/// can differ; each order is within (k + 1)·2⁻²⁴·(Σ|x·w| + |b|) of the exact value (k products summed, one
+/// bias add; Higham's γₖ to first order). 45 × 70 is not a multiple of the transpose's 32 × 32 tiles; a
+/// wrong element in the transposed copy moves a product by ~|x·w| ≫ the bound.
+#[test]
+fn cpu_product_weights_laid_out_transposed_keep_their_values_and_products() {
+    let be = CpuBackend::new();
+    let (n, k, m) = (45, 70, 5);
+    let (wv, bv, xv) = (values(n * k, 1), values(n, 2), values(m * k, 3));
+    let w = be.from_f32(&wv, &[n, k]).unwrap();
+    let bias = be.from_f32(&bv, &[n]).unwrap();
+    let x = be.from_f32(&xv, &[m, k]).unwrap();
+    let laid_out = be.layout_for_products(w.clone()).unwrap();
+    assert_eq!(be.shape(&laid_out), vec![n, k]);
+    let read = |t: &CpuTensor| pollster::block_on(be.read_f32(t)).unwrap();
+    assert_eq!(read(&laid_out), read(&w));
+    let check = |got: Vec<f32>, what: &str| {
+        for (idx, g) in got.iter().enumerate() {
+            let (i, j) = (idx / n, idx % n);
+            let terms = (0..k).map(|c| xv[i * k + c] as f64 * wv[j * k + c] as f64);
+            let exact = terms.clone().sum::<f64>() + bv[j] as f64;
+            let bound = (k + 1) as f64 * 2f64.powi(-24) * (terms.map(f64::abs).sum::<f64>() + (bv[j] as f64).abs());
+            assert!((*g as f64 - exact).abs() <= bound, "{what} [{i}, {j}]: {g} vs exact {exact} (bound {bound:e})");
+        }
+    };
+    for (wt, what) in [(&w, "plain"), (&laid_out, "laid out")] {
+        check(read(&be.linear(&x, wt, Some(&bias), Activation::Identity).unwrap()), what);
+        // A 1×1 convolution is the same product over a feature map's rows.
+        check(read(&be.conv2d(&x, 1, m, wt, Some(&bias), 1).unwrap()), what);
+    }
+}
+
+/// A layer lays out its weight in the store's place (the store never holds the original beside it: a real
+/// tower's weights are not held twice), so the same tensor cannot be taken a second time, and says so.
+#[test]
+fn a_weight_laid_out_for_products_is_taken_once_and_a_second_taking_is_a_clear_error() {
+    let store = WeightStore::random(CpuBackend::new(), WeightDType::F32, 7);
+    let vb = store.root().pp("fc1");
+    let w = vb.get("weight", &[64, 96]).unwrap();
+    let laid_out = vb.lay_out_for_products("weight", w).unwrap();
+    assert_eq!(store.device_bytes(&CpuBackend::new()), 64 * 96 * 4);
+    assert_eq!(CpuBackend::new().shape(&laid_out), vec![64, 96]);
+    let err = vb.get("weight", &[64, 96]).expect_err("a second taking must fail").to_string();
+    assert!(err.contains("fc1.weight") && err.contains("already taken"), "{err}");
 }

@@ -88,7 +88,8 @@ pub async fn matmul_gflops<B: Backend>(
 ) -> Result<f64> {
     let x = be.from_f32(&pseudo_random(m * k, 1), &[m, k])?;
     let store = WeightStore::random(be.clone(), dtype, 2);
-    let w = store.root().get("w", &[n, k])?;
+    // Laid out as a model's `Linear` lays out its weight.
+    let w = store.root().lay_out_for_products("w", store.root().get("w", &[n, k])?)?;
     let ms = per_call_ms(be, iters, || be.linear(&x, &w, None, Activation::Identity)).await?;
     Ok(2.0 * (m * k * n) as f64 / (ms * 1e6))
 }

@@ -278,7 +278,9 @@ impl<B: Backend> ClipVisionModel<B> {
         let vm = vb.pp("vision_model");
         let emb = vm.pp("embeddings");
         let class_embedding = be.reshape(&emb.get("class_embedding", &[d])?, &[1, d])?;
-        let patch_weight = be.reshape(&emb.pp("patch_embedding").get("weight", &[d, c, p, p])?, &[d, c * p * p])?;
+        let patch = emb.pp("patch_embedding");
+        let patch_weight =
+            patch.lay_out_for_products("weight", be.reshape(&patch.get("weight", &[d, c, p, p])?, &[d, c * p * p])?)?;
         Ok(ClipVisionModel {
             class_embedding,
             patch_weight,

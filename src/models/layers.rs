@@ -15,7 +15,7 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     pub fn new(vb: &Weights<B>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         Ok(Linear {
-            weight: vb.get("weight", &[out_dim, in_dim])?,
+            weight: vb.lay_out_for_products("weight", vb.get("weight", &[out_dim, in_dim])?)?,
             bias: if bias { Some(vb.get("bias", &[out_dim])?) } else { None },
         })
     }
@@ -62,7 +62,7 @@ impl<B: Backend> Conv2d<B> {
         }
         let weight = vb.get("weight", &[cout, cin, kernel, kernel])?;
         Ok(Conv2d {
-            weight: be.reshape(&weight, &[cout, cin * kernel * kernel])?,
+            weight: vb.lay_out_for_products("weight", be.reshape(&weight, &[cout, cin * kernel * kernel])?)?,
             bias: Some(vb.get("bias", &[cout])?),
             kernel,
         })

@@ -132,6 +132,10 @@ impl Backend for AnyBackend {
         on_each!(self, |be, _t| be.upload_weight(raw, dtype, shape))
     }
 
+    fn layout_for_products(&self, w: AnyTensor) -> Result<AnyTensor> {
+        on_each!(self, |be, t| be.layout_for_products(t(&w)?.clone()))
+    }
+
     fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<AnyTensor> {
         on_each!(self, |be, _t| be.from_f32(data, shape))
     }

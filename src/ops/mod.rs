@@ -214,6 +214,12 @@ pub trait Backend: Clone + 'static {
 
     /// Creates a tensor from raw little-endian weight bytes as stored in a safetensors file.
     fn upload_weight(&self, raw: &[u8], dtype: WeightDType, shape: &[usize]) -> Result<Self::Tensor>;
+    /// A weight `[n, k]` that only ever is the right operand of [`Backend::linear`] / [`Backend::conv2d`],
+    /// laid out however this backend's products read it fastest; the shape and values it shows are
+    /// unchanged. Default: as uploaded (the GPU's kernels read `[n, k]` rows directly).
+    fn layout_for_products(&self, w: Self::Tensor) -> Result<Self::Tensor> {
+        Ok(w)
+    }
     /// Creates a tensor from f32 values (activations, masks, inputs).
     // `self` is the backend the tensor is made on, not the value converted (like candle's
     // `Tensor::from_slice(data, shape, device)`), so the `from_*` convention's "no self" does not apply.

@@ -24,6 +24,11 @@ pub struct WeightStore<B: Backend> {
     pub skipped: BTreeMap<String, String>,
     /// Benchmarks and shape-only models: make up any tensor a model asks for.
     invent: Option<Invent<B>>,
+    /// The backend that made the tensors, whose [`Backend::layout_for_products`] a layer applies to its
+    /// product weights ([`Weights::lay_out_for_products`]); `None` for a store filled by hand (kept as is).
+    backend: Option<B>,
+    /// Tensors replaced by their product layout: taken once, by the layer that laid them out.
+    laid_out: RefCell<BTreeSet<String>>,
 }
 
 /// How a store makes up a tensor no file holds.
@@ -79,6 +84,8 @@ impl<B: Backend> WeightStore<B> {
             used: RefCell::default(),
             skipped: BTreeMap::new(),
             invent: None,
+            backend: None,
+            laid_out: RefCell::default(),
         }
     }
 
@@ -86,6 +93,7 @@ impl<B: Backend> WeightStore<B> {
     /// models of real configs for benchmarks and memory measurements, without multi-GB files.
     pub fn random(backend: B, dtype: WeightDType, seed: u64) -> Self {
         let mut store = WeightStore::new("random weights");
+        store.backend = Some(backend.clone());
         store.invent = Some(Invent::Random(RandomWeights { backend, dtype, state: Cell::new(seed | 1) }));
         store
     }
@@ -167,6 +175,12 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// The tensor `name` under this prefix, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
         let full = self.full_name(name);
+        if self.store.laid_out.borrow().contains(&full) {
+            return Err(Error::weights(
+                &self.store.source_name,
+                format!("tensor `{full}` was already taken as a product weight (a model may take it once)"),
+            ));
+        }
         if let (Some(invent), false) = (&self.store.invent, self.store.contains(&full)) {
             let t = match invent {
                 Invent::Random(random) => random.make(shape)?,
@@ -189,6 +203,23 @@ impl<'a, B: Backend> Weights<'a, B> {
                 Ok(t.clone())
             }
         }
+    }
+}
+
+impl<'a, B: Backend> Weights<'a, B> {
+    /// `matrix`, the tensor `name` (as [`Weights::get`] gave it, or reshaped to `[n, k]`), laid out for the
+    /// backend's products ([`Backend::layout_for_products`]: the CPU keeps `wᵀ` contiguous, so its gemm
+    /// packs nothing per call). The store's entry is replaced by the result rather than kept beside it: a
+    /// real model's weights are never held twice (the wasm CPU fallback has 4 GiB in all).
+    pub fn lay_out_for_products(&self, name: &str, matrix: B::Tensor) -> Result<B::Tensor> {
+        let Some(backend) = &self.store.backend else { return Ok(matrix) };
+        let full = self.full_name(name);
+        let laid_out = backend.layout_for_products(matrix)?;
+        if let Some(entry) = self.store.tensors.borrow_mut().get_mut(&full) {
+            entry.0 = laid_out.clone();
+        }
+        self.store.laid_out.borrow_mut().insert(full);
+        Ok(laid_out)
     }
 }
 
@@ -281,6 +312,7 @@ pub async fn load_component_weights_where<B: Backend, F: ModelFiles>(
 ) -> Result<WeightStore<B>> {
     let (name, weight_files) = open_component(files, dir, file_stem).await?;
     let mut store = WeightStore::new(name);
+    store.backend = Some(backend.clone());
     let mut seen = BTreeSet::new();
     let mut jobs = Vec::new();
     for file in &weight_files {
