@@ -279,6 +279,11 @@ enum QuantChoice {
     /// 4-bit blocks of 32 (18 bytes a block: 0.56 bytes a weight, about 7 % of a block's largest value).
     #[value(name = "q4_0")]
     Q4_0,
+    /// 4 bits where the λ model bears them, 8 where it does not: the text tower's transformer layers and
+    /// the prior in Q8_0, the rest (the vision tower: most of the model) in Q4_0. Embeddings stay within
+    /// 0.99 cosine of the original where all-Q4_0 does not (see `quantize::Recipe::Q4Mixed`).
+    #[value(name = "q4_m")]
+    Q4M,
 }
 
 /// Splits `KEYWORD=IMAGE` at the last `=` (keywords may hold spaces; paths rarely hold `=`).
@@ -907,11 +912,14 @@ fn run_bench(
 
 fn quantize(model: &Path, out: &Path, quant_type: QuantChoice, list: bool) -> Result<()> {
     use lambda_eclipse::ops::WeightDType;
-    let (dtype, kind) = match quant_type {
-        QuantChoice::Q8_0 => (WeightDType::Q8_0, "q8_0"),
-        QuantChoice::Q4_0 => (WeightDType::Q4_0, "q4_0"),
+    use lambda_eclipse::quantize::Recipe;
+    let recipe = match quant_type {
+        QuantChoice::Q8_0 => Recipe::Uniform(WeightDType::Q8_0),
+        QuantChoice::Q4_0 => Recipe::Uniform(WeightDType::Q4_0),
+        QuantChoice::Q4M => Recipe::Q4Mixed,
     };
-    let report = lambda_eclipse::quantize::quantize_folder(model, out, dtype, |f| eprintln!("quantizing {f} ..."))?;
+    let kind = recipe.name();
+    let report = lambda_eclipse::quantize::quantize_folder(model, out, recipe, |f| eprintln!("quantizing {f} ..."))?;
     let mb = |b: u64| b as f64 / 1e6;
     println!(
         "{:<42} {:>11} {:>11} {:>6} {:>10} {:>8} {:>10}  worst tensor",

@@ -1,6 +1,7 @@
 //! Quantized model folders (`lambda-eclipse quantize`, GGUF with ggml block types): the tiny λ model quantized
-//! to q8_0 and q4_0 reproduces the f32 goldens' text, image and prior stages within the issue's acceptance
-//! (cosine ≥ 0.999 for q8_0, ≥ 0.99 for q4_0) on the CPU and on WebGPU; both backends dequantise blocks to the
+//! to q8_0 and q4_m reproduces the f32 goldens' text, image and prior stages within the issue's acceptance
+//! (cosine ≥ 0.999 for q8_0, ≥ 0.99 for the 4-bit q4_m; all-q4_0 as far as its steps predict) on the CPU
+//! and on WebGPU; both backends dequantise blocks to the
 //! same values; the folder keeps the original's layout and loads through every loader; corrupt GGUF files
 //! are refused with the file and the tensor named.
 //!
@@ -16,25 +17,31 @@ use lambda_eclipse::ops::cpu::CpuBackend;
 use lambda_eclipse::ops::{Backend, WeightDType};
 use lambda_eclipse::pipeline::lambda::Noise;
 use lambda_eclipse::pipeline::LambdaEngine;
-use lambda_eclipse::quantize::{quantize_folder, Report};
+use lambda_eclipse::quantize::{quantize_folder, Recipe, Report};
 use lambda_eclipse::weights::DirFiles;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The tiny λ model quantized once per type for all tests of this binary, and what `quantize` reported.
-fn quantized_with_report(dtype: WeightDType) -> &'static (PathBuf, Report) {
+/// The tiny λ model quantized once per recipe for all tests of this binary, and what `quantize` reported.
+fn quantized_with_report(recipe: impl Into<Recipe>) -> &'static (PathBuf, Report) {
     static Q8: OnceLock<(PathBuf, Report)> = OnceLock::new();
     static Q4: OnceLock<(PathBuf, Report)> = OnceLock::new();
-    let cell = if dtype == WeightDType::Q8_0 { &Q8 } else { &Q4 };
+    static Q4M: OnceLock<(PathBuf, Report)> = OnceLock::new();
+    let recipe = recipe.into();
+    let cell = match recipe {
+        Recipe::Uniform(WeightDType::Q8_0) => &Q8,
+        Recipe::Uniform(_) => &Q4,
+        Recipe::Q4Mixed => &Q4M,
+    };
     cell.get_or_init(|| {
-        let out = scratch("quantized", dtype.name()).join("model");
-        let report = quantize_folder(&tiny_model(), &out, dtype, |_| {}).expect("quantize the tiny model");
+        let out = scratch("quantized", recipe.name()).join("model");
+        let report = quantize_folder(&tiny_model(), &out, recipe, |_| {}).expect("quantize the tiny model");
         (out, report)
     })
 }
 
-fn quantized(dtype: WeightDType) -> PathBuf {
-    quantized_with_report(dtype).0.clone()
+fn quantized(recipe: impl Into<Recipe>) -> PathBuf {
+    quantized_with_report(recipe).0.clone()
 }
 
 fn engine<B: Backend>(be: B, dir: &Path) -> LambdaEngine<B> {
@@ -67,29 +74,33 @@ fn stage_cosines<B: Backend>(engine: &LambdaEngine<B>) -> [(&'static str, f64); 
 /// That holds in expectation; each folder's rounding errors are one random draw, whose projection on a
 /// stage's output varies from draw to draw (the tiny vision tower has a single quantisable matrix, so little
 /// averaging: its WebGPU image stage lands at 0.98 of the expected ratio), so the bound allows twice it.
-/// A q4_0 bug (a nibble order, a scale) would point the output elsewhere and fail this. The issue's target of
-/// 0.99 for 4 bits is not met on this tiny random model (text 0.979, prior 0.958 on the CPU): its layers pass
-/// a perturbation on amplified (as the tiny decoder does, see tests/golden_decoder.rs) — noted on the issue.
+/// A q4_0 bug (a nibble order, a scale) would point the output elsewhere and fail this. All-Q4_0 does not
+/// reach the issue's 0.99 on this tiny random model (text 0.978, prior 0.953 on the CPU): its layers pass a
+/// perturbation on amplified (as the tiny decoder does, see tests/golden_decoder.rs). The 4-bit variant
+/// offered to users is `q4_m` (Q8_0 for the text tower's layers and the prior, Q4_0 elsewhere: see
+/// `quantize::Recipe::Q4Mixed`), held to the issue's 0.99 on every stage.
 #[track_caller]
 fn check_q8_0_and_q4_0<B: Backend>(be: B) {
     let q8 = stage_cosines(&engine(be.clone(), &quantized(WeightDType::Q8_0)));
     let q4 = stage_cosines(&engine(be.clone(), &quantized(WeightDType::Q4_0)));
+    let q4m = stage_cosines(&engine(be.clone(), &quantized(Recipe::Q4Mixed)));
     let worst_rms = |d| quantized_with_report(d).1.files.iter().map(|f| f.relative_rms_error).fold(0f64, f64::max);
     let factor = 2.0 * (worst_rms(WeightDType::Q4_0) / worst_rms(WeightDType::Q8_0)).powi(2);
-    for ((stage, c8), (_, c4)) in q8.into_iter().zip(q4) {
+    for (((stage, c8), (_, c4)), (_, c4m)) in q8.into_iter().zip(q4).zip(q4m) {
         let bound4 = 1.0 - factor * (1.0 - c8);
         eprintln!(
-            "[{}] {stage}: lowest cosine vs the f32 goldens: q8_0 {c8:.6}, q4_0 {c4:.6} (bound {bound4:.6} = 1 − 2·{:.0}·(1 − q8_0's))",
+            "[{}] {stage}: lowest cosine vs the f32 goldens: q8_0 {c8:.6}, q4_m {c4m:.6}, q4_0 {c4:.6} (bound {bound4:.6} = 1 − 2·{:.0}·(1 − q8_0's))",
             be.name(),
             factor / 2.0
         );
         assert!(c8 >= 0.999, "[{} Q8_0] {stage}: cosine {c8} < 0.999", be.name());
+        assert!(c4m >= 0.99, "[{} q4_m] {stage}: cosine {c4m} < 0.99", be.name());
         assert!(c4 >= bound4, "[{} Q4_0] {stage}: cosine {c4} < {bound4}", be.name());
     }
 }
 
 #[test]
-fn cpu_quantized_folders_reproduce_every_stage_q8_0_within_cosine_0_999_and_q4_0_as_its_steps_predict() {
+fn cpu_quantized_folders_reproduce_every_stage_q8_0_within_0_999_q4_m_within_0_99_and_q4_0_as_its_steps_predict() {
     check_q8_0_and_q4_0(CpuBackend::new());
 }
 
@@ -362,4 +373,32 @@ fn copies_in_the_models_folder_are_listed_with_the_original_and_not_quantized_ag
     let largest = q8.files.iter().map(|f| f.largest_values).max().unwrap();
     assert_eq!(original.cpu_bytes, tensor_bytes + 4 * largest);
     assert!(q4e.cpu_bytes < q8e.cpu_bytes && q8e.cpu_bytes < original.cpu_bytes, "{q4e:?} {q8e:?} {original:?}");
+}
+
+/// `q4_m` puts each matrix where `quantize::Recipe::Q4Mixed` says: Q8_0 for the text tower's transformer
+/// layers and every matrix of the prior; Q4_0 for the token embedding, the projections and the vision
+/// tower. Vectors and position embeddings stay as stored, as in every copy.
+#[test]
+fn q4_m_keeps_the_text_layers_and_the_prior_in_q8_0_and_the_rest_in_q4_0() {
+    use lambda_eclipse::weights::{gguf::read_header, ModelFiles};
+    let dir = quantized(Recipe::Q4Mixed);
+    let files = DirFiles::new(&dir);
+    let mut seen = std::collections::BTreeMap::new();
+    for stem in ["text_encoder/model", "image_encoder/model", "prior/diffusion_pytorch_model"] {
+        let header = pollster::block_on(read_header(&files.open(&format!("{stem}.gguf")))).unwrap();
+        for t in header.tensors.iter().filter(|t| t.dtype.is_quantized()) {
+            let expected = if stem.starts_with("prior") || t.name.contains("text_model.encoder.layers.") {
+                WeightDType::Q8_0
+            } else {
+                WeightDType::Q4_0
+            };
+            assert_eq!(t.dtype, expected, "{stem}: {}", t.name);
+            *seen.entry((stem, t.dtype.name())).or_insert(0) += 1;
+        }
+    }
+    // Each part of the rule applied somewhere: the text tower has both kinds, the others one each.
+    let count = |stem, d| seen.get(&(stem, d)).copied().unwrap_or(0);
+    assert!(count("text_encoder/model", "Q8_0") > 0 && count("text_encoder/model", "Q4_0") > 0, "{seen:?}");
+    assert!(count("prior/diffusion_pytorch_model", "Q8_0") > 0, "{seen:?}");
+    assert!(count("image_encoder/model", "Q4_0") > 0, "{seen:?}");
 }

@@ -103,7 +103,7 @@ fn parse(name: &str, prefix: &[u8], file_len: u64) -> std::result::Result<Header
             other => {
                 return Err(corrupt(format!(
                     "tensor `{key}` is stored as {other:?}; the engine computes F32, F16, BF16, Q8_0 and Q4_0 \
-                     (quantize the original with `lambda-eclipse quantize --type q8_0|q4_0`)"
+                     (quantize the original with `lambda-eclipse quantize --type q8_0|q4_m|q4_0`)"
                 )))
             }
         };

@@ -147,8 +147,8 @@ export function cli() {
 
 /**
  * A model that lists its quantized copies, as README's hub layout has it: the tiny golden model copied into
- * tests/output/`name`/, quantized there to q8_0 and q4_0 by `lambda-eclipse quantize --list` (the copies in
- * `q8_0/`, `q4_0/`, `variants.json` at the root). Returns `{ dir, listing }` (listing: variants.json's
+ * tests/output/`name`/, quantized there to q8_0 and q4_m by `lambda-eclipse quantize --list` (the copies in
+ * `q8_0/`, `q4_m/`, `variants.json` at the root). Returns `{ dir, listing }` (listing: variants.json's
  * `variants`).
  */
 export function makeVariantsSite(name = 'variants-site') {
@@ -157,7 +157,7 @@ export function makeVariantsSite(name = 'variants-site') {
   mkdirSync(dir, { recursive: true });
   cpSync(path.join(GOLDENS, 'model'), dir, { recursive: true });
   const [bin, pre] = cli();
-  for (const type of ['q8_0', 'q4_0']) {
+  for (const type of ['q8_0', 'q4_m']) {
     const run = spawnSync(bin, [...pre, 'quantize', '--model', dir, '--out', path.join(dir, type), '--type', type, '--list'], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(run.status, 0, `quantize ${type} failed: ${run.stderr}`);
   }

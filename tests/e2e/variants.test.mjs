@@ -1,9 +1,9 @@
 // End-to-end: a model that lists its quantized copies (issue #15, item 4). The tiny golden model is copied into
-// tests/output/variants-site/ and quantized there to q8_0 and q4_0 by `lambda-eclipse quantize --list`
+// tests/output/variants-site/ and quantized there to q8_0 and q4_m by `lambda-eclipse quantize --list`
 // (README's hub layout: the copies in the model's folder, `variants.json` at its root), then served at
 // /variants/. Checked: the JS API's `load({ model, variant })` (the copy loads and reproduces the goldens at
 // cosine ≥ 0.999 — the issue's bound for 8 bits, as quantized.test.mjs — an unknown variant is refused naming
-// those listed); the app's picker offers original / q8_0 / q4_0 with their download sizes, loads the one
+// those listed); the app's picker offers original / q8_0 / q4_m with their download sizes, loads the one
 // chosen, remembers it across a reload and says which is cached; and on the CPU, in a browser whose
 // WebAssembly memory is smaller than the original needs, the original is refused before any weight is
 // fetched, naming the variants that fit — in the picker and in the API.
@@ -66,10 +66,10 @@ const rows = (page) => page.$$eval('#model-picker .variant', (list) => list.map(
 })));
 
 test('quantize --list lists the original and both copies with their download and CPU bytes', () => {
-  assert.deepEqual(Object.keys(listing).sort(), ['original', 'q4_0', 'q8_0']);
-  assert.deepEqual([listing.original.url, listing.q8_0.url, listing.q4_0.url], ['./', 'q8_0/', 'q4_0/']);
-  assert.ok(listing.q4_0.bytes < listing.q8_0.bytes && listing.q8_0.bytes < listing.original.bytes, JSON.stringify(listing));
-  assert.ok(listing.q4_0.cpuBytes < listing.q8_0.cpuBytes && listing.q8_0.cpuBytes < listing.original.cpuBytes, JSON.stringify(listing));
+  assert.deepEqual(Object.keys(listing).sort(), ['original', 'q4_m', 'q8_0']);
+  assert.deepEqual([listing.original.url, listing.q8_0.url, listing.q4_m.url], ['./', 'q8_0/', 'q4_m/']);
+  assert.ok(listing.q4_m.bytes < listing.q8_0.bytes && listing.q8_0.bytes < listing.original.bytes, JSON.stringify(listing));
+  assert.ok(listing.q4_m.cpuBytes < listing.q8_0.cpuBytes && listing.q8_0.cpuBytes < listing.original.cpuBytes, JSON.stringify(listing));
 });
 
 test('load({ model, variant }) loads the listed copy, which reproduces the goldens at cosine ≥ 0.999; unknown variants are refused by name', async () => {
@@ -106,7 +106,7 @@ test('load({ model, variant }) loads the listed copy, which reproduces the golde
   }, { c, noise: Array.from(golden(c.tensors, 'noise').data) });
   await page.close();
   assert.deepEqual(errors, []);
-  assert.deepEqual(out.listed, [{ id: 'original', url: '/variants/' }, { id: 'q8_0', url: '/variants/q8_0/' }, { id: 'q4_0', url: '/variants/q4_0/' }]);
+  assert.deepEqual(out.listed, [{ id: 'original', url: '/variants/' }, { id: 'q8_0', url: '/variants/q8_0/' }, { id: 'q4_m', url: '/variants/q4_m/' }]);
   assert.equal(out.got.variant, 'q8_0');
   assert.equal(out.got.backend, 'cpu');
   const s = await stats();
@@ -120,11 +120,11 @@ test('load({ model, variant }) loads the listed copy, which reproduces the golde
   assert.ok(text >= 0.999 && prior >= 0.999, `cosines ${text} ${prior}`);
   // The listed need is an upper bound of what the CPU engine really took.
   assert.ok(out.got.info.memoryBytes <= listing.q8_0.cpuBytes + 64 * MIB, `wasm memory ${out.got.info.memoryBytes} > listed need`);
-  assert.match(out.unknown, /^unknown variant "q5_1": \/variants\/ lists "original", "q8_0", "q4_0"$/);
+  assert.match(out.unknown, /^unknown variant "q5_1": \/variants\/ lists "original", "q8_0", "q4_m"$/);
   assert.match(out.unlisted, /^unknown variant "q8_0": \/shared\/goldens\/lambda-tiny\/model\/ lists no variants \(no variants\.json at its root\), so only "original" exists$/);
 });
 
-test('the app offers original / q8_0 / q4_0 with sizes, loads the choice, remembers it across a reload and says it is cached', async () => {
+test('the app offers original / q8_0 / q4_m with sizes, loads the choice, remembers it across a reload and says it is cached', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
@@ -132,14 +132,14 @@ test('the app offers original / q8_0 / q4_0 with sizes, loads the choice, rememb
   await page.goto(`${base}/index.html?model=/variants/&backend=cpu`);
   await page.waitForFunction(() => document.querySelectorAll('#model-picker .variant').length > 0 && !document.body.dataset.loading, null, { timeout: 60_000 });
   let list = await rows(page);
-  assert.deepEqual(list.map((r) => r.id).slice(0, 3), ['original', 'q8_0', 'q4_0']);
-  assert.deepEqual(list.slice(0, 3).map((r) => r.size), ['original', 'q8_0', 'q4_0'].map((id) => `${mb(listing[id].bytes)} download`));
+  assert.deepEqual(list.map((r) => r.id).slice(0, 3), ['original', 'q8_0', 'q4_m']);
+  assert.deepEqual(list.slice(0, 3).map((r) => r.size), ['original', 'q8_0', 'q4_m'].map((id) => `${mb(listing[id].bytes)} download`));
   assert.deepEqual(list.slice(0, 3).map((r) => [r.verdict, r.checked, r.cached]), [['warn', true, 'false'], ['warn', false, 'false'], ['warn', false, 'false']], JSON.stringify(list));
   // Nothing loads before a click (a model with variants waits for the choice).
   assert.equal(await page.evaluate(() => document.body.dataset.ready), undefined);
   await page.click('#model-picker .variant[data-variant="q8_0"] label');
   assert.match(await page.textContent('#load-source'), /\/variants\/ · variant q8_0/);
-  assert.match(await page.textContent('#load-variants'), /original not cached · q8_0 not cached · q4_0 not cached/);
+  assert.match(await page.textContent('#load-variants'), /original not cached · q8_0 not cached · q4_m not cached/);
   await resetStats();
   await page.click('#load-model');
   await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 120_000 });
@@ -166,17 +166,17 @@ test('the app offers original / q8_0 / q4_0 with sizes, loads the choice, rememb
   assert.equal(await page.evaluate(() => document.body.dataset.ready), 'true', await page.textContent('#status'));
   assert.equal(await page.evaluate(() => document.body.dataset.variant), 'q8_0');
   list = await rows(page);
-  assert.deepEqual(list.slice(0, 3).map((r) => [r.id, r.checked, r.cached]), [['original', false, 'false'], ['q8_0', true, 'true'], ['q4_0', false, 'false']]);
-  assert.match(await page.textContent('#load-variants'), /original not cached · q8_0 cached \([\d.]+ MB\) · q4_0 not cached/);
+  assert.deepEqual(list.slice(0, 3).map((r) => [r.id, r.checked, r.cached]), [['original', false, 'false'], ['q8_0', true, 'true'], ['q4_m', false, 'false']]);
+  assert.match(await page.textContent('#load-variants'), /original not cached · q8_0 cached \([\d.]+ MB\) · q4_m not cached/);
   assert.match(await page.textContent('#load-source'), /variant q8_0 \(loaded from this browser's cache\)/);
   // Nothing at all from the model: its files and the listing (remembered from the last visit) come from the browser.
   assert.deepEqual(Object.keys(await stats()).filter((p) => p.startsWith('/variants/')), [], 'a reload asked the model for files');
   await page.screenshot({ path: path.join(SCREENSHOTS, 'variants-reloaded.png'), fullPage: true });
 
   // ?variant= in the address wins over the remembered choice.
-  await page.goto(`${base}/index.html?model=/variants/&backend=cpu&variant=q4_0&autoload=0`);
+  await page.goto(`${base}/index.html?model=/variants/&backend=cpu&variant=q4_m&autoload=0`);
   await page.waitForFunction(() => document.querySelectorAll('#model-picker .variant').length > 0 && document.querySelector('#load-source').textContent, null, { timeout: 60_000 });
-  assert.equal((await rows(page)).find((r) => r.checked)?.id, 'q4_0');
+  assert.equal((await rows(page)).find((r) => r.checked)?.id, 'q4_m');
   assert.deepEqual(errors, []);
   await context.close();
 });
@@ -185,7 +185,7 @@ test('on the CPU, a variant larger than the WebAssembly memory is refused before
   // 74 MiB: the copies' listed needs (weights + 64 MiB for the engine) fit, the original's does not.
   const limit = 74 * MIB;
   const need = (id) => listing[id].cpuBytes + 64 * MIB;
-  assert.ok(need('original') > limit && need('q8_0') <= limit && need('q4_0') <= limit, JSON.stringify(listing));
+  assert.ok(need('original') > limit && need('q8_0') <= limit && need('q4_m') <= limit, JSON.stringify(listing));
   const { page, context } = await pageWithWasmLimit(limit);
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -194,7 +194,7 @@ test('on the CPU, a variant larger than the WebAssembly memory is refused before
   await page.waitForFunction(() => document.querySelectorAll('#model-picker .variant').length > 0 && document.querySelector('#load-source').textContent, null, { timeout: 60_000 });
   const list = await rows(page);
   const [original, q8, q4] = list;
-  const fits = `q8_0 \\(${mb(listing.q8_0.bytes)} download, ~${mb(need('q8_0'))} on the CPU\\) or q4_0 \\(${mb(listing.q4_0.bytes)} download, ~${mb(need('q4_0'))} on the CPU\\) fit`;
+  const fits = `q8_0 \\(${mb(listing.q8_0.bytes)} download, ~${mb(need('q8_0'))} on the CPU\\) or q4_m \\(${mb(listing.q4_m.bytes)} download, ~${mb(need('q4_m'))} on the CPU\\) fit`;
   const words = new RegExp(`The original needs ~${mb(need('original'))} on the CPU, more than this browser's 74 MiB of WebAssembly memory; ${fits}\\.`);
   assert.equal(original.verdict, 'no');
   assert.equal(original.disabled, true);

@@ -17,7 +17,7 @@ let siteA, siteB, decoder, browser, endpoint, variants;
 
 before(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
-  variants = makeVariantsSite('widget-variants-site'); // a model listing its q8_0 and q4_0 copies
+  variants = makeVariantsSite('widget-variants-site'); // a model listing its q8_0 and q4_m copies
   siteA = await startStaticServer({ cors: true, args: ['--mount', `/variants/=${variants.dir}`] }); // serves the widget to siteB's page too
   siteB = await startStaticServer(); // another port: another origin
   const port = await freePort();
@@ -143,7 +143,7 @@ test('the widget offers a model\'s listed variants with sizes, loads the one its
   const { listing } = variants;
   let page = await widgetPage(context, 'model="/variants/" variant="q8_0" backend="cpu"');
   await page.waitForFunction((w) => !document.querySelector(w).shadowRoot.querySelector('.variant-choice').hidden, W, { timeout: 30_000 });
-  assert.deepEqual(await options(page), [`original — ${mb(listing.original.bytes)}`, `q8_0 — ${mb(listing.q8_0.bytes)}`, `q4_0 — ${mb(listing.q4_0.bytes)}`]);
+  assert.deepEqual(await options(page), [`original — ${mb(listing.original.bytes)}`, `q8_0 — ${mb(listing.q8_0.bytes)}`, `q4_m — ${mb(listing.q4_m.bytes)}`]);
   assert.equal(await page.locator(`${W} select.variant`).inputValue(), 'q8_0');
   assert.equal(await page.locator(`${W} .load`).textContent(), `Load q8_0 (${mb(listing.q8_0.bytes)} download, once)`);
   await fetch(`${siteA.base}/__stats/reset`, { method: 'POST' });
@@ -157,19 +157,19 @@ test('the widget offers a model\'s listed variants with sizes, loads the one its
   await page.screenshot({ path: path.join(SCREENSHOTS, '18-widget-variant.png'), fullPage: true });
   await page.close();
 
-  // Chosen in the widget (q4_0), remembered: without a variant attribute the next widget starts from it.
+  // Chosen in the widget (q4_m), remembered: without a variant attribute the next widget starts from it.
   page = await widgetPage(context, 'model="/variants/" backend="cpu"');
   await page.waitForFunction((w) => !document.querySelector(w).shadowRoot.querySelector('.variant-choice').hidden, W, { timeout: 30_000 });
   assert.equal(await page.locator(`${W} select.variant`).inputValue(), 'q8_0', 'the loaded variant is remembered');
-  await page.locator(`${W} select.variant`).selectOption('q4_0');
-  assert.equal(await page.locator(`${W} .load`).textContent(), `Load q4_0 (${mb(listing.q4_0.bytes)} download, once)`);
+  await page.locator(`${W} select.variant`).selectOption('q4_m');
+  assert.equal(await page.locator(`${W} .load`).textContent(), `Load q4_m (${mb(listing.q4_m.bytes)} download, once)`);
   await page.reload();
   await page.evaluate(async () => {
     await import('/www/widget/lambda-eclipse-widget.js');
     document.body.innerHTML = '<lambda-eclipse-widget model="/variants/" backend="cpu"></lambda-eclipse-widget>';
   });
   await page.waitForFunction((w) => !document.querySelector(w).shadowRoot.querySelector('.variant-choice').hidden, W, { timeout: 30_000 });
-  assert.equal(await page.locator(`${W} select.variant`).inputValue(), 'q4_0');
+  assert.equal(await page.locator(`${W} select.variant`).inputValue(), 'q4_m');
   await page.close();
 
   // A variant the model does not list: refused in words, naming those it lists.

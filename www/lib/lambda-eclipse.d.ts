@@ -17,7 +17,7 @@ export type ModelSource = string | (Partial<ModelManifest> & { base?: string; va
 /** One entry of a `variants.json` (written by `lambda-eclipse quantize --list`), URLs relative to the model. */
 export interface ListedVariant {
   url: string;
-  /** The ggml block type of a copy ('q8_0', 'q4_0'); absent for the original. */
+  /** The ggml block type of a copy ('q8_0', 'q4_m', 'q4_0'); absent for the original. */
   type?: string;
   /** The download. */
   bytes: number;
@@ -27,7 +27,7 @@ export interface ListedVariant {
 
 /** A variant as `listVariants` gives it: absolute folder URL; null where the listing does not say. */
 export interface ModelVariant {
-  /** 'original', 'q8_0', 'q4_0', …: what `load`'s `variant` takes. */
+  /** 'original', 'q8_0', 'q4_m', …: what `load`'s `variant` takes. */
   id: string;
   url: string;
   type: string | null;

@@ -246,7 +246,7 @@ class WorkerEngine extends WorkerClient {
 
 /**
  * Loads the model in a Web Worker. `model`: a base URL, a manifest (see `resolveManifest`) or nothing for the
- * real model on Hugging Face. `variant`: one of the copies its `variants.json` lists ('q8_0', 'q4_0', …: see
+ * real model on Hugging Face. `variant`: one of the copies its `variants.json` lists ('q8_0', 'q4_m', …: see
  * variants.js), or 'original' / nothing for the model itself; an unknown one is refused naming those that
  * exist, and, when the load would compute on the CPU (`backend` 'cpu', or 'auto' without WebGPU), so is one
  * whose listed memory exceeds this browser's WebAssembly memory — before anything is downloaded, naming the

@@ -45,6 +45,7 @@ export function customVariant(url, what) {
 
 const TYPE_NOTES = {
   q8_0: '8-bit blocks: about a third of f32 (half of f16); embeddings within a cosine of 0.999 of the original.',
+  q4_m: '4-bit blocks for most weights, 8-bit where precision matters (text layers, prior): embeddings within a cosine of 0.99 of the original.',
   q4_0: '4-bit blocks: the smallest download; an approximation (embeddings ~0.98 cosine of the original).',
 };
 
