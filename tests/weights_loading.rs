@@ -205,16 +205,24 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 20_011) as f32 / 10_005.5 - 1.0).collect()
 }
 
-/// The CPU keeps a product weight `w [n, k]` as `wᵀ` (so gemm reads it without repacking it per call): the
-/// tensor shows the same shape and values, and `x · wᵀ + b` matches the exact (f64) product as closely as
-/// the plain layout does. gemm may pick another kernel for another stride, so the order of the f32 sums
-/// can differ; each order is within (k + 1)·2⁻²⁴·(Σ|x·w| + |b|) of the exact value (k products summed, one
-/// bias add; Higham's γₖ to first order). 45 × 70 is not a multiple of the transpose's 32 × 32 tiles; a
-/// wrong element in the transposed copy moves a product by ~|x·w| ≫ the bound.
+/// The CPU keeps a product weight `w [n, k]` in 64-row panels (so gemm reads it without repacking it per
+/// call): the tensor shows the same shape and values, and `x · wᵀ + b` matches the exact (f64) product as
+/// closely as the plain layout does. gemm may pick another kernel for another stride, so the order of the
+/// f32 sums can differ; each order is within (k + 1)·2⁻²⁴·(Σ|x·w| + |b|) of the exact value (k products
+/// summed, one bias add; Higham's γₖ to first order). n = 45 is less than one panel, 150 two panels and a
+/// part; a wrong element in a panel, or a panel's output in the wrong columns, moves a product by ~|x·w| ≫
+/// the bound.
 #[test]
-fn cpu_product_weights_laid_out_transposed_keep_their_values_and_products() {
+fn cpu_product_weights_laid_out_in_panels_keep_their_values_and_products() {
+    for n in [45, 150] {
+        check_panels(n);
+    }
+}
+
+#[track_caller]
+fn check_panels(n: usize) {
     let be = CpuBackend::new();
-    let (n, k, m) = (45, 70, 5);
+    let (k, m) = (70, 5);
     let (wv, bv, xv) = (values(n * k, 1), values(n, 2), values(m * k, 3));
     let w = be.from_f32(&wv, &[n, k]).unwrap();
     let bias = be.from_f32(&bv, &[n]).unwrap();

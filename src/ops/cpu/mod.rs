@@ -6,10 +6,13 @@
 //! dequantised for the call into a transient f32 copy and multiplied by candle's f32 gemm, which is faster
 //! there (measured on AVX2 without VNNI and in wasm: the integer path ran at 0.25–0.4× f32).
 
+mod panels;
+
 use super::{Activation, Backend, Int8Rows, WeightDType};
 use crate::error::{Error, Result};
 use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
+use panels::PanelMatrix;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -25,11 +28,13 @@ impl CpuBackend {
     }
 }
 
-/// A tensor of the CPU backend: f32 values, or a weight matrix kept in a block type.
+/// A tensor of the CPU backend: f32 values, a weight matrix kept in a block type, or an f32 weight matrix
+/// laid out in panels for its products ([`Backend::layout_for_products`]).
 #[derive(Clone, Debug)]
 pub enum CpuTensor {
     Values(Tensor),
     Blocks(Arc<BlockMatrix>),
+    Panels(Arc<PanelMatrix>),
 }
 
 /// A weight in a block type: candle's quantized matrix `[rows, k]` (rows: the first dimension, k: the rest)
@@ -76,6 +81,7 @@ impl CpuTensor {
         match self {
             CpuTensor::Values(t) => t.dims(),
             CpuTensor::Blocks(b) => &b.shape,
+            CpuTensor::Panels(p) => p.shape(),
         }
     }
 
@@ -86,6 +92,7 @@ impl CpuTensor {
         match self {
             CpuTensor::Values(t) => Ok(Cow::Borrowed(t)),
             CpuTensor::Blocks(b) => Ok(Cow::Owned(b.matrix.dequantize(&Device::Cpu)?.reshape(b.shape.as_slice())?)),
+            CpuTensor::Panels(p) => Ok(Cow::Owned(p.to_tensor()?)),
         }
     }
 
@@ -93,6 +100,7 @@ impl CpuTensor {
     fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             CpuTensor::Values(w) => Ok(x.matmul(&w.t()?)?),
+            CpuTensor::Panels(p) => p.times_transposed(x),
             // candle's quantized matmul wants contiguous activations.
             CpuTensor::Blocks(b) if b.integer => Ok(QMatMul::from_arc(b.matrix.clone())?.forward(&x.contiguous()?)?),
             // The weight's values for this call only (freed after it): the model stays in blocks.
@@ -486,13 +494,16 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::Values(Tensor::from_vec(values, shape, &Device::Cpu)?))
     }
 
-    /// An f32 matrix `w [n, k]` is kept as `wᵀ`, contiguous `[k, n]`, seen through a transposed view: `x · wᵀ`
-    /// then hands gemm a row-major right operand, which its kernels read as it is, where `[n, k]` rows had
-    /// to be repacked on every call — 26 MB read and written per bigG MLP product, a third of its time at
-    /// 77 rows (one AVX-512 core: [77×5120]·[5120×1280] 94 → 152 GF/s, the same values). Blocks stay blocks.
+    /// An f32 matrix becomes panels (see `panels.rs`: gemm then reads it without repacking it per call).
+    /// Blocks stay blocks.
     fn layout_for_products(&self, w: CpuTensor) -> Result<CpuTensor> {
         match w {
-            CpuTensor::Values(t) if t.rank() == 2 => Ok(CpuTensor::Values(transposed_copy(&t)?.t()?)),
+            CpuTensor::Values(t) if t.rank() == 2 => {
+                let (n, k) = t.dims2()?;
+                let values = host(&t)?;
+                drop(t);
+                Ok(CpuTensor::Panels(Arc::new(PanelMatrix::new(&values, n, k))))
+            }
             other => Ok(other),
         }
     }
@@ -513,6 +524,7 @@ impl Backend for CpuBackend {
         match t {
             CpuTensor::Values(t) => t.elem_count() * t.dtype().size_in_bytes(),
             CpuTensor::Blocks(b) => b.matrix.storage_size_in_bytes(),
+            CpuTensor::Panels(p) => p.bytes(),
         }
     }
 
@@ -559,6 +571,7 @@ impl Backend for CpuBackend {
         match table {
             CpuTensor::Values(t) => Dense.gather_rows(t, ids).map(CpuTensor::Values),
             CpuTensor::Blocks(b) => b.gather_rows(ids).map(CpuTensor::Values),
+            CpuTensor::Panels(_) => Dense.gather_rows(&*values(table)?, ids).map(CpuTensor::Values),
         }
     }
 
@@ -648,32 +661,6 @@ impl Backend for CpuBackend {
     fn scale_shift(&self, x: &CpuTensor, scale: &CpuTensor, shift: &CpuTensor) -> Result<CpuTensor> {
         Dense.scale_shift(&*values(x)?, &*values(scale)?, &*values(shift)?).map(CpuTensor::Values)
     }
-}
-
-/// `tᵀ` as a contiguous tensor. Written a column at a time across 16 rows (16 contiguous values per store,
-/// the 16 source rows stay in cache): candle's own strided copy walks one value at a time, ~5× slower
-/// (seconds for a real tower's weights at load); this runs at about the speed of a plain copy.
-fn transposed_copy(t: &Tensor) -> Result<Tensor> {
-    const ROWS: usize = 16;
-    let (rows, cols) = t.dims2()?;
-    let (storage, layout) = t.storage_and_layout();
-    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        drop(storage);
-        return Ok(t.t()?.contiguous()?);
-    };
-    let src = &cpu.as_slice::<f32>()?[start..end];
-    let mut out = vec![0f32; rows * cols];
-    for first in (0..rows).step_by(ROWS) {
-        let group = first..(first + ROWS).min(rows);
-        for c in 0..cols {
-            let column = &mut out[c * rows + group.start..c * rows + group.end];
-            for (r, value) in group.clone().zip(column) {
-                *value = src[r * cols + c];
-            }
-        }
-    }
-    drop(storage);
-    Ok(Tensor::from_vec(out, (cols, rows), &Device::Cpu)?)
 }
 
 /// A block-type weight as candle's quantized matrix `[rows, k]`. candle copies the blocks into its own

@@ -1,0 +1,140 @@
+//! The CPU's weight matrices in panels: `w [n, k]` stored as `⌈n / 64⌉` panels of 64 rows, each panel
+//! column-major (`[k][64]`, contiguous), and `x · wᵀ` computed one panel at a time by candle's `gemm`.
+//!
+//! Why not candle's matmul on `w` as stored: gemm's kernels read the weight as 64-row column-major panels
+//! and, for a matrix in any other layout, copy each panel into that form on every call — for a bigG MLP
+//! weight 26 MB read and written per product, a fifth to a third of its time at 77 rows. gemm has no API
+//! for an operand packed once; a panel stored in its layout *is* a plain column-major matrix (row stride 1,
+//! column stride 64), which gemm reads as it is. One AVX-512 core, [77×5120]·[5120×1280]: 94 GF/s as stored,
+//! 151 as `wᵀ`, 187 in panels (the same values: the kernel and the order of its sums do not change).
+
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+
+/// Rows of `w` per panel: the height of gemm's largest f32 micro-kernel (AVX-512: 4 × 16 lanes), so a
+/// panel is read by whole micro-kernel tiles on every target (AVX2's 2 × 8 and simd128's tiles divide it).
+pub const PANEL_ROWS: usize = 64;
+
+/// `w [n, k]` as panels (see the module's documentation); rows past `n` in the last panel are zeros.
+#[derive(Debug)]
+pub struct PanelMatrix {
+    values: Vec<f32>,
+    /// `[n, k]`.
+    shape: [usize; 2],
+}
+
+impl PanelMatrix {
+    /// The panels of `w [n, k]`, row-major.
+    pub fn new(w: &[f32], n: usize, k: usize) -> PanelMatrix {
+        debug_assert_eq!(w.len(), n * k);
+        let mut values = vec![0f32; n.div_ceil(PANEL_ROWS) * PANEL_ROWS * k];
+        for (p, panel) in values.chunks_exact_mut(PANEL_ROWS * k).enumerate() {
+            let rows = p * PANEL_ROWS..((p + 1) * PANEL_ROWS).min(n);
+            // A column of the panel across its rows at a time: 64 contiguous stores, the 64 source rows
+            // stay in cache.
+            for (c, column) in panel.chunks_exact_mut(PANEL_ROWS).enumerate() {
+                for (r, value) in rows.clone().zip(column) {
+                    *value = w[r * k + c];
+                }
+            }
+        }
+        PanelMatrix { values, shape: [n, k] }
+    }
+
+    /// `[n, k]`.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// `w` as a row-major tensor `[n, k]` (a copy, for the ops that take values).
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        let [n, k] = self.shape;
+        let mut w = vec![0f32; n * k];
+        for (r, row) in w.chunks_exact_mut(k).enumerate() {
+            let panel = &self.values[(r / PANEL_ROWS) * PANEL_ROWS * k..];
+            for (c, value) in row.iter_mut().enumerate() {
+                *value = panel[c * PANEL_ROWS + r % PANEL_ROWS];
+            }
+        }
+        Ok(Tensor::from_vec(w, (n, k), &Device::Cpu)?)
+    }
+
+    /// `x [m, k] · wᵀ` → `[m, n]`, f32. Panels run in parallel on rayon's pool natively (each writes its own
+    /// 64 columns of the result); in wasm one after the other.
+    pub fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
+        let (m, k) = x.dims2()?;
+        let n = self.shape[0];
+        if k != self.shape[1] {
+            return Err(Error::Backend(format!(
+                "linear: input width {k} does not match the weight's {}",
+                self.shape[1]
+            )));
+        }
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+            return Err(Error::Backend("linear: the input is not on the CPU".into()));
+        };
+        let x = &cpu.as_slice::<f32>()?[start..end];
+        let mut y = vec![0f32; m * n];
+        let out = OutPtr(y.as_mut_ptr());
+        let panel = |p: usize| {
+            let rows = PANEL_ROWS.min(n - p * PANEL_ROWS);
+            // SAFETY: `yᵀ`'s rows p·64 … p·64 + rows (row stride 1, column stride n) lie inside `y` and no
+            // other panel writes them; the panel (row stride 1, column stride 64) and `xᵀ` (row stride 1,
+            // column stride k) are read inside their slices.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    m,
+                    k,
+                    out.at(p * PANEL_ROWS),
+                    n as isize,
+                    1,
+                    false,
+                    self.values.as_ptr().add(p * PANEL_ROWS * k),
+                    PANEL_ROWS as isize,
+                    1,
+                    x.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        };
+        let panels = n.div_ceil(PANEL_ROWS);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            (0..panels).into_par_iter().for_each(panel);
+        }
+        #[cfg(target_arch = "wasm32")]
+        (0..panels).for_each(panel);
+        drop(storage);
+        Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?)
+    }
+
+    /// Bytes held (padding included).
+    pub fn bytes(&self) -> usize {
+        4 * self.values.len()
+    }
+}
+
+/// The result's base pointer, shared by the panels' tasks (each writes its own columns).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks write disjoint elements (see `times_transposed`) and the buffer outlives them.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: offsets stay inside the result (< n).
+        unsafe { self.0.add(offset) }
+    }
+}
