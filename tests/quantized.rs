@@ -164,6 +164,35 @@ fn the_cpu_multiplies_blocks_within_the_activation_rounding_on_either_route() {
     }
 }
 
+/// Where no integer kernel pays (widths not a multiple of 4: no CPU takes that route for them), a block
+/// weight is dequantised one 64-row panel at a time for the product: the result is the f32 product with
+/// the dequantised values up to the order of the f32 sums, (k + 1)·2⁻²⁴·Σ|x·w| per output (Higham's γₖ, to
+/// first order, once for each of the two orders). n = 70 and 150 end in a partial panel, 150 has two
+/// whole ones before it; a value dequantised into the wrong place moves an output by ~|x·w| ≫ the bound.
+#[test]
+fn the_cpu_multiplies_dequantised_panels_as_the_f32_product_of_the_blocks_values() {
+    use lambda_eclipse::ops::Activation::Identity;
+    let be = CpuBackend::new();
+    for (n, k) in [(70, 64), (150, 96)] {
+        let values: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 97.0).collect();
+        let x: Vec<f32> = (0..5 * k).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+        let xt = be.from_f32(&x, &[5, k]).unwrap();
+        for dtype in [WeightDType::Q8_0, WeightDType::Q4_0] {
+            let raw = lambda_eclipse::ops::blocks::quantize(dtype, &values, &[n, k]).unwrap();
+            let w = be.upload_weight(&raw, dtype, &[n, k]).unwrap();
+            let wv = dtype.to_f32(&raw);
+            let got = pollster::block_on(be.read_f32(&be.linear(&xt, &w, None, Identity).unwrap())).unwrap();
+            for (idx, g) in got.iter().enumerate() {
+                let (i, j) = (idx / n, idx % n);
+                let terms = (0..k).map(|c| x[i * k + c] as f64 * wv[j * k + c] as f64);
+                let exact: f64 = terms.clone().sum();
+                let bound = 2.0 * (k + 1) as f64 * 2f64.powi(-24) * terms.map(f64::abs).sum::<f64>();
+                assert!((*g as f64 - exact).abs() <= bound, "{} [{n}, {k}] ({i}, {j}): {g} vs {exact}", dtype.name());
+            }
+        }
+    }
+}
+
 #[cfg(feature = "gpu")]
 #[test]
 fn the_gpu_keeps_the_files_blocks_and_dequantises_them_to_the_cpus_values_exactly() {

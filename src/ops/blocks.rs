@@ -49,6 +49,22 @@ pub fn dequantize_q4_0(raw: &[u8], out: &mut Vec<f32>) {
     }
 }
 
+/// The 32 values of one block of `dtype` (`Q8_0` or `Q4_0`; as [`dequantize_q8_0`] / [`dequantize_q4_0`]).
+pub fn dequantize_block(q4: bool, block: &[u8], out: &mut [f32; BLOCK_VALUES]) {
+    let d = scale(block);
+    let qs = &block[2..];
+    if q4 {
+        for (j, &b) in qs.iter().enumerate() {
+            out[j] = f32::from((b & 0x0f) as i8 - 8) * d;
+            out[j + BLOCK_VALUES / 2] = f32::from((b >> 4) as i8 - 8) * d;
+        }
+    } else {
+        for (o, &q) in out.iter_mut().zip(qs) {
+            *o = f32::from(q as i8) * d;
+        }
+    }
+}
+
 /// Whether a weight of `shape` can be stored in a block type: a matrix (or a conv kernel, rows = output
 /// channels) whose rows — everything after the first dimension — are whole blocks.
 pub fn can_quantize(shape: &[usize]) -> bool {

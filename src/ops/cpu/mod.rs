@@ -3,8 +3,9 @@
 //! blocks. A product with such a weight takes one of two routes (see [`int8_dot_products_pay`]): candle's
 //! quantized matmul — each activation row rounded to 8-bit blocks, integer dot products, ggml's scheme —
 //! where the CPU has 8-bit dot-product instructions candle uses for that shape; elsewhere the weight is
-//! dequantised for the call into a transient f32 copy and multiplied by candle's f32 gemm, which is faster
-//! there (measured on AVX2 without VNNI and in wasm: the integer path ran at 0.25–0.4× f32).
+//! dequantised for the call, one 64-row panel at a time into a cache-sized buffer, and multiplied by gemm's
+//! f32 kernels, which is faster there (measured on AVX2 without VNNI and in wasm: the integer path ran at
+//! 0.25–0.4× f32). f32 product weights are held in the same panels (`panels.rs`).
 
 mod panels;
 
@@ -103,8 +104,14 @@ impl CpuTensor {
             CpuTensor::Panels(p) => p.times_transposed(x),
             // candle's quantized matmul wants contiguous activations.
             CpuTensor::Blocks(b) if b.integer => Ok(QMatMul::from_arc(b.matrix.clone())?.forward(&x.contiguous()?)?),
-            // The weight's values for this call only (freed after it): the model stays in blocks.
-            CpuTensor::Blocks(b) => Ok(x.matmul(&b.matrix.dequantize(&Device::Cpu)?.t()?)?),
+            // The weight's values for this call only, one panel at a time: the model stays in blocks.
+            CpuTensor::Blocks(b) => {
+                let (n, k) = (b.shape[0], b.shape[1..].iter().product::<usize>());
+                let data = b.matrix.data()?;
+                let dequantized =
+                    |p: usize, panel: &mut Vec<f32>| panels::dequantized_panel(b.dtype, &data, [n, k], p, panel);
+                panels::panel_product(x, n, k, &dequantized)
+            }
         }
     }
 }

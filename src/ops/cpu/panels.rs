@@ -59,30 +59,49 @@ impl PanelMatrix {
         Ok(Tensor::from_vec(w, (n, k), &Device::Cpu)?)
     }
 
-    /// `x [m, k] · wᵀ` → `[m, n]`, f32. Panels run in parallel on rayon's pool natively (each writes its own
-    /// 64 columns of the result); in wasm one after the other.
+    /// `x [m, k] · wᵀ` → `[m, n]`, f32.
     pub fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
-        let (m, k) = x.dims2()?;
-        let n = self.shape[0];
-        if k != self.shape[1] {
-            return Err(Error::Backend(format!(
-                "linear: input width {k} does not match the weight's {}",
-                self.shape[1]
-            )));
-        }
-        let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-            return Err(Error::Backend("linear: the input is not on the CPU".into()));
-        };
-        let x = &cpu.as_slice::<f32>()?[start..end];
-        let mut y = vec![0f32; m * n];
-        let out = OutPtr(y.as_mut_ptr());
-        let panel = |p: usize| {
+        let [n, k] = self.shape;
+        let stored =
+            |p: usize, _: &mut Vec<f32>| PanelRef(self.values[p * PANEL_ROWS * k..(p + 1) * PANEL_ROWS * k].as_ptr());
+        panel_product(x, n, k, &stored)
+    }
+
+    /// Bytes held (padding included).
+    pub fn bytes(&self) -> usize {
+        4 * self.values.len()
+    }
+}
+
+/// `x [m, k] · wᵀ` for a weight `[n, k]` whose panel `p` (`PANEL_ROWS · k` values, see the module's
+/// documentation) `panel(p, scratch)` gives, either from storage or made in `scratch` (a buffer of the
+/// calling thread, kept between calls). Panels run in parallel on rayon's pool natively (each
+/// writes its own 64 columns of the result); in wasm one after the other.
+pub fn panel_product(
+    x: &Tensor,
+    n: usize,
+    k: usize,
+    panel: &(dyn Fn(usize, &mut Vec<f32>) -> PanelRef + Sync),
+) -> Result<Tensor> {
+    let m = x.dims2()?.0;
+    if x.dims2()?.1 != k {
+        return Err(Error::Backend(format!("linear: input width {} does not match the weight's {k}", x.dims2()?.1)));
+    }
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        return Err(Error::Backend("linear: the input is not on the CPU".into()));
+    };
+    let x = &cpu.as_slice::<f32>()?[start..end];
+    let mut y = vec![0f32; m * n];
+    let out = OutPtr(y.as_mut_ptr());
+    let one = |p: usize| {
+        SCRATCH.with(|scratch| {
+            let w = panel(p, &mut scratch.borrow_mut());
             let rows = PANEL_ROWS.min(n - p * PANEL_ROWS);
             // SAFETY: `yᵀ`'s rows p·64 … p·64 + rows (row stride 1, column stride n) lie inside `y` and no
-            // other panel writes them; the panel (row stride 1, column stride 64) and `xᵀ` (row stride 1,
-            // column stride k) are read inside their slices.
+            // other panel writes them; the panel (`PANEL_ROWS · k` values: row stride 1, column stride 64)
+            // and `xᵀ` (row stride 1, column stride k) are read inside their buffers, which outlive the call.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -92,7 +111,7 @@ impl PanelMatrix {
                     n as isize,
                     1,
                     false,
-                    self.values.as_ptr().add(p * PANEL_ROWS * k),
+                    w.0,
                     PANEL_ROWS as isize,
                     1,
                     x.as_ptr(),
@@ -106,23 +125,57 @@ impl PanelMatrix {
                     gemm::Parallelism::None,
                 );
             }
-        };
-        let panels = n.div_ceil(PANEL_ROWS);
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            use rayon::prelude::*;
-            (0..panels).into_par_iter().for_each(panel);
-        }
-        #[cfg(target_arch = "wasm32")]
-        (0..panels).for_each(panel);
-        drop(storage);
-        Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?)
+        })
+    };
+    let panels = n.div_ceil(PANEL_ROWS);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..panels).into_par_iter().for_each(one);
     }
+    #[cfg(target_arch = "wasm32")]
+    (0..panels).for_each(one);
+    drop(storage);
+    Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?)
+}
 
-    /// Bytes held (padding included).
-    pub fn bytes(&self) -> usize {
-        4 * self.values.len()
+/// Panel `p` of a block-type weight `[n, k]` (`raw`: its rows of blocks), dequantised into `panel`: the
+/// weight's values exist one panel at a time, in the cache, never whole. Block column by block column (a
+/// 32-column strip of the panel is 8 KB, so its stores stay in L1 while every row's block lands in it).
+pub fn dequantized_panel(
+    dtype: crate::ops::WeightDType,
+    raw: &[u8],
+    [n, k]: [usize; 2],
+    p: usize,
+    panel: &mut Vec<f32>,
+) -> PanelRef {
+    use crate::ops::blocks::{dequantize_block, BLOCK_VALUES};
+    let (block_bytes, q4) = (dtype.block_bytes(), dtype == crate::ops::WeightDType::Q4_0);
+    let row_bytes = k / BLOCK_VALUES * block_bytes;
+    let rows = p * PANEL_ROWS..((p + 1) * PANEL_ROWS).min(n);
+    panel.clear();
+    panel.resize(PANEL_ROWS * k, 0.0);
+    let mut values = [0f32; BLOCK_VALUES];
+    for (b, strip) in panel.chunks_exact_mut(BLOCK_VALUES * PANEL_ROWS).enumerate() {
+        for (i, r) in rows.clone().enumerate() {
+            let at = r * row_bytes + b * block_bytes;
+            dequantize_block(q4, &raw[at..at + block_bytes], &mut values);
+            for (j, &v) in values.iter().enumerate() {
+                strip[j * PANEL_ROWS + i] = v;
+            }
+        }
     }
+    PanelRef(panel.as_ptr())
+}
+
+/// The first value of a panel (`PANEL_ROWS · k` values) that [`panel_product`] reads.
+#[derive(Clone, Copy)]
+pub struct PanelRef(*const f32);
+
+thread_local! {
+    /// Each thread's panel buffer for [`dequantized_panel`] (kept: a fresh 1 MB buffer per panel would cost
+    /// its page faults every time).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The result's base pointer, shared by the panels' tasks (each writes its own columns).
