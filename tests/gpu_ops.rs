@@ -1414,3 +1414,184 @@ fn fma_peak_is_measured_in_f32_and_in_f16_only_with_shader_f16() {
         block(GpuBackend::with_options(GpuOptions { use_shader_f16: false, ..GpuOptions::default() })).unwrap();
     assert_eq!(block(packed.fma_peak_gflops(true)).unwrap(), None, "no f16 arithmetic without shader-f16");
 }
+
+/// A GPU backend with split-K forced on (every tiled product whose K holds two K-tiles), and the given loads and
+/// f16 path.
+fn gpu_split_k(vec4_loads: bool, use_shader_f16: bool) -> GpuBackend {
+    let options = GpuOptions { split_k: Some(true), vec4_loads, use_shader_f16, ..GpuOptions::default() };
+    block(GpuBackend::with_options(options)).unwrap()
+}
+
+/// Split-K: the tiled GEMM computes each K slice's partial sums into scratch and a reduce adds them in slice
+/// order, then applies the epilogue. Forced on, every weight reader (f32, f16 native where the adapter has it and
+/// packed, int8, Q8_0, Q4_0) × both load paths, against the CPU within the file's f32 bound: outputs not
+/// multiples of the 64² tile, K never a multiple of slices × 16 (K = 1056: 14 slices, the last 16 long; 300:
+/// 10, the last 12; 2080: 15, the last 64; 1001: odd, element-wise loads), with bias + activation (linear) and
+/// bias + residual (linear_residual). Two dispatches (the slices, the reduce) show the split was taken.
+#[test]
+fn split_k_gemms_match_cpu_for_every_weight_type_with_bias_activation_and_residual() {
+    if gpu().is_none() {
+        return;
+    }
+    use lambda_eclipse::ops::blocks;
+    let cpu = CpuBackend::new();
+    let cpu8 = cpu.with_int8_weights();
+    let mut rng = Rng(51);
+    for (vec4_loads, use_shader_f16) in [(true, true), (false, false)] {
+        let gpu = gpu_split_k(vec4_loads, use_shader_f16);
+        let gpu8 = gpu.with_int8_weights();
+        let path = format!("vec4 {vec4_loads} shader-f16 {}", gpu.has_shader_f16());
+        for (m, k, n) in [(77, 1056, 130), (33, 300, 70), (129, 2080, 65), (40, 1001, 97)] {
+            let (x, w, b, r) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5), rng.vec(m * n, 2.0));
+            let (gx, gb, gr) = (
+                gpu.from_f32(&x, &[m, k]).unwrap(),
+                gpu.from_f32(&b, &[n]).unwrap(),
+                gpu.from_f32(&r, &[m, n]).unwrap(),
+            );
+            let (cx, cb, cr) = (
+                cpu.from_f32(&x, &[m, k]).unwrap(),
+                cpu.from_f32(&b, &[n]).unwrap(),
+                cpu.from_f32(&r, &[m, n]).unwrap(),
+            );
+            let mut weights = vec![
+                (
+                    "f32",
+                    gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                    cpu.from_f32(&w, &[n, k]).unwrap(),
+                ),
+                (
+                    "f16",
+                    gpu.upload_weight(&f16_bytes(&w), WeightDType::F16, &[n, k]).unwrap(),
+                    cpu.upload_weight(&f16_bytes(&w), WeightDType::F16, &[n, k]).unwrap(),
+                ),
+                (
+                    "int8",
+                    gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                    cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                ),
+            ];
+            // ggml blocks run along rows of 32: the CPU reference multiplies the host's dequantised values
+            // (the GPU's reader reproduces them bit for bit, tests/quantized.rs).
+            if k % 32 == 0 {
+                for dtype in [WeightDType::Q8_0, WeightDType::Q4_0] {
+                    let raw = blocks::quantize(dtype, &w, &[n, k]).unwrap();
+                    let on_cpu = read_cpu(&cpu.upload_weight(&raw, dtype, &[n, k]).unwrap());
+                    weights.push((
+                        dtype.name(),
+                        gpu.upload_weight(&raw, dtype, &[n, k]).unwrap(),
+                        cpu.from_f32(&on_cpu, &[n, k]).unwrap(),
+                    ));
+                }
+            }
+            for (what, gw, cw) in &weights {
+                let tag = format!("split-K {what} {path} m={m} k={k} n={n}");
+                let before = gpu.bind_group_stats().dispatches;
+                let got = gpu.linear(&gx, gw, Some(&gb), Activation::GeluErf).unwrap();
+                assert_eq!(gpu.bind_group_stats().dispatches - before, 2, "{tag}: slices + reduce");
+                let want = cpu.linear(&cx, cw, Some(&cb), Activation::GeluErf).unwrap();
+                assert_f32_close(&format!("{tag} linear + bias + GELU"), &read_gpu(&gpu, &got), &read_cpu(&want));
+                let got = gpu.linear_residual(&gx, gw, Some(&gb), &gr).unwrap();
+                let want = cpu.linear_residual(&cx, cw, Some(&cb), &cr).unwrap();
+                assert_f32_close(&format!("{tag} linear + bias + residual"), &read_gpu(&gpu, &got), &read_cpu(&want));
+            }
+            // matmul's right operand at strides (1, n): the weight reader's strided path.
+            let got = gpu.matmul(&gx, &gpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            let want = cpu.matmul(&cx, &cpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            assert_f32_close(
+                &format!("split-K matmul {path} m={m} k={k} n={n}"),
+                &read_gpu(&gpu, &got),
+                &read_cpu(&want),
+            );
+        }
+    }
+}
+
+/// The implicit-GEMM conv splits K (= cin·9) like a linear, and a weight split by rows across buffers splits
+/// each chunk's product: every chunk's reduce writes its own output columns, bias and residual.
+#[test]
+fn split_k_conv2d_and_row_split_weights_match_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let cpu = CpuBackend::new();
+    let mut rng = Rng(52);
+    let gpu = gpu_split_k(true, true);
+    for (h, w, cin, cout) in [(9, 11, 130, 70), (16, 12, 37, 65)] {
+        let (x, wt, b) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.2), rng.vec(cout, 0.5));
+        let before = gpu.bind_group_stats().dispatches;
+        let got = gpu
+            .conv2d(
+                &gpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &gpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                Some(&gpu.from_f32(&b, &[cout]).unwrap()),
+                3,
+            )
+            .unwrap();
+        assert_eq!(gpu.bind_group_stats().dispatches - before, 2, "conv {h}×{w}×{cin}: slices + reduce");
+        let want = cpu
+            .conv2d(
+                &cpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                Some(&cpu.from_f32(&b, &[cout]).unwrap()),
+                3,
+            )
+            .unwrap();
+        assert_f32_close(&format!("split-K conv2d 3×3 {h}×{w}×{cin}→{cout}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+    }
+    // 16 KiB chunks of a [70, 600] f32 weight: 6 rows each, 12 chunks, each split into K slices.
+    let options = GpuOptions { split_k: Some(true), max_tensor_bytes: Some(16384), ..GpuOptions::default() };
+    let gpu = block(GpuBackend::with_options(options)).unwrap();
+    let (m, k, n) = (77, 600, 70);
+    let (x, w, b, r) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5), rng.vec(m * n, 2.0));
+    let gw = gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+    let before = gpu.bind_group_stats().dispatches;
+    let got = gpu
+        .linear_residual(
+            &gpu.from_f32(&x, &[m, k]).unwrap(),
+            &gw,
+            Some(&gpu.from_f32(&b, &[n]).unwrap()),
+            &gpu.from_f32(&r, &[m, n]).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(gpu.bind_group_stats().dispatches - before, 2 * 12, "12 chunks, each slices + reduce");
+    let want = cpu
+        .linear_residual(
+            &cpu.from_f32(&x, &[m, k]).unwrap(),
+            &cpu.from_f32(&w, &[n, k]).unwrap(),
+            Some(&cpu.from_f32(&b, &[n]).unwrap()),
+            &cpu.from_f32(&r, &[m, n]).unwrap(),
+        )
+        .unwrap();
+    assert_f32_close("split-K linear_residual, weight in 12 row chunks", &read_gpu(&gpu, &got), &read_cpu(&want));
+}
+
+/// The automatic rule never splits on a CPU adapter (lavapipe, SwiftShader: a few workgroups fill its cores)
+/// and does on a GPU adapter where 2 tiles would each walk K = 5120 (the rule's unit tests: ops/gpu/ops/gemm.rs);
+/// forced off never splits, forced on does.
+#[test]
+fn split_k_stays_off_when_forced_off_and_on_cpu_adapters_by_default() {
+    let Some(gpu) = gpu() else { return };
+    let (m, k, n) = (77, 5120, 64);
+    let mut rng = Rng(53);
+    let (x, w) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2));
+    let off = block(GpuBackend::with_options(GpuOptions { split_k: Some(false), ..GpuOptions::default() })).unwrap();
+    let on = gpu_split_k(true, true);
+    let mut results = Vec::new();
+    // Automatic: 2 tiles of 64² with K = 5120 → 10 slices on a GPU adapter; none on a CPU adapter.
+    let auto = if gpu.is_cpu_adapter() { 1 } else { 2 };
+    for (be, expect, what) in [(gpu, auto, "auto"), (&off, 1, "forced off"), (&on, 2, "forced on")] {
+        let before = be.bind_group_stats().dispatches;
+        let y = be
+            .linear(&be.from_f32(&x, &[m, k]).unwrap(), &be.from_f32(&w, &[n, k]).unwrap(), None, Activation::Identity)
+            .unwrap();
+        let cpu = be.is_cpu_adapter();
+        assert_eq!(be.bind_group_stats().dispatches - before, expect, "{what}, CPU adapter {cpu}");
+        results.push(read_gpu(be, &y));
+    }
+    // Same values within the f32 bound whichever path: the slices only regroup the sum.
+    assert_f32_close("split-K on vs off", &results[2], &results[1]);
+}

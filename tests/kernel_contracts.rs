@@ -9,7 +9,7 @@
 //! - every .wgsl file in the folder belongs to some kernel.
 #![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 
-use lambda_eclipse::ops::gpu::kernels::{Access, Binding, Kernel, ParamType, ParamsLayout, WgslType};
+use lambda_eclipse::ops::gpu::kernels::{Access, Binding, GemmTile, Kernel, ParamType, ParamsLayout, WgslType};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, Module, Scalar, StorageAccess, TypeInner, VectorSize};
 
@@ -56,6 +56,7 @@ fn wgsl_type(module: &Module, ty: naga::Handle<naga::Type>) -> Option<WgslType> 
         TypeInner::Scalar(Scalar::U32) => Some(WgslType::U32),
         TypeInner::Scalar(Scalar::F32) => Some(WgslType::F32),
         TypeInner::Scalar(Scalar::BOOL) => Some(WgslType::Bool),
+        TypeInner::Vector { size: VectorSize::Bi, scalar: Scalar::U32 } => Some(WgslType::Vec2U32),
         TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 } => Some(WgslType::Vec3U32),
         TypeInner::Vector { size: VectorSize::Quad, scalar: Scalar::F32 } => Some(WgslType::Vec4F32),
         _ => None,
@@ -95,9 +96,10 @@ fn rust_params(layout: &ParamsLayout) -> (Vec<(String, ParamType, usize)>, usize
 #[test]
 fn every_kernel_variant_validates_and_its_params_match_the_rust_struct() {
     let kernels = Kernel::all();
-    // 16 single kernels + the bench's FMA micro-kernel in f32 and f16 + the GEMM's 6 weight readers (f32, packed
-    // f16, native f16, int8, Q8_0, Q4_0) × 3 input readers × 5 tilings (64, 128, GEMV, 64 and 128 in f16).
-    assert_eq!(kernels.len(), 16 + 2 + 6 * 3 * 5);
+    // 16 single kernels + the split-K reduce + the bench's FMA micro-kernel in f32 and f16 + the GEMM's 6 weight
+    // readers (f32, packed f16, native f16, int8, Q8_0, Q4_0) × 3 input readers × 5 tilings (64, 128, GEMV, 64
+    // and 128 in f16).
+    assert_eq!(kernels.len(), 16 + 1 + 2 + 6 * 3 * 5);
     for kernel in kernels {
         let module = parse_and_validate(kernel);
         let layout = kernel.params();
@@ -185,4 +187,54 @@ fn every_wgsl_file_belongs_to_a_kernel() {
     for file in &files {
         assert!(used.contains(file.as_str()), "{file} is used by no kernel");
     }
+}
+
+/// The functions `main` calls directly (by name).
+fn called_by_main(module: &Module) -> Vec<String> {
+    fn walk(block: &naga::Block, module: &Module, out: &mut Vec<String>) {
+        for stmt in block.iter() {
+            match stmt {
+                naga::Statement::Call { function, .. } => {
+                    out.extend(module.functions[*function].name.clone());
+                }
+                naga::Statement::Block(b) => walk(b, module, out),
+                naga::Statement::If { accept, reject, .. } => {
+                    walk(accept, module, out);
+                    walk(reject, module, out);
+                }
+                naga::Statement::Loop { body, continuing, .. } => {
+                    walk(body, module, out);
+                    walk(continuing, module, out);
+                }
+                naga::Statement::Switch { cases, .. } => cases.iter().for_each(|c| walk(&c.body, module, out)),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&module.entry_points[0].function.body, module, &mut out);
+    out
+}
+
+/// Split-K's contract: every tiling except the GEMV (which the host never splits) takes its K range from
+/// `k_range`, so a slice computes only its own K; the reduce ends through the very epilogue fragment the GEMM
+/// stores through (so bias, activation and residual are the unsplit path's), with the GEMM's `Params`.
+#[test]
+fn split_k_tilings_honour_their_k_range_and_the_reduce_shares_the_gemms_epilogue() {
+    let gemms: Vec<Kernel> = Kernel::all().into_iter().filter(|k| matches!(k, Kernel::Gemm(..))).collect();
+    for &kernel in &gemms {
+        let Kernel::Gemm(_, _, tile) = kernel else { unreachable!() };
+        let calls = called_by_main(&parse_and_validate(kernel));
+        let want = tile != GemmTile::Gemv;
+        assert_eq!(calls.iter().any(|c| c == "k_range"), want, "{kernel:?}: main calls k_range: {calls:?}");
+        assert!(calls.iter().any(|c| c == "store"), "{kernel:?}: main stores through the epilogue: {calls:?}");
+    }
+    let reduce = Kernel::GemmSplitKReduce;
+    assert!(called_by_main(&parse_and_validate(reduce)).iter().any(|c| c == "store"));
+    let epilogue =
+        |k: Kernel| k.fragments().into_iter().find(|f| f.provides.iter().any(|p| p.name == "store")).map(|f| f.file);
+    for &kernel in &gemms {
+        assert_eq!(epilogue(kernel), epilogue(reduce), "{kernel:?} and the reduce end through different stores");
+    }
+    assert_eq!(reduce.params().rust_name, gemms[0].params().rust_name);
 }

@@ -60,6 +60,10 @@ impl GpuBackend {
         absurd(&self.never)
     }
 
+    pub fn is_cpu_adapter(&self) -> bool {
+        absurd(&self.never)
+    }
+
     pub fn pool_stats(&self) -> PoolStats {
         absurd(&self.never)
     }

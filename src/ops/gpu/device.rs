@@ -44,6 +44,10 @@ pub(super) struct Inner {
     pub(super) vec4_loads: bool,
     pub(super) blocked_attention: bool,
     pub(super) f16_math: bool,
+    /// Split-K for the tiled GEMM: `None` by shape and adapter (ops/gemm.rs), `Some(on)` forced.
+    pub(super) split_k: Option<bool>,
+    /// The adapter computes on the CPU (lavapipe, SwiftShader): a few workgroups already fill it.
+    pub(super) cpu_adapter: bool,
     /// The pending command encoder and the pipeline, uniform and bind-group caches.
     pub(super) recorder: Recorder,
     pub(super) pool: Arc<Mutex<pool::Pool>>,
@@ -124,6 +128,8 @@ impl GpuBackend {
                 vec4_loads: options.vec4_loads,
                 blocked_attention: options.blocked_attention,
                 f16_math: options.f16_math && shader_f16,
+                split_k: options.split_k,
+                cpu_adapter: adapter.get_info().device_type == wgpu::DeviceType::Cpu,
                 recorder,
                 pool: Arc::default(),
                 device_error,
@@ -141,6 +147,11 @@ impl GpuBackend {
     /// packed f16 is unpacked with core `unpack2x16float`, which every adapter has.
     pub fn has_shader_f16(&self) -> bool {
         self.inner.shader_f16
+    }
+
+    /// Whether the adapter computes on the CPU (lavapipe, SwiftShader), where split-K is off unless forced.
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.inner.cpu_adapter
     }
 
     /// Whether the GEMM tiles compute in f16 (GpuOptions::f16_math on an adapter with `shader-f16`).

@@ -34,6 +34,7 @@ pub enum WgslType {
     U32,
     F32,
     Bool,
+    Vec2U32,
     Vec3U32,
     Vec4F32,
 }

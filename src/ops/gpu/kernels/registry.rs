@@ -16,7 +16,7 @@ use super::params::{
     KernelParams, LayerNormParams, ParamsLayout, ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams,
     UnpackF16Params,
 };
-use super::WgslType::{Bool, Vec3U32, Vec4F32, F32, U32};
+use super::WgslType::{Bool, Vec2U32, Vec3U32, Vec4F32, F32, U32};
 use super::{func, read, write, Binding, Fragment, Function, P};
 
 /// A fragment from its file, with its contract.
@@ -47,8 +47,14 @@ const BLOCKS_FNS: Fragment = fragment!("blocks_fns.wgsl", binds: [], provides: [
 ]);
 
 // ---- The tiled GEMM ----
-const GEMM_PARAMS: Fragment = fragment!("gemm_params.wgsl", binds: [P, read(3, "bias"), write(4, "y"), read(5, "residual")],
-    provides: [func("store", &[U32, U32, F32], None)]);
+const GEMM_PARAMS: Fragment =
+    fragment!("gemm_params.wgsl", binds: [P], provides: [func("k_range", &[U32], Some(Vec2U32))]);
+const GEMM_OUTPUTS: Fragment =
+    fragment!("gemm_outputs.wgsl", binds: [read(3, "bias"), write(4, "y"), read(5, "residual")], provides: []);
+const GEMM_EPILOGUE: Fragment =
+    fragment!("gemm_epilogue.wgsl", binds: [], provides: [func("store", &[U32, U32, F32], None)]);
+const GEMM_SPLIT_K_REDUCE: Fragment = fragment!("gemm_split_k_reduce.wgsl",
+    binds: [read(1, "partials"), read(2, "bias"), write(3, "y"), read(4, "residual")], provides: []);
 const GEMM_X_DENSE: Fragment = fragment!("gemm_x_dense.wgsl", binds: [read(1, "x")],
     provides: [func("load_x", &[U32, U32], Some(F32))]);
 const GEMM_X_DENSE_VEC4: Fragment = fragment!("gemm_x_dense_vec4.wgsl", binds: [read(1, "x")],
@@ -260,6 +266,8 @@ pub enum Kernel {
     /// The tiled GEMM (gemm_params.wgsl) for one way of reading the weight, one way of reading the input and
     /// one tiling.
     Gemm(GemmWeight, GemmInput, GemmTile),
+    /// Split-K's second pass: adds the tiled GEMM's per-slice partial sums in order, then its epilogue.
+    GemmSplitKReduce,
     LayerNorm,
     Attention,
     Add,
@@ -284,6 +292,7 @@ impl Kernel {
     /// Every variant the host can dispatch.
     pub fn all() -> Vec<Kernel> {
         let mut all = vec![
+            Kernel::GemmSplitKReduce,
             Kernel::LayerNorm,
             Kernel::Attention,
             Kernel::Add,
@@ -317,6 +326,7 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Gemm(..) => "gemm",
+            Kernel::GemmSplitKReduce => "gemm_split_k_reduce",
             Kernel::LayerNorm => "layer_norm",
             Kernel::Attention => "attention",
             Kernel::Add => "add",
@@ -351,7 +361,7 @@ impl Kernel {
                 }
                 parts.push(first);
                 parts.extend(reader.helpers);
-                parts.extend([&ACTIVATION_FNS, &GEMM_PARAMS]);
+                parts.extend([&ACTIVATION_FNS, &GEMM_PARAMS, &GEMM_OUTPUTS, &GEMM_EPILOGUE]);
                 parts.push(match input {
                     GemmInput::Dense => &GEMM_X_DENSE,
                     GemmInput::DenseVec4 => &GEMM_X_DENSE_VEC4,
@@ -372,6 +382,7 @@ impl Kernel {
                 });
                 parts
             }
+            Kernel::GemmSplitKReduce => vec![&ACTIVATION_FNS, &GEMM_PARAMS, &GEMM_EPILOGUE, &GEMM_SPLIT_K_REDUCE],
             Kernel::LayerNorm => vec![&LAYER_NORM],
             Kernel::Attention => vec![&ACTIVATION_FNS, &FLASH_ATTENTION],
             Kernel::Add => vec![&ADD_COMBINE, &ELEMENTWISE_PAIR],
@@ -413,7 +424,7 @@ impl Kernel {
     /// The layout of the kernel's `Params` (its twin in params.rs).
     pub fn params(self) -> &'static ParamsLayout {
         match self {
-            Kernel::Gemm(..) => &GemmParams::LAYOUT,
+            Kernel::Gemm(..) | Kernel::GemmSplitKReduce => &GemmParams::LAYOUT,
             Kernel::LayerNorm => &LayerNormParams::LAYOUT,
             Kernel::Attention => &AttentionParams::LAYOUT,
             Kernel::FmaPeak(_) => &FmaPeakParams::LAYOUT,
