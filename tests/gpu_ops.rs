@@ -1595,3 +1595,82 @@ fn split_k_stays_off_when_forced_off_and_on_cpu_adapters_by_default() {
     // Same values within the f32 bound whichever path: the slices only regroup the sum.
     assert_f32_close("split-K on vs off", &results[2], &results[1]);
 }
+
+/// The norms' and the softmax's workgroup reductions through subgroup operations (where the adapter has the
+/// feature) and through workgroup memory (forced: GpuOptions::use_subgroups off), each against the CPU within the
+/// file's f32 bound (max-abs ≤ 1e-4 · scale). Why that bound holds for either order: a sum is cols/256 serial
+/// terms per invocation, then the tree's 8 levels, or a subgroup sum (at most 127 adds in whatever order the
+/// adapter uses) and at most 63 serial adds of the subgroup totals; each add rounds once, so a mean (and a
+/// variance) is off by at most (cols/256 + 190)·2⁻²⁴ ≈ 1.2e-5 of Σ|x|/n for the widest row here (4097) — below
+/// 1e-4 after the division by the spread (≥ 1 here) — and a maximum is exact in any order. The softmax runs
+/// through blocked attention (scores, softmax_rows, P·V), rows of 2 to 1100.
+#[test]
+fn norms_and_softmax_reduce_through_subgroups_and_workgroup_memory_alike() {
+    let Some(default) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = Rng(61);
+    let open = |use_subgroups| {
+        let options = GpuOptions { use_subgroups, blocked_attention: true, ..GpuOptions::default() };
+        block(GpuBackend::with_options(options)).unwrap()
+    };
+    let (with, without) = (open(true), open(false));
+    assert_eq!(without.subgroup_sizes(), None, "forced portable");
+    assert_eq!(with.subgroup_sizes(), default.subgroup_sizes(), "subgroups are on by default where offered");
+    eprintln!("adapter {}: subgroup sizes {:?}", with.adapter_description(), with.subgroup_sizes());
+    for gpu in [&with, &without] {
+        let path = format!("subgroups {:?}", gpu.subgroup_sizes());
+        for (rows, cols) in [(1, 1), (77, 1280), (3, 4097), (257, 33)] {
+            let x: Vec<f32> = rng.vec(rows * cols, 8.0).iter().map(|v| v + 3.0).collect();
+            let (g, b) = (rng.vec(cols, 1.5), rng.vec(cols, 0.5));
+            let want = cpu
+                .layer_norm(
+                    &cpu.from_f32(&x, &[rows, cols]).unwrap(),
+                    &cpu.from_f32(&g, &[cols]).unwrap(),
+                    &cpu.from_f32(&b, &[cols]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            let got = gpu
+                .layer_norm(
+                    &gpu.from_f32(&x, &[rows, cols]).unwrap(),
+                    &gpu.from_f32(&g, &[cols]).unwrap(),
+                    &gpu.from_f32(&b, &[cols]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            assert_f32_close(&format!("layer_norm {rows}×{cols} {path}"), &read_gpu(gpu, &got), &read_cpu(&want));
+        }
+        for (positions, channels, groups) in [(4096, 64, 32), (7, 96, 32), (100, 6, 1), (1, 8, 8)] {
+            let mut x = rng.vec(positions * channels, 2.0);
+            x.iter_mut().enumerate().for_each(|(i, v)| *v += (i % channels) as f32 * 0.1);
+            let (g, b) = (rng.vec(channels, 1.5), rng.vec(channels, 0.5));
+            let want = cpu
+                .group_norm(
+                    &cpu.from_f32(&x, &[positions, channels]).unwrap(),
+                    groups,
+                    &cpu.from_f32(&g, &[channels]).unwrap(),
+                    &cpu.from_f32(&b, &[channels]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            let got = gpu
+                .group_norm(
+                    &gpu.from_f32(&x, &[positions, channels]).unwrap(),
+                    groups,
+                    &gpu.from_f32(&g, &[channels]).unwrap(),
+                    &gpu.from_f32(&b, &[channels]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            let tag = format!("group_norm {positions}×{channels} groups={groups} {path}");
+            assert_f32_close(&tag, &read_gpu(gpu, &got), &read_cpu(&want));
+        }
+        for (t, s, heads, d, with_bias) in [(300, 300, 1, 512, false), (5, 2, 1, 64, true), (40, 1100, 2, 260, true)] {
+            let width = heads * d;
+            let (q, k, v) = (rng.vec(t * width, 1.0), rng.vec(s * width, 1.0), rng.vec(s * width, 1.0));
+            let bias = with_bias.then(|| rng.vec(t * s, 3.0));
+            let (got, want) = attention_both(gpu, &q, &k, &v, (t, s, width), heads, bias.as_ref());
+            assert_f32_close(&format!("softmax_rows via attention t={t} s={s} d={d} {path}"), &got, &want);
+        }
+    }
+}

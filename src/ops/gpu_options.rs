@@ -33,6 +33,10 @@ pub struct GpuOptions {
     /// a GPU and K is long (ops/gpu/ops/gemm.rs, `split_k_slices`); `Some(true)` splits every tiled product
     /// whose K holds two K-tiles, `Some(false)` never. For tests and the benchmark (`--split-k`).
     pub split_k: Option<bool>,
+    /// Reduce in the norms and the softmax through subgroup operations where the adapter has the `subgroups`
+    /// feature (default true). Off: the portable workgroup-memory path every adapter has, so tests can compare
+    /// both on one adapter.
+    pub use_subgroups: bool,
 }
 
 impl Default for GpuOptions {
@@ -46,6 +50,7 @@ impl Default for GpuOptions {
             blocked_attention: false,
             f16_math: false,
             split_k: None,
+            use_subgroups: true,
         }
     }
 }

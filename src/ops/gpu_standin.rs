@@ -64,6 +64,10 @@ impl GpuBackend {
         absurd(&self.never)
     }
 
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        absurd(&self.never)
+    }
+
     pub fn pool_stats(&self) -> PoolStats {
         absurd(&self.never)
     }

@@ -16,7 +16,7 @@ use super::params::{
     KernelParams, LayerNormParams, ParamsLayout, ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams,
     UnpackF16Params,
 };
-use super::WgslType::{Bool, Vec2U32, Vec3U32, Vec4F32, F32, U32};
+use super::WgslType::{Bool, ReduceIds, Vec2U32, Vec3U32, Vec4F32, F32, U32};
 use super::{func, read, write, Binding, Fragment, Function, P};
 
 /// A fragment from its file, with its contract.
@@ -228,6 +228,32 @@ const FLASH_ATTENTION: Fragment = fragment!("flash_attention.wgsl",
 const FMA_PEAK: Fragment = fragment!("fma_peak.wgsl", binds: [P, write(1, "out")], provides: []);
 const FMA_PEAK_F16: Fragment = fragment!("fma_peak_f16.wgsl", binds: [P, write(1, "out")], provides: []);
 const SOFTMAX_ROWS: Fragment = fragment!("softmax_rows.wgsl", binds: [P, read(1, "bias"), write(2, "s")], provides: []);
+const WORKGROUP_SUM: Function = func("workgroup_sum", &[F32, ReduceIds], Some(F32));
+const WORKGROUP_MAX: Function = func("workgroup_max", &[F32, ReduceIds], Some(F32));
+const REDUCE_WORKGROUP: Fragment =
+    fragment!("reduce_workgroup.wgsl", binds: [], provides: [WORKGROUP_SUM, WORKGROUP_MAX]);
+const REDUCE_SUBGROUP: Fragment =
+    fragment!("reduce_subgroup.wgsl", binds: [], provides: [WORKGROUP_SUM, WORKGROUP_MAX]);
+
+/// How the norms and the softmax reduce across their workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// A tree in workgroup memory (every adapter).
+    Workgroup,
+    /// Subgroup operations, then one slot per subgroup (adapters with the `subgroups` feature).
+    Subgroup,
+}
+
+impl Reduction {
+    pub const ALL: [Reduction; 2] = [Reduction::Workgroup, Reduction::Subgroup];
+
+    fn fragment(self) -> &'static Fragment {
+        match self {
+            Reduction::Workgroup => &REDUCE_WORKGROUP,
+            Reduction::Subgroup => &REDUCE_SUBGROUP,
+        }
+    }
+}
 const COMBINE: Function = func("combine", &[F32, F32], Some(F32));
 const ADD_COMBINE: Fragment = Fragment {
     file: "(inline) combine = x + y",
@@ -268,7 +294,7 @@ pub enum Kernel {
     Gemm(GemmWeight, GemmInput, GemmTile),
     /// Split-K's second pass: adds the tiled GEMM's per-slice partial sums in order, then its epilogue.
     GemmSplitKReduce,
-    LayerNorm,
+    LayerNorm(Reduction),
     Attention,
     Add,
     Activation,
@@ -277,8 +303,8 @@ pub enum Kernel {
     DequantizeI8,
     DequantizeBlocks,
     ImagePatches,
-    SoftmaxRows,
-    GroupNorm,
+    SoftmaxRows(Reduction),
+    GroupNorm(Reduction),
     Mul,
     ScaleShift,
     AvgPool2x2,
@@ -293,7 +319,6 @@ impl Kernel {
     pub fn all() -> Vec<Kernel> {
         let mut all = vec![
             Kernel::GemmSplitKReduce,
-            Kernel::LayerNorm,
             Kernel::Attention,
             Kernel::Add,
             Kernel::Activation,
@@ -302,8 +327,6 @@ impl Kernel {
             Kernel::DequantizeI8,
             Kernel::DequantizeBlocks,
             Kernel::ImagePatches,
-            Kernel::SoftmaxRows,
-            Kernel::GroupNorm,
             Kernel::Mul,
             Kernel::ScaleShift,
             Kernel::AvgPool2x2,
@@ -312,6 +335,9 @@ impl Kernel {
             Kernel::FmaPeak(false),
             Kernel::FmaPeak(true),
         ];
+        for r in Reduction::ALL {
+            all.extend([Kernel::LayerNorm(r), Kernel::SoftmaxRows(r), Kernel::GroupNorm(r)]);
+        }
         for w in GemmWeight::ALL {
             for i in GemmInput::ALL {
                 for t in GemmTile::ALL {
@@ -327,7 +353,7 @@ impl Kernel {
         match self {
             Kernel::Gemm(..) => "gemm",
             Kernel::GemmSplitKReduce => "gemm_split_k_reduce",
-            Kernel::LayerNorm => "layer_norm",
+            Kernel::LayerNorm(_) => "layer_norm",
             Kernel::Attention => "attention",
             Kernel::Add => "add",
             Kernel::Activation => "activation",
@@ -336,8 +362,8 @@ impl Kernel {
             Kernel::DequantizeI8 => "dequantize_i8",
             Kernel::DequantizeBlocks => "dequantize_blocks",
             Kernel::ImagePatches => "image_patches",
-            Kernel::SoftmaxRows => "softmax_rows",
-            Kernel::GroupNorm => "group_norm",
+            Kernel::SoftmaxRows(_) => "softmax_rows",
+            Kernel::GroupNorm(_) => "group_norm",
             Kernel::Mul => "mul",
             Kernel::ScaleShift => "scale_shift",
             Kernel::AvgPool2x2 => "avg_pool_2x2",
@@ -383,7 +409,8 @@ impl Kernel {
                 parts
             }
             Kernel::GemmSplitKReduce => vec![&ACTIVATION_FNS, &GEMM_PARAMS, &GEMM_EPILOGUE, &GEMM_SPLIT_K_REDUCE],
-            Kernel::LayerNorm => vec![&LAYER_NORM],
+            // The reduction first, where the standard's `enable subgroups;` will have to go.
+            Kernel::LayerNorm(r) => vec![r.fragment(), &LAYER_NORM],
             Kernel::Attention => vec![&ACTIVATION_FNS, &FLASH_ATTENTION],
             Kernel::Add => vec![&ADD_COMBINE, &ELEMENTWISE_PAIR],
             Kernel::Activation => vec![&ACTIVATION_FNS, &ACTIVATION],
@@ -392,8 +419,8 @@ impl Kernel {
             Kernel::DequantizeI8 => vec![&INT8_FNS, &DEQUANTIZE_I8],
             Kernel::DequantizeBlocks => vec![&INT8_FNS, &BLOCKS_FNS, &DEQUANTIZE_BLOCKS],
             Kernel::ImagePatches => vec![&IMAGE_PATCHES],
-            Kernel::SoftmaxRows => vec![&ACTIVATION_FNS, &SOFTMAX_ROWS],
-            Kernel::GroupNorm => vec![&ACTIVATION_FNS, &GROUP_NORM],
+            Kernel::SoftmaxRows(r) => vec![r.fragment(), &ACTIVATION_FNS, &SOFTMAX_ROWS],
+            Kernel::GroupNorm(r) => vec![r.fragment(), &ACTIVATION_FNS, &GROUP_NORM],
             Kernel::Mul => vec![&MUL_COMBINE, &ELEMENTWISE_PAIR],
             Kernel::ScaleShift => vec![&SCALE_SHIFT],
             Kernel::AvgPool2x2 => vec![&AVG_POOL_2X2],
@@ -421,11 +448,16 @@ impl Kernel {
         self.fragments().iter().any(|f| f.source.starts_with("enable f16;"))
     }
 
+    /// Whether the module needs the `subgroups` feature: it is assembled with reduce_subgroup.wgsl.
+    pub fn needs_subgroups(self) -> bool {
+        self.fragments().iter().any(|f| f.file == REDUCE_SUBGROUP.file)
+    }
+
     /// The layout of the kernel's `Params` (its twin in params.rs).
     pub fn params(self) -> &'static ParamsLayout {
         match self {
             Kernel::Gemm(..) | Kernel::GemmSplitKReduce => &GemmParams::LAYOUT,
-            Kernel::LayerNorm => &LayerNormParams::LAYOUT,
+            Kernel::LayerNorm(_) => &LayerNormParams::LAYOUT,
             Kernel::Attention => &AttentionParams::LAYOUT,
             Kernel::FmaPeak(_) => &FmaPeakParams::LAYOUT,
             Kernel::Add | Kernel::Mul => &ElementwisePairParams::LAYOUT,
@@ -435,8 +467,8 @@ impl Kernel {
             Kernel::DequantizeI8 => &DequantizeI8Params::LAYOUT,
             Kernel::DequantizeBlocks => &DequantizeBlocksParams::LAYOUT,
             Kernel::ImagePatches => &ImagePatchesParams::LAYOUT,
-            Kernel::SoftmaxRows => &SoftmaxRowsParams::LAYOUT,
-            Kernel::GroupNorm => &GroupNormParams::LAYOUT,
+            Kernel::SoftmaxRows(_) => &SoftmaxRowsParams::LAYOUT,
+            Kernel::GroupNorm(_) => &GroupNormParams::LAYOUT,
             Kernel::ScaleShift => &ScaleShiftParams::LAYOUT,
             Kernel::AvgPool2x2 => &AvgPool2x2Params::LAYOUT,
             Kernel::ResizeNearest => &ResizeNearestParams::LAYOUT,
