@@ -1067,9 +1067,14 @@ fn gemms_of_at_most_8_rows_take_the_gemv_kernel_and_match_cpu() {
     let mut rng = Rng(27);
     // Default tiling choice (GEMV for m ≤ 8), with and without four-at-a-time loads, f32 and f16 weights; k
     // shorter than, equal to and far past the 32 (or 128) k one pass of the workgroup covers; n not a multiple
-    // of the 8 columns per workgroup.
-    for (vec4_loads, use_shader_f16) in [(true, true), (false, true), (true, false)] {
-        let options = GpuOptions { vec4_loads, use_shader_f16, ..GpuOptions::default() };
+    // of the 8 columns per workgroup. The K-split shares added through subgroup operations where the adapter
+    // has them (gemm_tile_gemv_subgroup.wgsl) and in workgroup memory (use_subgroups off); the bound holds for
+    // either order: K/32 serial terms per lane, then 32 adds at most (a subgroup sum and its totals, or the
+    // lanes in order), each rounding once.
+    for (vec4_loads, use_shader_f16, use_subgroups) in
+        [(true, true, true), (false, true, true), (true, false, true), (true, true, false), (false, false, false)]
+    {
+        let options = GpuOptions { vec4_loads, use_shader_f16, use_subgroups, ..GpuOptions::default() };
         let gpu = block(GpuBackend::with_options(options)).unwrap();
         for (m, k, n) in [(1, 7, 3), (1, 1280, 1283), (2, 128, 9), (5, 516, 130), (8, 1664, 64), (8, 33, 8)] {
             let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
@@ -1093,7 +1098,8 @@ fn gemms_of_at_most_8_rows_take_the_gemv_kernel_and_match_cpu() {
                         Activation::Silu,
                     )
                     .unwrap();
-                let tag = format!("gemv {what} linear vec4 {vec4_loads} m={m} k={k} n={n}");
+                let sub = gpu.subgroup_sizes();
+                let tag = format!("gemv {what} linear vec4 {vec4_loads} subgroups {sub:?} m={m} k={k} n={n}");
                 assert_f32_close(&tag, &read_gpu(&gpu, &got), &read_cpu(&want));
             }
             let got = gpu.matmul(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[k, n]).unwrap()).unwrap();

@@ -9,8 +9,8 @@
 //! - every .wgsl file in the folder belongs to some kernel.
 #![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 
-use lambda_eclipse::ops::gpu::kernels::{Access, Binding, GemmTile, Kernel, ParamType, ParamsLayout, WgslType};
-use naga::valid::{Capabilities, ValidationFlags, Validator};
+use lambda_eclipse::ops::gpu::kernels::{Access, Binding, Kernel, ParamType, ParamsLayout, WgslType};
+use naga::valid::{Capabilities, SubgroupOperationSet, ValidationFlags, Validator};
 use naga::{AddressSpace, Module, Scalar, StorageAccess, TypeInner, VectorSize};
 
 /// WebGPU's defaults (`maxComputeInvocationsPerWorkgroup`, `maxComputeWorkgroupStorageSize`).
@@ -31,13 +31,13 @@ fn parse_and_validate(kernel: Kernel) -> Module {
     module
 }
 
-/// A validator with `caps`; subgroup operations (basic and arithmetic, as wgpu's `SUBGROUP` feature enables them)
+/// A validator with `caps`; subgroup operations (basic, vote and arithmetic, which wgpu's `SUBGROUP` feature enables)
 /// in compute shaders where `caps` has `SUBGROUP`.
 fn validator(caps: Capabilities) -> Validator {
     let mut v = Validator::new(ValidationFlags::all(), caps);
     if caps.contains(Capabilities::SUBGROUP) {
         v.subgroup_stages(naga::valid::ShaderStages::COMPUTE).subgroup_operations(
-            naga::valid::SubgroupOperationSet::BASIC | naga::valid::SubgroupOperationSet::ARITHMETIC,
+            SubgroupOperationSet::BASIC | SubgroupOperationSet::VOTE | SubgroupOperationSet::ARITHMETIC,
         );
     }
     v
@@ -112,9 +112,9 @@ fn every_kernel_variant_validates_and_its_params_match_the_rust_struct() {
     let kernels = Kernel::all();
     // 13 single kernels + 3 reducing ones (layer norm, group norm, softmax) × 2 reductions (workgroup memory,
     // subgroups) + the split-K reduce + the bench's FMA micro-kernel in f32 and f16 + the GEMM's 6 weight
-    // readers (f32, packed f16, native f16, int8, Q8_0, Q4_0) × 3 input readers × 5 tilings (64, 128, GEMV, 64
-    // and 128 in f16).
-    assert_eq!(kernels.len(), 13 + 3 * 2 + 1 + 2 + 6 * 3 * 5);
+    // readers (f32, packed f16, native f16, int8, Q8_0, Q4_0) × 3 input readers × 6 tilings (64, 128, GEMV
+    // portable and with subgroups, 64 and 128 in f16).
+    assert_eq!(kernels.len(), 13 + 3 * 2 + 1 + 2 + 6 * 3 * 6);
     for kernel in kernels {
         let module = parse_and_validate(kernel);
         let layout = kernel.params();
@@ -246,7 +246,7 @@ fn split_k_tilings_honour_their_k_range_and_the_reduce_shares_the_gemms_epilogue
     for &kernel in &gemms {
         let Kernel::Gemm(_, _, tile) = kernel else { unreachable!() };
         let calls = called_by_main(&parse_and_validate(kernel));
-        let want = tile != GemmTile::Gemv;
+        let want = !tile.is_gemv();
         assert_eq!(calls.iter().any(|c| c == "k_range"), want, "{kernel:?}: main calls k_range: {calls:?}");
         assert!(calls.iter().any(|c| c == "store"), "{kernel:?}: main stores through the epilogue: {calls:?}");
     }
@@ -260,11 +260,11 @@ fn split_k_tilings_honour_their_k_range_and_the_reduce_shares_the_gemms_epilogue
     assert_eq!(reduce.params().rust_name, gemms[0].params().rust_name);
 }
 
-/// Every reducing kernel (layer norm, group norm, softmax) comes in both reductions, which provide the same
-/// functions: only the subgroup one needs the feature, so an adapter without it (SwiftShader in Chromium, any
-/// browser through wgpu today) always has the portable variant of each.
+/// Every reducing kernel (layer norm, group norm, softmax, the GEMV) comes in both reductions, with the same
+/// bindings and functions: only the subgroup one needs the feature, so an adapter without it (SwiftShader in
+/// Chromium, any browser through wgpu today) always has the portable variant of each.
 #[test]
-fn reducing_kernels_have_a_portable_and_a_subgroup_variant_with_the_same_contract() {
+fn reducing_kernels_and_the_gemv_have_a_portable_and_a_subgroup_variant_with_the_same_contract() {
     use lambda_eclipse::ops::gpu::kernels::Reduction;
     for make in [Kernel::LayerNorm, Kernel::GroupNorm, Kernel::SoftmaxRows] {
         let (portable, subgroup) = (make(Reduction::Workgroup), make(Reduction::Subgroup));
@@ -275,6 +275,16 @@ fn reducing_kernels_have_a_portable_and_a_subgroup_variant_with_the_same_contrac
         assert_eq!(portable.bindings(), subgroup.bindings(), "{portable:?}");
         for kernel in [portable, subgroup] {
             parse_and_validate(kernel);
+        }
+    }
+    // The GEMV likewise, for every weight and input reader.
+    use lambda_eclipse::ops::gpu::kernels::{GemmInput, GemmTile, GemmWeight};
+    for w in GemmWeight::ALL {
+        for i in GemmInput::ALL {
+            let (portable, subgroup) = (Kernel::Gemm(w, i, GemmTile::Gemv), Kernel::Gemm(w, i, GemmTile::GemvSubgroup));
+            assert!(!portable.needs_subgroups() && subgroup.needs_subgroups(), "{portable:?} / {subgroup:?}");
+            assert_eq!(portable.bindings(), subgroup.bindings(), "{portable:?}");
+            assert_eq!(portable.needs_shader_f16(), subgroup.needs_shader_f16(), "{portable:?}");
         }
     }
 }

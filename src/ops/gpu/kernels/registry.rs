@@ -70,6 +70,7 @@ const GEMV_ACCUMULATE: Function = func("gemv_accumulate", &[U32, U32], None);
 const GEMV_LOAD: Fragment = fragment!("gemv_load.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMV_LOAD_VEC4: Fragment = fragment!("gemv_load_vec4.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMM_TILE_GEMV: Fragment = fragment!("gemm_tile_gemv.wgsl", binds: [], provides: []);
+const GEMM_TILE_GEMV_SUBGROUP: Fragment = fragment!("gemm_tile_gemv_subgroup.wgsl", binds: [], provides: []);
 const GEMM_TILE_64_F16: Fragment = fragment!("gemm_tile_64_f16.wgsl", binds: [], provides: []);
 const GEMM_TILE_128_F16: Fragment = fragment!("gemm_tile_128_f16.wgsl", binds: [], provides: []);
 /// Opens a module whose tiling computes in f16 when its weight reader does not already.
@@ -186,6 +187,8 @@ pub enum GemmTile {
     T128,
     /// At most 8 rows (M ≤ 8), 8 columns per workgroup, K split over 32 invocations per column.
     Gemv,
+    /// Gemv with the K-split shares added through subgroup operations (the SUBGROUP feature).
+    GemvSubgroup,
     /// T64 and T128 in f16 arithmetic (`shader-f16`, GpuOptions::f16_math): f16 tiles and FMAs per K-tile,
     /// f32 totals.
     T64F16,
@@ -193,14 +196,15 @@ pub enum GemmTile {
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 5] = [GemmTile::T64, GemmTile::T128, GemmTile::Gemv, GemmTile::T64F16, GemmTile::T128F16];
+    pub const ALL: [GemmTile; 6] =
+        [GemmTile::T64, GemmTile::T128, GemmTile::Gemv, GemmTile::GemvSubgroup, GemmTile::T64F16, GemmTile::T128F16];
 
     /// Output (rows, columns) per workgroup.
     pub fn size(self) -> (usize, usize) {
         match self {
             GemmTile::T64 | GemmTile::T64F16 => (64, 64),
             GemmTile::T128 | GemmTile::T128F16 => (128, 128),
-            GemmTile::Gemv => (8, 8),
+            GemmTile::Gemv | GemmTile::GemvSubgroup => (8, 8),
         }
     }
 
@@ -211,6 +215,11 @@ impl GemmTile {
             GemmTile::T128 => GemmTile::T128F16,
             other => other,
         }
+    }
+
+    /// The GEMV kernels (at most 8 rows; K split inside the workgroup).
+    pub fn is_gemv(self) -> bool {
+        matches!(self, GemmTile::Gemv | GemmTile::GemvSubgroup)
     }
 
     fn f16_math(self) -> bool {
@@ -394,8 +403,8 @@ impl Kernel {
                     GemmInput::Conv => &GEMM_X_CONV,
                 });
                 parts.push(match (tile, vec4) {
-                    (GemmTile::Gemv, false) => &GEMV_LOAD,
-                    (GemmTile::Gemv, true) => &GEMV_LOAD_VEC4,
+                    (t, false) if t.is_gemv() => &GEMV_LOAD,
+                    (t, true) if t.is_gemv() => &GEMV_LOAD_VEC4,
                     (_, false) => &GEMM_LOAD,
                     (_, true) => &GEMM_LOAD_VEC4,
                 });
@@ -403,6 +412,7 @@ impl Kernel {
                     GemmTile::T64 => &GEMM_TILE_64,
                     GemmTile::T128 => &GEMM_TILE_128,
                     GemmTile::Gemv => &GEMM_TILE_GEMV,
+                    GemmTile::GemvSubgroup => &GEMM_TILE_GEMV_SUBGROUP,
                     GemmTile::T64F16 => &GEMM_TILE_64_F16,
                     GemmTile::T128F16 => &GEMM_TILE_128_F16,
                 });
@@ -448,9 +458,11 @@ impl Kernel {
         self.fragments().iter().any(|f| f.source.starts_with("enable f16;"))
     }
 
-    /// Whether the module needs the `subgroups` feature: it is assembled with reduce_subgroup.wgsl.
+    /// Whether the module needs the `subgroups` feature: it is assembled with a file that uses subgroup
+    /// operations (reduce_subgroup.wgsl, gemm_tile_gemv_subgroup.wgsl).
     pub fn needs_subgroups(self) -> bool {
-        self.fragments().iter().any(|f| f.file == REDUCE_SUBGROUP.file)
+        let uses = [REDUCE_SUBGROUP.file, GEMM_TILE_GEMV_SUBGROUP.file];
+        self.fragments().iter().any(|f| uses.contains(&f.file))
     }
 
     /// The layout of the kernel's `Params` (its twin in params.rs).

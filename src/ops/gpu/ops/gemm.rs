@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::ops::gpu::kernels::params::{activation_code, GemmParams};
-use crate::ops::gpu::kernels::{GemmInput, GemmTile, GemmWeight, Kernel};
+use crate::ops::gpu::kernels::{GemmInput, GemmTile, GemmWeight, Kernel, Reduction};
 use crate::ops::gpu::pool::PooledBuffer;
 use crate::ops::gpu::tensor::{dims2, GpuDType, GpuTensor, Int8Scales};
 use crate::ops::gpu::{backend_err, u32_of, GpuBackend};
@@ -190,6 +190,7 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
     let tile = match be.inner.gemm_tile {
         // GpuOptions can force the 64² or 128² tiling (tests, the bench).
         Some(tile) => tile,
+        None if g.m <= 8 && be.inner.reduction == Reduction::Subgroup => GemmTile::GemvSubgroup,
         None if g.m <= 8 => GemmTile::Gemv,
         // 128×128 tiles only where there are enough of them to fill a large GPU (an H200 has 132 SMs):
         // measured there, [257×8192]·[8192×1664] (39 such tiles) ran at 660 GF/s against 1060 with 64×64.
@@ -266,7 +267,7 @@ fn split_k_rule(
     tile: GemmTile,
 ) -> KSplit {
     let none = KSplit { count: 1, len: k };
-    if tile == GemmTile::Gemv || forced == Some(false) {
+    if tile.is_gemv() || forced == Some(false) {
         return none;
     }
     let (rows, cols) = tile.size();
