@@ -157,6 +157,10 @@ enum Command {
         /// GPU: split-K for the tiled GEMM (slices of K in separate workgroups, then a reduce).
         #[arg(long, value_enum, default_value = "auto")]
         split_k: SplitKChoice,
+        /// GPU: reduce in the norms, softmax and GEMV through workgroup memory even where the adapter has
+        /// subgroup operations.
+        #[arg(long)]
+        no_subgroups: bool,
         /// Time the GPU only (the CPU column stays empty): for kernel work, where the CPU's minutes are noise.
         #[arg(long)]
         gpu_only: bool,
@@ -417,6 +421,7 @@ fn run(cli: Cli) -> Result<()> {
             blocked_attention,
             f16_math,
             split_k,
+            no_subgroups,
             gpu_only,
         } => {
             let choices = GpuChoices {
@@ -427,6 +432,7 @@ fn run(cli: Cli) -> Result<()> {
                 blocked_attention,
                 f16_math,
                 split_k,
+                no_subgroups,
             };
             run_bench(&only, iters, dtype, size, choices, gpu_only)
         }
@@ -771,6 +777,7 @@ struct GpuChoices {
     blocked_attention: bool,
     f16_math: bool,
     split_k: SplitKChoice,
+    no_subgroups: bool,
 }
 
 fn run_bench(
@@ -781,8 +788,16 @@ fn run_bench(
     choices: GpuChoices,
     gpu_only: bool,
 ) -> Result<()> {
-    let GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention, f16_math, split_k } =
-        choices;
+    let GpuChoices {
+        gemm_tile,
+        packed_f16,
+        scalar_loads,
+        adapter_limits,
+        blocked_attention,
+        f16_math,
+        split_k,
+        no_subgroups,
+    } = choices;
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
@@ -831,15 +846,17 @@ fn run_bench(
             SplitKChoice::On | SplitKChoice::Compare => Some(true),
             SplitKChoice::Off => Some(false),
         },
+        use_subgroups: !no_subgroups,
         ..Default::default()
     };
     // A build without the `gpu` feature gets the stand-in's "built without the gpu feature" here.
     let (gpu, gpu_name) = match pollster::block_on(GpuBackend::with_options(options)) {
         Ok(g) => {
             let name = format!(
-                "{} (shader-f16 {}, GEMM tile {}, split-K {}, {} math, {} loads, {} attention{})",
+                "{} (shader-f16 {}, subgroups {}, GEMM tile {}, split-K {}, {} math, {} loads, {} attention{})",
                 g.adapter_description(),
                 if g.has_shader_f16() { "on" } else { "off" },
+                g.subgroup_sizes().map_or("off".to_string(), |(lo, hi)| format!("{lo}–{hi}")),
                 gemm_tile.map_or("auto".to_string(), |t| t.to_string()),
                 match split_k {
                     SplitKChoice::Auto => "auto",
