@@ -367,7 +367,7 @@ mod tests {
     fn split_k_is_chosen_for_few_tiles_and_long_k_on_a_gpu_only() {
         // bigG's text MLP out: 2×20 = 40 tiles → 7 slices (256 groups wanted) of 736 (a multiple of 16).
         assert_eq!(auto((77, 5120, 1280)), KSplit { count: 7, len: 736 });
-        // The prior's: 5×26 = 130 tiles → 2 slices of 4096.
+        // The vision tower's MLP out: 5×26 = 130 tiles → 2 slices of 4096.
         assert_eq!(auto((257, 8192, 1664)), KSplit { count: 2, len: 4096 });
         // 160 tiles want 2 slices and K = 1280 allows 2 of ≥ 512; K < 1024: none.
         assert_eq!(auto((77, 1280, 5120)).count, 2);
