@@ -95,8 +95,8 @@ impl GpuBackend {
         };
         let info = adapter.get_info();
         // Subgroup operations where the adapter has them (native Vulkan/Metal/DX12; wgpu offers none on the
-        // web yet) and the options allow. reduce_subgroup.wgsl is correct for any size from 4 to 128, the range
-        // wgpu guarantees; a size outside it (none known) keeps the portable path rather than trust it.
+        // web yet) and the options allow. The kernels are correct for any subgroup size and layout; a reported
+        // size outside the 4–128 wgpu promises (none known) keeps the portable path rather than trust it.
         let subgroups = options.use_subgroups
             && adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 4

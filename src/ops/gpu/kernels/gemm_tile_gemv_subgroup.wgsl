@@ -4,7 +4,7 @@
 // which is how adapters lay subgroups out in practice but no API promises — adds its lanes' shares with
 // subgroupAdd and its first lane stores the total (its other lanes store 0); any other subgroup stores its raw
 // shares, as the portable kernel does. So each column's 32 slots always add up to its sum, whatever the layout
-// or size (4 to 128), and where every lane of a column fitted, the final sum reads only the subgroup totals.
+// or size, and where every lane of a column fitted, the final sum reads only the subgroup totals.
 
 const GEMV_ROWS: u32 = 8u;
 const GEMV_LANES: u32 = 32u;

@@ -2,9 +2,9 @@
 // `subgroups` feature; the host falls back to the portable file otherwise, and GpuOptions::use_subgroups can
 // force it): subgroupAdd / subgroupMax within each subgroup, each subgroup's total into its own slot, then every
 // invocation adds (or maxes) the slots in slot order — the same operations in the same order everywhere, so the
-// whole workgroup gets one bit-identical result. Two barriers instead of nine. Correct for any subgroup size
-// from 4 (wgpu's minimum: at most 64 subgroups in 256 invocations) to 128, full or not, and for any assignment
-// of invocations to subgroups: it uses only subgroup_id and num_subgroups, never a layout of local indices.
+// whole workgroup gets one bit-identical result. Two barriers instead of nine. Correct for any subgroup size,
+// full subgroups or not (one slot per invocation at worst), and for any assignment of invocations to
+// subgroups: it uses only subgroup_id and num_subgroups, never a layout of local indices.
 // No `enable subgroups;`: naga 30 (wgpu 30) rejects the standard directive and enables the built-ins through the
 // device's SUBGROUP feature instead; the registry marks the kernels that need it (Kernel::needs_subgroups).
 
@@ -15,7 +15,8 @@ struct ReduceIds {
     @builtin(num_subgroups) groups: u32,
 }
 
-var<workgroup> subgroup_totals: array<f32, 64>;
+// One slot per subgroup: as many as invocations in the worst case (1 KiB); 32 on lavapipe (size 8).
+var<workgroup> subgroup_totals: array<f32, 256>;
 
 // Publishes this subgroup's total in its slot, after any earlier reduction's readers are done with the slots.
 fn publish_subgroup_total(total: f32, ids: ReduceIds) {
