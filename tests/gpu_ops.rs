@@ -1512,6 +1512,47 @@ fn split_k_gemms_match_cpu_for_every_weight_type_with_bias_activation_and_residu
     }
 }
 
+/// Split-K in the f16-math tilings (adapters with shader-f16): each K-tile's f16 products are the unsplit
+/// kernel's exactly (slices start on K-tile boundaries), only the f32 totals are grouped by slice, so split and
+/// unsplit differ by f32 rounding of those totals alone: at most (K/TK + S)·2⁻²⁴·Σ|x·w| ≈ 1e-5 of the scale
+/// here, within the file's f32 bound.
+#[test]
+fn split_k_in_f16_arithmetic_equals_the_unsplit_f16_tiles_within_f32_rounding() {
+    if gpu().is_none() {
+        return;
+    }
+    let mut rng = Rng(54);
+    for tile in [64, 128] {
+        let open = |split_k| {
+            let options = GpuOptions { gemm_tile: Some(tile), f16_math: true, split_k, ..GpuOptions::default() };
+            block(GpuBackend::with_options(options)).unwrap()
+        };
+        let (split, whole) = (open(Some(true)), open(Some(false)));
+        if !split.has_f16_math() {
+            eprintln!("no shader-f16: the f16-math tilings cannot run here");
+            return;
+        }
+        for (m, k, n) in [(77, 1056, 130), (129, 300, 65)] {
+            let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
+            let run = |be: &GpuBackend| {
+                let before = be.bind_group_stats().dispatches;
+                let y = be
+                    .linear(
+                        &be.from_f32(&x, &[m, k]).unwrap(),
+                        &be.from_f32(&w, &[n, k]).unwrap(),
+                        Some(&be.from_f32(&b, &[n]).unwrap()),
+                        Activation::GeluErf,
+                    )
+                    .unwrap();
+                (be.bind_group_stats().dispatches - before, read_gpu(be, &y))
+            };
+            let ((d_split, got), (d_whole, want)) = (run(&split), run(&whole));
+            assert_eq!((d_split, d_whole), (2, 1), "tile {tile}: split into slices + reduce, unsplit one dispatch");
+            assert_f32_close(&format!("f16-math split-K tile {tile} m={m} k={k} n={n}"), &got, &want);
+        }
+    }
+}
+
 /// The implicit-GEMM conv splits K (= cin·9) like a linear, and a weight split by rows across buffers splits
 /// each chunk's product: every chunk's reduce writes its own output columns, bias and residual.
 #[test]

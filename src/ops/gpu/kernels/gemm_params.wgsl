@@ -12,8 +12,8 @@
 // - a weight reader binds w (2, plus its own extras such as int8 scales at 6) and provides
 //   load_w(n, k) -> f32 and/or load_w4(n, k) -> vec4<f32>, W(n, k .. k+3) of one output row (gemm_w_*.wgsl);
 // - a loader provides load_tiles (gemm_load.wgsl element-wise, gemm_load_vec4.wgsl four k at a time);
-// - a tiling provides main: it takes its K range from k_range (below), calls load_tiles and, per output,
-//   store (gemm_epilogue.wgsl); gemm_outputs.wgsl binds bias, y and residual.
+// - a tiling provides main: it takes its K range from k_range (below), calls load_tiles, sets k_slice_index
+//   and, per output, calls store (gemm_epilogue.wgsl); gemm_outputs.wgsl binds bias, y and residual.
 // Split-K (k_slice ≠ 0, ops/gemm.rs picks it): workgroup z computes only k in
 // [z·k_slice, (z+1)·k_slice) and store writes its raw partial sums to y bound as scratch [k_slices, m, n];
 // gemm_split_k_reduce.wgsl then adds the slices in order and applies the epilogue. k_slice is a multiple of
@@ -53,12 +53,11 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// The split-K slice this workgroup computes, as k_range was told; read by store.
+// The split-K slice this workgroup computes (workgroup_id.z), set by the tiling before it stores; read by store.
 var<private> k_slice_index: u32;
 
 // The K range [x, y) of slice `slice` (workgroup_id.z): all of K when the product is not split.
 fn k_range(slice: u32) -> vec2<u32> {
-    k_slice_index = slice;
     if (p.k_slice == 0u) {
         return vec2<u32>(0u, p.k);
     }
