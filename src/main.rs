@@ -49,6 +49,19 @@ enum DTypeChoice {
     Q4_0,
 }
 
+/// The bench's split-K setting (`GpuOptions::split_k`).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SplitKChoice {
+    /// By shape and adapter (the default rule).
+    Auto,
+    /// Every tiled product whose K holds two K-tiles.
+    On,
+    /// Never.
+    Off,
+    /// Matmul rows timed twice in the same run: split forced on (the gpu column) and off (a line below).
+    Compare,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Tokenize a prompt and run the CLIP text tower.
@@ -141,6 +154,13 @@ enum Command {
         /// GPU: GEMM tiles in f16 arithmetic (needs shader-f16; f32 totals per K-tile).
         #[arg(long)]
         f16_math: bool,
+        /// GPU: split-K for the tiled GEMM (slices of K in separate workgroups, then a reduce).
+        #[arg(long, value_enum, default_value = "auto")]
+        split_k: SplitKChoice,
+        /// GPU: reduce in the norms, softmax and GEMV through workgroup memory even where the adapter has
+        /// subgroup operations.
+        #[arg(long)]
+        no_subgroups: bool,
         /// Time the GPU only (the CPU column stays empty): for kernel work, where the CPU's minutes are noise.
         #[arg(long)]
         gpu_only: bool,
@@ -405,10 +425,20 @@ fn run(cli: Cli) -> Result<()> {
             adapter_limits,
             blocked_attention,
             f16_math,
+            split_k,
+            no_subgroups,
             gpu_only,
         } => {
-            let choices =
-                GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention, f16_math };
+            let choices = GpuChoices {
+                gemm_tile,
+                packed_f16,
+                scalar_loads,
+                adapter_limits,
+                blocked_attention,
+                f16_math,
+                split_k,
+                no_subgroups,
+            };
             run_bench(&only, iters, dtype, size, choices, gpu_only)
         }
         Command::Canny { image, out, low, high } => {
@@ -751,6 +781,8 @@ struct GpuChoices {
     adapter_limits: bool,
     blocked_attention: bool,
     f16_math: bool,
+    split_k: SplitKChoice,
+    no_subgroups: bool,
 }
 
 fn run_bench(
@@ -761,7 +793,16 @@ fn run_bench(
     choices: GpuChoices,
     gpu_only: bool,
 ) -> Result<()> {
-    let GpuChoices { gemm_tile, packed_f16, scalar_loads, adapter_limits, blocked_attention, f16_math } = choices;
+    let GpuChoices {
+        gemm_tile,
+        packed_f16,
+        scalar_loads,
+        adapter_limits,
+        blocked_attention,
+        f16_math,
+        split_k,
+        no_subgroups,
+    } = choices;
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
     let want = |item| only.is_empty() || only.contains(&item);
@@ -805,16 +846,29 @@ fn run_bench(
         adapter_limits,
         blocked_attention,
         f16_math,
+        split_k: match split_k {
+            SplitKChoice::Auto => None,
+            SplitKChoice::On | SplitKChoice::Compare => Some(true),
+            SplitKChoice::Off => Some(false),
+        },
+        use_subgroups: !no_subgroups,
         ..Default::default()
     };
     // A build without the `gpu` feature gets the stand-in's "built without the gpu feature" here.
     let (gpu, gpu_name) = match pollster::block_on(GpuBackend::with_options(options)) {
         Ok(g) => {
             let name = format!(
-                "{} (shader-f16 {}, GEMM tile {}, {} math, {} loads, {} attention{})",
+                "{} (shader-f16 {}, subgroups {}, GEMM tile {}, split-K {}, {} math, {} loads, {} attention{})",
                 g.adapter_description(),
                 if g.has_shader_f16() { "on" } else { "off" },
+                g.subgroup_sizes().map_or("off".to_string(), |(lo, hi)| format!("{lo}–{hi}")),
                 gemm_tile.map_or("auto".to_string(), |t| t.to_string()),
+                match split_k {
+                    SplitKChoice::Auto => "auto",
+                    SplitKChoice::On => "on",
+                    SplitKChoice::Off => "off",
+                    SplitKChoice::Compare => "on (and off below each matmul)",
+                },
                 if g.has_f16_math() { "f16" } else { "f32" },
                 if scalar_loads { "scalar" } else { "vec4" },
                 if blocked_attention { "blocked" } else { "flash" },
@@ -823,6 +877,14 @@ fn run_bench(
             (Some(storage.apply(g)), name)
         }
         Err(e) => (None, format!("none ({e})")),
+    };
+    // `--split-k compare`: a second device with split-K off times each matmul again in this run.
+    let unsplit = match (&gpu, split_k) {
+        (Some(_), SplitKChoice::Compare) => {
+            let off = GpuOptions { split_k: Some(false), ..options };
+            Some(storage.apply(pollster::block_on(GpuBackend::with_options(off))?))
+        }
+        _ => None,
     };
     let weights = if int8 { "F32 quantised to int8".to_string() } else { format!("{dtype:?}") };
     let cpu_name =
@@ -887,6 +949,17 @@ fn run_bench(
             print!(" {:>16} {:>12}", cell(Some(f)), format!("{speedup:.2}×"));
         }
         println!();
+        if let (BenchRow::Matmul(_), Some(off), Some(on)) = (row, &unsplit, g) {
+            let (off, _) = bench_item(off, row, dtype, iters)?;
+            println!(
+                "{:<34} {:>16} {:>16} {:>9} {:>8}",
+                "  split-K off (on/off)",
+                "",
+                cell(Some(off)),
+                format!("{:.2}×", on / off),
+                of_peak(Some(off))
+            );
+        }
         let part = cpu_result.and_then(|r| r.1).or(gpu_result.and_then(|r| r.1));
         if let Some(part) = part {
             let f = part.flops;

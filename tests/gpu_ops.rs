@@ -1067,9 +1067,14 @@ fn gemms_of_at_most_8_rows_take_the_gemv_kernel_and_match_cpu() {
     let mut rng = Rng(27);
     // Default tiling choice (GEMV for m ≤ 8), with and without four-at-a-time loads, f32 and f16 weights; k
     // shorter than, equal to and far past the 32 (or 128) k one pass of the workgroup covers; n not a multiple
-    // of the 8 columns per workgroup.
-    for (vec4_loads, use_shader_f16) in [(true, true), (false, true), (true, false)] {
-        let options = GpuOptions { vec4_loads, use_shader_f16, ..GpuOptions::default() };
+    // of the 8 columns per workgroup. The K-split shares added through subgroup operations where the adapter
+    // has them (gemm_tile_gemv_subgroup.wgsl) and in workgroup memory (use_subgroups off); the bound holds for
+    // either order: K/32 serial terms per lane, then 32 adds at most (a subgroup sum and its totals, or the
+    // lanes in order), each rounding once.
+    for (vec4_loads, use_shader_f16, use_subgroups) in
+        [(true, true, true), (false, true, true), (true, false, true), (true, true, false), (false, false, false)]
+    {
+        let options = GpuOptions { vec4_loads, use_shader_f16, use_subgroups, ..GpuOptions::default() };
         let gpu = block(GpuBackend::with_options(options)).unwrap();
         for (m, k, n) in [(1, 7, 3), (1, 1280, 1283), (2, 128, 9), (5, 516, 130), (8, 1664, 64), (8, 33, 8)] {
             let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
@@ -1093,7 +1098,8 @@ fn gemms_of_at_most_8_rows_take_the_gemv_kernel_and_match_cpu() {
                         Activation::Silu,
                     )
                     .unwrap();
-                let tag = format!("gemv {what} linear vec4 {vec4_loads} m={m} k={k} n={n}");
+                let sub = gpu.subgroup_sizes();
+                let tag = format!("gemv {what} linear vec4 {vec4_loads} subgroups {sub:?} m={m} k={k} n={n}");
                 assert_f32_close(&tag, &read_gpu(&gpu, &got), &read_cpu(&want));
             }
             let got = gpu.matmul(&gpu.from_f32(&x, &[m, k]).unwrap(), &gpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
@@ -1413,4 +1419,305 @@ fn fma_peak_is_measured_in_f32_and_in_f16_only_with_shader_f16() {
     let packed =
         block(GpuBackend::with_options(GpuOptions { use_shader_f16: false, ..GpuOptions::default() })).unwrap();
     assert_eq!(block(packed.fma_peak_gflops(true)).unwrap(), None, "no f16 arithmetic without shader-f16");
+}
+
+/// A GPU backend with split-K forced on (every tiled product whose K holds two K-tiles), and the given loads and
+/// f16 path.
+fn gpu_split_k(vec4_loads: bool, use_shader_f16: bool) -> GpuBackend {
+    let options = GpuOptions { split_k: Some(true), vec4_loads, use_shader_f16, ..GpuOptions::default() };
+    block(GpuBackend::with_options(options)).unwrap()
+}
+
+/// Split-K: the tiled GEMM computes each K slice's partial sums into scratch and a reduce adds them in slice
+/// order, then applies the epilogue. Forced on, every weight reader (f32, f16 native where the adapter has it and
+/// packed, int8, Q8_0, Q4_0) × both load paths, against the CPU within the file's f32 bound: outputs not
+/// multiples of the 64² tile, K never a multiple of slices × 16 (K = 1056: 14 slices, the last 16 long; 300:
+/// 10, the last 12; 2080: 15, the last 64; 1001: odd, element-wise loads), with bias + activation (linear) and
+/// bias + residual (linear_residual). Two dispatches (the slices, the reduce) show the split was taken.
+#[test]
+fn split_k_gemms_match_cpu_for_every_weight_type_with_bias_activation_and_residual() {
+    if gpu().is_none() {
+        return;
+    }
+    use lambda_eclipse::ops::blocks;
+    let cpu = CpuBackend::new();
+    let cpu8 = cpu.with_int8_weights();
+    let mut rng = Rng(51);
+    for (vec4_loads, use_shader_f16) in [(true, true), (false, false)] {
+        let gpu = gpu_split_k(vec4_loads, use_shader_f16);
+        let gpu8 = gpu.with_int8_weights();
+        let path = format!("vec4 {vec4_loads} shader-f16 {}", gpu.has_shader_f16());
+        for (m, k, n) in [(77, 1056, 130), (33, 300, 70), (129, 2080, 65), (40, 1001, 97)] {
+            let (x, w, b, r) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5), rng.vec(m * n, 2.0));
+            let (gx, gb, gr) = (
+                gpu.from_f32(&x, &[m, k]).unwrap(),
+                gpu.from_f32(&b, &[n]).unwrap(),
+                gpu.from_f32(&r, &[m, n]).unwrap(),
+            );
+            let (cx, cb, cr) = (
+                cpu.from_f32(&x, &[m, k]).unwrap(),
+                cpu.from_f32(&b, &[n]).unwrap(),
+                cpu.from_f32(&r, &[m, n]).unwrap(),
+            );
+            let mut weights = vec![
+                (
+                    "f32",
+                    gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                    cpu.from_f32(&w, &[n, k]).unwrap(),
+                ),
+                (
+                    "f16",
+                    gpu.upload_weight(&f16_bytes(&w), WeightDType::F16, &[n, k]).unwrap(),
+                    cpu.upload_weight(&f16_bytes(&w), WeightDType::F16, &[n, k]).unwrap(),
+                ),
+                (
+                    "int8",
+                    gpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                    cpu8.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap(),
+                ),
+            ];
+            // ggml blocks run along rows of 32: the CPU reference multiplies the host's dequantised values
+            // (the GPU's reader reproduces them bit for bit, tests/quantized.rs).
+            if k % 32 == 0 {
+                for dtype in [WeightDType::Q8_0, WeightDType::Q4_0] {
+                    let raw = blocks::quantize(dtype, &w, &[n, k]).unwrap();
+                    let on_cpu = read_cpu(&cpu.upload_weight(&raw, dtype, &[n, k]).unwrap());
+                    weights.push((
+                        dtype.name(),
+                        gpu.upload_weight(&raw, dtype, &[n, k]).unwrap(),
+                        cpu.from_f32(&on_cpu, &[n, k]).unwrap(),
+                    ));
+                }
+            }
+            for (what, gw, cw) in &weights {
+                let tag = format!("split-K {what} {path} m={m} k={k} n={n}");
+                let before = gpu.bind_group_stats().dispatches;
+                let got = gpu.linear(&gx, gw, Some(&gb), Activation::GeluErf).unwrap();
+                assert_eq!(gpu.bind_group_stats().dispatches - before, 2, "{tag}: slices + reduce");
+                let want = cpu.linear(&cx, cw, Some(&cb), Activation::GeluErf).unwrap();
+                assert_f32_close(&format!("{tag} linear + bias + GELU"), &read_gpu(&gpu, &got), &read_cpu(&want));
+                let got = gpu.linear_residual(&gx, gw, Some(&gb), &gr).unwrap();
+                let want = cpu.linear_residual(&cx, cw, Some(&cb), &cr).unwrap();
+                assert_f32_close(&format!("{tag} linear + bias + residual"), &read_gpu(&gpu, &got), &read_cpu(&want));
+            }
+            // matmul's right operand at strides (1, n): the weight reader's strided path.
+            let got = gpu.matmul(&gx, &gpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            let want = cpu.matmul(&cx, &cpu.from_f32(&w, &[k, n]).unwrap()).unwrap();
+            assert_f32_close(
+                &format!("split-K matmul {path} m={m} k={k} n={n}"),
+                &read_gpu(&gpu, &got),
+                &read_cpu(&want),
+            );
+        }
+    }
+}
+
+/// Split-K in the f16-math tilings (adapters with shader-f16): each K-tile's f16 products are the unsplit
+/// kernel's exactly (slices start on K-tile boundaries), only the f32 totals are grouped by slice, so split and
+/// unsplit differ by f32 rounding of those totals alone: at most (K/TK + S)·2⁻²⁴·Σ|x·w| ≈ 1e-5 of the scale
+/// here, within the file's f32 bound.
+#[test]
+fn split_k_in_f16_arithmetic_equals_the_unsplit_f16_tiles_within_f32_rounding() {
+    if gpu().is_none() {
+        return;
+    }
+    let mut rng = Rng(54);
+    for tile in [64, 128] {
+        let open = |split_k| {
+            let options = GpuOptions { gemm_tile: Some(tile), f16_math: true, split_k, ..GpuOptions::default() };
+            block(GpuBackend::with_options(options)).unwrap()
+        };
+        let (split, whole) = (open(Some(true)), open(Some(false)));
+        if !split.has_f16_math() {
+            eprintln!("no shader-f16: the f16-math tilings cannot run here");
+            return;
+        }
+        for (m, k, n) in [(77, 1056, 130), (129, 300, 65)] {
+            let (x, w, b) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5));
+            let run = |be: &GpuBackend| {
+                let before = be.bind_group_stats().dispatches;
+                let y = be
+                    .linear(
+                        &be.from_f32(&x, &[m, k]).unwrap(),
+                        &be.from_f32(&w, &[n, k]).unwrap(),
+                        Some(&be.from_f32(&b, &[n]).unwrap()),
+                        Activation::GeluErf,
+                    )
+                    .unwrap();
+                (be.bind_group_stats().dispatches - before, read_gpu(be, &y))
+            };
+            let ((d_split, got), (d_whole, want)) = (run(&split), run(&whole));
+            assert_eq!((d_split, d_whole), (2, 1), "tile {tile}: split into slices + reduce, unsplit one dispatch");
+            assert_f32_close(&format!("f16-math split-K tile {tile} m={m} k={k} n={n}"), &got, &want);
+        }
+    }
+}
+
+/// The implicit-GEMM conv splits K (= cin·9) like a linear, and a weight split by rows across buffers splits
+/// each chunk's product: every chunk's reduce writes its own output columns, bias and residual.
+#[test]
+fn split_k_conv2d_and_row_split_weights_match_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let cpu = CpuBackend::new();
+    let mut rng = Rng(52);
+    let gpu = gpu_split_k(true, true);
+    for (h, w, cin, cout) in [(9, 11, 130, 70), (16, 12, 37, 65)] {
+        let (x, wt, b) = (rng.vec(h * w * cin, 1.0), rng.vec(cout * cin * 9, 0.2), rng.vec(cout, 0.5));
+        let before = gpu.bind_group_stats().dispatches;
+        let got = gpu
+            .conv2d(
+                &gpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &gpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                Some(&gpu.from_f32(&b, &[cout]).unwrap()),
+                3,
+            )
+            .unwrap();
+        assert_eq!(gpu.bind_group_stats().dispatches - before, 2, "conv {h}×{w}×{cin}: slices + reduce");
+        let want = cpu
+            .conv2d(
+                &cpu.from_f32(&x, &[h * w, cin]).unwrap(),
+                h,
+                w,
+                &cpu.from_f32(&wt, &[cout, cin * 9]).unwrap(),
+                Some(&cpu.from_f32(&b, &[cout]).unwrap()),
+                3,
+            )
+            .unwrap();
+        assert_f32_close(&format!("split-K conv2d 3×3 {h}×{w}×{cin}→{cout}"), &read_gpu(&gpu, &got), &read_cpu(&want));
+    }
+    // 16 KiB chunks of a [70, 600] f32 weight: 6 rows each, 12 chunks, each split into K slices.
+    let options = GpuOptions { split_k: Some(true), max_tensor_bytes: Some(16384), ..GpuOptions::default() };
+    let gpu = block(GpuBackend::with_options(options)).unwrap();
+    let (m, k, n) = (77, 600, 70);
+    let (x, w, b, r) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2), rng.vec(n, 0.5), rng.vec(m * n, 2.0));
+    let gw = gpu.upload_weight(&f32_bytes(&w), WeightDType::F32, &[n, k]).unwrap();
+    let before = gpu.bind_group_stats().dispatches;
+    let got = gpu
+        .linear_residual(
+            &gpu.from_f32(&x, &[m, k]).unwrap(),
+            &gw,
+            Some(&gpu.from_f32(&b, &[n]).unwrap()),
+            &gpu.from_f32(&r, &[m, n]).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(gpu.bind_group_stats().dispatches - before, 2 * 12, "12 chunks, each slices + reduce");
+    let want = cpu
+        .linear_residual(
+            &cpu.from_f32(&x, &[m, k]).unwrap(),
+            &cpu.from_f32(&w, &[n, k]).unwrap(),
+            Some(&cpu.from_f32(&b, &[n]).unwrap()),
+            &cpu.from_f32(&r, &[m, n]).unwrap(),
+        )
+        .unwrap();
+    assert_f32_close("split-K linear_residual, weight in 12 row chunks", &read_gpu(&gpu, &got), &read_cpu(&want));
+}
+
+/// The automatic rule never splits on a CPU adapter (lavapipe, SwiftShader: a few workgroups fill its cores)
+/// and does on a GPU adapter where 2 tiles would each walk K = 5120 (the rule's unit tests: ops/gpu/ops/gemm.rs);
+/// forced off never splits, forced on does.
+#[test]
+fn split_k_stays_off_when_forced_off_and_on_cpu_adapters_by_default() {
+    let Some(gpu) = gpu() else { return };
+    let (m, k, n) = (77, 5120, 64);
+    let mut rng = Rng(53);
+    let (x, w) = (rng.vec(m * k, 1.0), rng.vec(n * k, 0.2));
+    let off = block(GpuBackend::with_options(GpuOptions { split_k: Some(false), ..GpuOptions::default() })).unwrap();
+    let on = gpu_split_k(true, true);
+    let mut results = Vec::new();
+    // Automatic: 2 tiles of 64² with K = 5120 → 10 slices on a GPU adapter; none on a CPU adapter.
+    let auto = if gpu.is_cpu_adapter() { 1 } else { 2 };
+    for (be, expect, what) in [(gpu, auto, "auto"), (&off, 1, "forced off"), (&on, 2, "forced on")] {
+        let before = be.bind_group_stats().dispatches;
+        let y = be
+            .linear(&be.from_f32(&x, &[m, k]).unwrap(), &be.from_f32(&w, &[n, k]).unwrap(), None, Activation::Identity)
+            .unwrap();
+        let cpu = be.is_cpu_adapter();
+        assert_eq!(be.bind_group_stats().dispatches - before, expect, "{what}, CPU adapter {cpu}");
+        results.push(read_gpu(be, &y));
+    }
+    // Same values within the f32 bound whichever path: the slices only regroup the sum.
+    assert_f32_close("split-K on vs off", &results[2], &results[1]);
+}
+
+/// The norms' and the softmax's workgroup reductions through subgroup operations (where the adapter has the
+/// feature) and through workgroup memory (forced: GpuOptions::use_subgroups off), each against the CPU within the
+/// file's f32 bound (max-abs ≤ 1e-4 · scale). Why that bound holds for either order: a sum is cols/256 serial
+/// terms per invocation, then the tree's 8 levels, or a subgroup sum (at most 127 adds in whatever order the
+/// adapter uses) and at most 63 serial adds of the subgroup totals; each add rounds once, so a mean (and a
+/// variance) is off by at most (cols/256 + 190)·2⁻²⁴ ≈ 1.2e-5 of Σ|x|/n for the widest row here (4097) — below
+/// 1e-4 after the division by the spread (≥ 1 here) — and a maximum is exact in any order. The softmax runs
+/// through blocked attention (scores, softmax_rows, P·V), rows of 2 to 1100.
+#[test]
+fn norms_and_softmax_reduce_through_subgroups_and_workgroup_memory_alike() {
+    let Some(default) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = Rng(61);
+    let open = |use_subgroups| {
+        let options = GpuOptions { use_subgroups, blocked_attention: true, ..GpuOptions::default() };
+        block(GpuBackend::with_options(options)).unwrap()
+    };
+    let (with, without) = (open(true), open(false));
+    assert_eq!(without.subgroup_sizes(), None, "forced portable");
+    assert_eq!(with.subgroup_sizes(), default.subgroup_sizes(), "subgroups are on by default where offered");
+    eprintln!("adapter {}: subgroup sizes {:?}", with.adapter_description(), with.subgroup_sizes());
+    for gpu in [&with, &without] {
+        let path = format!("subgroups {:?}", gpu.subgroup_sizes());
+        for (rows, cols) in [(1, 1), (77, 1280), (3, 4097), (257, 33)] {
+            let x: Vec<f32> = rng.vec(rows * cols, 8.0).iter().map(|v| v + 3.0).collect();
+            let (g, b) = (rng.vec(cols, 1.5), rng.vec(cols, 0.5));
+            let want = cpu
+                .layer_norm(
+                    &cpu.from_f32(&x, &[rows, cols]).unwrap(),
+                    &cpu.from_f32(&g, &[cols]).unwrap(),
+                    &cpu.from_f32(&b, &[cols]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            let got = gpu
+                .layer_norm(
+                    &gpu.from_f32(&x, &[rows, cols]).unwrap(),
+                    &gpu.from_f32(&g, &[cols]).unwrap(),
+                    &gpu.from_f32(&b, &[cols]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            assert_f32_close(&format!("layer_norm {rows}×{cols} {path}"), &read_gpu(gpu, &got), &read_cpu(&want));
+        }
+        for (positions, channels, groups) in [(4096, 64, 32), (7, 96, 32), (100, 6, 1), (1, 8, 8)] {
+            let mut x = rng.vec(positions * channels, 2.0);
+            x.iter_mut().enumerate().for_each(|(i, v)| *v += (i % channels) as f32 * 0.1);
+            let (g, b) = (rng.vec(channels, 1.5), rng.vec(channels, 0.5));
+            let want = cpu
+                .group_norm(
+                    &cpu.from_f32(&x, &[positions, channels]).unwrap(),
+                    groups,
+                    &cpu.from_f32(&g, &[channels]).unwrap(),
+                    &cpu.from_f32(&b, &[channels]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            let got = gpu
+                .group_norm(
+                    &gpu.from_f32(&x, &[positions, channels]).unwrap(),
+                    groups,
+                    &gpu.from_f32(&g, &[channels]).unwrap(),
+                    &gpu.from_f32(&b, &[channels]).unwrap(),
+                    1e-5,
+                )
+                .unwrap();
+            let tag = format!("group_norm {positions}×{channels} groups={groups} {path}");
+            assert_f32_close(&tag, &read_gpu(gpu, &got), &read_cpu(&want));
+        }
+        for (t, s, heads, d, with_bias) in [(300, 300, 1, 512, false), (5, 2, 1, 64, true), (40, 1100, 2, 260, true)] {
+            let width = heads * d;
+            let (q, k, v) = (rng.vec(t * width, 1.0), rng.vec(s * width, 1.0), rng.vec(s * width, 1.0));
+            let bias = with_bias.then(|| rng.vec(t * s, 3.0));
+            let (got, want) = attention_both(gpu, &q, &k, &v, (t, s, width), heads, bias.as_ref());
+            assert_f32_close(&format!("softmax_rows via attention t={t} s={s} d={d} {path}"), &got, &want);
+        }
+    }
 }

@@ -4,13 +4,13 @@
 //! - each `Params` uniform struct has its Rust twin's fields, in order, with the same types, offsets and size;
 //! - each kernel declares exactly the bindings the registry lists (names, numbers, access), numbered 0..n;
 //! - each fragment provides the functions its contract names, with those signatures;
-//! - only `shader-f16` kernels need `shader-f16`; the entry point fits WebGPU's default limits
+//! - only `shader-f16` kernels need `shader-f16`, only subgroup kernels need subgroups; the entry point fits WebGPU's default limits
 //!   (≤ 256 invocations, ≤ 16 KiB of workgroup memory);
 //! - every .wgsl file in the folder belongs to some kernel.
 #![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 
 use lambda_eclipse::ops::gpu::kernels::{Access, Binding, Kernel, ParamType, ParamsLayout, WgslType};
-use naga::valid::{Capabilities, ValidationFlags, Validator};
+use naga::valid::{Capabilities, SubgroupOperationSet, ValidationFlags, Validator};
 use naga::{AddressSpace, Module, Scalar, StorageAccess, TypeInner, VectorSize};
 
 /// WebGPU's defaults (`maxComputeInvocationsPerWorkgroup`, `maxComputeWorkgroupStorageSize`).
@@ -21,13 +21,26 @@ fn parse_and_validate(kernel: Kernel) -> Module {
     let source = kernel.source();
     let module = naga::front::wgsl::parse_str(&source)
         .unwrap_or_else(|e| panic!("{kernel:?} does not parse:\n{}", e.emit_to_string(&source)));
-    // What every WebGPU device offers (unpack2x16float etc.), plus f16 only where the host asks for it.
+    // What every WebGPU device offers (unpack2x16float etc.), plus f16 and subgroups only where the host asks.
     let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     caps.set(Capabilities::SHADER_FLOAT16, kernel.needs_shader_f16());
-    Validator::new(ValidationFlags::all(), caps)
+    caps.set(Capabilities::SUBGROUP, kernel.needs_subgroups());
+    validator(caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{kernel:?} does not validate:\n{}", e.emit_to_string(&source)));
     module
+}
+
+/// A validator with `caps`; subgroup operations (basic, vote and arithmetic, which wgpu's `SUBGROUP` feature enables)
+/// in compute shaders where `caps` has `SUBGROUP`.
+fn validator(caps: Capabilities) -> Validator {
+    let mut v = Validator::new(ValidationFlags::all(), caps);
+    if caps.contains(Capabilities::SUBGROUP) {
+        v.subgroup_stages(naga::valid::ShaderStages::COMPUTE).subgroup_operations(
+            SubgroupOperationSet::BASIC | SubgroupOperationSet::VOTE | SubgroupOperationSet::ARITHMETIC,
+        );
+    }
+    v
 }
 
 /// `(binding, name, access)` of every resource the module declares, by binding.
@@ -56,8 +69,10 @@ fn wgsl_type(module: &Module, ty: naga::Handle<naga::Type>) -> Option<WgslType> 
         TypeInner::Scalar(Scalar::U32) => Some(WgslType::U32),
         TypeInner::Scalar(Scalar::F32) => Some(WgslType::F32),
         TypeInner::Scalar(Scalar::BOOL) => Some(WgslType::Bool),
+        TypeInner::Vector { size: VectorSize::Bi, scalar: Scalar::U32 } => Some(WgslType::Vec2U32),
         TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 } => Some(WgslType::Vec3U32),
         TypeInner::Vector { size: VectorSize::Quad, scalar: Scalar::F32 } => Some(WgslType::Vec4F32),
+        TypeInner::Struct { .. } if module.types[ty].name.as_deref() == Some("ReduceIds") => Some(WgslType::ReduceIds),
         _ => None,
     }
 }
@@ -95,9 +110,11 @@ fn rust_params(layout: &ParamsLayout) -> (Vec<(String, ParamType, usize)>, usize
 #[test]
 fn every_kernel_variant_validates_and_its_params_match_the_rust_struct() {
     let kernels = Kernel::all();
-    // 16 single kernels + the bench's FMA micro-kernel in f32 and f16 + the GEMM's 6 weight readers (f32, packed
-    // f16, native f16, int8, Q8_0, Q4_0) × 3 input readers × 5 tilings (64, 128, GEMV, 64 and 128 in f16).
-    assert_eq!(kernels.len(), 16 + 2 + 6 * 3 * 5);
+    // 13 single kernels + 3 reducing ones (layer norm, group norm, softmax) × 2 reductions (workgroup memory,
+    // subgroups) + the split-K reduce + the bench's FMA micro-kernel in f32 and f16 + the GEMM's 6 weight
+    // readers (f32, packed f16, native f16, int8, Q8_0, Q4_0) × 3 input readers × 6 tilings (64, 128, GEMV
+    // portable and with subgroups, 64 and 128 in f16).
+    assert_eq!(kernels.len(), 13 + 3 * 2 + 1 + 2 + 6 * 3 * 6);
     for kernel in kernels {
         let module = parse_and_validate(kernel);
         let layout = kernel.params();
@@ -154,6 +171,12 @@ fn only_shader_f16_kernels_need_it_and_every_entry_point_fits_webgpu_default_lim
             });
             assert!(without_f16.is_none(), "{kernel:?} is marked shader-f16 but does not need it");
         }
+        if kernel.needs_subgroups() {
+            let source = kernel.source();
+            let caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+            let without = naga::front::wgsl::parse_str(&source).ok().and_then(|m| validator(caps).validate(&m).ok());
+            assert!(without.is_none(), "{kernel:?} is marked subgroups but does not need them");
+        }
         let [main] = &module.entry_points[..] else { panic!("{kernel:?}: expected one entry point") };
         assert_eq!((main.name.as_str(), main.stage), ("main", naga::ShaderStage::Compute), "{kernel:?}");
         let invocations: u32 = main.workgroup_size.iter().product();
@@ -184,5 +207,84 @@ fn every_wgsl_file_belongs_to_a_kernel() {
     assert!(files.len() > 20, "found only {files:?} in {}", dir.display());
     for file in &files {
         assert!(used.contains(file.as_str()), "{file} is used by no kernel");
+    }
+}
+
+/// The functions `main` calls directly (by name).
+fn called_by_main(module: &Module) -> Vec<String> {
+    fn walk(block: &naga::Block, module: &Module, out: &mut Vec<String>) {
+        for stmt in block.iter() {
+            match stmt {
+                naga::Statement::Call { function, .. } => {
+                    out.extend(module.functions[*function].name.clone());
+                }
+                naga::Statement::Block(b) => walk(b, module, out),
+                naga::Statement::If { accept, reject, .. } => {
+                    walk(accept, module, out);
+                    walk(reject, module, out);
+                }
+                naga::Statement::Loop { body, continuing, .. } => {
+                    walk(body, module, out);
+                    walk(continuing, module, out);
+                }
+                naga::Statement::Switch { cases, .. } => cases.iter().for_each(|c| walk(&c.body, module, out)),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&module.entry_points[0].function.body, module, &mut out);
+    out
+}
+
+/// Split-K's contract: every tiling except the GEMV (which the host never splits) takes its K range from
+/// `k_range`, so a slice computes only its own K; the reduce ends through the very epilogue fragment the GEMM
+/// stores through (so bias, activation and residual are the unsplit path's), with the GEMM's `Params`.
+#[test]
+fn split_k_tilings_honour_their_k_range_and_the_reduce_shares_the_gemms_epilogue() {
+    let gemms: Vec<Kernel> = Kernel::all().into_iter().filter(|k| matches!(k, Kernel::Gemm(..))).collect();
+    for &kernel in &gemms {
+        let Kernel::Gemm(_, _, tile) = kernel else { unreachable!() };
+        let calls = called_by_main(&parse_and_validate(kernel));
+        let want = !tile.is_gemv();
+        assert_eq!(calls.iter().any(|c| c == "k_range"), want, "{kernel:?}: main calls k_range: {calls:?}");
+        assert!(calls.iter().any(|c| c == "store"), "{kernel:?}: main stores through the epilogue: {calls:?}");
+    }
+    let reduce = Kernel::GemmSplitKReduce;
+    assert!(called_by_main(&parse_and_validate(reduce)).iter().any(|c| c == "store"));
+    let epilogue =
+        |k: Kernel| k.fragments().into_iter().find(|f| f.provides.iter().any(|p| p.name == "store")).map(|f| f.file);
+    for &kernel in &gemms {
+        assert_eq!(epilogue(kernel), epilogue(reduce), "{kernel:?} and the reduce end through different stores");
+    }
+    assert_eq!(reduce.params().rust_name, gemms[0].params().rust_name);
+}
+
+/// Every reducing kernel (layer norm, group norm, softmax, the GEMV) comes in both reductions, with the same
+/// bindings and functions: only the subgroup one needs the feature, so an adapter without it (SwiftShader in
+/// Chromium, any browser through wgpu today) always has the portable variant of each.
+#[test]
+fn reducing_kernels_and_the_gemv_have_a_portable_and_a_subgroup_variant_with_the_same_contract() {
+    use lambda_eclipse::ops::gpu::kernels::Reduction;
+    for make in [Kernel::LayerNorm, Kernel::GroupNorm, Kernel::SoftmaxRows] {
+        let (portable, subgroup) = (make(Reduction::Workgroup), make(Reduction::Subgroup));
+        assert!(!portable.needs_subgroups() && subgroup.needs_subgroups(), "{portable:?} / {subgroup:?}");
+        let provided =
+            |k: Kernel| -> Vec<_> { k.fragments()[0].provides.iter().map(|f| (f.name, f.args, f.ret)).collect() };
+        assert_eq!(provided(portable), provided(subgroup), "{portable:?}");
+        assert_eq!(portable.bindings(), subgroup.bindings(), "{portable:?}");
+        for kernel in [portable, subgroup] {
+            parse_and_validate(kernel);
+        }
+    }
+    // The GEMV likewise, for every weight and input reader.
+    use lambda_eclipse::ops::gpu::kernels::{GemmInput, GemmTile, GemmWeight};
+    for w in GemmWeight::ALL {
+        for i in GemmInput::ALL {
+            let (portable, subgroup) = (Kernel::Gemm(w, i, GemmTile::Gemv), Kernel::Gemm(w, i, GemmTile::GemvSubgroup));
+            assert!(!portable.needs_subgroups() && subgroup.needs_subgroups(), "{portable:?} / {subgroup:?}");
+            assert_eq!(portable.bindings(), subgroup.bindings(), "{portable:?}");
+            assert_eq!(portable.needs_shader_f16(), subgroup.needs_shader_f16(), "{portable:?}");
+        }
     }
 }

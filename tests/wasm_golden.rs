@@ -138,3 +138,26 @@ async fn wasm_heap_does_not_grow_over_100_pipeline_calls_on_webgpu() {
     let engine = LambdaEngine::load(gpu, &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
     heap_stays_flat(engine, "webgpu").await;
 }
+
+/// The same case on WebGPU with split-K forced on (every tiled product whose K holds two K-tiles runs as K
+/// slices and the reduce), within the same bound. wgpu offers no subgroups in the browser, so the norms, the
+/// softmax and the GEMV take the portable reductions here.
+#[cfg(feature = "gpu")]
+#[wasm_bindgen_test]
+async fn cat_glasses_on_webgpu_with_split_k_forced_matches_golden_on_the_portable_reductions() {
+    use lambda_eclipse::ops::gpu::{GpuBackend, GpuOptions};
+    let options = GpuOptions { split_k: Some(true), ..GpuOptions::default() };
+    let gpu = GpuBackend::with_options(options).await.expect("a WebGPU adapter in the test browser");
+    assert_eq!(gpu.subgroup_sizes(), None, "wgpu 30 offers no subgroups on the web");
+    web_sys_log(&format!("{}: CPU adapter {}", gpu.adapter_description(), gpu.is_cpu_adapter()));
+    // A product of the tiny model's size is split: its slices and its reduce, two dispatches.
+    use lambda_eclipse::ops::{Activation, Backend};
+    let (x, w) =
+        (gpu.from_f32(&[0.5; 77 * 64], &[77, 64]).unwrap(), gpu.from_f32(&[0.25; 32 * 64], &[32, 64]).unwrap());
+    let before = gpu.bind_group_stats().dispatches;
+    let y = gpu.linear(&x, &w, None, Activation::Identity).unwrap();
+    assert_eq!(gpu.bind_group_stats().dispatches - before, 2, "split-K: slices + reduce");
+    assert!(gpu.read_f32(&y).await.unwrap().iter().all(|v| *v == 8.0), "64 · 0.5 · 0.25 in every output");
+    let engine = LambdaEngine::load(gpu, &tiny_model_files(), &mut |_, _, _| {}).await.unwrap();
+    check_cat_glasses(&engine, 1e-3).await;
+}

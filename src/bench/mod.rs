@@ -20,8 +20,10 @@ pub const PRIOR_CONFIG: &str = include_str!("real_configs/prior.json");
 pub const UNET_CONFIG: &str = include_str!("real_configs/unet.json");
 pub const MOVQ_CONFIG: &str = include_str!("real_configs/movq.json");
 
-/// The matmul shapes of bigG: (m, k, n) for `x [m, k] · wᵀ`, w `[n, k]`.
-pub const BIGG_MATMULS: [(usize, usize, usize); 3] = [(77, 1280, 5120), (257, 1664, 8192), (257, 8192, 1664)];
+/// The matmul shapes of bigG: (m, k, n) for `x [m, k] · wᵀ`, w `[n, k]`: the text tower's MLP in and out, the
+/// vision tower's. The MLP outputs (K = 5120, 8192 into few output tiles) are where the GPU splits K.
+pub const BIGG_MATMULS: [(usize, usize, usize); 4] =
+    [(77, 1280, 5120), (77, 5120, 1280), (257, 1664, 8192), (257, 8192, 1664)];
 
 /// Skinny products (m ≤ 8: the GPU's GEMV kernel): one pooled embedding through bigG's MLP width, and eight.
 pub const SKINNY_MATMULS: [(usize, usize, usize); 2] = [(1, 1280, 5120), (8, 1280, 5120)];

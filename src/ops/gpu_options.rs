@@ -28,6 +28,15 @@ pub struct GpuOptions {
     /// `shader-f16` (default false: f32 arithmetic everywhere, which the goldens' bounds assume). For the
     /// decoders at speed, as diffusers runs them in fp16; the bench's `--f16-math`.
     pub f16_math: bool,
+    /// Split-K for the tiled GEMM (slices of K computed by separate workgroups into scratch, then added in a
+    /// fixed order and given the epilogue): `None` (default) splits where the output has too few tiles to fill
+    /// a GPU and K is long (ops/gpu/ops/gemm.rs, `split_k_slices`); `Some(true)` splits every tiled product
+    /// whose K holds two K-tiles, `Some(false)` never. For tests and the benchmark (`--split-k`).
+    pub split_k: Option<bool>,
+    /// Reduce in the norms and the softmax through subgroup operations where the adapter has the `subgroups`
+    /// feature (default true). Off: the portable workgroup-memory path every adapter has, so tests can compare
+    /// both on one adapter.
+    pub use_subgroups: bool,
 }
 
 impl Default for GpuOptions {
@@ -40,6 +49,8 @@ impl Default for GpuOptions {
             adapter_limits: false,
             blocked_attention: false,
             f16_math: false,
+            split_k: None,
+            use_subgroups: true,
         }
     }
 }

@@ -60,6 +60,14 @@ impl GpuBackend {
         absurd(&self.never)
     }
 
+    pub fn is_cpu_adapter(&self) -> bool {
+        absurd(&self.never)
+    }
+
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        absurd(&self.never)
+    }
+
     pub fn pool_stats(&self) -> PoolStats {
         absurd(&self.never)
     }

@@ -2,7 +2,7 @@
 //! set, and the state every clone of a [`GpuBackend`] shares ([`Inner`]).
 
 use super::backend_err;
-use super::kernels::GemmTile;
+use super::kernels::{GemmTile, Reduction};
 use super::pool::{self, lock, PoolStats, PooledBuffer};
 use super::recorder::Recorder;
 use crate::error::{DeviceError, Result};
@@ -44,6 +44,14 @@ pub(super) struct Inner {
     pub(super) vec4_loads: bool,
     pub(super) blocked_attention: bool,
     pub(super) f16_math: bool,
+    /// Split-K for the tiled GEMM: `None` by shape and adapter (ops/gemm.rs), `Some(on)` forced.
+    pub(super) split_k: Option<bool>,
+    /// The adapter computes on the CPU (lavapipe, SwiftShader): a few workgroups already fill it.
+    pub(super) cpu_adapter: bool,
+    /// How the norms and the softmax reduce: through subgroup operations where the device has them.
+    pub(super) reduction: Reduction,
+    /// The adapter's subgroup sizes (min, max) when subgroup operations are in use.
+    subgroup_sizes: Option<(u32, u32)>,
     /// The pending command encoder and the pipeline, uniform and bind-group caches.
     pub(super) recorder: Recorder,
     pub(super) pool: Arc<Mutex<pool::Pool>>,
@@ -85,7 +93,17 @@ impl GpuBackend {
             Some(128) => Some(GemmTile::T128),
             Some(t) => return Err(backend_err(format!("GEMM tile {t}: the kernels have 64 and 128"))),
         };
-        let required_features = if shader_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let info = adapter.get_info();
+        // Subgroup operations where the adapter has them (native Vulkan/Metal/DX12; wgpu offers none on the
+        // web yet) and the options allow. The kernels are correct for any subgroup size and layout; a reported
+        // size outside the 4–128 wgpu promises (none known) keeps the portable path rather than trust it.
+        let subgroups = options.use_subgroups
+            && adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size >= 4
+            && info.subgroup_max_size <= 128;
+        let mut required_features = wgpu::Features::empty();
+        required_features.set(wgpu::Features::SHADER_F16, shader_f16);
+        required_features.set(wgpu::Features::SUBGROUP, subgroups);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("lambda-eclipse"),
@@ -116,7 +134,10 @@ impl GpuBackend {
                 dummy: PooledBuffer::owned(dummy, &recorder.bind_groups),
                 device,
                 queue,
-                info: adapter.get_info(),
+                cpu_adapter: info.device_type == wgpu::DeviceType::Cpu,
+                reduction: if subgroups { Reduction::Subgroup } else { Reduction::Workgroup },
+                subgroup_sizes: subgroups.then_some((info.subgroup_min_size, info.subgroup_max_size)),
+                info,
                 shader_f16,
                 limits,
                 max_tensor_bytes,
@@ -124,6 +145,7 @@ impl GpuBackend {
                 vec4_loads: options.vec4_loads,
                 blocked_attention: options.blocked_attention,
                 f16_math: options.f16_math && shader_f16,
+                split_k: options.split_k,
                 recorder,
                 pool: Arc::default(),
                 device_error,
@@ -141,6 +163,17 @@ impl GpuBackend {
     /// packed f16 is unpacked with core `unpack2x16float`, which every adapter has.
     pub fn has_shader_f16(&self) -> bool {
         self.inner.shader_f16
+    }
+
+    /// The adapter's subgroup sizes (min, max) when the norms and the softmax reduce through subgroup
+    /// operations; `None` on the portable path (no `subgroups` feature, or GpuOptions::use_subgroups off).
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        self.inner.subgroup_sizes
+    }
+
+    /// Whether the adapter computes on the CPU (lavapipe, SwiftShader), where split-K is off unless forced.
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.inner.cpu_adapter
     }
 
     /// Whether the GEMM tiles compute in f16 (GpuOptions::f16_math on an adapter with `shader-f16`).

@@ -1,5 +1,5 @@
-// The tiled GEMM behind linear, matmul, conv2d and the long-sequence attention: parameters, bindings and
-// the epilogue shared by its two tilings (gemm_tile_64.wgsl, gemm_tile_128.wgsl), which follow this file.
+// The tiled GEMM behind linear, matmul, conv2d and the long-sequence attention: its parameters, shared by
+// every tiling (gemm_tile_*.wgsl, which follow this file) and by the split-K reduce (gemm_split_k_reduce.wgsl).
 //   y[m, n] = act(Σ_k X(m, k) · W(n, k) + bias[bias_off + n]) (+ residual[m, n], at y's own index),
 //   W(n, k) = w[w_off + n·w_sn + k·w_sk]; y written at out_off + m·out_stride + n.
 // linear: w [n, k] → (w_sn, w_sk) = (k, 1); matmul: b [k, n] → (1, n). Offsets and strides let one dispatch
@@ -12,7 +12,12 @@
 // - a weight reader binds w (2, plus its own extras such as int8 scales at 6) and provides
 //   load_w(n, k) -> f32 and/or load_w4(n, k) -> vec4<f32>, W(n, k .. k+3) of one output row (gemm_w_*.wgsl);
 // - a loader provides load_tiles (gemm_load.wgsl element-wise, gemm_load_vec4.wgsl four k at a time);
-// - a tiling provides main and calls load_tiles and store (below).
+// - a tiling provides main: it takes its K range from k_range (below), calls load_tiles, sets k_slice_index
+//   and, per output, calls store (gemm_epilogue.wgsl); gemm_outputs.wgsl binds bias, y and residual.
+// Split-K (k_slice ≠ 0, ops/gemm.rs picks it): workgroup z computes only k in
+// [z·k_slice, (z+1)·k_slice) and store writes its raw partial sums to y bound as scratch [k_slices, m, n];
+// gemm_split_k_reduce.wgsl then adds the slices in order and applies the epilogue. k_slice is a multiple of
+// every tiling's TK, so a K-tile never straddles two slices (the loaders' `gk < p.k` check stays exact).
 
 struct Params {
     m: u32,
@@ -39,24 +44,23 @@ struct Params {
     // Add residual (laid out as y) after the activation: the transformer's and the resnets' skip connection
     // in the epilogue instead of a pass of its own.
     has_residual: u32,
+    // Split-K: the K length of one slice (0: not split) and the number of slices.
+    k_slice: u32,
+    k_slices: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
 
-// Bias, activation, residual and the strided store of one output element (rows/cols already bounds-checked).
-// residual + value: the same f32 sum the separate add computes.
-fn store(gm: u32, gn: u32, acc: f32) {
-    var v = acc;
-    if (p.has_bias != 0u) {
-        v += bias[p.bias_off + gn];
+// The split-K slice this workgroup computes (workgroup_id.z), set by the tiling before it stores; read by store.
+var<private> k_slice_index: u32;
+
+// The K range [x, y) of slice `slice` (workgroup_id.z): all of K when the product is not split.
+fn k_range(slice: u32) -> vec2<u32> {
+    if (p.k_slice == 0u) {
+        return vec2<u32>(0u, p.k);
     }
-    let at = p.out_off + gm * p.out_stride + gn;
-    v = apply_activation(v, p.act);
-    if (p.has_residual != 0u) {
-        v = residual[at] + v;
-    }
-    y[at] = v;
+    let k0 = slice * p.k_slice;
+    return vec2<u32>(k0, min(k0 + p.k_slice, p.k));
 }

@@ -19,7 +19,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let col0 = wg.x * TILE;
     // acc[2i] holds row ly + 16i, cols lx + 16j for j < 4; acc[2i + 1] for 4 ≤ j < 8.
     var acc: array<vec4<f32>, 16>;
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    // All of K, or this workgroup's split-K slice (gemm_params.wgsl).
+    let ks = k_range(wg.z);
+    for (var k0 = ks.x; k0 < ks.y; k0 += TK) {
         load_tiles(row0, col0, k0, li);
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
@@ -33,6 +35,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
     }
+    // The slice whose partial sums store writes (split-K).
+    k_slice_index = wg.z;
     for (var i = 0u; i < 8u; i++) {
         let gm = row0 + lid.y + 16u * i;
         for (var j = 0u; j < 8u; j++) {

@@ -19,7 +19,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     var acc: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    // All of K, or this workgroup's split-K slice (gemm_params.wgsl).
+    let ks = k_range(wg.z);
+    for (var k0 = ks.x; k0 < ks.y; k0 += TK) {
         load_tiles(row0, col0, k0, li);
         workgroupBarrier();
         var part: array<vec4<f16>, 4>;
@@ -37,6 +39,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
     }
+    // The slice whose partial sums store writes (split-K).
+    k_slice_index = wg.z;
     for (var i = 0u; i < 4u; i++) {
         let gm = row0 + lid.y + 16u * i;
         for (var j = 0u; j < 4u; j++) {

@@ -4,7 +4,8 @@
 // PyTorch's group norm applies (its rounding, which the decoders' goldens amplify a few hundred times).
 // One workgroup per group; mean first, then the variance around it (two passes). The activation that follows
 // the norm in the resnets (SiLU) is applied before the store (`act`, codes of activation_fns.wgsl, which
-// precedes this file): one pass over the feature map instead of two.
+// precedes this file): one pass over the feature map instead of two. The sums through workgroup_sum
+// (reduce_workgroup.wgsl, or reduce_subgroup.wgsl where the adapter has subgroups), which opens the module.
 
 struct Params {
     positions: u32,
@@ -24,21 +25,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, WG>;
-
-fn sum_all(li: u32, v: f32) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (li < stride) {
-            red[li] += red[li + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
 
 // Element i of the group: position i / cg, channel c0 + i % cg.
 fn index_of(i: u32, c0: u32) -> u32 {
@@ -46,20 +32,21 @@ fn index_of(i: u32, c0: u32) -> u32 {
 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, ids: ReduceIds) {
+    let li = ids.li;
     let c0 = wg.x * p.group_channels;
     let count = p.positions * p.group_channels;
     var acc = 0.0;
     for (var i = li; i < count; i += WG) {
         acc += x[index_of(i, c0)];
     }
-    let mean = sum_all(li, acc) / f32(count);
+    let mean = workgroup_sum(acc, ids) / f32(count);
     acc = 0.0;
     for (var i = li; i < count; i += WG) {
         let d = x[index_of(i, c0)] - mean;
         acc += d * d;
     }
-    let inv = inverseSqrt(sum_all(li, acc) / f32(count) + p.eps);
+    let inv = inverseSqrt(workgroup_sum(acc, ids) / f32(count) + p.eps);
     for (var i = li; i < count; i += WG) {
         let e = index_of(i, c0);
         let c = c0 + i % p.group_channels;

@@ -7,7 +7,7 @@ pub mod params;
 pub mod registry;
 
 pub use params::{KernelParams, ParamField, ParamType, ParamsLayout};
-pub use registry::{GemmInput, GemmTile, GemmWeight, Kernel, WeightReader};
+pub use registry::{GemmInput, GemmTile, GemmWeight, Kernel, Reduction, WeightReader};
 
 // ---- The contract language of the fragments ----
 
@@ -34,8 +34,11 @@ pub enum WgslType {
     U32,
     F32,
     Bool,
+    Vec2U32,
     Vec3U32,
     Vec4F32,
+    /// The reductions' struct of built-ins (reduce_workgroup.wgsl, reduce_subgroup.wgsl).
+    ReduceIds,
 }
 
 /// A function a fragment provides to the fragments it is assembled with.

@@ -92,6 +92,8 @@ kernel_params! {
         conv_h: u32, conv_w: u32, conv_cin: u32, conv_ks: u32,
         w_row_len: u32, w_scale_off: u32,
         has_residual: u32,
+        k_slice: u32, k_slices: u32,
+        _pad0: u32, _pad1: u32,
     }
     /// layer_norm.wgsl
     LayerNormParams { cols: u32, eps: f32, _pad0: u32, _pad1: u32 }

@@ -16,7 +16,7 @@ use super::params::{
     KernelParams, LayerNormParams, ParamsLayout, ResizeNearestParams, ScaleShiftParams, SoftmaxRowsParams,
     UnpackF16Params,
 };
-use super::WgslType::{Bool, Vec3U32, Vec4F32, F32, U32};
+use super::WgslType::{Bool, ReduceIds, Vec2U32, Vec3U32, Vec4F32, F32, U32};
 use super::{func, read, write, Binding, Fragment, Function, P};
 
 /// A fragment from its file, with its contract.
@@ -47,8 +47,14 @@ const BLOCKS_FNS: Fragment = fragment!("blocks_fns.wgsl", binds: [], provides: [
 ]);
 
 // ---- The tiled GEMM ----
-const GEMM_PARAMS: Fragment = fragment!("gemm_params.wgsl", binds: [P, read(3, "bias"), write(4, "y"), read(5, "residual")],
-    provides: [func("store", &[U32, U32, F32], None)]);
+const GEMM_PARAMS: Fragment =
+    fragment!("gemm_params.wgsl", binds: [P], provides: [func("k_range", &[U32], Some(Vec2U32))]);
+const GEMM_OUTPUTS: Fragment =
+    fragment!("gemm_outputs.wgsl", binds: [read(3, "bias"), write(4, "y"), read(5, "residual")], provides: []);
+const GEMM_EPILOGUE: Fragment =
+    fragment!("gemm_epilogue.wgsl", binds: [], provides: [func("store", &[U32, U32, F32], None)]);
+const GEMM_SPLIT_K_REDUCE: Fragment = fragment!("gemm_split_k_reduce.wgsl",
+    binds: [read(1, "partials"), read(2, "bias"), write(3, "y"), read(4, "residual")], provides: []);
 const GEMM_X_DENSE: Fragment = fragment!("gemm_x_dense.wgsl", binds: [read(1, "x")],
     provides: [func("load_x", &[U32, U32], Some(F32))]);
 const GEMM_X_DENSE_VEC4: Fragment = fragment!("gemm_x_dense_vec4.wgsl", binds: [read(1, "x")],
@@ -64,6 +70,7 @@ const GEMV_ACCUMULATE: Function = func("gemv_accumulate", &[U32, U32], None);
 const GEMV_LOAD: Fragment = fragment!("gemv_load.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMV_LOAD_VEC4: Fragment = fragment!("gemv_load_vec4.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMM_TILE_GEMV: Fragment = fragment!("gemm_tile_gemv.wgsl", binds: [], provides: []);
+const GEMM_TILE_GEMV_SUBGROUP: Fragment = fragment!("gemm_tile_gemv_subgroup.wgsl", binds: [], provides: []);
 const GEMM_TILE_64_F16: Fragment = fragment!("gemm_tile_64_f16.wgsl", binds: [], provides: []);
 const GEMM_TILE_128_F16: Fragment = fragment!("gemm_tile_128_f16.wgsl", binds: [], provides: []);
 /// Opens a module whose tiling computes in f16 when its weight reader does not already.
@@ -180,6 +187,8 @@ pub enum GemmTile {
     T128,
     /// At most 8 rows (M ≤ 8), 8 columns per workgroup, K split over 32 invocations per column.
     Gemv,
+    /// Gemv with the K-split shares added through subgroup operations (the SUBGROUP feature).
+    GemvSubgroup,
     /// T64 and T128 in f16 arithmetic (`shader-f16`, GpuOptions::f16_math): f16 tiles and FMAs per K-tile,
     /// f32 totals.
     T64F16,
@@ -187,14 +196,15 @@ pub enum GemmTile {
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 5] = [GemmTile::T64, GemmTile::T128, GemmTile::Gemv, GemmTile::T64F16, GemmTile::T128F16];
+    pub const ALL: [GemmTile; 6] =
+        [GemmTile::T64, GemmTile::T128, GemmTile::Gemv, GemmTile::GemvSubgroup, GemmTile::T64F16, GemmTile::T128F16];
 
     /// Output (rows, columns) per workgroup.
     pub fn size(self) -> (usize, usize) {
         match self {
             GemmTile::T64 | GemmTile::T64F16 => (64, 64),
             GemmTile::T128 | GemmTile::T128F16 => (128, 128),
-            GemmTile::Gemv => (8, 8),
+            GemmTile::Gemv | GemmTile::GemvSubgroup => (8, 8),
         }
     }
 
@@ -205,6 +215,11 @@ impl GemmTile {
             GemmTile::T128 => GemmTile::T128F16,
             other => other,
         }
+    }
+
+    /// The GEMV kernels (at most 8 rows; K split inside the workgroup).
+    pub fn is_gemv(self) -> bool {
+        matches!(self, GemmTile::Gemv | GemmTile::GemvSubgroup)
     }
 
     fn f16_math(self) -> bool {
@@ -222,6 +237,32 @@ const FLASH_ATTENTION: Fragment = fragment!("flash_attention.wgsl",
 const FMA_PEAK: Fragment = fragment!("fma_peak.wgsl", binds: [P, write(1, "out")], provides: []);
 const FMA_PEAK_F16: Fragment = fragment!("fma_peak_f16.wgsl", binds: [P, write(1, "out")], provides: []);
 const SOFTMAX_ROWS: Fragment = fragment!("softmax_rows.wgsl", binds: [P, read(1, "bias"), write(2, "s")], provides: []);
+const WORKGROUP_SUM: Function = func("workgroup_sum", &[F32, ReduceIds], Some(F32));
+const WORKGROUP_MAX: Function = func("workgroup_max", &[F32, ReduceIds], Some(F32));
+const REDUCE_WORKGROUP: Fragment =
+    fragment!("reduce_workgroup.wgsl", binds: [], provides: [WORKGROUP_SUM, WORKGROUP_MAX]);
+const REDUCE_SUBGROUP: Fragment =
+    fragment!("reduce_subgroup.wgsl", binds: [], provides: [WORKGROUP_SUM, WORKGROUP_MAX]);
+
+/// How the norms and the softmax reduce across their workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// A tree in workgroup memory (every adapter).
+    Workgroup,
+    /// Subgroup operations, then one slot per subgroup (adapters with the `subgroups` feature).
+    Subgroup,
+}
+
+impl Reduction {
+    pub const ALL: [Reduction; 2] = [Reduction::Workgroup, Reduction::Subgroup];
+
+    fn fragment(self) -> &'static Fragment {
+        match self {
+            Reduction::Workgroup => &REDUCE_WORKGROUP,
+            Reduction::Subgroup => &REDUCE_SUBGROUP,
+        }
+    }
+}
 const COMBINE: Function = func("combine", &[F32, F32], Some(F32));
 const ADD_COMBINE: Fragment = Fragment {
     file: "(inline) combine = x + y",
@@ -260,7 +301,9 @@ pub enum Kernel {
     /// The tiled GEMM (gemm_params.wgsl) for one way of reading the weight, one way of reading the input and
     /// one tiling.
     Gemm(GemmWeight, GemmInput, GemmTile),
-    LayerNorm,
+    /// Split-K's second pass: adds the tiled GEMM's per-slice partial sums in order, then its epilogue.
+    GemmSplitKReduce,
+    LayerNorm(Reduction),
     Attention,
     Add,
     Activation,
@@ -269,8 +312,8 @@ pub enum Kernel {
     DequantizeI8,
     DequantizeBlocks,
     ImagePatches,
-    SoftmaxRows,
-    GroupNorm,
+    SoftmaxRows(Reduction),
+    GroupNorm(Reduction),
     Mul,
     ScaleShift,
     AvgPool2x2,
@@ -284,7 +327,7 @@ impl Kernel {
     /// Every variant the host can dispatch.
     pub fn all() -> Vec<Kernel> {
         let mut all = vec![
-            Kernel::LayerNorm,
+            Kernel::GemmSplitKReduce,
             Kernel::Attention,
             Kernel::Add,
             Kernel::Activation,
@@ -293,8 +336,6 @@ impl Kernel {
             Kernel::DequantizeI8,
             Kernel::DequantizeBlocks,
             Kernel::ImagePatches,
-            Kernel::SoftmaxRows,
-            Kernel::GroupNorm,
             Kernel::Mul,
             Kernel::ScaleShift,
             Kernel::AvgPool2x2,
@@ -303,6 +344,9 @@ impl Kernel {
             Kernel::FmaPeak(false),
             Kernel::FmaPeak(true),
         ];
+        for r in Reduction::ALL {
+            all.extend([Kernel::LayerNorm(r), Kernel::SoftmaxRows(r), Kernel::GroupNorm(r)]);
+        }
         for w in GemmWeight::ALL {
             for i in GemmInput::ALL {
                 for t in GemmTile::ALL {
@@ -317,7 +361,8 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Gemm(..) => "gemm",
-            Kernel::LayerNorm => "layer_norm",
+            Kernel::GemmSplitKReduce => "gemm_split_k_reduce",
+            Kernel::LayerNorm(_) => "layer_norm",
             Kernel::Attention => "attention",
             Kernel::Add => "add",
             Kernel::Activation => "activation",
@@ -326,8 +371,8 @@ impl Kernel {
             Kernel::DequantizeI8 => "dequantize_i8",
             Kernel::DequantizeBlocks => "dequantize_blocks",
             Kernel::ImagePatches => "image_patches",
-            Kernel::SoftmaxRows => "softmax_rows",
-            Kernel::GroupNorm => "group_norm",
+            Kernel::SoftmaxRows(_) => "softmax_rows",
+            Kernel::GroupNorm(_) => "group_norm",
             Kernel::Mul => "mul",
             Kernel::ScaleShift => "scale_shift",
             Kernel::AvgPool2x2 => "avg_pool_2x2",
@@ -351,15 +396,15 @@ impl Kernel {
                 }
                 parts.push(first);
                 parts.extend(reader.helpers);
-                parts.extend([&ACTIVATION_FNS, &GEMM_PARAMS]);
+                parts.extend([&ACTIVATION_FNS, &GEMM_PARAMS, &GEMM_OUTPUTS, &GEMM_EPILOGUE]);
                 parts.push(match input {
                     GemmInput::Dense => &GEMM_X_DENSE,
                     GemmInput::DenseVec4 => &GEMM_X_DENSE_VEC4,
                     GemmInput::Conv => &GEMM_X_CONV,
                 });
                 parts.push(match (tile, vec4) {
-                    (GemmTile::Gemv, false) => &GEMV_LOAD,
-                    (GemmTile::Gemv, true) => &GEMV_LOAD_VEC4,
+                    (t, false) if t.is_gemv() => &GEMV_LOAD,
+                    (t, true) if t.is_gemv() => &GEMV_LOAD_VEC4,
                     (_, false) => &GEMM_LOAD,
                     (_, true) => &GEMM_LOAD_VEC4,
                 });
@@ -367,12 +412,15 @@ impl Kernel {
                     GemmTile::T64 => &GEMM_TILE_64,
                     GemmTile::T128 => &GEMM_TILE_128,
                     GemmTile::Gemv => &GEMM_TILE_GEMV,
+                    GemmTile::GemvSubgroup => &GEMM_TILE_GEMV_SUBGROUP,
                     GemmTile::T64F16 => &GEMM_TILE_64_F16,
                     GemmTile::T128F16 => &GEMM_TILE_128_F16,
                 });
                 parts
             }
-            Kernel::LayerNorm => vec![&LAYER_NORM],
+            Kernel::GemmSplitKReduce => vec![&ACTIVATION_FNS, &GEMM_PARAMS, &GEMM_EPILOGUE, &GEMM_SPLIT_K_REDUCE],
+            // The reduction first, where the standard's `enable subgroups;` will have to go.
+            Kernel::LayerNorm(r) => vec![r.fragment(), &LAYER_NORM],
             Kernel::Attention => vec![&ACTIVATION_FNS, &FLASH_ATTENTION],
             Kernel::Add => vec![&ADD_COMBINE, &ELEMENTWISE_PAIR],
             Kernel::Activation => vec![&ACTIVATION_FNS, &ACTIVATION],
@@ -381,8 +429,8 @@ impl Kernel {
             Kernel::DequantizeI8 => vec![&INT8_FNS, &DEQUANTIZE_I8],
             Kernel::DequantizeBlocks => vec![&INT8_FNS, &BLOCKS_FNS, &DEQUANTIZE_BLOCKS],
             Kernel::ImagePatches => vec![&IMAGE_PATCHES],
-            Kernel::SoftmaxRows => vec![&ACTIVATION_FNS, &SOFTMAX_ROWS],
-            Kernel::GroupNorm => vec![&ACTIVATION_FNS, &GROUP_NORM],
+            Kernel::SoftmaxRows(r) => vec![r.fragment(), &ACTIVATION_FNS, &SOFTMAX_ROWS],
+            Kernel::GroupNorm(r) => vec![r.fragment(), &ACTIVATION_FNS, &GROUP_NORM],
             Kernel::Mul => vec![&MUL_COMBINE, &ELEMENTWISE_PAIR],
             Kernel::ScaleShift => vec![&SCALE_SHIFT],
             Kernel::AvgPool2x2 => vec![&AVG_POOL_2X2],
@@ -410,11 +458,18 @@ impl Kernel {
         self.fragments().iter().any(|f| f.source.starts_with("enable f16;"))
     }
 
+    /// Whether the module needs the `subgroups` feature: it is assembled with a file that uses subgroup
+    /// operations (reduce_subgroup.wgsl, gemm_tile_gemv_subgroup.wgsl).
+    pub fn needs_subgroups(self) -> bool {
+        let uses = [REDUCE_SUBGROUP.file, GEMM_TILE_GEMV_SUBGROUP.file];
+        self.fragments().iter().any(|f| uses.contains(&f.file))
+    }
+
     /// The layout of the kernel's `Params` (its twin in params.rs).
     pub fn params(self) -> &'static ParamsLayout {
         match self {
-            Kernel::Gemm(..) => &GemmParams::LAYOUT,
-            Kernel::LayerNorm => &LayerNormParams::LAYOUT,
+            Kernel::Gemm(..) | Kernel::GemmSplitKReduce => &GemmParams::LAYOUT,
+            Kernel::LayerNorm(_) => &LayerNormParams::LAYOUT,
             Kernel::Attention => &AttentionParams::LAYOUT,
             Kernel::FmaPeak(_) => &FmaPeakParams::LAYOUT,
             Kernel::Add | Kernel::Mul => &ElementwisePairParams::LAYOUT,
@@ -424,8 +479,8 @@ impl Kernel {
             Kernel::DequantizeI8 => &DequantizeI8Params::LAYOUT,
             Kernel::DequantizeBlocks => &DequantizeBlocksParams::LAYOUT,
             Kernel::ImagePatches => &ImagePatchesParams::LAYOUT,
-            Kernel::SoftmaxRows => &SoftmaxRowsParams::LAYOUT,
-            Kernel::GroupNorm => &GroupNormParams::LAYOUT,
+            Kernel::SoftmaxRows(_) => &SoftmaxRowsParams::LAYOUT,
+            Kernel::GroupNorm(_) => &GroupNormParams::LAYOUT,
             Kernel::ScaleShift => &ScaleShiftParams::LAYOUT,
             Kernel::AvgPool2x2 => &AvgPool2x2Params::LAYOUT,
             Kernel::ResizeNearest => &ResizeNearestParams::LAYOUT,

@@ -1,7 +1,8 @@
 // In place, per row r of s [rows, cols]: s[r, j] = softmax_j(scale · s[r, j] + bias[bias_off + r·cols + j]).
 // The middle step of the long-sequence attention (scores by the tiled GEMM, this, then P·V by the GEMM).
 // One workgroup per row; the maximum is subtracted before exp, so nothing overflows. Preceded by
-// activation_fns.wgsl (exp_f32).
+// activation_fns.wgsl (exp_f32) and a reduction (reduce_workgroup.wgsl, or reduce_subgroup.wgsl where the
+// adapter has subgroups: workgroup_max, workgroup_sum).
 
 struct Params {
     rows: u32,
@@ -19,24 +20,11 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> s: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, WG>;
-
-fn reduce(li: u32, is_max: bool) -> f32 {
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (li < stride) {
-            red[li] = select(red[li] + red[li + stride], max(red[li], red[li + stride]), is_max);
-        }
-        workgroupBarrier();
-    }
-    let v = red[0];
-    workgroupBarrier();
-    return v;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+        ids: ReduceIds) {
+    let li = ids.li;
     let r = wg.y * nwg.x + wg.x;
     if (r >= p.rows) {
         return;
@@ -52,14 +40,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         s[row + j] = v;
         m = max(m, v);
     }
-    red[li] = m;
-    let row_max = reduce(li, true);
+    let row_max = workgroup_max(m, ids);
     var sum = 0.0;
     for (var j = li; j < p.cols; j += WG) {
         sum += exp_f32(s[row + j] - row_max);
     }
-    red[li] = sum;
-    let total = reduce(li, false);
+    let total = workgroup_sum(sum, ids);
     for (var j = li; j < p.cols; j += WG) {
         s[row + j] = exp_f32(s[row + j] - row_max) / total;
     }

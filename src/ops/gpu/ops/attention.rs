@@ -111,7 +111,12 @@ fn blocked(
                 ..Default::default()
             };
             let bias_buf = bias.map_or(&be.inner.dummy, |b| b.buffer());
-            be.dispatch(Kernel::SoftmaxRows, &params, &[bias_buf, scores.buffer()], [rows as u32, 1, 1]);
+            be.dispatch(
+                Kernel::SoftmaxRows(be.inner.reduction),
+                &params,
+                &[bias_buf, scores.buffer()],
+                [rows as u32, 1, 1],
+            );
             gemm::dispatch(
                 be,
                 &Gemm {

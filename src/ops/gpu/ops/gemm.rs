@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::ops::gpu::kernels::params::{activation_code, GemmParams};
-use crate::ops::gpu::kernels::{GemmInput, GemmTile, GemmWeight, Kernel};
+use crate::ops::gpu::kernels::{GemmInput, GemmTile, GemmWeight, Kernel, Reduction};
 use crate::ops::gpu::pool::PooledBuffer;
 use crate::ops::gpu::tensor::{dims2, GpuDType, GpuTensor, Int8Scales};
 use crate::ops::gpu::{backend_err, u32_of, GpuBackend};
@@ -173,6 +173,7 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         w_row_len: u32_of(w_row_len, "row length")?,
         w_scale_off: u32_of(g.w_scale_off, "offset")?,
         has_residual: g.residual.is_some() as u32,
+        ..Default::default()
     };
     let aligned = |v: usize| v.is_multiple_of(4);
     let input = if g.conv.is_some() {
@@ -189,6 +190,7 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
     let tile = match be.inner.gemm_tile {
         // GpuOptions can force the 64² or 128² tiling (tests, the bench).
         Some(tile) => tile,
+        None if g.m <= 8 && be.inner.reduction == Reduction::Subgroup => GemmTile::GemvSubgroup,
         None if g.m <= 8 => GemmTile::Gemv,
         // 128×128 tiles only where there are enough of them to fill a large GPU (an H200 has 132 SMs):
         // measured there, [257×8192]·[8192×1664] (39 such tiles) ran at 660 GF/s against 1060 with 64×64.
@@ -198,12 +200,91 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
     let tile = if be.inner.f16_math { tile.with_f16_math() } else { tile };
     let (rows, cols) = tile.size();
     let bias_buf = g.bias.map_or(&be.inner.dummy, |b| b.0);
-    let groups = [u32_of(g.n.div_ceil(cols), "n")?, u32_of(g.m.div_ceil(rows), "m")?, 1];
     let residual_buf = g.residual.unwrap_or(&be.inner.dummy);
-    let mut buffers = vec![g.x, g.w, bias_buf, g.out, residual_buf];
+    let tiles = [g.n.div_ceil(cols), g.m.div_ceil(rows)];
+    let kernel = Kernel::Gemm(weight, input, tile);
+    let slices = split_k_slices(be, (g.m, g.k, g.n), tile);
+    if slices.count < 2 {
+        let mut buffers = vec![g.x, g.w, bias_buf, g.out, residual_buf];
+        buffers.extend(scales);
+        be.dispatch(kernel, &params, &buffers, [u32_of(tiles[0], "n")?, u32_of(tiles[1], "m")?, 1]);
+        return Ok(());
+    }
+    // Split-K: each slice's partial sums into scratch (from the pool, back to it when `partials` drops: work
+    // recorded later runs after these two dispatches), then the reduce adds them and applies the epilogue.
+    let partials = be.alloc_f32(&[slices.count, g.m, g.n], "split-K partial sums")?;
+    let split = GemmParams { k_slice: u32_of(slices.len, "k")?, k_slices: slices.count as u32, ..params };
+    let mut buffers = vec![g.x, g.w, bias_buf, partials.buffer(), residual_buf];
     buffers.extend(scales);
-    be.dispatch(Kernel::Gemm(weight, input, tile), &params, &buffers, groups);
+    let groups = [u32_of(tiles[0], "n")?, u32_of(tiles[1], "m")?, slices.count as u32];
+    be.dispatch(kernel, &split, &buffers, groups);
+    let reduce = GemmParams { k_slices: slices.count as u32, ..params };
+    let buffers = [partials.buffer(), bias_buf, g.out, residual_buf];
+    be.dispatch(Kernel::GemmSplitKReduce, &reduce, &buffers, be.groups_1d(g.m * g.n));
     Ok(())
+}
+
+/// How a tiled product's K is split: `count` slices of `len` (the last may be shorter); `count` < 2: not split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KSplit {
+    pub count: usize,
+    pub len: usize,
+}
+
+/// Workgroups that keep a large GPU busy: an H200 has 132 SMs, so the 40 tiles of 64² of bigG's text-tower
+/// MLP output ([77×5120]·[5120×1280]) leave two thirds of it idle while each tile walks all 5120 of K.
+const SPLIT_K_TARGET_GROUPS: usize = 256;
+/// Automatic split-K only from this K on: below it a tile's K loop is short and the extra pass (writing and
+/// reading S·m·n partial sums, a second dispatch) costs more than the idle SMs.
+const SPLIT_K_MIN_K: usize = 1024;
+/// K each slice keeps at least when split automatically: 32 K-tiles of 16 per workgroup, so the tile's loads and
+/// setup stay amortised and the partial sums (m·n per slice) stay small next to the weights read (n·K).
+const SPLIT_K_MIN_SLICE: usize = 512;
+/// At most this many slices (the scratch, S·m·n floats, grows with S; 16 already gives 40 tiles 640 groups).
+const SPLIT_K_MAX_SLICES: usize = 16;
+/// A slice length is a multiple of this: every tiling's K-tile (TK = 16 or 8), so no K-tile straddles two
+/// slices (gemm_params.wgsl).
+const SPLIT_K_ALIGN: usize = 16;
+
+/// The split-K rule (`GpuOptions::split_k`: `None` automatic, `Some(true)` forced wherever K has two K-tiles,
+/// `Some(false)` never). Automatic: only on a GPU adapter (a CPU adapter such as lavapipe or SwiftShader runs
+/// workgroups on a few cores, which a few tiles already fill), only for the tiled kernels (the GEMV already
+/// splits K inside its workgroup, and has n/8 of them), only when the tiles are fewer than
+/// [`SPLIT_K_TARGET_GROUPS`] and K ≥ [`SPLIT_K_MIN_K`]; then S = enough slices to reach the target, as far as
+/// each keeps [`SPLIT_K_MIN_SLICE`] of K. Either way at most [`SPLIT_K_MAX_SLICES`], and the scratch
+/// (S·m·n f32) within the storage-binding limit.
+fn split_k_slices(be: &GpuBackend, mkn: (usize, usize, usize), tile: GemmTile) -> KSplit {
+    let binding_limit = be.inner.limits.max_storage_buffer_binding_size as usize;
+    split_k_rule(be.inner.split_k, be.inner.cpu_adapter, binding_limit, mkn, tile)
+}
+
+/// [`split_k_slices`] given the option, the adapter kind and the binding limit.
+fn split_k_rule(
+    forced: Option<bool>,
+    cpu_adapter: bool,
+    binding_limit: usize,
+    (m, k, n): (usize, usize, usize),
+    tile: GemmTile,
+) -> KSplit {
+    let none = KSplit { count: 1, len: k };
+    if tile.is_gemv() || forced == Some(false) {
+        return none;
+    }
+    let (rows, cols) = tile.size();
+    let tiles = m.div_ceil(rows) * n.div_ceil(cols);
+    let wanted = SPLIT_K_TARGET_GROUPS.div_ceil(tiles.max(1));
+    let count = match forced {
+        Some(_) => wanted.max(2).min(k / SPLIT_K_ALIGN),
+        None if cpu_adapter || tiles >= SPLIT_K_TARGET_GROUPS || k < SPLIT_K_MIN_K => return none,
+        None => wanted.min(k / SPLIT_K_MIN_SLICE),
+    };
+    let scratch_cap = (binding_limit / (4 * m * n).max(1)).max(1);
+    let count = count.min(SPLIT_K_MAX_SLICES).min(scratch_cap);
+    if count < 2 {
+        return none;
+    }
+    let len = k.div_ceil(count).next_multiple_of(SPLIT_K_ALIGN);
+    KSplit { count: k.div_ceil(len), len }
 }
 
 /// One tiled-GEMM dispatch: `out[out_off + i·out_stride + j] = act(Σ_k X(i, k)·W(j, k) + bias[bias_off + j])`
@@ -269,6 +350,49 @@ impl<'a> Gemm<'a> {
             out,
             out_stride: n,
             out_off: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 128 << 20;
+    fn auto(mkn: (usize, usize, usize)) -> KSplit {
+        split_k_rule(None, false, LIMIT, mkn, GemmTile::T64)
+    }
+
+    #[test]
+    fn split_k_is_chosen_for_few_tiles_and_long_k_on_a_gpu_only() {
+        // bigG's text MLP out: 2×20 = 40 tiles → 7 slices (256 groups wanted) of 736 (a multiple of 16).
+        assert_eq!(auto((77, 5120, 1280)), KSplit { count: 7, len: 736 });
+        // The vision tower's MLP out: 5×26 = 130 tiles → 2 slices of 4096.
+        assert_eq!(auto((257, 8192, 1664)), KSplit { count: 2, len: 4096 });
+        // 160 tiles want 2 slices and K = 1280 allows 2 of ≥ 512; K < 1024: none.
+        assert_eq!(auto((77, 1280, 5120)).count, 2);
+        assert_eq!(auto((77, 1000, 1280)).count, 1);
+        // Enough tiles already (the UNet's convs), the GEMV, a CPU adapter, or forced off: not split.
+        assert_eq!(auto((4096, 2880, 320)).count, 1);
+        assert_eq!(split_k_rule(None, false, LIMIT, (8, 5120, 1280), GemmTile::Gemv).count, 1);
+        assert_eq!(split_k_rule(None, true, LIMIT, (77, 5120, 1280), GemmTile::T64).count, 1);
+        assert_eq!(split_k_rule(Some(false), false, LIMIT, (77, 5120, 1280), GemmTile::T64).count, 1);
+    }
+
+    #[test]
+    fn forced_split_k_needs_two_k_tiles_and_keeps_its_scratch_within_the_binding_limit() {
+        let forced = |mkn, limit| split_k_rule(Some(true), true, limit, mkn, GemmTile::T64);
+        // 6 tiles want 43 slices: at most 16, each a multiple of 16 long, the last what is left (1056 − 13·80).
+        assert_eq!(forced((77, 1056, 130), LIMIT), KSplit { count: 14, len: 80 });
+        assert_eq!(forced((33, 300, 70), LIMIT), KSplit { count: 10, len: 32 });
+        assert_eq!(forced((77, 31, 130), LIMIT).count, 1);
+        // Scratch S·m·n·4 bytes: 1000×1000 outputs fit 33 slices in 128 MiB, 3 in 12 MB, none in 4 MB.
+        assert_eq!(forced((1000, 4096, 1000), LIMIT).count, 2);
+        assert_eq!(forced((100, 4096, 100), 120_000).count, 3);
+        assert_eq!(forced((100, 4096, 100), 40_000).count, 1);
+        for (m, k, n) in [(77, 5120, 1280), (1, 33, 1), (300, 4097, 7)] {
+            let s = forced((m, k, n), LIMIT);
+            assert!(s.len % SPLIT_K_ALIGN == 0 && (s.count - 1) * s.len < k && s.count * s.len >= k, "{s:?}");
         }
     }
 }

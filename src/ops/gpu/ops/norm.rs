@@ -23,7 +23,12 @@ pub fn layer_norm(be: &GpuBackend, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuT
     }
     let params = LayerNormParams { cols: u32_of(cols, "cols")?, eps: eps as f32, ..Default::default() };
     let groups = [u32_of(rows, "rows")?, 1, 1];
-    be.dispatch(Kernel::LayerNorm, &params, &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()], groups);
+    be.dispatch(
+        Kernel::LayerNorm(be.inner.reduction),
+        &params,
+        &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()],
+        groups,
+    );
     Ok(out)
 }
 
@@ -57,6 +62,6 @@ pub fn group_norm(
         ..Default::default()
     };
     let buffers = [x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()];
-    be.dispatch(Kernel::GroupNorm, &params, &buffers, [u32_of(groups, "groups")?, 1, 1]);
+    be.dispatch(Kernel::GroupNorm(be.inner.reduction), &params, &buffers, [u32_of(groups, "groups")?, 1, 1]);
     Ok(out)
 }
