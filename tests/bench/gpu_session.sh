@@ -37,6 +37,10 @@ for bin in "${bins[@]}"; do
   bench "$bin" "attention through the GEMM path" --only attention --blocked-attention --iters 5
   bench "$bin" "GEMMs with f16 weights" --only matmul --dtype f16 --iters 5
   bench "$bin" "GEMMs with f16 weights in f16 arithmetic" --only matmul --dtype f16 --f16-math --iters 5
+  # Split-K forced on and off, row by row in one run (binaries from before split-K do not have the flag).
+  if "$bin" bench --help | grep -q -- --split-k; then
+    bench "$bin" "GEMMs split-K on vs off" --only matmul --split-k compare --iters 5
+  fi
   if [ "$ITEMS" != quick ]; then
     bench "$bin" "towers and prior, f16 weights" --only text --only vision --only prior --dtype f16 --iters 3
     bench "$bin" "decoder parts at 512 px, f16 weights" --only unet --only movq --dtype f16 --iters 3
