@@ -507,9 +507,14 @@ impl Backend for CpuBackend {
         match w {
             CpuTensor::Values(t) if t.rank() == 2 => {
                 let (n, k) = t.dims2()?;
-                let values = host(&t)?;
-                drop(t);
-                Ok(CpuTensor::Panels(Arc::new(PanelMatrix::new(&values, n, k))))
+                // Read in place (an uploaded weight is contiguous): no host copy of the whole matrix.
+                let t = t.contiguous()?;
+                let (storage, layout) = t.storage_and_layout();
+                let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+                else {
+                    return Err(Error::Backend("layout_for_products: the weight is not on the CPU".into()));
+                };
+                Ok(CpuTensor::Panels(Arc::new(PanelMatrix::new(&cpu.as_slice::<f32>()?[start..end], n, k))))
             }
             other => Ok(other),
         }
