@@ -1,24 +1,41 @@
-// Fills the GEMM's shared tiles (xs, ws of the tiling file, of its element type `tile_t`: f32, or f16 for the
-// f16-math tilings) for k0 .. k0 + TK one element at a time, through load_x and load_w: any strides, offsets
-// and sizes (out-of-range elements read 0). Consecutive threads read consecutive k of a row, contiguous for
-// row-major x and linear-layout W.
-fn load_tiles(row0: u32, col0: u32, k0: u32, li: u32) {
+// Moves the GEMM's operands into its shared tiles (two buffers in the tiling file, written through its
+// put_x and put_w, which convert to its element type) one element at a time, through load_x and load_w: any
+// strides, offsets and sizes (out-of-range elements read 0). Consecutive threads read consecutive k of a row,
+// contiguous for row-major x and linear-layout W. In two halves, so that a tiling can double-buffer:
+// fetch_tiles reads this thread's share of K-tile k0 .. k0 + TK from memory into registers (staged_x,
+// staged_w), stage_tiles stores them into shared buffer `buf` — the tiling fetches the next K-tile before it
+// multiplies the current one, and stores it after.
+
+// This thread's share of one K-tile: TILE·TK / 256 elements of each operand, four to a vec4.
+var<private> staged_x: array<vec4<f32>, TILE * TK / 1024u>;
+var<private> staged_w: array<vec4<f32>, TILE * TK / 1024u>;
+
+fn fetch_tiles(row0: u32, col0: u32, k0: u32, li: u32) {
     for (var i = 0u; i < TILE * TK / 256u; i++) {
         let idx = li + 256u * i;
         let r = idx / TK;
-        let kk = idx % TK;
-        let gk = k0 + kk;
+        let gk = k0 + idx % TK;
         let gm = row0 + r;
         var xv = 0.0;
         if (gm < p.m && gk < p.k) {
             xv = load_x(gm, gk);
         }
-        xs[kk][r] = tile_t(xv);
+        staged_x[i / 4u][i % 4u] = xv;
         let gn = col0 + r;
         var wv = 0.0;
         if (gn < p.n && gk < p.k) {
             wv = load_w(gn, gk);
         }
-        ws[kk][r] = tile_t(wv);
+        staged_w[i / 4u][i % 4u] = wv;
+    }
+}
+
+fn stage_tiles(buf: u32, li: u32) {
+    for (var i = 0u; i < TILE * TK / 256u; i++) {
+        let idx = li + 256u * i;
+        let r = idx / TK;
+        let kk = idx % TK;
+        put_x(buf, kk, r, staged_x[i / 4u][i % 4u]);
+        put_w(buf, kk, r, staged_w[i / 4u][i % 4u]);
     }
 }

@@ -11,8 +11,10 @@
 //   (gemm_x_dense_vec4.wgsl);
 // - a weight reader binds w (2, plus its own extras such as int8 scales at 6) and provides
 //   load_w(n, k) -> f32 and/or load_w4(n, k) -> vec4<f32>, W(n, k .. k+3) of one output row (gemm_w_*.wgsl);
-// - a loader provides load_tiles (gemm_load.wgsl element-wise, gemm_load_vec4.wgsl four k at a time);
-// - a tiling provides main: it takes its K range from k_range (below), calls load_tiles, sets k_slice_index
+// - a loader provides fetch_tiles (one K-tile from memory into registers) and stage_tiles (registers into one
+//   of the tiling's two shared buffers): gemm_load.wgsl element-wise, gemm_load_vec4.wgsl four k at a time;
+// - a tiling provides main: it takes its K range from k_range (below), double-buffers its K-tiles through
+//   fetch_tiles and stage_tiles, sets k_slice_index
 //   and, per output, calls store (gemm_epilogue.wgsl); gemm_outputs.wgsl binds bias, y and residual.
 // Split-K (k_slice ≠ 0, ops/gemm.rs picks it): workgroup z computes only k in
 // [z·k_slice, (z+1)·k_slice) and store writes its raw partial sums to y bound as scratch [k_slices, m, n];

@@ -61,18 +61,25 @@ const GEMM_X_DENSE_VEC4: Fragment = fragment!("gemm_x_dense_vec4.wgsl", binds: [
     provides: [func("load_x4", &[U32, U32], Some(Vec4F32))]);
 const GEMM_X_CONV: Fragment = fragment!("gemm_x_conv.wgsl", binds: [read(1, "x")],
     provides: [func("load_x", &[U32, U32], Some(F32))]);
-const LOAD_TILES: Function = func("load_tiles", &[U32, U32, U32, U32], None);
-const GEMM_LOAD: Fragment = fragment!("gemm_load.wgsl", binds: [], provides: [LOAD_TILES]);
-const GEMM_LOAD_VEC4: Fragment = fragment!("gemm_load_vec4.wgsl", binds: [], provides: [LOAD_TILES]);
-const GEMM_TILE_64: Fragment = fragment!("gemm_tile_64.wgsl", binds: [], provides: []);
-const GEMM_TILE_128: Fragment = fragment!("gemm_tile_128.wgsl", binds: [], provides: []);
+const FETCH_TILES: Function = func("fetch_tiles", &[U32, U32, U32, U32], None);
+const STAGE_TILES: Function = func("stage_tiles", &[U32, U32], None);
+const GEMM_LOAD: Fragment = fragment!("gemm_load.wgsl", binds: [], provides: [FETCH_TILES, STAGE_TILES]);
+const GEMM_LOAD_VEC4: Fragment = fragment!("gemm_load_vec4.wgsl", binds: [], provides: [FETCH_TILES, STAGE_TILES]);
+/// A tiling's stores into its shared tiles: (buffer, k in the K-tile, row or column, value).
+const PUT_X: Function = func("put_x", &[U32, U32, U32, F32], None);
+const PUT_W: Function = func("put_w", &[U32, U32, U32, F32], None);
+const GEMM_TILE_64: Fragment = fragment!("gemm_tile_64.wgsl", binds: [], provides: [PUT_X, PUT_W]);
+const GEMM_TILE_128: Fragment = fragment!("gemm_tile_128.wgsl", binds: [], provides: [PUT_X, PUT_W]);
 const GEMV_ACCUMULATE: Function = func("gemv_accumulate", &[U32, U32], None);
 const GEMV_LOAD: Fragment = fragment!("gemv_load.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMV_LOAD_VEC4: Fragment = fragment!("gemv_load_vec4.wgsl", binds: [], provides: [GEMV_ACCUMULATE]);
 const GEMM_TILE_GEMV: Fragment = fragment!("gemm_tile_gemv.wgsl", binds: [], provides: []);
 const GEMM_TILE_GEMV_SUBGROUP: Fragment = fragment!("gemm_tile_gemv_subgroup.wgsl", binds: [], provides: []);
-const GEMM_TILE_64_F16: Fragment = fragment!("gemm_tile_64_f16.wgsl", binds: [], provides: []);
-const GEMM_TILE_128_F16: Fragment = fragment!("gemm_tile_128_f16.wgsl", binds: [], provides: []);
+/// The tilings' element type and arithmetic within a K-tile (gemm_tile_64.wgsl), first in the module.
+const TILE_F32: Fragment =
+    Fragment { file: "(inline) tile_t = f32", source: "alias tile_t = f32;\n", binds: &[], provides: &[] };
+const TILE_F16: Fragment =
+    Fragment { file: "(inline) tile_t = f16", source: "alias tile_t = f16;\n", binds: &[], provides: &[] };
 /// Opens a module whose tiling computes in f16 when its weight reader does not already.
 const ENABLE_F16: Fragment =
     Fragment { file: "(inline) enable f16", source: "enable f16;\n", binds: &[], provides: &[] };
@@ -408,13 +415,14 @@ impl Kernel {
                     (_, false) => &GEMM_LOAD,
                     (_, true) => &GEMM_LOAD_VEC4,
                 });
+                if !tile.is_gemv() {
+                    parts.push(if tile.f16_math() { &TILE_F16 } else { &TILE_F32 });
+                }
                 parts.push(match tile {
-                    GemmTile::T64 => &GEMM_TILE_64,
-                    GemmTile::T128 => &GEMM_TILE_128,
+                    GemmTile::T64 | GemmTile::T64F16 => &GEMM_TILE_64,
+                    GemmTile::T128 | GemmTile::T128F16 => &GEMM_TILE_128,
                     GemmTile::Gemv => &GEMM_TILE_GEMV,
                     GemmTile::GemvSubgroup => &GEMM_TILE_GEMV_SUBGROUP,
-                    GemmTile::T64F16 => &GEMM_TILE_64_F16,
-                    GemmTile::T128F16 => &GEMM_TILE_128_F16,
                 });
                 parts
             }
