@@ -7,10 +7,10 @@
 // q [t, width], k and v [s, width], width = heads·d, bias [t, s] shared by all heads (optional); d ≤ 256
 // (each invocation keeps d/16 output columns of two queries in registers: checked on the host).
 //
-// Numerics: a score is one dot product over d, summed in order; each key tile's 32 products
-// P·V are summed on their own and then added to the rescaled total, so rounding grows with s/32 + 32 rather
-// than s (the two-level sum of the GEMM). Keys past s, and queries past t, are masked explicitly, never by
-// a sentinel that could reach exp.
+// Numerics: a score is one dot product over d, four columns at a time (dot of vec4s, added in order); each
+// key tile's 32 products P·V are summed on their own (four keys at a time) and then added to the rescaled
+// total, so rounding grows with s/32 + 32 rather than s (the two-level sum of the GEMM). Keys past s, and
+// queries past t, are masked explicitly, never by a sentinel that could reach exp.
 
 struct Params {
     t: u32,
@@ -31,8 +31,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 // Invocation (lx, ly) computes the scores of queries ly and ly + 16 against keys lx and lx + 16, and owns
-// output columns lx + 16·r of those two queries. Work per barrier is what makes this fast: 4 products per
-// staged column for the scores, 2 rows × 2 columns per staged key for P·V.
+// output columns lx + 16·r of those two queries. Shared memory is read as vec4s along the sum's own axis
+// (columns for the scores, keys for P·V): 16 FMAs per four 16-byte loads.
 const BQ: u32 = 32u;
 const BK: u32 = 32u;
 // Columns of q, k and v staged at a time (head dims above 32 take several chunks).
@@ -41,15 +41,20 @@ const MAX_D: u32 = 256u;
 // Below every score WGSL can write as a literal; exp_f32 of (NEG − anything finite) is 0.
 const NEG: f32 = -3.0e38;
 
-// 16 KiB in all, WebGPU's default workgroup-memory limit.
-var<workgroup> qs: array<array<f32, BQ>, DC>;  // qs[c][query]
-var<workgroup> kv: array<array<f32, BK>, DC>;  // kv[c][key] while scoring, then kv[key][c] for P·V
-var<workgroup> sc: array<array<f32, BK>, BQ>;  // the tile's scores
-var<workgroup> pr: array<array<f32, BK>, BQ>;  // and probabilities
+// 14.5 KiB in all (WebGPU's default workgroup-memory limit is 16 KiB).
+// qs[query][c / 4]: the queries' staged columns (read broadcast across a row of invocations).
+var<workgroup> qs: array<array<vec4<f32>, DC / 4u>, BQ>;
+// kv[key][c / 4] while scoring, then kv[c][key / 4] (V transposed) for P·V; one vec4 of padding per row, so
+// that the 16 invocations of a row, reading 16 rows at once, do not all hit the same memory bank.
+var<workgroup> kv: array<array<vec4<f32>, DC / 4u + 1u>, 32u>;
+// Each row's maximum over one invocation's two keys, then (at the end) each invocation's share of the sums.
+var<workgroup> rm: array<array<f32, 16>, BQ>;
+// The tile's probabilities, pr[query][key / 4].
+var<workgroup> pr: array<array<vec4<f32>, BK / 4u>, BQ>;
 
 // Stages columns c0 .. c0 + DC of the 32 rows from r0 of `src` ([rows, width], head offset `head`), zero
-// outside rows < `rows` and columns < d: transposed (kv[c][row]) for the scores, as rows for P·V. Consecutive
-// invocations read consecutive columns of a row.
+// outside rows < `rows` and columns < d: q and k by rows, v transposed (for P·V). Consecutive invocations
+// read consecutive columns of a row.
 fn stage(which: u32, r0: u32, rows: u32, head: u32, c0: u32, li: u32) {
     for (var e = 0u; e < BK * DC / 256u; e++) {
         let idx = li + 256u * e;
@@ -67,11 +72,11 @@ fn stage(which: u32, r0: u32, rows: u32, head: u32, c0: u32, li: u32) {
             }
         }
         if (which == 0u) {
-            qs[c][r] = x;
+            qs[r][c / 4u][c % 4u] = x;
         } else if (which == 1u) {
-            kv[c][r] = x;
+            kv[r][c / 4u][c % 4u] = x;
         } else {
-            kv[r][c] = x;
+            kv[c][r / 4u][r % 4u] = x;
         }
     }
 }
@@ -112,15 +117,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             }
             stage(1u, j0, p.s, head, c0, li);
             workgroupBarrier();
-            for (var c = 0u; c < min(DC, p.d - c0); c++) {
-                let qa = qs[c][ly];
-                let qb = qs[c][ly + 16u];
-                let ka = kv[c][lx];
-                let kb = kv[c][lx + 16u];
-                s00 = fma(qa, ka, s00);
-                s01 = fma(qa, kb, s01);
-                s10 = fma(qb, ka, s10);
-                s11 = fma(qb, kb, s11);
+            // Staged columns past d are zero: only the groups of four that hold some of d are read.
+            for (var c4 = 0u; c4 < (min(DC, p.d - c0) + 3u) / 4u; c4++) {
+                let qa = qs[ly][c4];
+                let qb = qs[ly + 16u][c4];
+                let ka = kv[lx][c4];
+                let kb = kv[lx + 16u][c4];
+                s00 += dot(qa, ka);
+                s01 += dot(qa, kb);
+                s10 += dot(qb, ka);
+                s11 += dot(qb, kb);
             }
             workgroupBarrier();
         }
@@ -128,18 +134,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let jb = j0 + lx + 16u;
         let ia = q0 + ly;
         let ib = q0 + ly + 16u;
-        sc[ly][lx] = score(s00, ia, ja);
-        sc[ly][lx + 16u] = score(s01, ia, jb);
-        sc[ly + 16u][lx] = score(s10, ib, ja);
-        sc[ly + 16u][lx + 16u] = score(s11, ib, jb);
+        let sa0 = score(s00, ia, ja);
+        let sa1 = score(s01, ia, jb);
+        let sb0 = score(s10, ib, ja);
+        let sb1 = score(s11, ib, jb);
+        // Each row's maximum: every invocation's over its two keys, then the 16 of the row, read by each.
+        rm[ly][lx] = max(sa0, sa1);
+        rm[ly + 16u][lx] = max(sb0, sb1);
         workgroupBarrier();
-
-        // Every invocation of a row computes the row's new maximum itself (32 reads of one address at a time).
         var ta = NEG;
         var tb = NEG;
-        for (var jj = 0u; jj < BK; jj++) {
-            ta = max(ta, sc[ly][jj]);
-            tb = max(tb, sc[ly + 16u][jj]);
+        for (var x = 0u; x < 16u; x++) {
+            ta = max(ta, rm[ly][x]);
+            tb = max(tb, rm[ly + 16u][x]);
         }
         let na = max(ma, ta);
         let nb = max(mb, tb);
@@ -147,14 +154,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let alpha_b = exp_f32(mb - nb);
         ma = na;
         mb = nb;
-        let pa0 = select(0.0, exp_f32(sc[ly][lx] - na), ja < p.s);
-        let pa1 = select(0.0, exp_f32(sc[ly][lx + 16u] - na), jb < p.s);
-        let pb0 = select(0.0, exp_f32(sc[ly + 16u][lx] - nb), ja < p.s);
-        let pb1 = select(0.0, exp_f32(sc[ly + 16u][lx + 16u] - nb), jb < p.s);
-        pr[ly][lx] = pa0;
-        pr[ly][lx + 16u] = pa1;
-        pr[ly + 16u][lx] = pb0;
-        pr[ly + 16u][lx + 16u] = pb1;
+        let pa0 = select(0.0, exp_f32(sa0 - na), ja < p.s);
+        let pa1 = select(0.0, exp_f32(sa1 - na), jb < p.s);
+        let pb0 = select(0.0, exp_f32(sb0 - nb), ja < p.s);
+        let pb1 = select(0.0, exp_f32(sb1 - nb), jb < p.s);
+        pr[ly][lx / 4u][lx % 4u] = pa0;
+        pr[ly][lx / 4u + 4u][lx % 4u] = pa1;
+        pr[ly + 16u][lx / 4u][lx % 4u] = pb0;
+        pr[ly + 16u][lx / 4u + 4u][lx % 4u] = pb1;
         la = fma(la, alpha_a, pa0 + pa1);
         lb = fma(lb, alpha_b, pb0 + pb1);
 
@@ -168,15 +175,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             var a1 = 0.0;
             var b0 = 0.0;
             var b1 = 0.0;
-            for (var jj = 0u; jj < BK; jj++) {
-                let pa = pr[ly][jj];
-                let pb = pr[ly + 16u][jj];
-                let x0 = kv[jj][lx];
-                let x1 = kv[jj][lx + 16u];
-                a0 = fma(pa, x0, a0);
-                a1 = fma(pa, x1, a1);
-                b0 = fma(pb, x0, b0);
-                b1 = fma(pb, x1, b1);
+            for (var j4 = 0u; j4 < BK / 4u; j4++) {
+                let pa = pr[ly][j4];
+                let pb = pr[ly + 16u][j4];
+                let x0 = kv[lx][j4];
+                let x1 = kv[lx + 16u][j4];
+                a0 += dot(pa, x0);
+                a1 += dot(pa, x1);
+                b0 += dot(pb, x0);
+                b1 += dot(pb, x1);
             }
             let r = 2u * ch;
             oa[r] = fma(oa[r], alpha_a, a0);
@@ -187,16 +194,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
     }
 
-    // The rows' sums: the 16 shares of each row, through the score tile's memory (free after the last
-    // barrier above).
-    sc[ly][lx] = la;
-    sc[ly + 16u][lx] = lb;
+    // The rows' sums: the 16 shares of each row, through rm (free after the last barrier above).
+    rm[ly][lx] = la;
+    rm[ly + 16u][lx] = lb;
     workgroupBarrier();
     var suma = 0.0;
     var sumb = 0.0;
     for (var x = 0u; x < 16u; x++) {
-        suma += sc[ly][x];
-        sumb += sc[ly + 16u][x];
+        suma += rm[ly][x];
+        sumb += rm[ly + 16u][x];
     }
     let ia = q0 + ly;
     let ib = q0 + ly + 16u;
