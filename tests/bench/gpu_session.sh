@@ -35,6 +35,9 @@ bench() {  # binary, label, args...
 for bin in "${bins[@]}"; do
   bench "$bin" "GEMMs and attention (f32)" --only matmul --only attention --iters 5
   bench "$bin" "attention through the GEMM path" --only attention --blocked-attention --iters 5
+  # Each tiling forced, to re-check the tile rule (ops/gemm.rs: 128² only from 256 tiles) on this device.
+  bench "$bin" "GEMMs, 64x64 tiles forced" --only matmul --gemm-tile 64 --iters 5
+  bench "$bin" "GEMMs, 128x128 tiles forced" --only matmul --gemm-tile 128 --iters 5
   bench "$bin" "GEMMs with f16 weights" --only matmul --dtype f16 --iters 5
   bench "$bin" "GEMMs with f16 weights in f16 arithmetic" --only matmul --dtype f16 --f16-math --iters 5
   # Split-K forced on and off, row by row in one run (binaries from before split-K do not have the flag).
