@@ -6,9 +6,10 @@
 // write a column block of a larger output (a weight split by rows, one attention head).
 // The fragments assembled with this one (their contracts are data in registry.rs, checked by
 // tests/kernel_contracts.rs):
-// - an input reader binds x (1) and provides load_x(m, k) -> f32 (gemm_x_dense.wgsl: x[x_off + m·x_stride + k],
-//   a strided view; gemm_x_conv.wgsl: implicit im2col of a channels-last image) or load_x4(m, k) -> vec4<f32>
-//   (gemm_x_dense_vec4.wgsl);
+// - an input reader binds x (1) and provides X(m, k) one element at a time — x_row(m), x_col(k) and
+//   load_x_at(row, col), so the loader can keep a row's and a column's place, and load_x(m, k) (gemm_x_dense.wgsl:
+//   x[x_off + m·x_stride + k], a strided view; gemm_x_conv.wgsl: implicit im2col of a channels-last image) —
+//   or load_x4(m, k) -> vec4<f32> (gemm_x_dense_vec4.wgsl);
 // - a weight reader binds w (2, plus its own extras such as int8 scales at 6) and provides
 //   load_w(n, k) -> f32 and/or load_w4(n, k) -> vec4<f32>, W(n, k .. k+3) of one output row (gemm_w_*.wgsl);
 // - a loader provides fetch_tiles (one K-tile from memory into registers) and stage_tiles (registers into one

@@ -55,21 +55,31 @@ const GEMM_EPILOGUE: Fragment =
     fragment!("gemm_epilogue.wgsl", binds: [], provides: [func("store", &[U32, U32, F32], None)]);
 const GEMM_SPLIT_K_REDUCE: Fragment = fragment!("gemm_split_k_reduce.wgsl",
     binds: [read(1, "partials"), read(2, "bias"), write(3, "y"), read(4, "residual")], provides: []);
-const GEMM_X_DENSE: Fragment = fragment!("gemm_x_dense.wgsl", binds: [read(1, "x")],
-    provides: [func("load_x", &[U32, U32], Some(F32))]);
+/// What the element-wise loaders read x through (gemm_load.wgsl, gemv_load.wgsl).
+const X_ELEMENTS: &[Function] = &[
+    func("x_row", &[U32], Some(Vec2U32)),
+    func("x_col", &[U32], Some(Vec3U32)),
+    func("load_x_at", &[Vec2U32, Vec3U32], Some(F32)),
+    func("load_x", &[U32, U32], Some(F32)),
+];
+const GEMM_X_DENSE: Fragment = Fragment {
+    file: "gemm_x_dense.wgsl",
+    source: include_str!("gemm_x_dense.wgsl"),
+    binds: &[read(1, "x")],
+    provides: X_ELEMENTS,
+};
 const GEMM_X_DENSE_VEC4: Fragment = fragment!("gemm_x_dense_vec4.wgsl", binds: [read(1, "x")],
     provides: [func("load_x4", &[U32, U32], Some(Vec4F32))]);
-const GEMM_X_CONV: Fragment = fragment!("gemm_x_conv.wgsl", binds: [read(1, "x")], provides: [
-    func("conv_pixel", &[U32], Some(Vec2U32)),
-    func("conv_tap", &[U32], Some(Vec3U32)),
-    func("load_conv", &[Vec2U32, Vec3U32], Some(F32)),
-    func("load_x", &[U32, U32], Some(F32))
-]);
+const GEMM_X_CONV: Fragment = Fragment {
+    file: "gemm_x_conv.wgsl",
+    source: include_str!("gemm_x_conv.wgsl"),
+    binds: &[read(1, "x")],
+    provides: X_ELEMENTS,
+};
 const FETCH_TILES: Function = func("fetch_tiles", &[U32, U32, U32, U32], None);
 const STAGE_TILES: Function = func("stage_tiles", &[U32, U32], None);
 const GEMM_LOAD: Fragment = fragment!("gemm_load.wgsl", binds: [], provides: [FETCH_TILES, STAGE_TILES]);
 const GEMM_LOAD_VEC4: Fragment = fragment!("gemm_load_vec4.wgsl", binds: [], provides: [FETCH_TILES, STAGE_TILES]);
-const GEMM_LOAD_CONV: Fragment = fragment!("gemm_load_conv.wgsl", binds: [], provides: [FETCH_TILES, STAGE_TILES]);
 /// A tiling's stores into its shared tiles: (buffer, k in the K-tile, row or column, value).
 const PUT_X: Function = func("put_x", &[U32, U32, U32, F32], None);
 const PUT_W: Function = func("put_w", &[U32, U32, U32, F32], None);
@@ -414,12 +424,11 @@ impl Kernel {
                     GemmInput::DenseVec4 => &GEMM_X_DENSE_VEC4,
                     GemmInput::Conv => &GEMM_X_CONV,
                 });
-                parts.push(match (tile.is_gemv(), input) {
-                    (true, GemmInput::DenseVec4) => &GEMV_LOAD_VEC4,
-                    (true, _) => &GEMV_LOAD,
-                    (false, GemmInput::Dense) => &GEMM_LOAD,
-                    (false, GemmInput::DenseVec4) => &GEMM_LOAD_VEC4,
-                    (false, GemmInput::Conv) => &GEMM_LOAD_CONV,
+                parts.push(match (tile.is_gemv(), vec4) {
+                    (true, false) => &GEMV_LOAD,
+                    (true, true) => &GEMV_LOAD_VEC4,
+                    (false, false) => &GEMM_LOAD,
+                    (false, true) => &GEMM_LOAD_VEC4,
                 });
                 if !tile.is_gemv() {
                     parts.push(if tile.f16_math() { &TILE_F16 } else { &TILE_F32 });
