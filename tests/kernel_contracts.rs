@@ -6,7 +6,8 @@
 //! - each fragment provides the functions its contract names, with those signatures;
 //! - only `shader-f16` kernels need `shader-f16`, only subgroup kernels need subgroups; the entry point fits WebGPU's default limits
 //!   (≤ 256 invocations, ≤ 16 KiB of workgroup memory);
-//! - every .wgsl file in the folder belongs to some kernel.
+//! - every .wgsl file in the folder belongs to some kernel;
+//! - every loop is a counted `for` (the backend leaves naga's loop bounding off: src/ops/gpu/recorder.rs).
 #![cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
 
 use lambda_eclipse::ops::gpu::kernels::{Access, Binding, Kernel, ParamType, ParamsLayout, WgslType};
@@ -287,4 +288,59 @@ fn reducing_kernels_and_the_gemv_have_a_portable_and_a_subgroup_variant_with_the
             assert_eq!(portable.needs_shader_f16(), subgroup.needs_shader_f16(), "{portable:?}");
         }
     }
+}
+
+/// The backend creates its shader modules without naga's loop bounding (src/ops/gpu/recorder.rs: with it, the
+/// driver cannot unroll the GEMM loops), which is sound only for shaders without infinite loops. So every loop
+/// in the kernels must be a counted `for`: `for (var v = start; v < bound; v++)` or `v += step` (a positive
+/// constant, or a subgroup size), or `for (var v = start; v > 0u; v /= 2u)`; no `loop` or `while` at all.
+#[test]
+fn every_kernel_loop_is_a_counted_for_loop_so_loop_bounding_can_be_left_off() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/gpu/kernels");
+    let mut loops = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "wgsl") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        for (number, line) in source.lines().enumerate() {
+            let code = line.split("//").next().unwrap();
+            let words: Vec<&str> = code.split(|c: char| !c.is_alphanumeric() && c != '_').collect();
+            assert!(
+                !words.contains(&"loop") && !words.contains(&"while"),
+                "{file}:{}: `loop` / `while`: use a counted for loop\n{line}",
+                number + 1
+            );
+            let Some(at) = code.find("for (") else { continue };
+            loops += 1;
+            // Up to the `)` that closes `for (` (a bound may hold parentheses of its own).
+            let mut depth = 1;
+            let header: String = code[at + 5..]
+                .chars()
+                .take_while(|&c| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth > 0
+                })
+                .collect();
+            let parts: Vec<&str> = header.split(';').map(str::trim).collect();
+            let counted = match parts.as_slice() {
+                [init, test, step] => {
+                    let v = init.strip_prefix("var ").and_then(|s| s.split(" = ").next()).unwrap_or("");
+                    !v.is_empty()
+                        && ((test.starts_with(&format!("{v} < "))
+                            && (*step == format!("{v}++") || step.starts_with(&format!("{v} += "))))
+                            || (*test == format!("{v} > 0u") && *step == format!("{v} /= 2u")))
+                }
+                _ => false,
+            };
+            assert!(counted, "{file}:{}: not a counted for loop\n{line}", number + 1);
+        }
+    }
+    assert!(loops > 40, "found only {loops} loops in {}", dir.display());
 }
