@@ -192,9 +192,13 @@ pub fn dispatch(be: &GpuBackend, g: &Gemm) -> Result<()> {
         Some(tile) => tile,
         None if g.m <= 8 && be.inner.reduction == Reduction::Subgroup => GemmTile::GemvSubgroup,
         None if g.m <= 8 => GemmTile::Gemv,
-        // 128×128 tiles only where there are enough of them to fill a large GPU (an H200 has 132 SMs):
-        // measured there, [257×8192]·[8192×1664] (39 such tiles) ran at 660 GF/s against 1060 with 64×64.
-        None if g.m.div_ceil(128) * g.n.div_ceil(128) >= 256 => GemmTile::T128,
+        // On a GPU 64×64: measured on an H200 (Vulkan), it beat 128×128 at every shape — the bigG GEMMs
+        // 6.5–15.3 TF/s against 4.2–6.7, the UNet step at 512 px 1002 against 1159 ms, MoVQ 1109 against
+        // 1280 ms, where the convolutions have hundreds to thousands of tiles (a thread's 8×8 outputs and
+        // their K-tile sums hold 128 registers, the 4×4 tiling's 32). On a CPU rasteriser (lavapipe,
+        // SwiftShader) 128×128 where there are at least 256 such tiles: there the larger block amortises its
+        // loads (lavapipe, forced: 5.8–6.5 against 3.8–5.2 GF/s at the bigG shapes).
+        None if be.inner.cpu_adapter && g.m.div_ceil(128) * g.n.div_ceil(128) >= 256 => GemmTile::T128,
         None => GemmTile::T64,
     };
     let tile = if be.inner.f16_math { tile.with_f16_math() } else { tile };
