@@ -33,7 +33,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 REAL = os.path.join(ROOT, "src", "bench", "real_configs")
 
 # Kept equal to src/bench/mod.rs (BIGG_MATMULS + SKINNY_MATMULS, ATTENTION_SHAPES): the parser below matches rows by these.
-MATMULS = [(77, 1280, 5120), (257, 1664, 8192), (257, 8192, 1664), (1, 1280, 5120), (8, 1280, 5120)]
+MATMULS = [(77, 1280, 5120), (77, 5120, 1280), (257, 1664, 8192), (257, 8192, 1664), (1, 1280, 5120), (8, 1280, 5120)]
 ATTENTION = [("bigG text", (77, 77, 20, 64)), ("bigG vision", (257, 257, 16, 104)),
              ("UNet 512 px", (1024, 1034, 12, 64)), ("UNet 768 px", (2304, 2314, 12, 64))]
 ITEMS = ["matmul", "attention", "text", "vision", "prior", "unet", "movq"]
