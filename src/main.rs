@@ -161,6 +161,10 @@ enum Command {
         /// subgroup operations.
         #[arg(long)]
         no_subgroups: bool,
+        /// GPU: after each row, where its time went per kernel variant (each dispatch submitted and waited for
+        /// on its own, so the row's own figure is slower; the shares are what to read).
+        #[arg(long)]
+        profile_kernels: bool,
         /// Time the GPU only (the CPU column stays empty): for kernel work, where the CPU's minutes are noise.
         #[arg(long)]
         gpu_only: bool,
@@ -427,6 +431,7 @@ fn run(cli: Cli) -> Result<()> {
             f16_math,
             split_k,
             no_subgroups,
+            profile_kernels,
             gpu_only,
         } => {
             let choices = GpuChoices {
@@ -438,6 +443,7 @@ fn run(cli: Cli) -> Result<()> {
                 f16_math,
                 split_k,
                 no_subgroups,
+                profile_kernels,
             };
             run_bench(&only, iters, dtype, size, choices, gpu_only)
         }
@@ -783,6 +789,7 @@ struct GpuChoices {
     f16_math: bool,
     split_k: SplitKChoice,
     no_subgroups: bool,
+    profile_kernels: bool,
 }
 
 fn run_bench(
@@ -802,6 +809,7 @@ fn run_bench(
         f16_math,
         split_k,
         no_subgroups,
+        profile_kernels,
     } = choices;
     use lambda_eclipse::bench::{self, DecoderPart, Model};
     use lambda_eclipse::ops::WeightDType;
@@ -852,11 +860,14 @@ fn run_bench(
             SplitKChoice::Off => Some(false),
         },
         use_subgroups: !no_subgroups,
+        profile_kernels,
         ..Default::default()
     };
     // A build without the `gpu` feature gets the stand-in's "built without the gpu feature" here.
+    let mut profiled = None;
     let (gpu, gpu_name) = match pollster::block_on(GpuBackend::with_options(options)) {
         Ok(g) => {
+            profiled = profile_kernels.then(|| g.clone());
             let name = format!(
                 "{} (shader-f16 {}, subgroups {}, GEMM tile {}, split-K {}, {} math, {} loads, {} attention{})",
                 g.adapter_description(),
@@ -873,7 +884,7 @@ fn run_bench(
                 if scalar_loads { "scalar" } else { "vec4" },
                 if blocked_attention { "blocked" } else { "flash" },
                 if adapter_limits { ", adapter limits" } else { "" }
-            );
+            ) + if profile_kernels { " | profiling: each dispatch waited for" } else { "" };
             (Some(storage.apply(g)), name)
         }
         Err(e) => (None, format!("none ({e})")),
@@ -902,6 +913,9 @@ fn run_bench(
         }
         None => None,
     };
+    if let Some(p) = &profiled {
+        p.take_kernel_profile(); // not the peak's dispatches in the first row's lines
+    }
     let of_peak = |gflops: Option<f64>| match (gflops, peak) {
         (Some(g), Some(p)) if p > 0.0 => format!("{:.1} %", 100.0 * g / p),
         _ => "—".to_string(),
@@ -929,6 +943,7 @@ fn run_bench(
             }
         });
         let g = gpu_result.map(|r| r.0);
+        let profile = profiled.as_ref().map(|p| p.take_kernel_profile());
         // A ratio > 1 means the GPU is better: throughput ratio for GF/s, time ratio cpu/gpu for ms.
         let ratio = c.zip(g).map(|(c, g)| if unit == "ms" { c / g } else { g / c });
         // Two significant digits below 10 (lavapipe's GF/s), one decimal above.
@@ -979,8 +994,27 @@ fn run_bench(
             };
             println!("{:<34} {:>16} {:>16}", "  weights held", bytes(cpu_result), bytes(gpu_result));
         }
+        if let Some(profile) = profile.filter(|p| !p.is_empty()) {
+            print_kernel_profile(&profile);
+        }
     }
     Ok(())
+}
+
+/// The bench's `--profile-kernels` lines for one row: kernel variants by total time (warm-up and timed calls
+/// together), the first 15 and the rest summed.
+fn print_kernel_profile(profile: &lambda_eclipse::ops::gpu::KernelProfile) {
+    let mut by_time: Vec<_> = profile.iter().collect();
+    by_time.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = by_time.iter().map(|(_, (_, ms))| ms).sum();
+    println!("  {:<70} {:>9} {:>12} {:>7}", "kernel variant (each dispatch waited for)", "dispatches", "ms", "share");
+    for (name, (calls, ms)) in by_time.iter().take(15) {
+        println!("  {name:<70} {calls:>9} {ms:>12.2} {:>6.1} %", 100.0 * ms / total.max(1e-9));
+    }
+    if by_time.len() > 15 {
+        let (calls, ms) = by_time[15..].iter().fold((0, 0.0), |(c, t), (_, (n, ms))| (c + n, t + ms));
+        println!("  {:<70} {calls:>9} {ms:>12.2} {:>6.1} %", "(the rest)", 100.0 * ms / total.max(1e-9));
+    }
 }
 
 fn quantize(model: &Path, out: &Path, quant_type: QuantChoice, list: bool) -> Result<()> {

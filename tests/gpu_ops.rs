@@ -1721,3 +1721,37 @@ fn norms_and_softmax_reduce_through_subgroups_and_workgroup_memory_alike() {
         }
     }
 }
+
+/// GpuOptions::profile_kernels (the bench's --profile-kernels): every dispatch is counted under its kernel
+/// variant with its time, the results are the unprofiled device's bit for bit (it only waits between
+/// dispatches), and taking the profile starts it over.
+#[test]
+fn profiled_dispatches_are_counted_per_kernel_variant_and_compute_the_same_values() {
+    let Some(plain) = gpu() else { return };
+    let profiled =
+        block(GpuBackend::with_options(GpuOptions { profile_kernels: true, ..GpuOptions::default() })).unwrap();
+    let mut rng = Rng(41);
+    let (m, k, n) = (77, 64, 130);
+    let (x, w) = (rng.vec(m * k, 1.0), f32_bytes(&rng.vec(n * k, 0.5)));
+    let run = |be: &GpuBackend| {
+        let y = be
+            .linear(
+                &be.from_f32(&x, &[m, k]).unwrap(),
+                &be.upload_weight(&w, WeightDType::F32, &[n, k]).unwrap(),
+                None,
+                Activation::GeluErf,
+            )
+            .unwrap();
+        let y = be.add(&y, &y).unwrap();
+        read_gpu(be, &y)
+    };
+    assert!(plain.take_kernel_profile().is_empty(), "an unprofiled device records nothing");
+    assert_eq!(run(&profiled), run(plain));
+    let profile = profiled.take_kernel_profile();
+    let gemm: Vec<_> = profile.iter().filter(|(name, _)| name.starts_with("Gemm(")).collect();
+    assert_eq!(gemm.len(), 1, "one GEMM variant in {profile:?}");
+    assert_eq!(gemm[0].1 .0, 1, "one GEMM dispatch in {profile:?}");
+    assert_eq!(profile.get("Add").map(|e| e.0), Some(1), "one add in {profile:?}");
+    assert!(profile.values().all(|&(_, ms)| ms >= 0.0 && ms.is_finite()), "{profile:?}");
+    assert!(profiled.take_kernel_profile().is_empty(), "taking the profile starts it over");
+}

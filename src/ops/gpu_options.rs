@@ -10,8 +10,8 @@ pub struct GpuOptions {
     /// Split weights above this many bytes across buffers (default: the storage-binding limit). Tests lower it
     /// to exercise splitting with small tensors.
     pub max_tensor_bytes: Option<u64>,
-    /// Force the GEMM's 64×64 (`Some(64)`) or 128×128 (`Some(128)`) tiling; `None` (default) picks 128×128
-    /// when both output dimensions are ≥ 128. For tests and the benchmark.
+    /// Force the GEMM's 64×64 (`Some(64)`) or 128×128 (`Some(128)`) tiling; `None` (default) picks by shape
+    /// and adapter (ops/gpu/ops/gemm.rs). For tests and the benchmark.
     pub gemm_tile: Option<u32>,
     /// Let the GEMM load four consecutive k at once where k, strides and offsets are multiples of 4
     /// (default true). Off: element-wise loads everywhere, for tests and the benchmark.
@@ -37,6 +37,11 @@ pub struct GpuOptions {
     /// feature (default true). Off: the portable workgroup-memory path every adapter has, so tests can compare
     /// both on one adapter.
     pub use_subgroups: bool,
+    /// Submit and wait for each dispatch on its own, adding its wall time to its kernel variant's total
+    /// (`GpuBackend::take_kernel_profile`; the bench's `--profile-kernels`), to see where a forward's time
+    /// goes on a device without a profiler. Native only (the browser cannot wait). Every op then costs a
+    /// round trip (tens of µs), so the totals compare kernels; they are not the forward's speed.
+    pub profile_kernels: bool,
 }
 
 impl Default for GpuOptions {
@@ -51,6 +56,11 @@ impl Default for GpuOptions {
             f16_math: false,
             split_k: None,
             use_subgroups: true,
+            profile_kernels: false,
         }
     }
 }
+
+/// Dispatches and total milliseconds per kernel variant (its `Debug` form: the GEMM's weight, input and
+/// tiling are part of it), from GpuOptions::profile_kernels.
+pub type KernelProfile = std::collections::BTreeMap<String, (u64, f64)>;

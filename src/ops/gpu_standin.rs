@@ -10,7 +10,7 @@ use crate::error::{DeviceError, Result};
 use std::convert::Infallible;
 use std::future::Future;
 
-pub use super::gpu_options::GpuOptions;
+pub use super::gpu_options::{GpuOptions, KernelProfile};
 
 /// Activation-pool counters (as the real backend's; never produced here).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,6 +61,10 @@ impl GpuBackend {
     }
 
     pub fn is_cpu_adapter(&self) -> bool {
+        absurd(&self.never)
+    }
+
+    pub fn take_kernel_profile(&self) -> KernelProfile {
         absurd(&self.never)
     }
 

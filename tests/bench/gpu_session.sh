@@ -61,6 +61,12 @@ if [ "$ITEMS" != quick ]; then
   bench "$last" "towers and prior, f16 weights" --only text --only vision --only prior --dtype f16 --iters 3
   bench "$last" "decoder parts at 512 px, f16 weights" --only unet --only movq --dtype f16 --iters 3
 fi
+# Where the time goes, kernel variant by kernel variant (each dispatch waited for on its own), for the parts
+# furthest from their targets.
+if [ "$ITEMS" != quick ] && "$last" bench --help | grep -q -- --profile-kernels; then
+  bench "$last" "decoder parts, time per kernel variant" --only unet --only movq --dtype f16 --profile-kernels --iters 1
+  bench "$last" "vision tower, time per kernel variant" --only vision --dtype f16 --profile-kernels --iters 1
+fi
 for bin in "${baselines[@]}"; do
   bench "$bin" "GEMMs and attention (f32)" --only matmul --only attention --iters 5
 done

@@ -6,7 +6,7 @@ use super::kernels::{GemmTile, Reduction};
 use super::pool::{self, lock, PoolStats, PooledBuffer};
 use super::recorder::Recorder;
 use crate::error::{DeviceError, Result};
-use crate::ops::gpu_options::GpuOptions;
+use crate::ops::gpu_options::{GpuOptions, KernelProfile};
 use std::sync::{Arc, Mutex};
 
 /// The WebGPU backend. Clones share one device, pool and pending command encoder.
@@ -59,6 +59,8 @@ pub(super) struct Inner {
     pub(super) dummy: PooledBuffer,
     /// First error the device reported (validation, out of memory); surfaced at the next read.
     device_error: Arc<Mutex<Option<DeviceError>>>,
+    /// Per kernel variant: dispatches and milliseconds, when GpuOptions::profile_kernels is on.
+    pub(super) profile: Option<Mutex<KernelProfile>>,
 }
 
 impl GpuBackend {
@@ -149,6 +151,7 @@ impl GpuBackend {
                 recorder,
                 pool: Arc::default(),
                 device_error,
+                profile: options.profile_kernels.then(Mutex::default),
             }),
         })
     }
@@ -169,6 +172,11 @@ impl GpuBackend {
     /// operations; `None` on the portable path (no `subgroups` feature, or GpuOptions::use_subgroups off).
     pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
         self.inner.subgroup_sizes
+    }
+
+    /// What GpuOptions::profile_kernels measured since the last call (and start over); empty when it is off.
+    pub fn take_kernel_profile(&self) -> KernelProfile {
+        self.inner.profile.as_ref().map(|p| std::mem::take(&mut *lock(p))).unwrap_or_default()
     }
 
     /// Whether the adapter computes on the CPU (lavapipe, SwiftShader), where split-K is off unless forced.

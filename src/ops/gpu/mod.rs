@@ -54,7 +54,7 @@ mod recorder;
 mod tensor;
 mod upload;
 
-pub use super::gpu_options::GpuOptions;
+pub use super::gpu_options::{GpuOptions, KernelProfile};
 pub use device::GpuBackend;
 pub use pool::PoolStats;
 pub use recorder::BindGroupStats;

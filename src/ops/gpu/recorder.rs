@@ -275,6 +275,19 @@ impl GpuBackend {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.count_op(&mut pending);
+        if let Some(profile) = &self.inner.profile {
+            // This dispatch alone (everything before it has been waited for): submit, wait, add its time.
+            let commands = pending.finish();
+            drop(pending);
+            let start = crate::timing::now_ms();
+            self.inner.queue.submit(commands);
+            let _ = self.inner.device.poll(wgpu::PollType::wait_indefinitely());
+            let ms = crate::timing::now_ms() - start;
+            let mut profile = lock(profile);
+            let entry = profile.entry(format!("{kernel:?}")).or_default();
+            entry.0 += 1;
+            entry.1 += ms;
+        }
     }
 
     /// Workgroup grid for a 1-D kernel over `n` elements (256 per group), folded into y past the 65535 limit.
