@@ -7,6 +7,8 @@
 //! f32 kernels, which is faster there (measured on AVX2 without VNNI and in wasm: the integer path ran at
 //! 0.25–0.4× f32). f32 product weights are held in the same panels (`panels.rs`).
 
+#[cfg(target_arch = "x86_64")]
+mod panel_kernel;
 mod panels;
 
 use super::{Activation, Backend, Int8Rows, WeightDType};

@@ -9,7 +9,7 @@
 //! 151 as `wᵀ`, 187 in panels (the same values: the kernel and the order of its sums do not change).
 
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// Rows of `w` per panel: the height of gemm's largest f32 micro-kernel (AVX-512: 4 × 16 lanes), so a
 /// panel is read by whole micro-kernel tiles on every target (AVX2's 2 × 8 and simd128's tiles divide it).
@@ -93,12 +93,37 @@ pub fn panel_product(
         return Err(Error::Backend("linear: the input is not on the CPU".into()));
     };
     let x = &cpu.as_slice::<f32>()?[start..end];
-    let mut y = vec![0f32; m * n];
+    if k == 0 {
+        return Ok(Tensor::zeros((m, n), DType::F32, &Device::Cpu)?);
+    }
+    // Not zeroed first: every panel writes all of its columns of every row (gemm without reading them), so
+    // a zeroing pass would be a wasted write of the whole result (3 % of the text tower's forward).
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let out = OutPtr(y.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    let by_hand = super::panel_kernel::available();
     let one = |p: usize| {
         SCRATCH.with(|scratch| {
             let w = panel(p, &mut scratch.borrow_mut());
             let rows = PANEL_ROWS.min(n - p * PANEL_ROWS);
+            #[cfg(target_arch = "x86_64")]
+            if by_hand {
+                // SAFETY: AVX-512F is there (`available`); x holds m·k values, the panel 64·k; a whole panel
+                // writes its own 64 columns of each of y's m rows (row stride n), a partial one (the last)
+                // goes through a buffer of m rows of 64 and only its `rows` columns are copied out.
+                unsafe {
+                    if rows == PANEL_ROWS {
+                        super::panel_kernel::panel_times(x.as_ptr(), m, k, w.0, out.at(p * PANEL_ROWS), n);
+                    } else {
+                        let mut part = vec![0f32; m * PANEL_ROWS];
+                        super::panel_kernel::panel_times(x.as_ptr(), m, k, w.0, part.as_mut_ptr(), PANEL_ROWS);
+                        for (i, values) in part.chunks_exact(PANEL_ROWS).enumerate() {
+                            std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(i * n + p * PANEL_ROWS), rows);
+                        }
+                    }
+                }
+                return;
+            }
             // SAFETY: `yᵀ`'s rows p·64 … p·64 + rows (row stride 1, column stride n) lie inside `y` and no
             // other panel writes them; the panel (`PANEL_ROWS · k` values: row stride 1, column stride 64)
             // and `xᵀ` (row stride 1, column stride k) are read inside their buffers, which outlive the call.
@@ -136,6 +161,8 @@ pub fn panel_product(
     #[cfg(target_arch = "wasm32")]
     (0..panels).for_each(one);
     drop(storage);
+    // SAFETY: the panels above wrote all m·n values (columns p·64 … p·64 + rows of every row, for every p).
+    unsafe { y.set_len(m * n) };
     Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?)
 }
 
