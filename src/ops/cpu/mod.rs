@@ -7,6 +7,7 @@
 //! f32 kernels, which is faster there (measured on AVX2 without VNNI and in wasm: the integer path ran at
 //! 0.25–0.4× f32). f32 product weights are held in the same panels (`panels.rs`).
 
+mod gelu;
 #[cfg(target_arch = "x86_64")]
 mod panel_kernel;
 mod panels;
@@ -128,7 +129,7 @@ fn check_rank(t: &Tensor, rank: usize, op: &str) -> Result<()> {
 fn apply_activation(x: Tensor, act: Activation) -> Result<Tensor> {
     Ok(match act {
         Activation::Identity => x,
-        Activation::GeluErf => x.gelu_erf()?,
+        Activation::GeluErf => gelu::gelu_erf(&x)?,
         Activation::QuickGelu => {
             let sigmoid = (x.affine(-1.702, 0.0)?.exp()? + 1.0)?.recip()?;
             (x * sigmoid)?
