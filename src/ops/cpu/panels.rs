@@ -108,20 +108,9 @@ pub fn panel_product(
             let rows = PANEL_ROWS.min(n - p * PANEL_ROWS);
             #[cfg(target_arch = "x86_64")]
             if by_hand {
-                // SAFETY: AVX-512F is there (`available`); x holds m·k values, the panel 64·k; a whole panel
-                // writes its own 64 columns of each of y's m rows (row stride n), a partial one (the last)
-                // goes through a buffer of m rows of 64 and only its `rows` columns are copied out.
-                unsafe {
-                    if rows == PANEL_ROWS {
-                        super::panel_kernel::panel_times(x.as_ptr(), m, k, w.0, out.at(p * PANEL_ROWS), n);
-                    } else {
-                        let mut part = vec![0f32; m * PANEL_ROWS];
-                        super::panel_kernel::panel_times(x.as_ptr(), m, k, w.0, part.as_mut_ptr(), PANEL_ROWS);
-                        for (i, values) in part.chunks_exact(PANEL_ROWS).enumerate() {
-                            std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(i * n + p * PANEL_ROWS), rows);
-                        }
-                    }
-                }
+                // SAFETY: AVX-512F is there (`available`); x holds m·k values, the panel 64·k; this panel's
+                // columns of y are written by this task only.
+                unsafe { panel_by_hand(x, (m, k, n), w, out, p, rows) };
                 return;
             }
             // SAFETY: `yᵀ`'s rows p·64 … p·64 + rows (row stride 1, column stride n) lie inside `y` and no
@@ -164,6 +153,26 @@ pub fn panel_product(
     // SAFETY: the panels above wrote all m·n values (columns p·64 … p·64 + rows of every row, for every p).
     unsafe { y.set_len(m * n) };
     Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?)
+}
+
+/// Panel `p`'s `rows` columns of `y [m, n]` by the AVX-512 kernel: a whole panel writes its 64 columns of each
+/// of y's rows in place (row stride n), a partial one (the last) goes through a buffer of m rows of 64 and only
+/// its `rows` columns are copied out.
+///
+/// # Safety
+/// As `panel_kernel::panel_times`; `out` holds `m·n` values whose columns `p·64 …` no other task writes.
+#[cfg(target_arch = "x86_64")]
+unsafe fn panel_by_hand(x: &[f32], (m, k, n): (usize, usize, usize), w: PanelRef, out: OutPtr, p: usize, rows: usize) {
+    use super::panel_kernel::panel_times;
+    if rows == PANEL_ROWS {
+        panel_times(x.as_ptr(), m, k, w.0, out.at(p * PANEL_ROWS), n);
+        return;
+    }
+    let mut part = vec![0f32; m * PANEL_ROWS];
+    panel_times(x.as_ptr(), m, k, w.0, part.as_mut_ptr(), PANEL_ROWS);
+    for (i, values) in part.chunks_exact(PANEL_ROWS).enumerate() {
+        std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(i * n + p * PANEL_ROWS), rows);
+    }
 }
 
 /// Panel `p` of a block-type weight `[n, k]` (`raw`: its rows of blocks), dequantised into `panel`: the

@@ -276,11 +276,11 @@ impl GpuBackend {
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.count_op(&mut pending);
         if let Some(profile) = &self.inner.profile {
-            // This dispatch alone (everything before it has been waited for): submit, wait, add its time.
-            let commands = pending.finish();
-            drop(pending);
+            // This dispatch alone (everything before it has been waited for): submit (under the lock, as
+            // every submit: see the module's ordering note), wait, add its time.
             let start = crate::timing::now_ms();
-            self.inner.queue.submit(commands);
+            self.inner.queue.submit(pending.finish());
+            drop(pending);
             let _ = self.inner.device.poll(wgpu::PollType::wait_indefinitely());
             let ms = crate::timing::now_ms() - start;
             let mut profile = lock(profile);
