@@ -1,5 +1,6 @@
 //! In the browser (wasm-bindgen-test, headless Chromium, CPU backend): the tiny model, loaded from in-memory
-//! files, reproduces the goldens — the text tower alone, and the whole `cat_glasses` pipeline.
+//! files, reproduces the goldens — the text tower alone, and the whole `cat_glasses` pipeline; and the CPU's
+//! panel products (the simd128 kernel) match the exact ones.
 #![cfg(target_arch = "wasm32")]
 
 use lambda_eclipse::ops::cpu::CpuBackend;
@@ -7,6 +8,8 @@ use lambda_eclipse::pipeline::{self, lambda::Noise, LambdaEngine, PriorRequest, 
 use lambda_eclipse::tensor_file;
 use lambda_eclipse::weights::MemFiles;
 use wasm_bindgen_test::*;
+
+mod panel_products;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -84,6 +87,18 @@ async fn check_cat_glasses<B: lambda_eclipse::ops::Backend>(engine: &LambdaEngin
     let d = max_abs(&out.negative_image_embeds, &read("negative_image_embeds"));
     assert!(d <= tol, "negative_image_embeds on {} differ by {d}", engine.backend.name());
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
+
+/// The CPU's products with weights in panels, in wasm: the simd128 kernel (src/ops/cpu/panel_kernel/simd128.rs)
+/// against the exact product, with its epilogue; see `panel_products::check_panels`.
+#[wasm_bindgen_test]
+async fn cpu_product_weights_in_panels_match_the_exact_products_in_wasm() {
+    for shape in panel_products::SHAPES {
+        panel_products::check_panels(shape).await;
+    }
+    for shape in panel_products::Q8_0_SHAPES {
+        panel_products::check_q8_0_panels(shape).await;
+    }
 }
 
 #[wasm_bindgen_test]

@@ -2,9 +2,10 @@
 //! (`model.safetensors.index.json`), and f16 / bf16 tensors converted to the compute dtype.
 
 mod common;
+mod panel_products;
 use common::*;
-use lambda_eclipse::ops::cpu::{CpuBackend, CpuTensor};
-use lambda_eclipse::ops::{Activation, Backend, WeightDType};
+use lambda_eclipse::ops::cpu::CpuBackend;
+use lambda_eclipse::ops::{Backend, WeightDType};
 use lambda_eclipse::pipeline;
 use lambda_eclipse::tensor_file::{to_bytes, OutTensor};
 use lambda_eclipse::weights::{ByteSource, MemFiles, ModelFiles, WeightStore};
@@ -200,51 +201,15 @@ fn tensors_read_four_at_a_time_and_arriving_out_of_order_load_to_the_same_model(
     assert_eq!(done, total);
 }
 
-/// Values in ±1 that are not round numbers (so a product's rounding is exercised).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    (0..n as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 20_011) as f32 / 10_005.5 - 1.0).collect()
-}
-
-/// The CPU keeps a product weight `w [n, k]` in 64-row panels (so gemm reads it without repacking it per
-/// call): the tensor shows the same shape and values, and `x · wᵀ + b` matches the exact (f64) product as
-/// closely as the plain layout does. gemm may pick another kernel for another stride, so the order of the
-/// f32 sums can differ; each order is within (k + 1)·2⁻²⁴·(Σ|x·w| + |b|) of the exact value (k products
-/// summed, one bias add; Higham's γₖ to first order). n = 45 is less than one panel, 150 two panels and a
-/// part; a wrong element in a panel, or a panel's output in the wrong columns, moves a product by ~|x·w| ≫
-/// the bound. On AVX-512 the panels go through the hand-written kernel (src/ops/cpu/panel_kernel.rs: groups of
-/// six rows of x, K in blocks of 256): m = 13 is two groups and a row, k = 600 two blocks and a part, so a
-/// block added to the wrong rows or a lost partial block fails too; elsewhere gemm computes them.
+/// The CPU keeps a product weight in 64-row panels and multiplies them by a hand-written kernel where it has
+/// one: see `panel_products::check_panels` (shared with the in-browser tests, which run the wasm kernel).
 #[test]
 fn cpu_product_weights_laid_out_in_panels_keep_their_values_and_products() {
-    for (n, k, m) in [(45, 70, 5), (150, 70, 5), (150, 600, 13), (64, 257, 6)] {
-        check_panels(n, k, m);
+    for shape in panel_products::SHAPES {
+        pollster::block_on(panel_products::check_panels(shape));
     }
-}
-
-#[track_caller]
-fn check_panels(n: usize, k: usize, m: usize) {
-    let be = CpuBackend::new();
-    let (wv, bv, xv) = (values(n * k, 1), values(n, 2), values(m * k, 3));
-    let w = be.from_f32(&wv, &[n, k]).unwrap();
-    let bias = be.from_f32(&bv, &[n]).unwrap();
-    let x = be.from_f32(&xv, &[m, k]).unwrap();
-    let laid_out = be.layout_for_products(w.clone()).unwrap();
-    assert_eq!(be.shape(&laid_out), vec![n, k]);
-    let read = |t: &CpuTensor| pollster::block_on(be.read_f32(t)).unwrap();
-    assert_eq!(read(&laid_out), read(&w));
-    let check = |got: Vec<f32>, what: &str| {
-        for (idx, g) in got.iter().enumerate() {
-            let (i, j) = (idx / n, idx % n);
-            let terms = (0..k).map(|c| xv[i * k + c] as f64 * wv[j * k + c] as f64);
-            let exact = terms.clone().sum::<f64>() + bv[j] as f64;
-            let bound = (k + 1) as f64 * 2f64.powi(-24) * (terms.map(f64::abs).sum::<f64>() + (bv[j] as f64).abs());
-            assert!((*g as f64 - exact).abs() <= bound, "{what} [{i}, {j}]: {g} vs exact {exact} (bound {bound:e})");
-        }
-    };
-    for (wt, what) in [(&w, "plain"), (&laid_out, "laid out")] {
-        check(read(&be.linear(&x, wt, Some(&bias), Activation::Identity).unwrap()), what);
-        // A 1×1 convolution is the same product over a feature map's rows.
-        check(read(&be.conv2d(&x, 1, m, wt, Some(&bias), 1).unwrap()), what);
+    for shape in panel_products::Q8_0_SHAPES {
+        pollster::block_on(panel_products::check_q8_0_panels(shape));
     }
 }
 

@@ -18,13 +18,15 @@ const A3: f32 = 1.421_413_8;
 const A4: f32 = -1.453_152_1;
 const A5: f32 = 1.061_405_4;
 
-/// `e^y` for y ≤ 0 (the argument −z² here): 2ⁿ·e^r with n = y·log₂e rounded and r = y − n·ln2 (ln2 in two
-/// parts, so r is exact to f32), e^r by its Taylor polynomial; below −87 (e^y < 2⁻¹²⁵) the result is 0 to
-/// within f32's normal range, so y is clamped there and 2ⁿ stays a normal number.
+/// `e^y` for y ≤ 0 (−z² here, a score minus its row's maximum in the softmax): 2ⁿ·e^r with n = y·log₂e
+/// rounded and r = y − n·ln2 (ln2 in two parts, so r is exact to f32), e^r by its Taylor polynomial; below
+/// −87 (e^y < 2⁻¹²⁵, past f32's normal range) the result is 0 (−∞, a masked score, included), computed
+/// from y clamped there so that 2ⁿ stays a normal number.
 #[inline(always)]
-fn exp_nonpositive(y: f32) -> f32 {
+pub(super) fn exp_nonpositive(y: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    let underflows = y < -87.0;
     let y = y.max(-87.0);
     // n = y·log₂e rounded to the nearest integer by adding and taking away 1.5·2²³ (f32 keeps no fraction
     // at that size): plain adds, where `round`/`floor` would be a libm call on baseline x86-64 (no SSE4.1)
@@ -36,7 +38,12 @@ fn exp_nonpositive(y: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let e = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if underflows {
+        0.0
+    } else {
+        e
+    }
 }
 
 /// GELU (erf) of one value; see the module's documentation.

@@ -1,22 +1,24 @@
-//! CPU backend on candle-core: native (multi-threaded gemm) and wasm (the fallback when there is no
-//! WebGPU adapter). Compute is f32; weights in a block type (Q8_0, Q4_0 from a GGUF file) stay in their
-//! blocks. A product with such a weight takes one of two routes (see [`int8_dot_products_pay`]): candle's
-//! quantized matmul — each activation row rounded to 8-bit blocks, integer dot products, ggml's scheme —
-//! where the CPU has 8-bit dot-product instructions candle uses for that shape; elsewhere the weight is
-//! dequantised for the call, one 64-row panel at a time into a cache-sized buffer, and multiplied by gemm's
-//! f32 kernels, which is faster there (measured on AVX2 without VNNI and in wasm: the integer path ran at
-//! 0.25–0.4× f32). f32 product weights are held in the same panels (`panels.rs`).
+//! CPU backend on candle-core: native (multi-threaded) and wasm (the fallback when there is no WebGPU
+//! adapter). Compute is f32; weights in a block type (Q8_0, Q4_0 from a GGUF file) stay 8- or 4-bit. A
+//! product with such a weight takes one of two routes (see [`int8_dot_products_pay`]): candle's quantized
+//! matmul — each activation row rounded to 8-bit blocks, integer dot products, ggml's scheme — where the
+//! CPU has 8-bit dot-product instructions candle uses for that shape; elsewhere the weight is dequantised
+//! for the call, one 64-row panel at a time into a cache-sized buffer, and multiplied in f32, which is
+//! faster there (measured on AVX2 without VNNI and in wasm: the integer path ran at 0.25–0.4× f32). f32
+//! product weights are held in those panels (`panels.rs`), and so are Q8_0 ones on the f32 route, still
+//! 8-bit; the panels are multiplied by hand-written kernels (`panel_kernel/`: AVX-512, wasm simd128) or
+//! gemm.
 
 mod gelu;
-#[cfg(target_arch = "x86_64")]
 mod panel_kernel;
 mod panels;
+mod rows;
 
 use super::{Activation, Backend, Int8Rows, WeightDType};
 use crate::error::{Error, Result};
 use candle_core::quantized::{QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
-use panels::PanelMatrix;
+use candle_core::{DType, Device, Module, Tensor};
+use panels::{Epilogue, PanelMatrix};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -102,20 +104,26 @@ impl CpuTensor {
 
     /// `x · selfᵀ` for a weight `[n, k]`.
     fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            CpuTensor::Values(w) => Ok(x.matmul(&w.t()?)?),
-            CpuTensor::Panels(p) => p.times_transposed(x),
+        Ok(self.times_transposed_then(x, Epilogue::default())?.unwrap_or_else(|y| y))
+    }
+
+    /// `x · selfᵀ`, finished by `epilogue` where the product goes by panels: `Ok(Ok(y))` when it did,
+    /// `Ok(Err(y))` (the bare product) when the caller still has to.
+    fn times_transposed_then(&self, x: &Tensor, epilogue: Epilogue<'_>) -> Result<std::result::Result<Tensor, Tensor>> {
+        Ok(match self {
+            CpuTensor::Values(w) => Err(x.matmul(&w.t()?)?),
+            CpuTensor::Panels(p) => Ok(p.times_transposed(x, epilogue)?),
             // candle's quantized matmul wants contiguous activations.
-            CpuTensor::Blocks(b) if b.integer => Ok(QMatMul::from_arc(b.matrix.clone())?.forward(&x.contiguous()?)?),
+            CpuTensor::Blocks(b) if b.integer => Err(QMatMul::from_arc(b.matrix.clone())?.forward(&x.contiguous()?)?),
             // The weight's values for this call only, one panel at a time: the model stays in blocks.
             CpuTensor::Blocks(b) => {
                 let (n, k) = (b.shape[0], b.shape[1..].iter().product::<usize>());
                 let data = b.matrix.data()?;
                 let dequantized =
                     |p: usize, panel: &mut Vec<f32>| panels::dequantized_panel(b.dtype, &data, [n, k], p, panel);
-                panels::panel_product(x, n, k, &dequantized)
+                Ok(panels::panel_product(x, n, k, &dequantized, epilogue)?)
             }
-        }
+        })
     }
 }
 
@@ -150,6 +158,16 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// `f` of an f32 tensor's values, row-major, read where they lie (a copy only if the tensor is a strided view).
+fn in_place<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        return Err(Error::Backend(format!("{op}: the tensor is not on the CPU")));
+    };
+    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
+}
+
 fn feature_map(x: &Tensor, height: usize, width: usize, op: &str) -> Result<usize> {
     check_rank(x, 2, op)?;
     let (rows, c) = x.dims2()?;
@@ -173,23 +191,29 @@ impl Dense {
         Ok(a.matmul(b)?)
     }
 
-    /// `act(x · wᵀ + bias)`, with `times_wt` computing `x · wᵀ` (dense or from blocks).
-    fn linear(&self, x: &Tensor, times_wt: &TimesWt<'_>, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-        check_rank(x, 2, "linear")?;
-        let mut y = times_wt(x)?;
-        if let Some(b) = bias {
-            y = y.broadcast_add(b)?;
-        }
+    /// `act(y + bias)` for a product `y = x · wᵀ`, as passes over the whole result.
+    fn bias_and_activation(&self, y: Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        let y = match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
         apply_activation(y, act)
     }
 
     fn layer_norm(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
         check_rank(x, 2, "layer_norm")?;
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
-        Ok(normed.broadcast_mul(gamma)?.broadcast_add(beta)?)
+        let (rows, k) = x.dims2()?;
+        let (gamma, beta) = (host(gamma)?, host(beta)?);
+        if gamma.len() != k || beta.len() != k {
+            return Err(Error::Backend(format!(
+                "layer_norm: {} weights and {} biases for rows of {k}",
+                gamma.len(),
+                beta.len()
+            )));
+        }
+        let mut out = vec![0f32; rows * k];
+        in_place(x, "layer_norm", |x| rows::layer_norm(x, k, &gamma, &beta, eps as f32, &mut out))?;
+        Ok(Tensor::from_vec(out, (rows, k), &Device::Cpu)?)
     }
 
     fn attention(
@@ -228,13 +252,10 @@ impl Dense {
         while start < t {
             let len = chunk.min(t - start);
             let qh = split(&q.narrow(0, start, len)?, len)?;
-            let mut scores = (qh.matmul(&kt)? * scale as f64)?; // [h, len, s]
-            if let Some(b) = bias {
-                scores = scores.broadcast_add(&b.narrow(0, start, len)?)?;
-            }
-            let max = scores.max_keepdim(D::Minus1)?;
-            let e = scores.broadcast_sub(&max)?.exp()?;
-            let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+            let mut scores = host(&qh.matmul(&kt)?)?; // [h, len, s]
+            let bias = bias.map(|b| host(&b.narrow(0, start, len)?)).transpose()?;
+            rows::scaled_softmax(&mut scores, s, scale, bias.as_deref());
+            let p = Tensor::from_vec(scores, (heads, len, s), &Device::Cpu)?;
             let out = p.matmul(&vh)?; // [h, len, d]
             outs.push(out.transpose(0, 1)?.reshape((len, width))?);
             start += len;
@@ -504,20 +525,21 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::Values(Tensor::from_vec(values, shape, &Device::Cpu)?))
     }
 
-    /// An f32 matrix becomes panels (see `panels.rs`: gemm then reads it without repacking it per call).
-    /// Blocks stay blocks.
+    /// An f32 matrix becomes panels (see `panels.rs`: the kernels then read it without repacking it per
+    /// call); so does a Q8_0 matrix whose products go through f32, kept 8-bit in panel order. Blocks for
+    /// candle's integer kernels, Q4_0 and conv kernels stay as they are.
     fn layout_for_products(&self, w: CpuTensor) -> Result<CpuTensor> {
         match w {
             CpuTensor::Values(t) if t.rank() == 2 => {
                 let (n, k) = t.dims2()?;
                 // Read in place (an uploaded weight is contiguous): no host copy of the whole matrix.
-                let t = t.contiguous()?;
-                let (storage, layout) = t.storage_and_layout();
-                let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
-                else {
-                    return Err(Error::Backend("layout_for_products: the weight is not on the CPU".into()));
-                };
-                Ok(CpuTensor::Panels(Arc::new(PanelMatrix::new(&cpu.as_slice::<f32>()?[start..end], n, k))))
+                let panels = in_place(&t, "layout_for_products", |w| PanelMatrix::new(w, n, k))?;
+                Ok(CpuTensor::Panels(Arc::new(panels)))
+            }
+            CpuTensor::Blocks(b) if !b.integer && b.dtype == WeightDType::Q8_0 && b.shape.len() == 2 => {
+                let (n, k) = (b.shape[0], b.shape[1]);
+                let panels = PanelMatrix::from_q8_0(&b.matrix.data()?, n, k);
+                Ok(CpuTensor::Panels(Arc::new(panels)))
             }
             other => Ok(other),
         }
@@ -551,8 +573,19 @@ impl Backend for CpuBackend {
         if w.dims().len() != 2 {
             return Err(Error::Backend(format!("linear: expected a rank-2 tensor, got shape {:?}", w.dims())));
         }
+        let x = values(x)?;
+        check_rank(&x, 2, "linear")?;
         let bias = bias.map(values).transpose()?;
-        Dense.linear(&*values(x)?, &|x: &Tensor| w.times_transposed(x), bias.as_deref(), act).map(CpuTensor::Values)
+        // The bias and a GELU go into the panels' epilogue (while each panel's columns are in cache); the other
+        // activations, and the products that do not go by panels, take the passes over the whole result.
+        let bias_values = bias.as_deref().map(host).transpose()?;
+        let epilogue = Epilogue { bias: bias_values.as_deref(), gelu_erf: act == Activation::GeluErf };
+        let y = match w.times_transposed_then(&x, epilogue)? {
+            Ok(finished) if epilogue.gelu_erf => finished,
+            Ok(with_bias) => apply_activation(with_bias, act)?,
+            Err(product) => Dense.bias_and_activation(product, bias.as_deref(), act)?,
+        };
+        Ok(CpuTensor::Values(y))
     }
 
     fn layer_norm(&self, x: &CpuTensor, gamma: &CpuTensor, beta: &CpuTensor, eps: f64) -> Result<CpuTensor> {

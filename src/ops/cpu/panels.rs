@@ -1,5 +1,6 @@
 //! The CPU's weight matrices in panels: `w [n, k]` stored as `⌈n / 64⌉` panels of 64 rows, each panel
-//! column-major (`[k][64]`, contiguous), and `x · wᵀ` computed one panel at a time by candle's `gemm`.
+//! column-major (`[k][64]`, contiguous), and `x · wᵀ` computed one panel at a time, by a hand-written kernel
+//! where there is one (panel_kernel/: AVX-512, wasm simd128), else by candle's `gemm`.
 //!
 //! Why not candle's matmul on `w` as stored: gemm's kernels read the weight as 64-row column-major panels
 //! and, for a matrix in any other layout, copy each panel into that form on every call — for a bigG MLP
@@ -9,35 +10,58 @@
 //! 151 as `wᵀ`, 187 in panels (the same values: the kernel and the order of its sums do not change).
 
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 /// Rows of `w` per panel: the height of gemm's largest f32 micro-kernel (AVX-512: 4 × 16 lanes), so a
 /// panel is read by whole micro-kernel tiles on every target (AVX2's 2 × 8 and simd128's tiles divide it).
 pub const PANEL_ROWS: usize = 64;
 
-/// `w [n, k]` as panels (see the module's documentation); rows past `n` in the last panel are zeros.
+/// `w [n, k]` as panels (see the module's documentation), f32 or still 8-bit; rows past `n` in the last
+/// panel are zeros.
 #[derive(Debug)]
 pub struct PanelMatrix {
-    values: Vec<f32>,
+    values: PanelValues,
     /// `[n, k]`.
     shape: [usize; 2],
+}
+
+#[derive(Debug)]
+enum PanelValues {
+    F32(Vec<f32>),
+    /// A Q8_0 weight re-laid in panel order, still one byte a value: `quants` as the f32 panels' values
+    /// (`[k][64]` per panel), `scales` one per block of 32 values of a row, `[k / 32][64]` per panel (the f16
+    /// scale as f32: exact). A panel's values are then `quants · scales` in one contiguous, vectorised
+    /// pass — where dequantising the blocks as the file stores them (32 values along a row) into a panel
+    /// (along a column) is a transposition, one strided store per value: it made the bigG text tower's
+    /// Q8_0 forward in wasm 0.6–0.7 s (16–19 %) slower than its f32 one; in panel order the two take the
+    /// same time. Q4_0 stays in its blocks (unpacked to a byte a value it would lose its halving).
+    Q8 {
+        quants: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl PanelMatrix {
     /// The panels of `w [n, k]`, row-major.
     pub fn new(w: &[f32], n: usize, k: usize) -> PanelMatrix {
         debug_assert_eq!(w.len(), n * k);
-        let mut values = vec![0f32; n.div_ceil(PANEL_ROWS) * PANEL_ROWS * k];
-        for (p, panel) in values.chunks_exact_mut(PANEL_ROWS * k).enumerate() {
-            let rows = p * PANEL_ROWS..((p + 1) * PANEL_ROWS).min(n);
-            // A column of the panel across its rows at a time: 64 contiguous stores, the 64 source rows
-            // stay in cache.
-            for (c, column) in panel.chunks_exact_mut(PANEL_ROWS).enumerate() {
-                for (r, value) in rows.clone().zip(column) {
-                    *value = w[r * k + c];
-                }
-            }
+        PanelMatrix { values: PanelValues::F32(to_panels(w, n, k, 0.0)), shape: [n, k] }
+    }
+
+    /// The panels of a Q8_0 weight `[n, k]` (`raw`: its rows of ggml blocks, `k % 32 == 0`), kept 8-bit.
+    pub fn from_q8_0(raw: &[u8], n: usize, k: usize) -> PanelMatrix {
+        use crate::ops::blocks::BLOCK_VALUES;
+        let block_bytes = crate::ops::WeightDType::Q8_0.block_bytes();
+        let blocks = k / BLOCK_VALUES;
+        debug_assert_eq!(raw.len(), n * blocks * block_bytes);
+        let mut quants = Vec::with_capacity(n * k);
+        let mut scales = Vec::with_capacity(n * blocks);
+        for block in raw.chunks_exact(block_bytes) {
+            scales.push(half::f16::from_le_bytes([block[0], block[1]]).to_f32());
+            quants.extend(block[2..].iter().map(|&q| q as i8));
         }
+        let values =
+            PanelValues::Q8 { quants: to_panels(&quants, n, k, 0), scales: to_panels(&scales, n, blocks, 0.0) };
         PanelMatrix { values, shape: [n, k] }
     }
 
@@ -50,67 +74,175 @@ impl PanelMatrix {
     pub fn to_tensor(&self) -> Result<Tensor> {
         let [n, k] = self.shape;
         let mut w = vec![0f32; n * k];
-        for (r, row) in w.chunks_exact_mut(k).enumerate() {
-            let panel = &self.values[(r / PANEL_ROWS) * PANEL_ROWS * k..];
-            for (c, value) in row.iter_mut().enumerate() {
-                *value = panel[c * PANEL_ROWS + r % PANEL_ROWS];
+        let mut scratch = Vec::new();
+        for (p, rows) in w.chunks_mut(PANEL_ROWS * k).enumerate() {
+            let at = self.panel(p, &mut scratch);
+            // SAFETY: a panel holds PANEL_ROWS · k values (in storage, or in `scratch`, alive here).
+            let panel = unsafe { std::slice::from_raw_parts(at.0, PANEL_ROWS * k) };
+            for (r, row) in rows.chunks_exact_mut(k).enumerate() {
+                for (c, value) in row.iter_mut().enumerate() {
+                    *value = panel[c * PANEL_ROWS + r];
+                }
             }
         }
         Ok(Tensor::from_vec(w, (n, k), &Device::Cpu)?)
     }
 
-    /// `x [m, k] · wᵀ` → `[m, n]`, f32.
-    pub fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
+    /// Panel `p`'s f32 values: where they are stored, or made from 8 bits in `scratch`.
+    fn panel(&self, p: usize, scratch: &mut Vec<f32>) -> PanelRef {
+        let k = self.shape[1];
+        let size = PANEL_ROWS * k;
+        match &self.values {
+            PanelValues::F32(values) => PanelRef(values[p * size..(p + 1) * size].as_ptr()),
+            PanelValues::Q8 { quants, scales } => {
+                let blocks = k / crate::ops::blocks::BLOCK_VALUES;
+                let (quants, scales) = (&quants[p * size..][..size], &scales[p * PANEL_ROWS * blocks..]);
+                scratch.clear();
+                scratch.reserve(size);
+                // One row of the panel (one k, its 64 columns) at a time: 64 bytes times their 64 scales.
+                for (c, row) in quants.chunks_exact(PANEL_ROWS).enumerate() {
+                    let scale = &scales[c / crate::ops::blocks::BLOCK_VALUES * PANEL_ROWS..][..PANEL_ROWS];
+                    scratch.extend(row.iter().zip(scale).map(|(&q, &d)| f32::from(q) * d));
+                }
+                PanelRef(scratch.as_ptr())
+            }
+        }
+    }
+
+    /// `x [m, k] · wᵀ` → `[m, n]`, f32, each panel's columns finished by `epilogue`.
+    pub fn times_transposed(&self, x: &Tensor, epilogue: Epilogue<'_>) -> Result<Tensor> {
         let [n, k] = self.shape;
-        let stored =
-            |p: usize, _: &mut Vec<f32>| PanelRef(self.values[p * PANEL_ROWS * k..(p + 1) * PANEL_ROWS * k].as_ptr());
-        panel_product(x, n, k, &stored)
+        panel_product(x, n, k, &|p, scratch| self.panel(p, scratch), epilogue)
     }
 
     /// Bytes held (padding included).
     pub fn bytes(&self) -> usize {
-        4 * self.values.len()
+        match &self.values {
+            PanelValues::F32(values) => 4 * values.len(),
+            PanelValues::Q8 { quants, scales } => quants.len() + 4 * scales.len(),
+        }
+    }
+}
+
+/// `w [n, k]` (row-major) as panels of `PANEL_ROWS` rows, each column-major; the last panel padded with `zero`.
+fn to_panels<T: Copy>(w: &[T], n: usize, k: usize, zero: T) -> Vec<T> {
+    let mut values = vec![zero; n.div_ceil(PANEL_ROWS) * PANEL_ROWS * k];
+    for (p, panel) in values.chunks_exact_mut(PANEL_ROWS * k).enumerate() {
+        let rows = p * PANEL_ROWS..((p + 1) * PANEL_ROWS).min(n);
+        // A column of the panel across its rows at a time: 64 contiguous stores, the 64 source rows
+        // stay in cache.
+        for (c, column) in panel.chunks_exact_mut(PANEL_ROWS).enumerate() {
+            for (r, value) in rows.clone().zip(column) {
+                *value = w[r * k + c];
+            }
+        }
+    }
+    values
+}
+
+/// What is done to a panel's columns of the result right after their sums, while they are still in cache:
+/// `+ bias`, then GELU (erf) — the same f32 operations in the same order as the separate passes over the
+/// whole result they replace (each of those a read and a write of `[m, n]` and an allocation; the bigG
+/// MLP's GELU alone was 3 % of the text tower's forward on one core).
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `[n]`, added to every row.
+    pub bias: Option<&'a [f32]>,
+    pub gelu_erf: bool,
+}
+
+impl Epilogue<'_> {
+    fn is_nothing(&self) -> bool {
+        self.bias.is_none() && !self.gelu_erf
+    }
+
+    /// Columns `c0 … c0 + cols` of `y`'s `m` rows (row stride `n`).
+    ///
+    /// # Safety
+    /// Those values lie inside `y`'s buffer and no other task touches them meanwhile.
+    #[inline(always)]
+    unsafe fn finish(&self, y: OutPtr, (m, n): (usize, usize), c0: usize, cols: usize) {
+        for i in 0..m {
+            let row = std::slice::from_raw_parts_mut(y.at(i * n + c0), cols);
+            if let Some(bias) = self.bias {
+                for (v, b) in row.iter_mut().zip(&bias[c0..c0 + cols]) {
+                    *v += b;
+                }
+            }
+            if self.gelu_erf {
+                for v in row.iter_mut() {
+                    *v = super::gelu::gelu_erf_value(*v);
+                }
+            }
+        }
+    }
+
+    /// [`Self::finish`] compiled for the hand-written kernel's instruction set — on x86-64 AVX-512's 16
+    /// lanes, where the crate's baseline target has 4 (in wasm simd128 is the baseline already): the same
+    /// operations, no contraction into FMAs (Rust does not contract), so the same values.
+    ///
+    /// # Safety
+    /// As [`Self::finish`], and `panel_kernel::available()`.
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    unsafe fn finish_by_hand(&self, y: OutPtr, shape: (usize, usize), c0: usize, cols: usize) {
+        self.finish(y, shape, c0, cols)
     }
 }
 
 /// `x [m, k] · wᵀ` for a weight `[n, k]` whose panel `p` (`PANEL_ROWS · k` values, see the module's
 /// documentation) `panel(p, scratch)` gives, either from storage or made in `scratch` (a buffer of the
-/// calling thread, kept between calls). Panels run in parallel on rayon's pool natively (each
-/// writes its own 64 columns of the result); in wasm one after the other.
+/// calling thread, kept between calls), each panel's columns then finished by `epilogue`. Panels run in
+/// parallel on rayon's pool natively (each writes its own 64 columns of the result); in wasm one after the
+/// other.
 pub fn panel_product(
     x: &Tensor,
     n: usize,
     k: usize,
     panel: &(dyn Fn(usize, &mut Vec<f32>) -> PanelRef + Sync),
+    epilogue: Epilogue<'_>,
 ) -> Result<Tensor> {
     let m = x.dims2()?.0;
     if x.dims2()?.1 != k {
         return Err(Error::Backend(format!("linear: input width {} does not match the weight's {k}", x.dims2()?.1)));
     }
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Err(Error::Backend("linear: the input is not on the CPU".into()));
-    };
-    let x = &cpu.as_slice::<f32>()?[start..end];
+    if let Some(bias) = epilogue.bias.filter(|b| b.len() != n) {
+        return Err(Error::Backend(format!("linear: a bias of {} values for {n} outputs", bias.len())));
+    }
+    let y = super::in_place(x, "linear", |x| product_of_values(x, (m, k, n), panel, epilogue))?;
+    Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?)
+}
+
+/// [`panel_product`] of `x`'s values (`[m, k]`, row-major): `y [m, n]`, row-major.
+fn product_of_values(
+    x: &[f32],
+    (m, k, n): (usize, usize, usize),
+    panel: &(dyn Fn(usize, &mut Vec<f32>) -> PanelRef + Sync),
+    epilogue: Epilogue<'_>,
+) -> Vec<f32> {
     if k == 0 {
-        return Ok(Tensor::zeros((m, n), DType::F32, &Device::Cpu)?);
+        let mut y = vec![0f32; m * n];
+        // SAFETY: all m rows of n columns are inside `y`, which only this call holds.
+        unsafe { epilogue.finish(OutPtr(y.as_mut_ptr()), (m, n), 0, n) };
+        return y;
     }
     // Not zeroed first: every panel writes all of its columns of every row (gemm without reading them), so
     // a zeroing pass would be a wasted write of the whole result (3 % of the text tower's forward).
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let out = OutPtr(y.as_mut_ptr());
-    #[cfg(target_arch = "x86_64")]
     let by_hand = super::panel_kernel::available();
     let one = |p: usize| {
         SCRATCH.with(|scratch| {
             let w = panel(p, &mut scratch.borrow_mut());
             let rows = PANEL_ROWS.min(n - p * PANEL_ROWS);
-            #[cfg(target_arch = "x86_64")]
             if by_hand {
-                // SAFETY: AVX-512F is there (`available`); x holds m·k values, the panel 64·k; this panel's
-                // columns of y are written by this task only.
-                unsafe { panel_by_hand(x, (m, k, n), w, out, p, rows) };
+                // SAFETY: the kernel's instructions are there (`available`); x holds m·k values, the panel
+                // 64·k; this panel's columns of y are written by this task only.
+                unsafe {
+                    panel_by_hand(x, (m, k, n), w, out, p, rows);
+                    if !epilogue.is_nothing() {
+                        epilogue.finish_by_hand(out, (m, n), p * PANEL_ROWS, rows);
+                    }
+                }
                 return;
             }
             // SAFETY: `yᵀ`'s rows p·64 … p·64 + rows (row stride 1, column stride n) lie inside `y` and no
@@ -138,6 +270,10 @@ pub fn panel_product(
                     false,
                     gemm::Parallelism::None,
                 );
+                // The columns just written, still in cache.
+                if !epilogue.is_nothing() {
+                    epilogue.finish(out, (m, n), p * PANEL_ROWS, rows);
+                }
             }
         })
     };
@@ -149,19 +285,17 @@ pub fn panel_product(
     }
     #[cfg(target_arch = "wasm32")]
     (0..panels).for_each(one);
-    drop(storage);
     // SAFETY: the panels above wrote all m·n values (columns p·64 … p·64 + rows of every row, for every p).
     unsafe { y.set_len(m * n) };
-    Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?)
+    y
 }
 
-/// Panel `p`'s `rows` columns of `y [m, n]` by the AVX-512 kernel: a whole panel writes its 64 columns of each
-/// of y's rows in place (row stride n), a partial one (the last) goes through a buffer of m rows of 64 and only
-/// its `rows` columns are copied out.
+/// Panel `p`'s `rows` columns of `y [m, n]` by the hand-written kernel: a whole panel writes its 64 columns
+/// of each of y's rows in place (row stride n), a partial one (the last) goes through a buffer of m rows of
+/// 64 and only its `rows` columns are copied out.
 ///
 /// # Safety
 /// As `panel_kernel::panel_times`; `out` holds `m·n` values whose columns `p·64 …` no other task writes.
-#[cfg(target_arch = "x86_64")]
 unsafe fn panel_by_hand(x: &[f32], (m, k, n): (usize, usize, usize), w: PanelRef, out: OutPtr, p: usize, rows: usize) {
     use super::panel_kernel::panel_times;
     if rows == PANEL_ROWS {

@@ -1,13 +1,11 @@
 //! `y [m, 64] = x [m, k] · panel` for one panel of a weight (panels.rs: `[k][64]`, contiguous), on x86-64
-//! with AVX-512F (the module exists on x86-64 only): six rows of `x` at a time against the panel's 64 columns, 24 accumulators in registers.
+//! with AVX-512F: six rows of `x` at a time against the panel's 64 columns, 24 accumulators in registers.
 //!
-//! Why by hand: gemm (candle's matmul kernels) has no entry point for an operand already in its packed
-//! layout, so it copies every 64 × kc block of the panel into its own buffer before multiplying it — the
-//! weight's first touch from DRAM, a pass that computes nothing. Here the panel is read where it lies,
-//! block by block (`KC` rows of it, 64 KB, stay in L2 while every group of six rows of `x` passes over
+//! Why by hand: see mod.rs (gemm repacks every block of a panel, a pass that computes nothing). Here the
+//! panel is read where it lies, block by block (`KC` rows of it, 64 KB, stay in L2 while every group of six rows of `x` passes over
 //! them), and the next block is prefetched during the current one. One Zen 4 core, the same panels:
 //! [77×1280]·[1280×5120] 100 GF/s, [77×5120]·[5120×1280] 108, [257×1664]·[1664×8192] 105 (gemm in the
-//! project's bench: 77–94). AVX2 and wasm keep gemm (panels.rs).
+//! project's bench: 77–94).
 //!
 //! Numerics: each output is one f32 sum over k in order, by FMA — an order like any other GEMM's, within
 //! the same (k + 1)·2⁻²⁴·Σ|x·w| bound the tests hold every summation order to.
