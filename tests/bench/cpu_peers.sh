@@ -29,25 +29,26 @@ PY=.venv/bin/python
 BIGGHF=models/clip-bigg-text-hf Q8=models/clip-bigg-text-q8_0 BIGG=models/clip-bigg-text/onnx
 RUNS=${RUNS:-10}
 mkdir -p results
-out() { sed "s/^{/{\"at\": \"$(date -u +%FT%TZ)\", \"block\": \"$BLOCK\", \"build\": \"$BUILD\", /" | tee -a "results/cpu-peers-$what.jsonl"; }
+# `side`: which engine and build (the engines' own records have a `build` field of their own).
+out() { sed "s/^{/{\"at\": \"$(date -u +%FT%TZ)\", \"block\": \"$BLOCK\", \"side\": \"$SIDE\", /" | tee -a "results/cpu-peers-$what.jsonl"; }
 ours_native() {
-  BUILD=$1
+  SIDE=$1
   for m in "$BIGGHF" "$Q8"; do
     RAYON_NUM_THREADS=1 "$2" --what text --model "$m" --inputs $BIGGHF/reference.safetensors --label "$1-$(basename "$m")" \
       --warmup 2 --runs "$RUNS" | out
   done
 }
 ours_wasm() {
-  BUILD=$1
+  SIDE=$1
   ln -sfn "$2" ours/pkg
   for w in text text:q8_0; do
     timeout 2700 node drive.mjs page=/ours.html mode=forward what=$w config=/$BIGGHF/text_encoder/config.json warmup=1 \
       runs="$RUNS" 2>>results/browser-console.log | out
   done
 }
-peers_native() { BUILD=onnxruntime; $PY ort_bench.py $BIGG/text_model.onnx --threads 1 --warmup 2 --runs "$RUNS" | out; }
+peers_native() { SIDE=onnxruntime; $PY ort_bench.py $BIGG/text_model.onnx --threads 1 --warmup 2 --runs "$RUNS" | out; }
 peers_wasm() {
-  BUILD=ort-web
+  SIDE=ort-web
   timeout 2700 node drive.mjs ep=wasm threads=1 warmup=1 runs="$RUNS" model=/$BIGG/text_model.onnx \
     data=/$BIGG/text_model.onnx.data 2>>results/browser-console.log | out
 }
@@ -72,7 +73,8 @@ import json, sys, collections
 rows = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
     d = json.loads(line)
-    key = d["build"] + ("" if d["build"] in ("onnxruntime", "ort-web") else " " + (d.get("what") or d.get("model", "")).split("/")[-1])
+    side = d["side"]
+    key = side if side in ("onnxruntime", "ort-web") else side + " " + (d.get("what") or d.get("model", "")).split("/")[-1]
     rows[d["block"]][key] = d["median_ms"]
 for block, r in rows.items():
     peer = r.get("onnxruntime") or r.get("ort-web")

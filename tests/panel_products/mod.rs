@@ -22,8 +22,9 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
 /// (k + 1)·2⁻²⁴·(Σ|x·w| + |b|) of the exact value (k products summed, one bias add, and in wasm each product
 /// rounded before its add: Higham's γ to first order). A wrong element in a panel, a panel's output in the
 /// wrong columns, a block of K added to the wrong rows or a lost partial block moves a product by ~|x·w| ≫
-/// the bound. The bias and a GELU finish each panel's columns inside the product (its epilogue): the same f32
-/// operations as the separate passes, so the same values bit for bit. A bias of the wrong length is refused
+/// the bound. The bias and a GELU finish each panel's columns inside the product (its epilogue; a product not
+/// by panels gets it in one pass after): the same f32 operations as the separate passes, so the same values
+/// bit for bit. A bias of the wrong length is refused
 /// in words.
 pub async fn check_panels((n, k, m): (usize, usize, usize)) {
     let be = CpuBackend::new();
@@ -52,9 +53,12 @@ pub async fn check_panels((n, k, m): (usize, usize, usize)) {
         // A 1×1 convolution is the same product over a feature map's rows.
         check(read(be.conv2d(&x, 1, m, wt, Some(&bias), 1).unwrap()).await, what);
     }
-    let fused = read(be.linear(&x, &laid_out, Some(&bias), Activation::GeluErf).unwrap()).await;
-    let product = be.linear(&x, &laid_out, Some(&bias), Activation::Identity).unwrap();
-    assert_eq!(fused, read(be.activation(&product, Activation::GeluErf).unwrap()).await, "GELU in the epilogue");
+    for (wt, what) in [(&w, "plain"), (&laid_out, "laid out")] {
+        let fused = read(be.linear(&x, wt, Some(&bias), Activation::GeluErf).unwrap()).await;
+        let product = be.linear(&x, wt, Some(&bias), Activation::Identity).unwrap();
+        let separate = read(be.activation(&product, Activation::GeluErf).unwrap()).await;
+        assert_eq!(fused, separate, "{what}: GELU in the epilogue");
+    }
     let short_bias = be.from_f32(&bv[1..], &[n - 1]).unwrap();
     let err = be.linear(&x, &laid_out, Some(&short_bias), Activation::Identity).expect_err("a short bias").to_string();
     assert!(err.contains(&format!("{} values for {n} outputs", n - 1)), "{err}");

@@ -576,13 +576,22 @@ impl Backend for CpuBackend {
         let x = values(x)?;
         check_rank(&x, 2, "linear")?;
         let bias = bias.map(values).transpose()?;
-        // The bias and a GELU go into the panels' epilogue (while each panel's columns are in cache); the other
-        // activations, and the products that do not go by panels, take the passes over the whole result.
+        // The bias and a GELU go into the panels' epilogue (while each panel's columns are in cache), or one
+        // pass over the whole result for a product that does not go by panels; the other activations take
+        // candle's passes.
         let bias_values = bias.as_deref().map(host).transpose()?;
         let epilogue = Epilogue { bias: bias_values.as_deref(), gelu_erf: act == Activation::GeluErf };
         let y = match w.times_transposed_then(&x, epilogue)? {
             Ok(finished) if epilogue.gelu_erf => finished,
             Ok(with_bias) => apply_activation(with_bias, act)?,
+            Err(product) if epilogue.is_nothing() => apply_activation(product, act)?,
+            // The same epilogue in one pass over the whole result.
+            Err(product) if act == Activation::GeluErf || act == Activation::Identity => {
+                let (m, n) = product.dims2()?;
+                let mut y = host(&product)?;
+                panels::finish_whole(&mut y, (m, n), epilogue)?;
+                Tensor::from_vec(y, (m, n), &Device::Cpu)?
+            }
             Err(product) => Dense.bias_and_activation(product, bias.as_deref(), act)?,
         };
         Ok(CpuTensor::Values(y))

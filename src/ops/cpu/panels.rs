@@ -152,7 +152,7 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    fn is_nothing(&self) -> bool {
+    pub fn is_nothing(&self) -> bool {
         self.bias.is_none() && !self.gelu_erf
     }
 
@@ -187,6 +187,30 @@ impl Epilogue<'_> {
     unsafe fn finish_by_hand(&self, y: OutPtr, shape: (usize, usize), c0: usize, cols: usize) {
         self.finish(y, shape, c0, cols)
     }
+}
+
+/// `epilogue` over a whole result `y [m, n]`, row-major: for a product that did not go by panels (candle's
+/// integer kernels, a weight kept as values), so that it gets the same one pass — vectorised as wide as the
+/// CPU allows — instead of a bias pass and a GELU pass.
+pub fn finish_whole(y: &mut [f32], (m, n): (usize, usize), epilogue: Epilogue<'_>) -> Result<()> {
+    if y.len() != m * n || epilogue.bias.is_some_and(|b| b.len() != n) {
+        return Err(Error::Backend(format!(
+            "linear: a bias of {} values for a result of {} values in rows of {n}",
+            epilogue.bias.map_or(0, <[f32]>::len),
+            y.len()
+        )));
+    }
+    let out = OutPtr(y.as_mut_ptr());
+    // SAFETY: all m rows of n columns lie in `y`, borrowed mutably here; finish_by_hand's instructions are
+    // there when `available` says so.
+    unsafe {
+        if super::panel_kernel::available() {
+            epilogue.finish_by_hand(out, (m, n), 0, n);
+        } else {
+            epilogue.finish(out, (m, n), 0, n);
+        }
+    }
+    Ok(())
 }
 
 /// `x [m, k] · wᵀ` for a weight `[n, k]` whose panel `p` (`PANEL_ROWS · k` values, see the module's
