@@ -28,16 +28,15 @@ pub struct PanelMatrix {
 #[derive(Debug)]
 enum PanelValues {
     F32(Vec<f32>),
-    /// A Q8_0 weight re-laid in panel order, still one byte a value: `quants` as the f32 panels' values
-    /// (`[k][64]` per panel), `scales` one per block of 32 values of a row, `[k / 32][64]` per panel (the f16
-    /// scale as f32: exact). A panel's values are then `quants · scales` in one contiguous, vectorised
-    /// pass — where dequantising the blocks as the file stores them (32 values along a row) into a panel
+    /// A Q8_0 weight re-laid in panel order, as many bytes as its blocks: `quants` as the f32 panels' values
+    /// (`[k][64]` per panel), `scales` (f16 bits) one per block of 32 values of a row, `[k / 32][64]` per
+    /// panel. A panel's values are then `quants · scales` in one contiguous, vectorised pass — where dequantising the blocks as the file stores them (32 values along a row) into a panel
     /// (along a column) is a transposition, one strided store per value: it made the bigG text tower's
     /// Q8_0 forward in wasm 0.6–0.7 s (16–19 %) slower than its f32 one; in panel order the two take the
     /// same time. Q4_0 stays in its blocks (unpacked to a byte a value it would lose its halving).
     Q8 {
         quants: Vec<i8>,
-        scales: Vec<f32>,
+        scales: Vec<u16>,
     },
 }
 
@@ -57,11 +56,10 @@ impl PanelMatrix {
         let mut quants = Vec::with_capacity(n * k);
         let mut scales = Vec::with_capacity(n * blocks);
         for block in raw.chunks_exact(block_bytes) {
-            scales.push(half::f16::from_le_bytes([block[0], block[1]]).to_f32());
+            scales.push(u16::from_le_bytes([block[0], block[1]]));
             quants.extend(block[2..].iter().map(|&q| q as i8));
         }
-        let values =
-            PanelValues::Q8 { quants: to_panels(&quants, n, k, 0), scales: to_panels(&scales, n, blocks, 0.0) };
+        let values = PanelValues::Q8 { quants: to_panels(&quants, n, k, 0), scales: to_panels(&scales, n, blocks, 0) };
         PanelMatrix { values, shape: [n, k] }
     }
 
@@ -99,10 +97,17 @@ impl PanelMatrix {
                 let (quants, scales) = (&quants[p * size..][..size], &scales[p * PANEL_ROWS * blocks..]);
                 scratch.clear();
                 scratch.reserve(size);
-                // One row of the panel (one k, its 64 columns) at a time: 64 bytes times their 64 scales.
+                // One row of the panel (one k, its 64 columns) at a time: 64 bytes times their 64 scales, made
+                // f32 once per 32 rows (exactly: f16 → f32 is exact).
+                let mut scale = [0f32; PANEL_ROWS];
                 for (c, row) in quants.chunks_exact(PANEL_ROWS).enumerate() {
-                    let scale = &scales[c / crate::ops::blocks::BLOCK_VALUES * PANEL_ROWS..][..PANEL_ROWS];
-                    scratch.extend(row.iter().zip(scale).map(|(&q, &d)| f32::from(q) * d));
+                    if c % crate::ops::blocks::BLOCK_VALUES == 0 {
+                        let bits = &scales[c / crate::ops::blocks::BLOCK_VALUES * PANEL_ROWS..][..PANEL_ROWS];
+                        for (d, &bits) in scale.iter_mut().zip(bits) {
+                            *d = half::f16::from_bits(bits).to_f32();
+                        }
+                    }
+                    scratch.extend(row.iter().zip(&scale).map(|(&q, &d)| f32::from(q) * d));
                 }
                 PanelRef(scratch.as_ptr())
             }
@@ -119,7 +124,7 @@ impl PanelMatrix {
     pub fn bytes(&self) -> usize {
         match &self.values {
             PanelValues::F32(values) => 4 * values.len(),
-            PanelValues::Q8 { quants, scales } => quants.len() + 4 * scales.len(),
+            PanelValues::Q8 { quants, scales } => quants.len() + 2 * scales.len(),
         }
     }
 }
