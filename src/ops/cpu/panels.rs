@@ -30,10 +30,11 @@ enum PanelValues {
     F32(Vec<f32>),
     /// A Q8_0 weight re-laid in panel order, as many bytes as its blocks: `quants` as the f32 panels' values
     /// (`[k][64]` per panel), `scales` (f16 bits) one per block of 32 values of a row, `[k / 32][64]` per
-    /// panel. A panel's values are then `quants · scales` in one contiguous, vectorised pass — where dequantising the blocks as the file stores them (32 values along a row) into a panel
-    /// (along a column) is a transposition, one strided store per value: it made the bigG text tower's
-    /// Q8_0 forward in wasm 0.6–0.7 s (16–19 %) slower than its f32 one; in panel order the two take the
-    /// same time. Q4_0 stays in its blocks (unpacked to a byte a value it would lose its halving).
+    /// panel. A panel's values are then `quants · scales` in one contiguous, vectorised pass — where
+    /// dequantising the blocks as the file stores them (32 values along a row) into a panel (along a
+    /// column) is a transposition, one strided store per value: it made the bigG text tower's Q8_0 forward
+    /// in wasm 0.6–0.7 s (16–19 %) slower than its f32 one; in panel order the two take the same time.
+    /// Q4_0 stays in its blocks (unpacked to a byte a value it would lose its halving).
     Q8 {
         quants: Vec<i8>,
         scales: Vec<u16>,
