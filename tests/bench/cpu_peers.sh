@@ -17,7 +17,8 @@
 # The wasm q8_0 tower needs the probe's `what=text:q8_0` (random weights made in Q8_0 blocks): in
 # $A/ours/src/lib.rs, `Tower::random` maps a ":q8_0" suffix of `what` to `WeightStore::random(be, WeightDType::Q8_0, seed)`.
 #
-# Usage: A=/path/to/anchors bash tests/bench/cpu_peers.sh native|wasm [BLOCKS] — results in $A/results/cpu-peers-*.jsonl.
+# Usage: A=/path/to/anchors bash tests/bench/cpu_peers.sh native|wasm [BLOCKS] — records in
+# $A/results/cpu-peers-{native,wasm}-<time>.jsonl, one file per invocation, and a table at the end.
 # A baseline: BASE=/path/to/ours-base (a copy of $A/ours whose `project` links to the baseline checkout, built the same
 # way; its wasm pkg in $A/ours/pkg-base).
 set -u
@@ -29,8 +30,9 @@ PY=.venv/bin/python
 BIGGHF=models/clip-bigg-text-hf Q8=models/clip-bigg-text-q8_0 BIGG=models/clip-bigg-text/onnx
 RUNS=${RUNS:-10}
 mkdir -p results
+results="results/cpu-peers-$what-$(date -u +%Y%m%dT%H%M%SZ).jsonl"   # this invocation's records
 # `side`: which engine and build (the engines' own records have a `build` field of their own).
-out() { sed "s/^{/{\"at\": \"$(date -u +%FT%TZ)\", \"block\": \"$BLOCK\", \"side\": \"$SIDE\", /" | tee -a "results/cpu-peers-$what.jsonl"; }
+out() { sed "s/^{/{\"at\": \"$(date -u +%FT%TZ)\", \"block\": \"$BLOCK\", \"side\": \"$SIDE\", /" | tee -a "$results"; }
 ours_native() {
   SIDE=$1
   for m in "$BIGGHF" "$Q8"; do
@@ -68,13 +70,14 @@ for b in $(seq 1 "$blocks"); do
 done
 [ "$what" = wasm ] && ln -sfn pkg-new ours/pkg
 # A table: median ms per block and build, and the peer's median over ours.
-$PY - "results/cpu-peers-$what.jsonl" <<'EOF'
+$PY - "$results" <<'EOF'
 import json, sys, collections
 rows = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
     d = json.loads(line)
     side = d["side"]
-    key = side if side in ("onnxruntime", "ort-web") else side + " " + (d.get("what") or d.get("model", "")).split("/")[-1]
+    # native records name the build in their label (`model`: new-clip-bigg-text-hf …), wasm ones in `side`
+    key = side if side in ("onnxruntime", "ort-web") else (side + " " + d["what"] if d.get("what") else d["model"])
     rows[d["block"]][key] = d["median_ms"]
 for block, r in rows.items():
     peer = r.get("onnxruntime") or r.get("ort-web")
