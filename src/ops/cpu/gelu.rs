@@ -1,4 +1,5 @@
-//! GELU with erf, `0.5·x·(1 + erf(x/√2))`, over a whole tensor in loops the compiler vectorises.
+//! GELU with erf, `0.5·x·(1 + erf(x/√2))`, in a form the compiler vectorises (applied over a result by
+//! panels.rs's `Epilogue`).
 //!
 //! Why not candle's `gelu_erf`: it calls a scalar erf per element (libm's), 5 % of the bigG text tower's
 //! forward on one core. Here erf is Abramowitz & Stegun's formula 7.1.26 — the approximation PyTorch's
@@ -7,9 +8,6 @@
 //! to [−ln2/2, ln2/2] and a degree-7 Taylor polynomial (its remainder ≤ 0.35⁸/8! ≈ 5·10⁻⁹, below f32's
 //! rounding). So |GELU error| ≤ 0.5·|x|·(1.5·10⁻⁷ + the f32 roundings of 1 + erf) plus two roundings of the
 //! result (the test derives the count).
-
-use crate::error::Result;
-use candle_core::{Device, Tensor};
 
 const P: f32 = 0.327_591_1;
 const A1: f32 = 0.254_829_6;
@@ -54,15 +52,6 @@ pub fn gelu_erf_value(x: f32) -> f32 {
     let t = 1.0 / (1.0 + P * a);
     let erf_abs = 1.0 - t * (A1 + t * (A2 + t * (A3 + t * (A4 + t * A5)))) * exp_nonpositive(-(a * a));
     0.5 * x * (1.0 + erf_abs.copysign(z))
-}
-
-/// GELU (erf) of every element of an f32 tensor.
-pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    let mut values = x.flatten_all()?.to_vec1::<f32>()?;
-    for v in values.iter_mut() {
-        *v = gelu_erf_value(*v);
-    }
-    Ok(Tensor::from_vec(values, x.dims(), &Device::Cpu)?)
 }
 
 #[cfg(test)]

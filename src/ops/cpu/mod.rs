@@ -104,27 +104,36 @@ impl CpuTensor {
 
     /// `x · selfᵀ` for a weight `[n, k]`.
     fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.times_transposed_then(x, Epilogue::default())?.unwrap_or_else(|y| y))
+        Ok(match self.times_transposed_then(x, Epilogue::default())? {
+            Product::Finished(y) | Product::Bare(y) => y,
+        })
     }
 
-    /// `x · selfᵀ`, finished by `epilogue` where the product goes by panels: `Ok(Ok(y))` when it did,
-    /// `Ok(Err(y))` (the bare product) when the caller still has to.
-    fn times_transposed_then(&self, x: &Tensor, epilogue: Epilogue<'_>) -> Result<std::result::Result<Tensor, Tensor>> {
+    /// `x · selfᵀ`, finished by `epilogue` where the product goes by panels, bare where it does not.
+    fn times_transposed_then(&self, x: &Tensor, epilogue: Epilogue<'_>) -> Result<Product> {
         Ok(match self {
-            CpuTensor::Values(w) => Err(x.matmul(&w.t()?)?),
-            CpuTensor::Panels(p) => Ok(p.times_transposed(x, epilogue)?),
+            CpuTensor::Values(w) => Product::Bare(x.matmul(&w.t()?)?),
+            CpuTensor::Panels(p) => Product::Finished(p.times_transposed(x, epilogue)?),
             // candle's quantized matmul wants contiguous activations.
-            CpuTensor::Blocks(b) if b.integer => Err(QMatMul::from_arc(b.matrix.clone())?.forward(&x.contiguous()?)?),
+            CpuTensor::Blocks(b) if b.integer => {
+                Product::Bare(QMatMul::from_arc(b.matrix.clone())?.forward(&x.contiguous()?)?)
+            }
             // The weight's values for this call only, one panel at a time: the model stays in blocks.
             CpuTensor::Blocks(b) => {
                 let (n, k) = (b.shape[0], b.shape[1..].iter().product::<usize>());
                 let data = b.matrix.data()?;
                 let dequantized =
                     |p: usize, panel: &mut Vec<f32>| panels::dequantized_panel(b.dtype, &data, [n, k], p, panel);
-                Ok(panels::panel_product(x, n, k, &dequantized, epilogue)?)
+                Product::Finished(panels::panel_product(x, n, k, &dequantized, epilogue)?)
             }
         })
     }
+}
+
+/// A product `x · wᵀ` with its epilogue applied (it went by panels) or not (the caller applies it).
+enum Product {
+    Finished(Tensor),
+    Bare(Tensor),
 }
 
 fn check_rank(t: &Tensor, rank: usize, op: &str) -> Result<()> {
@@ -137,7 +146,11 @@ fn check_rank(t: &Tensor, rank: usize, op: &str) -> Result<()> {
 fn apply_activation(x: Tensor, act: Activation) -> Result<Tensor> {
     Ok(match act {
         Activation::Identity => x,
-        Activation::GeluErf => gelu::gelu_erf(&x)?,
+        Activation::GeluErf => {
+            let mut values = host(&x)?;
+            panels::finish_whole(&mut values, (1, x.elem_count()), Epilogue { bias: None, gelu_erf: true })?;
+            Tensor::from_vec(values, x.dims(), &Device::Cpu)?
+        }
         Activation::QuickGelu => {
             let sigmoid = (x.affine(-1.702, 0.0)?.exp()? + 1.0)?.recip()?;
             (x * sigmoid)?
@@ -582,17 +595,17 @@ impl Backend for CpuBackend {
         let bias_values = bias.as_deref().map(host).transpose()?;
         let epilogue = Epilogue { bias: bias_values.as_deref(), gelu_erf: act == Activation::GeluErf };
         let y = match w.times_transposed_then(&x, epilogue)? {
-            Ok(finished) if epilogue.gelu_erf => finished,
-            Ok(with_bias) => apply_activation(with_bias, act)?,
-            Err(product) if epilogue.is_nothing() => apply_activation(product, act)?,
+            Product::Finished(finished) if epilogue.gelu_erf => finished,
+            Product::Finished(with_bias) => apply_activation(with_bias, act)?,
+            Product::Bare(product) if epilogue.is_nothing() => apply_activation(product, act)?,
             // The same epilogue in one pass over the whole result.
-            Err(product) if act == Activation::GeluErf || act == Activation::Identity => {
+            Product::Bare(product) if act == Activation::GeluErf || act == Activation::Identity => {
                 let (m, n) = product.dims2()?;
                 let mut y = host(&product)?;
                 panels::finish_whole(&mut y, (m, n), epilogue)?;
                 Tensor::from_vec(y, (m, n), &Device::Cpu)?
             }
-            Err(product) => Dense.bias_and_activation(product, bias.as_deref(), act)?,
+            Product::Bare(product) => Dense.bias_and_activation(product, bias.as_deref(), act)?,
         };
         Ok(CpuTensor::Values(y))
     }

@@ -8,19 +8,26 @@
 
 use super::gelu::exp_nonpositive;
 
-/// Σ values in f32: sixteen running sums (one per lane of the widest vector), then their total — a loop
-/// the compiler vectorises, where a single running sum must stay scalar to keep its order.
+/// `values` folded by `step` into sixteen running lanes (one per lane of the widest vector), the lanes then
+/// joined by `join` and the remainder's fold last — a loop the compiler vectorises, where a single running
+/// value must stay scalar to keep its order.
 #[inline(always)]
-fn sum(values: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
+fn fold_lanes(values: &[f32], init: f32, step: impl Fn(f32, f32) -> f32, join: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; 16];
     let chunks = values.chunks_exact(16);
-    let rest = chunks.remainder();
+    let rest = chunks.remainder().iter().fold(init, |a, &v| step(a, v));
     for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = step(*lane, v);
         }
     }
-    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+    join(lanes.iter().fold(init, |a, &l| join(a, l)), rest)
+}
+
+/// Σ values in f32, by [`fold_lanes`].
+#[inline(always)]
+fn sum(values: &[f32]) -> f32 {
+    fold_lanes(values, 0.0, |a, v| a + v, |a, b| a + b)
 }
 
 /// `(x − mean) / √(var + eps) · gamma + beta` over each row of `x` (`k` values each) into `out`, with mean
@@ -31,15 +38,7 @@ pub fn layer_norm(x: &[f32], k: usize, gamma: &[f32], beta: &[f32], eps: f32, ou
         for (o, v) in out.iter_mut().zip(x) {
             *o = v - mean;
         }
-        let mut squares = [0f32; 16];
-        let chunks = out.chunks_exact(16);
-        let rest = chunks.remainder().iter().map(|c| c * c).sum::<f32>();
-        for chunk in chunks {
-            for (s, c) in squares.iter_mut().zip(chunk) {
-                *s += c * c;
-            }
-        }
-        let var = (squares.iter().sum::<f32>() + rest) / k as f32;
+        let var = fold_lanes(out, 0.0, |a, c| a + c * c, |a, b| a + b) / k as f32;
         let scale = (var + eps).sqrt();
         for ((o, g), b) in out.iter_mut().zip(gamma).zip(beta) {
             *o = *o / scale * g + b;
@@ -68,15 +67,7 @@ pub fn scaled_softmax(scores: &mut [f32], s: usize, scale: f32, bias: Option<&[f
                 *v += b;
             }
         }
-        let mut max = [f32::NEG_INFINITY; 16];
-        let chunks = row.chunks_exact(16);
-        let rest = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        for chunk in chunks {
-            for (m, &v) in max.iter_mut().zip(chunk) {
-                *m = m.max(v);
-            }
-        }
-        let max = max.iter().fold(rest, |m, &v| m.max(v));
+        let max = fold_lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
         for v in row.iter_mut() {
             *v = exp_nonpositive(*v - max);
         }

@@ -2,8 +2,8 @@
 //! with AVX-512F: six rows of `x` at a time against the panel's 64 columns, 24 accumulators in registers.
 //!
 //! Why by hand: see mod.rs (gemm repacks every block of a panel, a pass that computes nothing). Here the
-//! panel is read where it lies, block by block (`KC` rows of it, 64 KB, stay in L2 while every group of six rows of `x` passes over
-//! them), and the next block is prefetched during the current one. One Zen 4 core, the same panels:
+//! panel is read where it lies, block by block (`KC` rows of it, 64 KB, stay in L2 while every group of
+//! six rows of `x` passes over them), and the next block is prefetched during the current one. One Zen 4 core, the same panels:
 //! [77×1280]·[1280×5120] 100 GF/s, [77×5120]·[5120×1280] 108, [257×1664]·[1664×8192] 105 (gemm in the
 //! project's bench: 77–94).
 //!
